@@ -1,0 +1,106 @@
+"""Every fact that more than one module needs, in one place.
+
+Label ids and names, display colours, the paper's CT window, the sequence
+length and input size of SEQ-UNET, Hounsfield limits and file endings.  Other
+modules import from here instead of repeating a literal.
+"""
+
+from __future__ import annotations
+
+# --- Labels -----------------------------------------------------------------
+BACKGROUND, EYEBALL, MUSCLES, NERVE = 0, 1, 2, 3
+
+#: label id -> machine name (the keys of ``dataset.json["labels"]``)
+LABEL_NAMES: dict[int, str] = {
+    BACKGROUND: "background",
+    EYEBALL: "eyeball",
+    MUSCLES: "extraocular_muscles",
+    NERVE: "optic_nerve",
+}
+#: label id -> name a person reads
+LABEL_TITLES: dict[int, str] = {
+    BACKGROUND: "Background",
+    EYEBALL: "Eyeball",
+    MUSCLES: "Extraocular muscles",
+    NERVE: "Optic nerve",
+}
+#: the foreground labels, in order
+STRUCTURES: tuple[int, ...] = (EYEBALL, MUSCLES, NERVE)
+#: every value a label volume may hold
+VALID_LABELS: frozenset[int] = frozenset(LABEL_NAMES)
+
+#: label id -> RGB 0-255.  Red / green / orange as in the paper's Figure 3D.
+LABEL_COLOURS: dict[int, tuple[int, int, int]] = {
+    BACKGROUND: (0, 0, 0),
+    EYEBALL: (230, 41, 55),
+    MUSCLES: (0, 190, 80),
+    NERVE: (255, 161, 0),
+}
+
+
+def label_colour_hex(label: int) -> str:
+    """``'#rrggbb'`` colour of ``label``."""
+    r, g, b = LABEL_COLOURS[label]
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+# --- CT window (paper: level 48 HU, width 400 HU -> [-152, 248] HU) ---------
+WINDOW_LEVEL: float = 48.0
+WINDOW_WIDTH: float = 400.0
+
+
+def window_bounds(level: float = WINDOW_LEVEL, width: float = WINDOW_WIDTH) -> tuple[float, float]:
+    """Lower and upper HU bound of a window given by ``level`` and ``width``."""
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+    return level - width / 2.0, level + width / 2.0
+
+
+#: Display presets (level, width) offered by viewers and the labeling tool.
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "orbit": (WINDOW_LEVEL, WINDOW_WIDTH),
+    "soft_tissue": (40.0, 350.0),
+    "bone": (500.0, 2000.0),
+}
+
+# --- SEQ-UNET input ----------------------------------------------------------
+SEQ_LEN: int = 3  # consecutive axial slices per sequence; the centre one is the target
+INPUT_SIZE: int = 64  # in-plane size of each slice fed to the network (paper preset)
+
+# --- Hounsfield plausibility (used to tell CT from other volumes) -----------
+HU_AIR: float = -1000.0
+#: a CT must hold some voxels this dark (air around the head, sinuses)
+HU_AIR_MAX: float = -850.0
+#: fraction of voxels that must be air-like for a volume to count as CT
+MIN_AIR_FRACTION: float = 1e-3
+#: lowest value a CT may hold (scanners pad outside the field of view with -2048 or -3024)
+HU_MIN: float = -3100.0
+#: highest value a CT may hold (dense metal on extended-range scanners)
+HU_MAX: float = 32767.0
+
+# --- Files ------------------------------------------------------------------
+#: nnU-Net v2 channel suffix of the single CT channel
+CHANNEL_SUFFIX: str = "_0000"
+#: ending of every file the project writes by default
+FILE_ENDING: str = ".nii.gz"
+#: endings of single-file scans we read (a DICOM series is a folder)
+SCAN_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: endings a label volume may be written with
+LABEL_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd")
+DATASET_JSON: str = "dataset.json"
+IMAGES_TR, LABELS_TR, IMAGES_TS = "imagesTr", "labelsTr", "imagesTs"
+
+
+def split_ending(name: str, endings: tuple[str, ...] = SCAN_ENDINGS + (".seg.nrrd",)) -> tuple[str, str]:
+    """Split a file name into stem and its longest known ending.
+
+    >>> split_ending("case_001_0000.nii.gz")
+    ('case_001_0000', '.nii.gz')
+    >>> split_ending("a.seg.nrrd")
+    ('a', '.seg.nrrd')
+    """
+    lower = name.lower()
+    for ending in sorted(endings, key=len, reverse=True):
+        if lower.endswith(ending):
+            return name[: -len(ending)], name[-len(ending):]
+    return name, ""
