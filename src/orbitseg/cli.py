@@ -1,0 +1,129 @@
+"""``orbitseg`` command line: one verb per step, each parsing arguments and calling a library function.
+
+Heavy modules (SimpleITK, torch, matplotlib) are imported inside the commands
+so that ``orbitseg --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from orbitseg.synth import make_cohort
+
+    cases = make_cohort(
+        args.out, patients=args.patients, seed=args.seed, small=args.small,
+        workers=args.workers, overwrite=args.overwrite, raw=args.raw,
+    )
+    n_pat = len({p for _, p in cases})
+    print(f"wrote {len(cases)} scans of {n_pat} patients to {args.out}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from orbitseg.io.dataset import import_dataset
+
+    cases = import_dataset(args.src, args.dataset, overwrite=args.overwrite, series_uid=args.series, name=args.name)
+    print(f"imported {len(cases)} scans into {args.dataset}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from orbitseg.io.dataset import check_dataset, format_check_table
+
+    reports = check_dataset(args.dataset)
+    print(format_check_table(reports))
+    return 0 if all(r.usable for r in reports) else 1
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from orbitseg.io.read import read_label, read_scan
+    from orbitseg.viz import render_views
+
+    scan = read_scan(args.scan, series_uid=args.series)
+    labels = read_label(args.labels, reference=scan) if args.labels else None
+    level, width = args.window
+    out = render_views(scan, labels, args.output, level=level, width=width)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from orbitseg.demo import run_demo
+
+    run_demo(args.out, patients=args.patients, seed=args.seed, overwrite=args.overwrite)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb."""
+    from orbitseg import __version__
+
+    p = argparse.ArgumentParser(
+        prog="orbitseg",
+        description="Orbital CT segmentation: eyeball, extraocular muscles, optic nerve.",
+    )
+    p.add_argument("--version", action="version", version=f"orbitseg {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("synth", help="make a synthetic orbital CT cohort (the bundled default data)")
+    s.add_argument("out", type=Path, help="output folder (a dataset, or a raw export with --raw)")
+    s.add_argument("--patients", type=int, default=46, help="number of patients (default 46, as in the paper)")
+    s.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same cohort")
+    s.add_argument("--small", action="store_true", help="coarse, fast variant (for tests and quick looks)")
+    s.add_argument("--raw", action="store_true",
+                   help="write a scanner-like export in mixed formats (DICOM, NRRD, MHA, NIfTI) for `orbitseg import`")
+    s.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("import", help="bring scans and labels (any format, DICOM series) into a dataset")
+    s.add_argument("src", type=Path, help="folder with images/ and labels/, or scans beside *_label files")
+    s.add_argument("dataset", type=Path, help="dataset folder to create (imagesTr/ labelsTr/ dataset.json)")
+    s.add_argument("--series", default=None, help="SeriesInstanceUID to take when a DICOM folder holds several")
+    s.add_argument("--name", default=None, help="dataset name recorded in dataset.json")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    s.set_defaults(func=_cmd_import)
+
+    s = sub.add_parser("check", help="validate every scan/label pair of a dataset and print a table")
+    s.add_argument("dataset", type=Path)
+    s.set_defaults(func=_cmd_check)
+
+    s = sub.add_parser("show", help="render axial/coronal/sagittal views with labels overlaid")
+    s.add_argument("scan", type=Path, help="scan file or DICOM series folder")
+    s.add_argument("labels", type=Path, nargs="?", default=None, help="label volume on the scan's grid")
+    s.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
+    s.add_argument("--series", default=None, help="SeriesInstanceUID when a DICOM folder holds several")
+    s.add_argument("--window", type=float, nargs=2, metavar=("LEVEL", "WIDTH"), default=(48.0, 400.0),
+                   help="display window in HU (default: the paper's 48 400)")
+    s.set_defaults(func=_cmd_show)
+
+    s = sub.add_parser("demo", help="run the main job on bundled synthetic data")
+    s.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
+    s.add_argument("--patients", type=int, default=6, help="patients in the demo cohort")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true", help="replace the output of an earlier demo")
+    s.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``orbitseg`` console script."""
+    from orbitseg.errors import OrbitsegError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except OrbitsegError as exc:
+        print(f"orbitseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"orbitseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

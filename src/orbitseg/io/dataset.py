@@ -1,0 +1,285 @@
+"""Bring scans into the dataset layout (``import``) and validate a dataset (``check``)."""
+
+from __future__ import annotations
+
+import csv
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from orbitseg.constants import LABELS_TR, IMAGES_TR, IMAGES_TS, STRUCTURES, LABEL_NAMES, split_ending
+from orbitseg.errors import InputError, OrbitsegError
+from orbitseg.io.atomic import atomic_dir
+from orbitseg.io.layout import image_path, label_path, list_cases, make_dataset_json, write_dataset_json
+
+#: stem suffixes that mark a label file in a flat source folder
+_LABEL_MARKERS = ("_label", "_labels", "_seg", "_mask", "_segmentation")
+_LABEL_FOLDERS = ("labels", "labelsTr", "masks", "segmentations")
+_IMAGE_FOLDERS = ("images", "imagesTr", "scans")
+
+
+@dataclass
+class SourceCase:
+    """A scan found in a source folder, with its label file when there is one."""
+
+    case_id: str
+    scan: Path  # file, or folder holding a DICOM series
+    label: Path | None = None
+    patient_id: str | None = None
+
+
+def _case_id(stem: str) -> str:
+    """A file-system and nnU-Net friendly case id."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "case"
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    for f in path.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                head = fh.read(132)
+            if head[128:132] == b"DICM":
+                return True
+    return False
+
+
+def _scan_entries(folder: Path) -> dict[str, Path]:
+    """case stem -> scan file or DICOM folder, for the entries directly in ``folder``."""
+    out: dict[str, Path] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if entry.name in _LABEL_FOLDERS + _IMAGE_FOLDERS:
+                continue
+            if _is_dicom_folder(entry):
+                out[entry.name] = entry
+            continue
+        stem, ending = split_ending(entry.name)
+        if ending:
+            out[stem] = entry
+    return out
+
+
+def find_source_cases(src: str | Path) -> list[SourceCase]:
+    """Pair scans with label files in a source folder.
+
+    Accepted layouts
+    ----------------
+    * ``SRC/images/`` (scan files or DICOM series folders) beside
+      ``SRC/labels/`` with label files of the same stem;
+    * a flat folder whose label files end in ``_label``, ``_seg``, ``_mask``
+      (any supported ending, ``.seg.nrrd`` included) next to their scans.
+
+    An optional ``SRC/patients.csv`` with columns ``case,patient`` says which
+    scans belong to the same patient; otherwise each scan is its own patient.
+    """
+    src = Path(src)
+    if not src.exists():
+        raise InputError(src, "source folder does not exist")
+    if not src.is_dir():
+        raise InputError(src, "is not a folder; `orbitseg import` takes a folder of scans")
+    img_dir = next((src / n for n in _IMAGE_FOLDERS if (src / n).is_dir()), None)
+    lab_dir = next((src / n for n in _LABEL_FOLDERS if (src / n).is_dir()), None)
+    scans: dict[str, Path]
+    labels: dict[str, Path] = {}
+    if img_dir is not None:
+        scans = _scan_entries(img_dir)
+        if lab_dir is not None:
+            labels = _scan_entries(lab_dir)
+    else:
+        entries = _scan_entries(src)
+        scans = {}
+        for stem, path in entries.items():
+            base = next((stem[: -len(m)] for m in _LABEL_MARKERS if stem.lower().endswith(m)), None)
+            if base is not None or path.name.lower().endswith(".seg.nrrd"):
+                labels[base if base is not None else stem] = path
+            else:
+                scans[stem] = path
+    if not scans:
+        raise InputError(src, "holds no scans (NIfTI, NRRD, MetaImage files or DICOM series folders)")
+    orphans = sorted(set(labels) - set(scans))
+    if orphans:
+        raise InputError(src, f"label files without a scan: {', '.join(str(labels[o].name) for o in orphans)}")
+    patients = _read_patients_csv(src / "patients.csv")
+    cases = [SourceCase(_case_id(stem), path, labels.get(stem), patients.get(stem)) for stem, path in scans.items()]
+    ids = [c.case_id for c in cases]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise InputError(src, f"several scans map to the same case id: {sorted(dup)}")
+    return cases
+
+
+def _read_patients_csv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and not {"case", "patient"} <= set(rows[0]):
+        raise InputError(path, "needs the columns 'case' and 'patient'")
+    return {r["case"]: r["patient"] for r in rows}
+
+
+def import_dataset(
+    src: str | Path,
+    dataset: str | Path,
+    *,
+    overwrite: bool = False,
+    series_uid: str | None = None,
+    name: str | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """Convert a folder of scans (+ labels) into the nnU-Net layout, as NIfTI.
+
+    Every scan is read with its geometry (DICOM series included), checked to be
+    CT, and written as ``imagesTr/{case}_0000.nii.gz`` (labelled) or
+    ``imagesTs/`` (unlabelled); labels are checked against their scan's grid and
+    written as ``labelsTr/{case}.nii.gz``.  The dataset is built in a temporary
+    folder and renamed into place only when every case succeeded, so a bad file
+    leaves nothing behind.
+
+    Returns
+    -------
+    the imported case ids
+
+    Raises
+    ------
+    InputError
+        naming every bad file and its problem (nothing is written).
+    ExistsError
+        ``dataset`` exists and ``overwrite`` is False.
+    """
+    from tqdm import tqdm
+
+    from orbitseg.io.read import read_label, read_scan
+    from orbitseg.io.write import write_label, write_scan
+
+    cases = find_source_cases(src)
+    dataset = Path(dataset)
+    problems: list[str] = []
+    patients: dict[str, str] = {}
+    n_train = 0
+    with atomic_dir(dataset, overwrite=overwrite) as tmp:
+        for case in tqdm(cases, desc="import", unit="scan", disable=not progress):
+            try:
+                scan = read_scan(case.scan, series_uid=series_uid)
+                training = case.label is not None
+                if training:
+                    labels = read_label(case.label, reference=scan, purpose="view")
+                    write_label(labels, label_path(tmp, case.case_id), reference=scan)
+                    n_train += 1
+                write_scan(scan, image_path(tmp, case.case_id, training=training))
+                patients[case.case_id] = case.patient_id or scan.meta.get("patient_id") or case.case_id
+            except OrbitsegError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise InputError(Path(src), "cannot import; nothing was written:\n  " + "\n  ".join(problems))
+        info = make_dataset_json(patients, name=name or dataset.name, num_training=n_train,
+                                 description=f"imported by orbitseg from {Path(src).resolve()}")
+        write_dataset_json(tmp, info)
+    return sorted(patients)
+
+
+@dataclass
+class CaseCheck:
+    """What `orbitseg check` found for one case."""
+
+    case_id: str
+    patient_id: str
+    size: tuple[int, int, int] | None = None
+    spacing: tuple[float, float, float] | None = None
+    volumes_ml: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # make the pair unusable
+    warnings: list[str] = field(default_factory=list)  # worth a look, still usable
+
+    @property
+    def usable(self) -> bool:
+        return not self.problems
+
+
+def check_case(case_id: str, patient_id: str, image: Path, label: Path | None, training: bool) -> CaseCheck:
+    """Read one scan/label pair and record its facts and problems (never raises for bad data)."""
+    from orbitseg.io.read import read_label, read_scan
+
+    rep = CaseCheck(case_id, patient_id)
+    try:
+        scan = read_scan(image)
+    except OrbitsegError as exc:
+        rep.problems.append(str(exc))
+        return rep
+    rep.size, rep.spacing = scan.geometry.size, scan.geometry.spacing
+    if not training:
+        return rep
+    if label is None or not label.exists():
+        rep.problems.append(f"{label}: label file missing")
+        return rep
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # an empty label is unusable for training
+            lab = read_label(label, reference=scan, purpose="train")
+    except (OrbitsegError, UserWarning) as exc:
+        rep.problems.append(str(exc))
+        return rep
+    counts = np.bincount(lab.array.ravel(), minlength=4)
+    rep.volumes_ml = {LABEL_NAMES[s]: float(counts[s]) * scan.geometry.voxel_volume_ml for s in STRUCTURES}
+    missing = [LABEL_NAMES[s] for s in STRUCTURES if counts[s] == 0]
+    if missing:
+        rep.warnings.append(f"no voxels of {', '.join(missing)}")
+    return rep
+
+
+def check_dataset(dataset: str | Path, *, progress: bool = True) -> list[CaseCheck]:
+    """Validate every scan/label pair of a dataset, one case at a time.
+
+    Also reports label files without a scan and ``numTraining`` that disagrees
+    with ``imagesTr/``.
+    """
+    from tqdm import tqdm
+
+    dataset = Path(dataset)
+    cases = list_cases(dataset)
+    reports = [
+        check_case(c.case_id, c.patient_id, c.image, c.label, c.training)
+        for c in tqdm(cases, desc="check", unit="case", disable=not progress)
+    ]
+    from orbitseg.io.layout import read_dataset_json
+
+    info = read_dataset_json(dataset)
+    n_train = sum(c.training for c in cases)
+    if info.get("numTraining") != n_train:
+        reports.append(CaseCheck("(dataset.json)", "-", problems=[
+            f"numTraining is {info.get('numTraining')} but {IMAGES_TR}/ holds {n_train} scans"]))
+    lab_dir = dataset / LABELS_TR
+    if lab_dir.is_dir():
+        known = {c.label.name for c in cases if c.label is not None}
+        for f in sorted(lab_dir.iterdir()):
+            if f.is_file() and f.name not in known and not f.name.startswith("."):
+                reports.append(CaseCheck(f.name, "-", problems=[f"{f}: label without a scan in {IMAGES_TR}/"]))
+    if not cases:
+        reports.append(CaseCheck("(dataset)", "-", problems=[f"{dataset}: no scans in {IMAGES_TR}/ or {IMAGES_TS}/"]))
+    return reports
+
+
+def format_check_table(reports: list[CaseCheck]) -> str:
+    """The table `orbitseg check` prints."""
+    head = f"{'case':<16} {'patient':<14} {'size':<15} {'spacing mm':<17} {'eye mL':>7} {'musc mL':>8} {'nerve mL':>8}  status"
+    lines = [head, "-" * len(head)]
+    for r in reports:
+        size = "x".join(map(str, r.size)) if r.size else "-"
+        sp = "x".join(f"{v:.2f}" for v in r.spacing) if r.spacing else "-"
+        vols = [r.volumes_ml.get(LABEL_NAMES[s]) for s in STRUCTURES]
+        vtxt = " ".join(f"{v:>{w}.2f}" if v is not None else f"{'-':>{w}}" for v, w in zip(vols, (7, 8, 8)))
+        status = "ok" if r.usable and not r.warnings else ("UNUSABLE" if not r.usable else "warning")
+        lines.append(f"{r.case_id:<16} {r.patient_id:<14} {size:<15} {sp:<17} {vtxt}  {status}")
+        for p in r.problems:
+            lines.append(f"    problem: {p}")
+        for w in r.warnings:
+            lines.append(f"    warning: {w}")
+    bad = sum(not r.usable for r in reports)
+    lines.append(f"{len(reports) - bad} usable, {bad} unusable")
+    return "\n".join(lines)

@@ -1,0 +1,55 @@
+import pytest
+
+from orbitseg.errors import ExistsError
+from orbitseg.io.atomic import atomic_dir, atomic_path, write_text_atomic
+
+
+def test_atomic_path_keeps_ending_and_renames(tmp_path):
+    target = tmp_path / "a" / "lab.nii.gz"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.endswith(".nii.gz") and tmp != target
+        tmp.write_bytes(b"x")
+    assert target.read_bytes() == b"x"
+    assert list(target.parent.iterdir()) == [target]
+
+
+def test_atomic_path_refuses_to_overwrite(tmp_path):
+    target = tmp_path / "lab.nii.gz"
+    target.write_bytes(b"user labels")
+    with pytest.raises(ExistsError, match="--overwrite"):
+        with atomic_path(target):
+            pass
+    assert target.read_bytes() == b"user labels"
+    with atomic_path(target, overwrite=True) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_interrupted_write_leaves_nothing(tmp_path, exc):
+    target = tmp_path / "lab.nrrd"
+    with pytest.raises(exc):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half a fi")
+            raise exc()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_dir(tmp_path):
+    target = tmp_path / "series"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "1.dcm").write_bytes(b"x")
+            raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+    with atomic_dir(target) as tmp:
+        (tmp / "1.dcm").write_bytes(b"x")
+    assert (target / "1.dcm").exists() and len(list(tmp_path.iterdir())) == 1
+    with pytest.raises(ExistsError):
+        with atomic_dir(target):
+            pass
+
+
+def test_write_text_atomic(tmp_path):
+    p = write_text_atomic(tmp_path / "x.json", "{}")
+    assert p.read_text() == "{}"

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from orbitseg.io.orient import to_canonical
+from orbitseg.io.volume import Geometry, Volume
+
+
+def _oblique_geometry():
+    t = np.deg2rad(20)
+    rot = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1.0]])
+    flip = np.diag([-1.0, 1.0, -1.0])
+    return Geometry((5, 4, 3), (0.4, 0.5, 2.5), (10.0, -20.0, 30.0), rot @ flip)
+
+
+def test_index_physical_round_trip():
+    g = _oblique_geometry()
+    ijk = np.array([[0, 0, 0], [4, 3, 2], [1.5, 2.25, 0.5]])
+    back = g.physical_to_index(g.index_to_physical(ijk))
+    np.testing.assert_allclose(back, ijk, atol=1e-9)
+    # index axis k steps 2.5 mm along the third direction column
+    step = g.index_to_physical([0, 0, 1]) - g.index_to_physical([0, 0, 0])
+    np.testing.assert_allclose(step, 2.5 * g.matrix[:, 2])
+
+
+def test_differences_names_each_field():
+    g = _oblique_geometry()
+    assert g.differences(g) == []
+    other = g.with_(spacing=(0.4, 0.5, 3.0), origin=(11.0, -20.0, 30.0))
+    diff = " ".join(g.differences(other))
+    assert "spacing" in diff and "origin" in diff and "size" not in diff and "direction" not in diff
+
+
+def test_volume_rejects_mismatched_array():
+    g = _oblique_geometry()
+    with pytest.raises(ValueError, match="does not match geometry"):
+        Volume(np.zeros((3, 5, 4)), g)  # (nz, nx, ny) instead of (nz, ny, nx)
+    with pytest.raises(ValueError, match="3D"):
+        Volume(np.zeros((4, 5)), g)
+
+
+def test_sitk_bridge_keeps_geometry():
+    g = _oblique_geometry()
+    v = Volume(np.arange(60, dtype=np.int16).reshape(g.shape), g)
+    back = Volume.from_sitk(v.to_sitk())
+    assert back.geometry.differences(g) == []
+    np.testing.assert_array_equal(back.array, v.array)
+
+
+def test_to_canonical_keeps_every_voxel_at_its_physical_point():
+    g = Geometry((5, 4, 3), (0.4, 0.5, 2.5), (10.0, -20.0, 30.0), np.diag([-1.0, -1.0, -1.0]))
+    v = Volume(np.arange(60, dtype=np.int16).reshape(g.shape), g)
+    c = to_canonical(v)
+    np.testing.assert_allclose(c.geometry.matrix, np.eye(3))
+    for ijk in [(0, 0, 0), (4, 3, 2), (2, 1, 1)]:
+        p = g.index_to_physical(ijk)
+        i, j, k = np.round(c.geometry.physical_to_index(p)).astype(int)
+        assert c.array[k, j, i] == v.array[ijk[2], ijk[1], ijk[0]]
