@@ -1,0 +1,306 @@
+"""Read CT scans and label volumes with their geometry.
+
+Formats: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``),
+MetaImage (``.mha``, ``.mhd``), a DICOM series folder (or one file of it),
+and for labels also 3D Slicer segmentations (``.seg.nrrd``).
+
+Every problem with a file is raised as :class:`~orbitseg.errors.InputError`
+(or a subclass) naming the file.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from orbitseg.constants import (
+    BACKGROUND,
+    EYEBALL,
+    LABEL_NAMES,
+    LABEL_TITLES,
+    MUSCLES,
+    NERVE,
+    SCAN_ENDINGS,
+    STRUCTURES,
+    split_ending,
+)
+from orbitseg.errors import InputError
+from orbitseg.io import validate
+from orbitseg.io.dicom import _short, is_dicom_file, read_dicom_series
+from orbitseg.io.volume import Geometry, Volume, geometry_of
+
+__all__ = ["read_scan", "read_label", "label_for_segment_name", "FORMATS"]
+
+#: file ending -> (format name, ITK ImageIO that must read it)
+FORMATS: dict[str, tuple[str, str]] = {
+    ".nii.gz": ("nifti", "NiftiImageIO"),
+    ".nii": ("nifti", "NiftiImageIO"),
+    ".nrrd": ("nrrd", "NrrdImageIO"),
+    ".nhdr": ("nrrd", "NrrdImageIO"),
+    ".seg.nrrd": ("seg.nrrd", "NrrdImageIO"),
+    ".mha": ("metaimage", "MetaImageIO"),
+    ".mhd": ("metaimage", "MetaImageIO"),
+}
+_LABEL_ENDINGS = SCAN_ENDINGS + (".seg.nrrd",)
+
+
+# ---------------------------------------------------------------------------
+# scans
+# ---------------------------------------------------------------------------
+def read_scan(path: str | Path, *, series_uid: str | None = None, check: bool = True) -> Volume:
+    """Read a CT scan in Hounsfield units.
+
+    Parameters
+    ----------
+    path : an image file, a DICOM series folder (searched recursively), or one
+        DICOM file of a series
+    series_uid : which DICOM series to read when a folder holds several CT series
+    check : refuse volumes that are not CT (:func:`orbitseg.io.validate.check_ct`)
+
+    Returns
+    -------
+    Volume
+        int16 array when every value is an integer in the int16 range, else
+        float32.  ``meta["format"]`` is ``nifti``, ``nrrd``, ``metaimage`` or
+        ``dicom``; DICOM adds ``series_uid``, ``patient_id`` and ``files`` (the
+        slice files sorted along the slice normal).
+
+    Raises
+    ------
+    InputError : missing path, unknown ending, corrupt / truncated file, not an
+        image, 2D image or a single slice
+    NotCTError : values are not Hounsfield units (only when ``check``)
+    AmbiguousSeriesError : several CT series and no ``series_uid``
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "does not exist")
+    if path.is_dir() or is_dicom_file(path):
+        vol = read_dicom_series(path, series_uid=series_uid)
+    else:
+        ending = _ending(path, SCAN_ENDINGS)
+        image = _read_image_file(path, ending)
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError(
+                path, f"has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour or vector image); a CT has one"
+            )
+        vol = Volume.from_sitk(image, path, format=FORMATS[ending][0])
+    validate.check_volume_3d(vol, path)
+    vol.array = hu_array(vol.array)
+    if check:
+        validate.check_ct(vol, path)
+    return vol
+
+
+def hu_array(array: np.ndarray) -> np.ndarray:
+    """``array`` as int16 when all values are integers that fit, else float32."""
+    a = np.asarray(array)
+    if a.dtype == np.int16:
+        return a
+    if a.size == 0:
+        return a.astype(np.float32)
+    if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
+        if a.dtype == bool or (int(a.min()) >= -32768 and int(a.max()) <= 32767):
+            return a.astype(np.int16)
+        return a.astype(np.float32)
+    if np.issubdtype(a.dtype, np.floating):
+        if np.isfinite(a).all() and float(a.min()) >= -32768 and float(a.max()) <= 32767 and np.array_equal(a, np.round(a)):
+            return a.astype(np.int16)
+        return a.astype(np.float32)
+    raise TypeError(f"unsupported array type {a.dtype}")
+
+
+def _ending(path: Path, allowed: tuple[str, ...]) -> str:
+    _, ending = split_ending(path.name, allowed)
+    ending = ending.lower()
+    if not ending:
+        raise InputError(
+            path, f"unknown file type; expected a DICOM folder or one of {', '.join(allowed)}"
+        )
+    return ending
+
+
+def _read_image_file(path: Path, ending: str):
+    """SimpleITK image of ``path``, read by the ImageIO its ending calls for."""
+    import SimpleITK as sitk
+
+    if not path.is_file():
+        raise InputError(path, "is not a file")
+    if path.stat().st_size == 0:
+        raise InputError(path, "is empty (0 bytes)")
+    fmt, io_name = FORMATS[ending]
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO(io_name)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(path, f"is not a readable {fmt} image ({_short(exc)})") from None
+    if reader.GetDimension() != 3:
+        size = reader.GetSize()
+        raise InputError(path, f"is a {reader.GetDimension()}D image (size {size}); a 3D volume is needed")
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(path, f"is corrupt or truncated ({_short(exc)})") from None
+    return image
+
+
+# ---------------------------------------------------------------------------
+# labels
+# ---------------------------------------------------------------------------
+def read_label(path: str | Path, *, reference: Volume | Geometry | None = None, purpose: str = "view") -> Volume:
+    """Read a label volume (uint8, values in {0, 1, 2, 3}).
+
+    Parameters
+    ----------
+    path : NIfTI / NRRD / MetaImage labelmap, or a 3D Slicer ``.seg.nrrd``
+        (segments are mapped to orbitseg's ids by name - "eyeball",
+        "extraocular muscles", "optic nerve" and common synonyms - or, for an
+        unknown name, by their label value).  A ``.seg.nrrd`` cropped to its
+        segments' extent is placed back on the reference grid.
+    reference : the scan (or its grid) the label must sit on
+    purpose : ``"view"`` warns (:class:`~orbitseg.io.validate.EmptyLabelWarning`)
+        about an empty label; ``"train"`` refuses it
+
+    Raises
+    ------
+    InputError : unreadable file, values outside {0..3}, non-integer values,
+        empty label when ``purpose == "train"``
+    GeometryMismatchError : the label's grid differs from ``reference``'s
+    """
+    if purpose not in ("view", "train"):
+        raise ValueError(f"purpose must be 'view' or 'train', got {purpose!r}")
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "does not exist")
+    if path.is_dir():
+        raise InputError(path, "is a folder; a label volume is a single file (" + ", ".join(_LABEL_ENDINGS) + ")")
+    ending = _ending(path, _LABEL_ENDINGS)
+    image = _read_image_file(path, ending)
+    meta: dict = {"format": FORMATS[ending][0]}
+    if _has_segments(image):
+        array = _segments_to_labels(path, image, meta)
+        meta["format"] = "seg.nrrd"
+    else:
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError(path, f"has {image.GetNumberOfComponentsPerPixel()} values per voxel; a label map has one")
+        import SimpleITK as sitk
+
+        array = sitk.GetArrayFromImage(image)
+    validate.check_volume_3d(array, path)
+    validate.check_label_values(array, path)
+    labels = Volume(array.astype(np.uint8), geometry_of(image), path, meta)
+    if reference is not None:
+        ref = reference.geometry if isinstance(reference, Volume) else reference
+        if meta["format"] == "seg.nrrd" and ref.differences(labels.geometry):
+            labels = _embed(labels, ref)
+        validate.check_same_geometry(labels, reference, path)
+        # the label now sits on the reference grid: take its exact numbers
+        labels = Volume(labels.array, ref, path, labels.meta)
+    validate.check_label_not_empty(labels, path, purpose=purpose)
+    return labels
+
+
+def label_for_segment_name(name: str) -> int | None:
+    """orbitseg label id of a segment called ``name`` (None when unknown).
+
+    >>> label_for_segment_name("Optic Nerve"), label_for_segment_name("extraocular_muscles")
+    (3, 2)
+    """
+    n = re.sub(r"[^a-z]+", " ", name.lower()).strip()
+    for lab in (BACKGROUND,) + STRUCTURES:
+        if n in (LABEL_NAMES[lab].replace("_", " "), LABEL_TITLES[lab].lower()):
+            return lab
+    words = set(n.split())
+    if "nerve" in n or words & {"on", "cn2", "cnii"}:
+        return NERVE
+    if "muscle" in n or "rectus" in n or "oblique" in n or words & {"eom", "eoms"}:
+        return MUSCLES
+    if "eye" in n or "globe" in n or "bulb" in n:
+        return EYEBALL
+    return None
+
+
+def _has_segments(image) -> bool:
+    return any(re.match(r"Segment\d+_(ID|Name|LabelValue)$", k) for k in image.GetMetaDataKeys())
+
+
+def _segments_to_labels(path: Path, image, meta: dict) -> np.ndarray:
+    """Map the segments of a Slicer segmentation to orbitseg label ids."""
+    import SimpleITK as sitk
+
+    keys = image.GetMetaDataKeys()
+    fields: dict[int, dict[str, str]] = {}
+    for k in keys:
+        m = re.match(r"Segment(\d+)_(\w+)$", k)
+        if m:
+            fields.setdefault(int(m.group(1)), {})[m.group(2)] = image.GetMetaData(k).strip()
+    data = sitk.GetArrayFromImage(image)  # (z, y, x) or (z, y, x, layers)
+    if data.ndim == 3:
+        data = data[..., None]
+    n_layers = data.shape[-1]
+    out = np.zeros(data.shape[:3], dtype=np.uint8)
+    claimed = np.zeros(data.shape[:3], dtype=bool)
+    mapping = {}
+    for idx in sorted(fields):
+        f = fields[idx]
+        name = f.get("Name", f.get("ID", f"Segment{idx}"))
+        try:
+            layer = int(f["Layer"]) if "Layer" in f else (idx if n_layers > 1 else 0)
+            value = int(float(f["LabelValue"])) if "LabelValue" in f else (1 if n_layers > 1 else idx + 1)
+        except ValueError:
+            raise InputError(path, f"segment {name!r} has an unreadable Layer/LabelValue") from None
+        if not 0 <= layer < n_layers:
+            raise InputError(path, f"segment {name!r} refers to layer {layer}, the file has {n_layers}")
+        lab = label_for_segment_name(name)
+        if lab is None:
+            if value in STRUCTURES:
+                lab = value
+            else:
+                raise InputError(
+                    path,
+                    f"segment {name!r} (label value {value}) matches none of orbitseg's structures "
+                    f"({', '.join(LABEL_NAMES[s] for s in STRUCTURES)}); rename it in Slicer",
+                )
+        if value == 0:
+            continue
+        mask = data[..., layer] == value
+        mapping[name] = lab
+        overlap = mask & claimed
+        if overlap.any():
+            warnings.warn(f"{path}: segment {name!r} overlaps another segment in {int(overlap.sum())} voxels; "
+                          "the later segment wins", stacklevel=3)
+        out[mask] = lab
+        claimed |= mask
+    # a voxel value that belongs to no segment is an invalid label
+    for layer in range(n_layers):
+        known = {int(float(f.get("LabelValue", 1))) for i, f in fields.items()
+                 if int(f.get("Layer", i if n_layers > 1 else 0)) == layer}
+        present = set(np.unique(data[..., layer]).tolist()) - {0}
+        stray = sorted(present - known)
+        if stray:
+            raise InputError(path, f"layer {layer} holds values {stray} that belong to no segment")
+    meta["segments"] = mapping
+    return out
+
+
+def _embed(labels: Volume, ref: Geometry) -> Volume:
+    """Place a label cropped to a sub-block of ``ref``'s grid back on the full grid (else unchanged)."""
+    g = labels.geometry
+    if not (np.allclose(g.spacing, ref.spacing, rtol=1e-4) and np.allclose(g.matrix, ref.matrix, atol=1e-4)):
+        return labels
+    offset = ref.physical_to_index(np.asarray(g.origin))
+    start = np.round(offset).astype(int)
+    if np.abs(offset - start).max() > 1e-3:
+        return labels
+    stop = start + np.asarray(g.size)
+    if (start < 0).any() or (stop > np.asarray(ref.size)).any():
+        return labels
+    full = np.zeros(ref.shape, dtype=np.uint8)
+    full[start[2]:stop[2], start[1]:stop[1], start[0]:stop[0]] = labels.array
+    meta = dict(labels.meta, embedded_at=tuple(int(v) for v in start))
+    return Volume(full, ref, labels.path, meta)

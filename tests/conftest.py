@@ -1,0 +1,85 @@
+"""Shared fixtures: tiny CT-like volumes on a choice of grids.
+
+``make_ct(direction=...)`` builds a small int16 volume in Hounsfield units -
+air around an elliptic head of soft tissue with a bone rim and two darker
+eyeballs in front - on one of the :data:`DIRECTIONS` (identity, flipped as
+NIfTI exporters in RAS write it, reversed slices, oblique).  Spacing is
+anisotropic so that axis mix-ups show.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orbitseg.io.volume import Geometry, Volume
+
+
+def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+#: name -> direction matrix (columns: LPS unit vectors of index axes i, j, k)
+DIRECTIONS: dict[str, np.ndarray] = {
+    "identity": np.eye(3),
+    "flipped": np.diag([-1.0, -1.0, 1.0]),  # RAS-style NIfTI seen in LPS
+    "reversed": np.diag([1.0, 1.0, -1.0]),  # k axis points inferior
+    "oblique": _rotation(0.25, -0.15, 0.4),
+}
+
+SPACING = (0.6, 0.5, 1.5)
+ORIGIN = (-12.3, 40.7, -81.25)
+
+
+def ct_array(shape=(8, 14, 16), seed: int = 0) -> np.ndarray:
+    """int16 HU array (nz, ny, nx): air, soft tissue, bone rim, eyeballs, a little noise."""
+    nz, ny, nx = shape
+    z, y, x = np.meshgrid(
+        np.linspace(-1, 1, nz), np.linspace(-1, 1, ny), np.linspace(-1, 1, nx), indexing="ij"
+    )
+    r = (x / 0.85) ** 2 + (y / 0.8) ** 2 + (z / 1.5) ** 2
+    a = np.full(shape, -1000.0)
+    a[r < 1.0] = 1000.0  # bone rim
+    a[r < 0.75] = 40.0  # soft tissue
+    for cx in (-0.35, 0.35):
+        a[((x - cx) ** 2 + (y + 0.4) ** 2) / 0.06 + z**2 / 0.8 < 1] = 10.0  # eyeballs
+    a += np.random.default_rng(seed).integers(-20, 21, size=shape)
+    return a.astype(np.int16)
+
+
+def ct_volume(direction: str = "identity", shape=(8, 14, 16), spacing=SPACING, origin=ORIGIN, seed: int = 0) -> Volume:
+    """A CT-like :class:`Volume` on the grid named ``direction``."""
+    geom = Geometry(size=shape[::-1], spacing=spacing, origin=origin, direction=DIRECTIONS[direction])
+    return Volume(ct_array(shape, seed), geom, None, {})
+
+
+def label_array(shape=(8, 14, 16)) -> np.ndarray:
+    """uint8 labels with every structure present, asymmetric so flips show."""
+    a = np.zeros(shape, np.uint8)
+    nz, ny, nx = shape
+    a[1 : nz - 2, 2:5, 2:6] = 1
+    a[2 : nz - 1, 6:9, 3:5] = 2
+    a[nz // 2, 9:12, 4:7] = 3
+    return a
+
+
+@pytest.fixture
+def make_ct():
+    """Factory fixture: ``make_ct(direction="identity", shape=..., spacing=..., origin=...)``."""
+    return ct_volume
+
+
+@pytest.fixture(params=list(DIRECTIONS))
+def direction(request) -> str:
+    """Each direction name of :data:`DIRECTIONS` in turn."""
+    return request.param
+
+
+@pytest.fixture
+def make_labels():
+    """Factory fixture: ``make_labels(shape)`` -> uint8 array with labels 1, 2 and 3."""
+    return label_array
