@@ -14,11 +14,11 @@ from orbitseg.constants import (
     STRUCTURES,
     WINDOW_LEVEL,
     WINDOW_WIDTH,
-    window_bounds,
 )
 from orbitseg.io.atomic import atomic_path
 from orbitseg.io.orient import to_canonical
 from orbitseg.io.volume import Volume
+from orbitseg.preprocess.window import apply_window
 
 
 def label_rgba(labels: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
@@ -29,12 +29,6 @@ def label_rgba(labels: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
         rgba[sel, :3] = np.asarray(LABEL_COLOURS[lab]) / 255.0
         rgba[sel, 3] = alpha
     return rgba
-
-
-def window_image(hu: np.ndarray, level: float = WINDOW_LEVEL, width: float = WINDOW_WIDTH) -> np.ndarray:
-    """Map HU to [0, 1] grey through a window (clipped)."""
-    lo, hi = window_bounds(level, width)
-    return np.clip((hu.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
 
 def views_point(scan: Volume, labels: Volume | None = None) -> tuple[int, int, int]:
@@ -109,7 +103,7 @@ def render_views(
     ]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.8), facecolor="black")
     for ax, (img, lab, extent, name) in zip(axes, planes):
-        ax.imshow(window_image(img, level, width), cmap="gray", extent=extent, interpolation="nearest")
+        ax.imshow(apply_window(img, level=level, width=width), cmap="gray", extent=extent, interpolation="nearest")
         if lab is not None:
             ax.imshow(label_rgba(lab), extent=extent, interpolation="nearest")
         ax.set_title(name, color="white", fontsize=9)

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+from orbitseg.preprocess.fit import (
+    fit_image, fit_label_fractions, one_hot, plan_fit, sequence_indices, unfit_probabilities,
+)
+from orbitseg.preprocess.window import apply_window
+
+
+def test_window_bounds_are_exact():
+    hu = np.array([-1000, -152, -151.9, 0, 48, 248, 249, 3000])
+    w = apply_window(hu)
+    assert w[0] == 0 and w[1] == 0 and w[-3] == 1 and w[-1] == 1
+    assert w[4] == pytest.approx(0.5) and w[3] == pytest.approx(152 / 400)
+    assert w.dtype == np.float32 and 0 < w[2] < 1e-3
+    assert apply_window(np.array([0.0]), level=0, width=100)[0] == pytest.approx(0.5)
+
+
+def test_fit_keeps_aspect_ratio_and_pads():
+    # 40 x 20 mm VOI: the long side fills 64 px, the short side is padded equally
+    fit = plan_fit((100, 50), (0.4, 0.4), 64)
+    assert fit.pixel_mm == pytest.approx(40 / 64)
+    img = np.ones((1, 100, 50), np.float32)
+    out = fit_image(img, fit)
+    cols = np.nonzero(out[0, 32] > 0.5)[0]
+    assert abs(len(cols) - 32) <= 1 and abs(cols[0] - (63 - cols[-1])) <= 1  # centred, half the width
+    assert np.allclose(out[0, :, 32], 1)  # the long side is not padded
+
+
+def test_anisotropic_pixels_are_not_stretched():
+    fit = plan_fit((50, 100), (0.8, 0.4), 64)  # 40 x 40 mm: fills the square
+    assert fit.a_row * fit.spacing[0] == pytest.approx(fit.a_col * fit.spacing[1])
+    out = fit_image(np.ones((1, 50, 100), np.float32), fit)
+    assert out[0].min() > 0.99
+
+
+def _labelled_slice(ny=150, nx=100, sp=0.4):
+    yy, xx = np.mgrid[:ny, :nx] * sp
+    lab = np.zeros((2, ny, nx), np.uint8)
+    lab[:, (yy - 20) ** 2 + (xx - 20) ** 2 < 12 ** 2] = 1
+    lab[:, (np.abs(yy - 40) < 8) & (np.abs(xx - 8) < 2)] = 2
+    lab[:, (yy - 45) ** 2 + (xx - 22) ** 2 < 2 ** 2] = 3
+    return lab
+
+
+def _dice(a, b, c):
+    return 2 * ((a == c) & (b == c)).sum() / ((a == c).sum() + (b == c).sum())
+
+
+def test_identity_fit_round_trip_is_exact():
+    lab = _labelled_slice(64, 64, 0.5)
+    fit = plan_fit((64, 64), (0.5, 0.5), 64)
+    assert fit.a_row == 1 and fit.b_row == 0
+    back = unfit_probabilities(fit_label_fractions(lab, fit), fit).argmax(1)
+    np.testing.assert_array_equal(back, lab)
+
+
+def test_soft_label_round_trip_through_64():
+    lab = _labelled_slice()
+    fit = plan_fit(lab.shape[1:], (0.4, 0.4), 64)
+    fr = fit_label_fractions(lab, fit)
+    np.testing.assert_allclose(fr.sum(1), 1, atol=1e-5)
+    back = unfit_probabilities(fr, fit).argmax(1)
+    for c in (1, 2, 3):
+        assert _dice(lab, back, c) >= 0.95, c
+    # hard 64x64 labels lose the thin nerve's sub-pixel boundary: soft fractions are the better target
+    hard = unfit_probabilities(one_hot(fr.argmax(1)), fit).argmax(1)
+    assert _dice(lab, hard, 3) < _dice(lab, back, 3)
+
+
+def test_sequences_replicate_edges():
+    idx = sequence_indices(4, 3)
+    np.testing.assert_array_equal(idx, [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]])
+    assert sequence_indices(1, 5).tolist() == [[0] * 5]
+    with pytest.raises(ValueError, match="seq_len"):
+        sequence_indices(4, 2)
+
+
+def test_bad_shapes_are_named():
+    fit = plan_fit((10, 10), (1, 1), 16)
+    with pytest.raises(ValueError, match="stack"):
+        fit_image(np.zeros((1, 10, 11)), fit)
+    with pytest.raises(ValueError, match="probs"):
+        unfit_probabilities(np.zeros((1, 4, 15, 16)), fit)
+    with pytest.raises(ValueError, match="size"):
+        plan_fit((10, 10), (1, 1), 4)
