@@ -343,18 +343,21 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
     return Volume(array, geom, folder, meta)
 
 
-def _short(exc: BaseException) -> str:
-    """The useful line of a SimpleITK / ITK exception message."""
-    text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for ln in lines:
-        m = re.search(r"(?:ITK ERROR|Description|ERROR):?\s*(?:\w+\(0x[0-9a-f]+\):)?\s*(.+)", ln)
-        if m and "sitk::ERROR" not in ln:
-            return m.group(1).strip()
-    for ln in reversed(lines):
-        if ln.startswith("sitk::ERROR"):
-            return ln.split(":", 3)[-1].strip()
-    return lines[-1] if lines else type(exc).__name__
+def _short(exc: BaseException, limit: int = 200) -> str:
+    """The useful line of a SimpleITK / ITK exception message (no C++ file names)."""
+    out = []
+    for ln in str(exc).splitlines():
+        ln = ln.strip()
+        if not ln or ln.startswith("Exception thrown in SimpleITK") or ln == "Reason: Success":
+            continue
+        ln = re.sub(r"^(?:itk|sitk)::ERROR:\s*", "", ln)
+        ln = re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", ln)
+        ln = re.sub(r"^\[\w+\]\s*", "", ln)
+        ln = re.sub(r"^/\S+\.(?:cxx|hxx|h|cpp):\d+:\s*", "", ln)
+        if ln:
+            out.append(ln)
+    text = out[-1] if out else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------

@@ -142,11 +142,48 @@ def _read_image_file(path: Path, ending: str):
     if reader.GetDimension() != 3:
         size = reader.GetSize()
         raise InputError(path, f"is a {reader.GetDimension()}D image (size {size}); a 3D volume is needed")
+    if fmt == "nifti":
+        _check_nifti_complete(path, ending)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(path, f"is corrupt or truncated ({_short(exc)})") from None
     return image
+
+
+def _check_nifti_complete(path: Path, ending: str) -> None:
+    """Refuse a truncated NIfTI (ITK would read it and fill the missing voxels with zeros)."""
+    import zlib
+
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        header = img.header
+        offset = int(getattr(img.dataobj, "offset", header["vox_offset"]))
+        expected = offset + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+    except Exception as exc:  # noqa: BLE001 - nibabel's errors vary by problem
+        raise InputError(path, f"is not a readable NIfTI image ({exc})") from None
+    if ending == ".nii":
+        actual = path.stat().st_size
+    else:
+        actual = 0
+        d = zlib.decompressobj(wbits=31)
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 22):
+                    actual += len(d.decompress(chunk))
+                    while d.eof and d.unused_data:  # concatenated gzip members
+                        rest = d.unused_data
+                        d = zlib.decompressobj(wbits=31)
+                        actual += len(d.decompress(rest))
+            actual += len(d.flush())
+        except zlib.error as exc:
+            raise InputError(path, f"is corrupt: its gzip data cannot be decompressed ({exc})") from None
+        if not d.eof:
+            raise InputError(path, f"is truncated: its gzip data ends early (after {actual} of {expected} bytes)")
+    if actual < expected:
+        raise InputError(path, f"is truncated: {actual} bytes where its header needs {expected}")
 
 
 # ---------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def _sitk_write(image, tmp: Path, path: Path, compress: bool) -> None:
     import SimpleITK as sitk
 
     try:
-        sitk.WriteImage(image, str(tmp), compress)
+        sitk.WriteImage(image, str(tmp), bool(compress))
     except RuntimeError as exc:
         raise InputError(path, f"could not be written ({_short(exc)})") from None
 
