@@ -11,6 +11,7 @@ NumPy arrays in, masks out; geometry is passed explicitly as ``spacing`` in mm
 from ._common import BACKGROUND_STROKE
 from .superpixels import RESOLUTIONS, SuperpixelCache, pencil_click, superpixels, supervoxels
 from .smartfill import smart_fill
+from .autocorrect import auto_correct
 
 __all__ = [
     "BACKGROUND_STROKE",
@@ -20,4 +21,5 @@ __all__ = [
     "superpixels",
     "supervoxels",
     "smart_fill",
+    "auto_correct",
 ]

@@ -33,7 +33,7 @@ from ..constants import WINDOW_LEVEL, WINDOW_WIDTH
 from ._common import (BACKGROUND_STROKE, check_image, check_labels, check_mask, check_spacing, window01)
 from ._graphcut import HARD, alpha_expansion, edge_weights
 
-N_BINS = 64
+N_BINS = 256
 #: mixing weight of a uniform density into a structure's intensity model (unseen intensities)
 UNIFORM_MIX = 0.01
 #: the same for background, which is "everything else": an intensity no model has seen leans to background
@@ -54,8 +54,8 @@ def intensity_cost(values01: np.ndarray, samples01: np.ndarray, *, bins: int = N
     sd = float(samples01.std()) if n > 1 else 0.0
     bw = max(1.06 * sd * max(n, 1) ** -0.2, min_bw)
     h = ndi.gaussian_filter1d(h, bw * bins, mode="constant", truncate=3.0)
-    h /= max(h.sum(), 1e-12)
-    p = (1 - uniform_mix) * h + uniform_mix / bins
+    h *= bins / max(h.sum(), 1e-12)  # a density on [0, 1]: costs do not depend on ``bins``
+    p = (1 - uniform_mix) * h + uniform_mix
     cost = -np.log(p)
     idx = np.minimum((values01 * bins).astype(np.int64), bins - 1)
     return cost[idx]
@@ -175,7 +175,11 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 1.0, g
                 else:
                     smp = flat_x[fl == l]
             else:
-                smp = flat_x[assign == i]
+                # re-estimate from the result's interior only: partial-volume pixels on the
+                # boundary would otherwise widen the model and let the region creep outwards
+                smp = flat_x[(assign == i) & interior]
+                if smp.size < 20:
+                    smp = flat_x[assign == i]
             unary[i] = intensity_cost(flat_x, smp, uniform_mix=BACKGROUND_MIX if l == 0 else UNIFORM_MIX) if smp.size else -np.log(1.0 / N_BINS)
             if l in dist:
                 unary[i] += distance_weight * dist[l]
@@ -187,7 +191,13 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 1.0, g
         return unary
 
     assign = alpha_expansion(models(None), P, Q, W, max_cycles=max_cycles)
+    interior = None
+    erode_px = np.maximum(1, np.round(1.0 / sp)).astype(int)  # ~1 mm
+    foot = np.ones(tuple(2 * e + 1 for e in erode_px), bool)
     for _ in range(int(grabcut_iters)):
+        a = assign.reshape(x.shape)
+        interior = (ndi.maximum_filter(a, footprint=foot, mode="nearest")
+                    == ndi.minimum_filter(a, footprint=foot, mode="nearest")).ravel()
         new = alpha_expansion(models(assign), P, Q, W, init=assign, max_cycles=max_cycles)
         if np.array_equal(new, assign):
             break

@@ -1,0 +1,192 @@
+"""AutoCorrection: clean a mask's borders so they follow the image.
+
+Steps, per structure label:
+
+1. remove islands smaller than ``min_island_mm2`` (connected components;
+   mm^3 for a 3-D slab) and fill holes (pixels of background enclosed by the
+   label) smaller than ``max_hole_mm2``;
+2. smooth jagged edges: Gaussian-smoothed label indicators (``smooth_mm``),
+   arg-max, applied inside the band only;
+3. snap the borders to image edges with a narrow-band multi-label graph cut:
+   only pixels within ``band_mm`` of the input mask's border are free; all
+   others are fixed to their label.  Data term: intensity models of each label
+   estimated from the pixels just outside the band (``-log p``), or, when
+   ``probabilities`` (C = 4 channels, background + 3 structures, from a trained
+   network) are given, ``-log probabilities``; plus ``stay_weight`` per pixel
+   for leaving the current label.  Boundary term as in SmartFill.
+
+Guarantees: pixels farther than ``band_mm`` from the input border change only
+in steps 1 (an island removed whole, a small hole filled); a ``protected``
+pixel (a user's stroke) never changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..constants import STRUCTURES, WINDOW_LEVEL, WINDOW_WIDTH
+from ._common import check_bool, check_image, check_labels, check_mask, check_spacing, window01
+from ._graphcut import HARD, alpha_expansion, edge_weights
+from .smartfill import BACKGROUND_MIX, UNIFORM_MIX, intensity_cost
+
+N_CLASSES = 1 + len(STRUCTURES)
+
+
+def border_distance(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """mm from every pixel to the nearest pixel that has a neighbour (full connectivity) of another label."""
+    st = ndi.generate_binary_structure(mask.ndim, mask.ndim)
+    border = ndi.maximum_filter(mask, footprint=st, mode="nearest") != ndi.minimum_filter(mask, footprint=st, mode="nearest")
+    if not border.any():
+        return np.full(mask.shape, np.inf)
+    return ndi.distance_transform_edt(~border, sampling=spacing)
+
+
+def _clean_topology(m: np.ndarray, labels, voxel: float, min_island: float, max_hole: float, protected):
+    st = ndi.generate_binary_structure(m.ndim, m.ndim)
+    st1 = ndi.generate_binary_structure(m.ndim, 1)
+    for l in labels:
+        ind = m == l
+        if not ind.any():
+            continue
+        if min_island > 0:
+            comp, n = ndi.label(ind, structure=st)
+            sizes = np.bincount(comp.ravel())[1:] * voxel
+            small = np.nonzero(sizes < min_island)[0] + 1
+            if small.size == n:  # never delete a structure entirely: keep its largest piece
+                small = small[small != (np.argmax(sizes) + 1)]
+            if small.size:
+                kill = np.isin(comp, small)
+                if protected is not None:
+                    kill &= ~protected
+                m[kill] = 0
+                ind = m == l
+        if max_hole > 0:
+            holes, n = ndi.label(~ind, structure=st1)
+            if n > 1:
+                sizes = np.bincount(holes.ravel()) * voxel
+                # a hole is a background component not touching the array border
+                edge = np.unique(np.concatenate([np.unique(np.take(holes, [0, -1], axis=a)) for a in range(m.ndim)]))
+                fill = np.zeros(n + 1, bool)
+                fill[1:] = sizes[1:] < max_hole
+                fill[edge] = False
+                sel = fill[holes] & (m == 0)
+                if protected is not None:
+                    sel &= ~protected
+                m[sel] = l
+    return m
+
+
+def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: float = 2.0,
+                 max_hole_mm2: float | None = None, smooth_mm: float = 0.4, protected=None,
+                 probabilities=None, labels=STRUCTURES, lam: float = 1.0, stay_weight: float = 0.5,
+                 window=(WINDOW_LEVEL, WINDOW_WIDTH), presmooth_mm: float = 0.5,
+                 model_ring_mm: float = 3.0) -> np.ndarray:
+    """Corrected copy (uint8) of ``mask`` (values 0..3) on ``image`` (2-D slice or 3-D slab, HU).
+
+    Parameters
+    ----------
+    spacing : (sy, sx) or (sz, sy, sx) in mm
+    band_mm : only pixels within this distance of the input mask's border may change
+        (except whole small islands / small holes, see ``min_island_mm2``)
+    min_island_mm2 : components of a label smaller than this (mm^2, mm^3 in 3-D) are
+        removed (the largest piece of a label is always kept); 0 disables
+    max_hole_mm2 : background holes inside a label smaller than this are filled;
+        default ``min_island_mm2``; 0 disables
+    smooth_mm : Gaussian sigma of the edge smoothing (0 disables)
+    protected : bool array; these pixels (user strokes) never change
+    probabilities : optional (4, *image.shape) class probabilities (background, eyeball,
+        muscles, nerve) of a trained network, used as the data term
+    labels : structures to correct (others are left as they are and stay fixed)
+    lam, stay_weight : boundary-term weight; per-pixel cost of leaving the current label
+    """
+    img = check_image(image, ndims=(2, 3))
+    sp = check_spacing(spacing, img.ndim)
+    m0 = check_mask(mask, img.shape).astype(np.uint8)
+    prot = check_bool(protected, img.shape, name="protected")
+    labs = check_labels(labels)
+    for name, v in (("band_mm", band_mm), ("min_island_mm2", min_island_mm2), ("smooth_mm", smooth_mm),
+                    ("lam", lam), ("stay_weight", stay_weight)):
+        if not (np.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+    max_hole = min_island_mm2 if max_hole_mm2 is None else max_hole_mm2
+    prob = None
+    if probabilities is not None:
+        prob = np.asarray(probabilities, dtype=np.float64)
+        if prob.shape != (N_CLASSES,) + img.shape:
+            raise ValueError(f"probabilities must have shape {(N_CLASSES,) + img.shape} "
+                             f"(background + {len(STRUCTURES)} structures, then the image shape), got {prob.shape}")
+        if not np.all(np.isfinite(prob)) or prob.min() < 0 or prob.max() > 1 + 1e-6:
+            raise ValueError("probabilities must be finite values in [0, 1]")
+
+    voxel = float(np.prod(sp))
+    m = _clean_topology(m0.copy(), labs, voxel, float(min_island_mm2), float(max_hole), prot)
+
+    dist = border_distance(m0, sp)
+    band = dist <= band_mm
+    # pixels of labels we do not correct stay as they are, as do protected pixels
+    free = band & np.isin(m, (0,) + labs) & np.isin(m0, (0,) + labs)
+    if prot is not None:
+        free &= ~prot
+    if not free.any():
+        return m
+
+    classes = (0,) + labs
+    if smooth_mm > 0:
+        sm = np.stack([ndi.gaussian_filter((m == c).astype(np.float32), smooth_mm / sp) for c in classes])
+        sm_lab = np.asarray(classes, np.uint8)[np.argmax(sm, axis=0)]
+        m[free] = sm_lab[free]
+
+    if band_mm <= 0 or (lam == 0 and stay_weight == 0 and prob is None):
+        return m
+    # narrow-band cut on the bounding box of the free pixels (+1 pixel of fixed context)
+    idx = np.nonzero(free)
+    box = tuple(slice(max(0, int(i.min()) - 2), min(n, int(i.max()) + 3)) for i, n in zip(idx, img.shape))
+    x = window01(img[box], window)
+    if presmooth_mm > 0:
+        x = ndi.gaussian_filter(x, presmooth_mm / sp, mode="nearest")
+    mb = m[box]
+    fb = free[box].ravel()
+    db = dist[box]
+    cand = sorted(set(np.unique(mb).tolist()))
+    L = len(cand)
+    flat = x.ravel()
+    cur = mb.ravel()
+    unary = np.zeros((L, flat.size))
+    inner = (db > band_mm) & (db <= band_mm + model_ring_mm)
+    for i, c in enumerate(cand):
+        if prob is not None:
+            unary[i] = -np.log(np.clip(prob[(c,) + box].ravel(), 1e-6, 1.0))
+        else:
+            smp = x[inner & (mb == c)]
+            if smp.size < 10:
+                smp = x[(mb == c) & ~free[box]]
+            if smp.size < 10:
+                smp = x[mb == c]
+            unary[i] = intensity_cost(flat, smp, uniform_mix=BACKGROUND_MIX if c == 0 else UNIFORM_MIX)
+        unary[i] += stay_weight * (cur != c)
+        # a label may only move to pixels within the band of its own region
+        near = ndi.distance_transform_edt(mb != c, sampling=sp).ravel() <= band_mm + 1e-6
+        unary[i, ~near] = HARD
+    fixed = ~fb
+    unary[:, fixed] = HARD
+    unary[np.searchsorted(np.asarray(cand), cur[fixed]), np.nonzero(fixed)[0]] = 0.0
+    P, Q, W = edge_weights(x, sp, lam)
+    init = np.searchsorted(np.asarray(cand), cur)
+    assign = alpha_expansion(unary, P, Q, W, init=init, max_cycles=2)
+    res = np.asarray(cand, np.uint8)[assign].reshape(x.shape)
+    # a structure's pieces that lost contact with its fixed core (partial-volume rims) go to background
+    st = ndi.generate_binary_structure(x.ndim, x.ndim)
+    core = ~free[box]
+    for c in cand:
+        if c == 0:
+            continue
+        comp, n = ndi.label(res == c, structure=st)
+        if n:
+            keep = np.unique(comp[core & (comp > 0)])
+            drop = (comp > 0) & ~np.isin(comp, keep) & (mb != c)
+            res[drop] = 0
+    m[box] = res
+    if prot is not None:
+        m[prot] = m0[prot]
+    return m

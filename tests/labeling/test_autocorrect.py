@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from orbitseg.labeling import auto_correct
+from orbitseg.labeling.autocorrect import border_distance
+from orbitseg.labeling.phantom import globe_slice, orbit_slice
+
+SP = np.array([0.5, 0.5])
+
+
+def dice(a, b):
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def noisy_dilated(gt, seed=1):
+    rng = np.random.default_rng(seed)
+    bad = ndi.binary_dilation(gt, iterations=2)
+    near = border_distance(bad.astype(np.uint8), SP) < 1.0
+    bad ^= (rng.random(gt.shape) < 0.05) & near  # jagged edge
+    return bad.astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_raises_dice_of_noisy_dilated_mask(seed):
+    img, gt = globe_slice((160, 160), tuple(SP), seed=seed)
+    bad = noisy_dilated(gt, seed)
+    out = auto_correct(img, bad, spacing=SP)
+    before, after = dice(bad == 1, gt == 1), dice(out == 1, gt == 1)
+    assert after > before + 0.03 and after >= 0.97, (before, after)
+
+
+def test_clean_mask_nearly_unchanged():
+    # "nearly": a mask on the true edge keeps Dice >= 0.98 with itself; changes only on its border
+    img, gt = globe_slice((160, 160), tuple(SP), seed=0)
+    out = auto_correct(img, gt, spacing=SP)
+    assert dice(out == 1, gt == 1) >= 0.98
+    assert np.all(border_distance(gt, SP)[out != gt] <= 1.5)
+
+
+def test_never_changes_beyond_band_and_keeps_protected():
+    img, gt = globe_slice((160, 160), tuple(SP), seed=3)
+    bad = ndi.binary_dilation(gt, iterations=5).astype(np.uint8)  # 2.5 mm too big
+    prot = np.zeros(gt.shape, bool)
+    rr, cc = np.nonzero((bad == 1) & (gt == 0))
+    prot[rr[:30], cc[:30]] = True
+    prot[5:8, 5:8] = True  # a protected background pixel block
+    for band in (0.5, 1.5):
+        out = auto_correct(img, bad, spacing=SP, band_mm=band, protected=prot)
+        d = border_distance(bad, SP)
+        assert np.all(d[out != bad] <= band + 1e-9)
+        assert np.all(out[prot] == bad[prot])
+    assert dice(out == 1, gt == 1) > dice(bad == 1, gt == 1)
+
+
+def test_islands_removed_and_holes_filled():
+    img, gt = globe_slice((160, 160), tuple(SP), seed=0)
+    m = gt.copy()
+    m[20:22, 20:22] = 1  # 1 mm^2 island
+    m[80:82, 80:82] = 0  # 1 mm^2 hole
+    out = auto_correct(img, m, spacing=SP, band_mm=0.0)
+    assert out[20:22, 20:22].max() == 0 and out[80:82, 80:82].min() == 1
+    prot = np.zeros(gt.shape, bool)
+    prot[20, 20] = True
+    out = auto_correct(img, m, spacing=SP, band_mm=0.0, protected=prot)
+    assert out[20, 20] == 1
+
+
+def test_multilabel_and_probabilities():
+    img, gt = orbit_slice((256, 256), (0.9, 0.9), seed=5)
+    out = auto_correct(img, gt, spacing=(0.9, 0.9))
+    for lab in (1, 2, 3):
+        assert dice(out == lab, gt == lab) >= 0.85
+    # perfect probabilities pull a shifted mask back to the truth
+    prob = np.stack([(gt == c).astype(float) * 0.9 + 0.025 for c in range(4)])
+    shifted = np.roll(gt, 1, axis=1)
+    out = auto_correct(img, shifted, spacing=(0.9, 0.9), probabilities=prob)
+    for lab in (1, 2, 3):
+        assert dice(out == lab, gt == lab) > dice(shifted == lab, gt == lab)
+
+
+def test_slab_3d():
+    img2, gt2 = globe_slice((80, 80), tuple(SP), seed=5)
+    img = np.stack([img2] * 3)
+    bad = np.stack([noisy_dilated(gt2, k) for k in range(3)])
+    out = auto_correct(img, bad, spacing=(2.0, 0.5, 0.5))
+    assert dice(out == 1, np.stack([gt2] * 3) == 1) > dice(bad == 1, np.stack([gt2] * 3) == 1)
+
+
+def test_bad_inputs():
+    img, gt = globe_slice((40, 40), tuple(SP))
+    with pytest.raises(ValueError, match="mask shape"):
+        auto_correct(img, gt[:-1], spacing=SP)
+    with pytest.raises(ValueError, match="mask holds unknown"):
+        auto_correct(img, gt * 4, spacing=SP)
+    with pytest.raises(ValueError, match="mask must be an integer"):
+        auto_correct(img, gt.astype(float), spacing=SP)
+    with pytest.raises(ValueError, match="protected shape"):
+        auto_correct(img, gt, spacing=SP, protected=np.zeros((2, 2), bool))
+    with pytest.raises(ValueError, match="probabilities"):
+        auto_correct(img, gt, spacing=SP, probabilities=np.ones((3, 40, 40)))
+    with pytest.raises(ValueError, match="band_mm"):
+        auto_correct(img, gt, spacing=SP, band_mm=-1)
+    with pytest.raises(ValueError, match="image"):
+        auto_correct(img.astype(complex), gt, spacing=SP)

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+
+from orbitseg.labeling import BACKGROUND_STROKE, smart_fill
+from orbitseg.labeling.phantom import globe_slice, orbit_slice
+
+
+def dice(a, b):
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def test_globe_from_two_strokes():
+    img, gt = globe_slice((160, 160), (0.5, 0.5), seed=0)
+    s = np.zeros(img.shape, np.uint8)
+    s[78:83, 70:90] = 1  # one stroke inside
+    s[10:14, 10:150] = BACKGROUND_STROKE  # one outside
+    m = smart_fill(img, s, spacing=(0.5, 0.5), labels=(1,))
+    assert m.dtype == np.uint8 and m.shape == img.shape
+    assert dice(m == 1, gt == 1) >= 0.95
+    assert np.all(m[s == 1] == 1) and np.all(m[s == BACKGROUND_STROKE] == 0)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_globe_other_seeds_and_grabcut(seed):
+    img, gt = globe_slice((160, 160), (0.5, 0.5), seed=seed)
+    s = np.zeros(img.shape, np.uint8)
+    s[75:80, 80:95] = 1
+    s[150:154, 10:150] = BACKGROUND_STROKE
+    m = smart_fill(img, s, spacing=(0.5, 0.5), labels=(1,), grabcut_iters=2)
+    assert dice(m == 1, gt == 1) >= 0.95
+
+
+def test_multilabel_never_overwrites_strokes():
+    img, gt = orbit_slice((256, 256), (0.9, 0.9), seed=4)
+    rng = np.random.default_rng(0)
+    s = np.zeros(img.shape, np.uint8)
+    for lab in (1, 2, 3):
+        rr, cc = np.nonzero(gt == lab)
+        pick = rng.choice(rr.size, 25, replace=False)
+        s[rr[pick], cc[pick]] = lab
+    rr, cc = np.nonzero(gt == 0)
+    pick = rng.choice(rr.size, 200, replace=False)
+    s[rr[pick], cc[pick]] = BACKGROUND_STROKE
+    # a stroke of muscle right next to a nerve stroke: neither may move
+    m = smart_fill(img, s, spacing=(0.9, 0.9), labels=(1, 2, 3), grabcut_iters=1)
+    for v, lab in ((1, 1), (2, 2), (3, 3), (BACKGROUND_STROKE, 0)):
+        assert np.all(m[s == v] == lab)
+    assert dice(m == 1, gt == 1) > 0.8
+
+
+def test_mask_argument_keeps_other_structures_and_outside_roi():
+    img, gt = orbit_slice((256, 256), (0.9, 0.9), seed=4)
+    mask = np.zeros(img.shape, np.uint8)
+    mask[gt == 2] = 2  # muscles already done
+    mask[0, 0] = 3  # far away, outside the ROI
+    rr, cc = np.nonzero(gt == 1)
+    s = np.zeros(img.shape, np.uint8)
+    s[rr[len(rr) // 4], cc[len(rr) // 4]] = 1
+    m = smart_fill(img, s, spacing=(0.9, 0.9), labels=(1,), mask=mask)
+    assert np.all(m[gt == 2] == 2) and m[0, 0] == 3
+    assert (m == 1).sum() > 20
+
+
+def test_slab_3d():
+    img2, gt2 = globe_slice((80, 80), (0.5, 0.5), seed=5)
+    img = np.stack([img2 + np.random.default_rng(k).normal(0, 5, img2.shape) for k in range(5)]).astype(np.float32)
+    gt = np.stack([gt2] * 5)
+    s = np.zeros(img.shape, np.uint8)
+    s[2, 38:42, 35:45] = 1
+    s[2, 2:4, 2:78] = BACKGROUND_STROKE
+    for conn in (None, 6):
+        m = smart_fill(img, s, spacing=(2.0, 0.5, 0.5), labels=(1,), connectivity=conn, roi_margin_mm=15)
+        assert m.shape == img.shape
+        assert dice(m == 1, gt == 1) >= 0.9
+        assert np.all(m[s == 1] == 1)
+
+
+def test_bad_inputs():
+    img, _ = globe_slice((40, 40), (0.5, 0.5))
+    s = np.zeros(img.shape, np.uint8)
+    with pytest.raises(ValueError, match="strokes is empty"):
+        smart_fill(img, s, spacing=(0.5, 0.5))
+    s[5, 5] = BACKGROUND_STROKE
+    with pytest.raises(ValueError, match="strokes is empty"):
+        smart_fill(img, s, spacing=(0.5, 0.5))
+    s[10, 10] = 1
+    with pytest.raises(ValueError, match="strokes shape"):
+        smart_fill(img, s[:-1], spacing=(0.5, 0.5))
+    bad = s.copy()
+    bad[1, 1] = 7
+    with pytest.raises(ValueError, match="unknown label"):
+        smart_fill(img, bad, spacing=(0.5, 0.5))
+    with pytest.raises(ValueError, match="strokes must be an integer"):
+        smart_fill(img, s.astype(float), spacing=(0.5, 0.5))
+    with pytest.raises(ValueError, match="labels"):
+        smart_fill(img, s, spacing=(0.5, 0.5), labels=(4,))
+    with pytest.raises(ValueError, match="spacing"):
+        smart_fill(img, s, spacing=(0.5,))
+    with pytest.raises(ValueError, match="image"):
+        smart_fill(img[0], s[0], spacing=(0.5,))
+    with pytest.raises(ValueError, match="mask shape"):
+        smart_fill(img, s, spacing=(0.5, 0.5), mask=np.zeros((3, 3), np.uint8))
+    with pytest.raises(ValueError, match="mask holds unknown"):
+        smart_fill(img, s, spacing=(0.5, 0.5), mask=np.full(img.shape, 5, np.uint8))
