@@ -1,0 +1,87 @@
+"""Segmentation losses on logits ``(B, C, H, W)`` and integer labels ``(B, H, W)``.
+
+Written here (a few lines each) rather than taken from MONAI, so the package
+does not depend on it.  Both compute Dice over the whole batch per label
+("batch Dice"), which is stable when a label is absent from some slices.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["one_hot", "soft_dice_per_label", "paper_dice_loss", "dice_ce_loss", "LOSSES", "get_loss"]
+
+
+def one_hot(target: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(B, H, W)`` integer labels -> ``(B, num_classes, H, W)`` one-hot."""
+    if target.dim() == 4 and target.shape[1] == 1:
+        target = target[:, 0]
+    return F.one_hot(target.long(), num_classes).permute(0, 3, 1, 2).to(dtype)
+
+
+def soft_dice_per_label(probs: torch.Tensor, onehot: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft Dice per channel over batch and pixels: ``(C,)``.
+
+    ``(2 sum(p g) + smooth) / (sum(p) + sum(g) + smooth)``.
+    """
+    dims = (0, 2, 3)
+    inter = (probs * onehot).sum(dims)
+    denom = probs.sum(dims) + onehot.sum(dims)
+    return (2.0 * inter + smooth) / (denom + smooth)
+
+
+def paper_dice_loss(logits: torch.Tensor, target: torch.Tensor, include_background: bool = True,
+                    smooth: float = 1.0, normalize_weights: bool = False) -> torch.Tensor:
+    """The authors' loss: ``sum_k w_k (1 - softDice_k)`` with sigmoid per label.
+
+    ``w_k = N / (foreground_k + 1)``, ``N`` the number of pixels in the batch and
+    ``foreground_k`` the pixels of label ``k`` in ``target`` (so rare labels weigh
+    more).  ``normalize_weights=True`` divides by ``sum(w)`` (same gradient
+    direction, a scale that does not depend on the batch).
+    """
+    num_classes = logits.shape[1]
+    g = one_hot(target, num_classes, logits.dtype)
+    p = torch.sigmoid(logits)
+    dice = soft_dice_per_label(p, g, smooth)
+    n = g.shape[0] * g.shape[2] * g.shape[3]
+    w = n / (g.sum((0, 2, 3)) + 1.0)
+    if not include_background:
+        dice, w = dice[1:], w[1:]
+    if normalize_weights:
+        w = w / w.sum()
+    return (w * (1.0 - dice)).sum()
+
+
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 1.0, ce_weight: float = 1.0,
+                 include_background: bool = False, smooth: float = 1e-5,
+                 class_weights: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax soft Dice (mean over labels) + cross-entropy (mean over pixels).
+
+    ``class_weights`` (length C) weighs the cross-entropy per class.
+    """
+    num_classes = logits.shape[1]
+    if target.dim() == 4:
+        target = target[:, 0]
+    target = target.long()
+    g = one_hot(target, num_classes, logits.dtype)
+    p = torch.softmax(logits, dim=1)
+    dice = soft_dice_per_label(p, g, smooth)
+    if not include_background:
+        dice = dice[1:]
+    cw = None if class_weights is None else torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)
+    ce = F.cross_entropy(logits, target, weight=cw)
+    return dice_weight * (1.0 - dice.mean()) + ce_weight * ce
+
+
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {"paper_dice": paper_dice_loss, "dice_ce": dice_ce_loss}
+
+
+def get_loss(name: str) -> Callable[..., torch.Tensor]:
+    """Loss function by the name a preset records (``TrainingRecipe.loss``)."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise KeyError(f"unknown loss {name!r}; choose one of {tuple(LOSSES)}") from None

@@ -1,0 +1,81 @@
+"""Predict every slice of a volume, encoding each slice once.
+
+A volume of ``N`` slices yields ``N`` centre-slice sequences (edges
+replicated: the sequence of slice 0 is ``(0, 0, 1)`` for ``T = 3``).  Naively
+each slice is encoded ``T`` times; here the encoder runs once per slice and the
+sequences gather their slices' encodings (skips and bottom) by index.  The
+encoder of a slice depends on that slice only (in eval mode), so this is exact.
+Everything after the encoder (bottleneck LSTM, decoder, head LSTM) depends on the
+sequence and runs per sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from orbitseg.model.seq_unet import SeqUNet, UNet2D, probabilities
+
+__all__ = ["sequence_indices", "build_sequences", "predict_volume_slices"]
+
+
+def sequence_indices(n: int, seq_len: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``(n, seq_len)`` slice indices of every centre-slice sequence, edges replicated."""
+    c = seq_len // 2
+    idx = torch.arange(n, device=device)[:, None] + torch.arange(seq_len, device=device)[None, :] - c
+    return idx.clamp_(0, n - 1)
+
+
+def build_sequences(slices: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """``(N, C, H, W)`` slices -> ``(N, seq_len, C, H, W)`` sequences centred on each slice."""
+    return slices[sequence_indices(slices.shape[0], seq_len, slices.device)]
+
+
+@torch.inference_mode()
+def predict_volume_slices(model: nn.Module, slices: torch.Tensor, batch_size: int = 64,
+                          seq_len: int | None = None) -> torch.Tensor:
+    """Probabilities for every slice: ``(N, 1, H, W) -> (N, num_classes, H, W)``.
+
+    Puts ``model`` in eval mode (and restores its previous mode).  Works on
+    :class:`SeqUNet` (shared encodings), :class:`UNet2D` (slice by slice) and,
+    as a fallback, any module taking ``(B, T, C, H, W)`` sequences with an
+    ``output`` attribute.  ``batch_size`` is the number of sequences per
+    forward pass.  ``slices`` may be in any memory format; work happens on
+    ``slices.device``.
+    """
+    if slices.dim() != 4:
+        raise ValueError(f"expected (N, C, H, W) slices, got {tuple(slices.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        n = slices.shape[0]
+        output = getattr(model, "output", "softmax")
+        t = seq_len or getattr(model, "seq_len")
+        outs = []
+        if isinstance(model, UNet2D):
+            for s in range(0, n, batch_size):
+                outs.append(probabilities(model.forward_slices(slices[s:s + batch_size]), output))
+            return torch.cat(outs)
+        idx = sequence_indices(n, t, slices.device)
+        if not isinstance(model, SeqUNet):
+            for s in range(0, n, batch_size):
+                outs.append(probabilities(model(slices[idx[s:s + batch_size]]), output))
+            return torch.cat(outs)
+        # encode each slice once
+        skips_parts: list[list[torch.Tensor]] = []
+        bottoms = []
+        for s in range(0, n, batch_size * t):
+            sk, bo = model.encode(slices[s:s + batch_size * t])
+            skips_parts.append(sk)
+            bottoms.append(bo)
+        skips = [torch.cat([p[k] for p in skips_parts]) for k in range(len(skips_parts[0]))]
+        bottom = torch.cat(bottoms)
+        del skips_parts, bottoms
+        for s in range(0, n, batch_size):
+            rows = idx[s:s + batch_size]
+            flat = rows.reshape(-1)
+            logits = model.forward_encoded([sk[flat] for sk in skips], bottom[flat], rows.shape[0])
+            outs.append(probabilities(logits, output))
+        return torch.cat(outs)
+    finally:
+        model.train(was_training)

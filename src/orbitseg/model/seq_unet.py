@@ -1,0 +1,178 @@
+"""SEQ-UNET (Suh et al. 2022) and a plain 2D U-Net baseline.
+
+Input of both: a batch of slice sequences ``x: (B, T, in_channels, H, W)``
+(``T = seq_len`` consecutive axial slices, the target is the centre one,
+index ``T // 2``).  Output of both: logits for the centre slice
+``(B, num_classes, H, W)``; channel ``k`` is label ``k`` (0 background,
+1 eyeball, 2 muscles, 3 nerve).  Turn logits into probabilities with
+:func:`probabilities` (softmax over channels, or a sigmoid per channel for
+``output="sigmoid"``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from orbitseg.constants import SEQ_LEN
+from orbitseg.model.blocks import DoubleConv, Decoder, Encoder
+from orbitseg.model.convlstm import BiConvLSTM
+
+__all__ = ["SeqUNet", "UNet2D", "probabilities"]
+
+OUTPUTS = ("softmax", "sigmoid")
+HEAD_REDUCE = ("sum", "mean", "centre")
+
+
+def probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
+    """Logits ``(B, C, H, W)`` -> probabilities: softmax over ``C`` or sigmoid per channel."""
+    if output == "softmax":
+        return torch.softmax(logits, dim=1)
+    if output == "sigmoid":
+        return torch.sigmoid(logits)
+    raise ValueError(f"unknown output {output!r}; choose one of {OUTPUTS}")
+
+
+def _check_input(x: torch.Tensor, in_channels: int, depth: int) -> None:
+    if x.dim() != 5:
+        raise ValueError(f"expected (B, T, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[2] != in_channels:
+        raise ValueError(f"expected {in_channels} channel(s) per slice, got {x.shape[2]}")
+    f = 2 ** depth
+    if x.shape[-1] % f or x.shape[-2] % f:
+        raise ValueError(f"H and W must be divisible by {f} ({depth} poolings), got {tuple(x.shape[-2:])}")
+
+
+class SeqUNet(nn.Module):
+    """SEQ-UNET: shared-weight 2D U-Net per slice + bidirectional ConvLSTMs across slices.
+
+    Data flow for ``x: (B, T, 1, H, W)``, ``L = len(widths)`` poolings:
+
+    1. Encoder on every slice (``B*T`` images): skips ``(B*T, widths[k], H/2^k, W/2^k)``,
+       bottom ``(B*T, widths[-1], H/2^L, W/2^L)``.
+    2. Bottleneck :class:`BiConvLSTM` over ``T``: ``(B, T, widths[-1], .) -> (B, T, Cb, .)``
+       with ``Cb = bottleneck_lstm_hidden`` (sum) or twice that (concat).
+    3. Decoder on every slice with that slice's skips, up to level ``head_level``:
+       ``(B, T, widths[head_level], H/2^head_level, W/2^head_level)``.
+    4. Head :class:`BiConvLSTM` over ``T``, reduced over time to one map
+       ``(B, Ch, ., .)``: ``head_reduce="sum"`` (paper: outputs summed over time),
+       ``"mean"``, or ``"centre"`` (the step of the centre slice, which has seen
+       both directions; computed with the cheaper :meth:`BiConvLSTM.forward_centre`).
+    5. If ``head_level == 1``: the last decoder stage brings the head output to full
+       resolution with the centre slice's full-resolution skip (run for the centre
+       slice only).  Then a 1x1 conv gives ``(B, num_classes, H, W)`` logits.
+
+    ``head_level=0`` is the paper's layout (head ConvLSTM at full resolution);
+    ``head_level=1`` puts it at half resolution, 4x cheaper, and runs the
+    full-resolution decoder stage once per sequence instead of ``T`` times.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 4, widths: Sequence[int] = (64, 128, 256),
+                 seq_len: int = SEQ_LEN, bottleneck_lstm_hidden: int = 512, bottleneck_lstm_layers: int = 3,
+                 head_lstm_hidden: int = 64, head_lstm_layers: int = 3, lstm_kernel: int = 3,
+                 norm: str = "batch", act: str = "elu", output: str = "softmax", combine: str = "concat",
+                 shared_weights: bool = False, head_reduce: str = "centre", head_level: int = 0,
+                 upsample: str = "transpose", first_level_convs: int = 2) -> None:
+        super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if head_reduce not in HEAD_REDUCE:
+            raise ValueError(f"head_reduce must be one of {HEAD_REDUCE}, got {head_reduce!r}")
+        widths = tuple(int(w) for w in widths)
+        if head_level not in (0, 1) or head_level >= len(widths):
+            raise ValueError("head_level must be 0 or 1 (and < len(widths))")
+        self.in_channels, self.num_classes, self.widths = in_channels, num_classes, widths
+        self.seq_len, self.output, self.head_reduce, self.head_level = seq_len, output, head_reduce, head_level
+        self.centre = seq_len // 2
+
+        self.encoder = Encoder(in_channels, widths, norm, act, first_level_convs)
+        self.bottleneck_lstm = BiConvLSTM(widths[-1], bottleneck_lstm_hidden, bottleneck_lstm_layers, lstm_kernel,
+                                          combine, shared_weights)
+        self.head_lstm = BiConvLSTM(widths[head_level], head_lstm_hidden, head_lstm_layers, lstm_kernel,
+                                    combine, shared_weights)
+        head_out = self.head_lstm.out_channels
+        self.decoder = Decoder(self.bottleneck_lstm.out_channels, widths, norm, act, upsample,
+                               stage0_in=head_out if head_level == 1 else None)
+        self.out = nn.Conv2d(widths[0] if head_level == 1 else head_out, num_classes, 1)
+
+    # -- pieces, used by predict_volume_slices to share per-slice work ---------
+    def encode(self, slices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Encoder on independent slices ``(N, in_channels, H, W)`` -> ``(skips, bottom)``.
+
+        Depends on nothing but the slice itself (in eval mode), so a slice's
+        encoding can be reused by every sequence that contains it.
+        """
+        return self.encoder(slices)
+
+    def forward_encoded(self, skips: Sequence[torch.Tensor], bottom: torch.Tensor, batch: int) -> torch.Tensor:
+        """Everything after the encoder.
+
+        ``skips[k]: (batch*T, widths[k], H/2^k, W/2^k)`` and
+        ``bottom: (batch*T, widths[-1], H/2^L, W/2^L)``, sequence-major
+        (row ``b*T + t`` is slice ``t`` of sequence ``b``) -> logits
+        ``(batch, num_classes, H, W)``.
+        """
+        t = bottom.shape[0] // batch
+        c = t // 2
+        seq = self.bottleneck_lstm(bottom.view(batch, t, *bottom.shape[1:]))
+        dec = self.decoder(seq.flatten(0, 1), skips, stop=self.head_level)
+        dec = dec.view(batch, t, *dec.shape[1:])
+        if self.head_reduce == "centre":
+            h = self.head_lstm.forward_centre(dec, c)
+        else:
+            hs = self.head_lstm(dec)
+            h = hs.sum(1) if self.head_reduce == "sum" else hs.mean(1)
+        if self.head_level == 1:
+            skip0 = skips[0].view(batch, t, *skips[0].shape[1:])[:, c]
+            h = self.decoder.stages[0](h, skip0)
+        return self.out(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, T, in_channels, H, W)`` -> centre-slice logits ``(B, num_classes, H, W)``."""
+        _check_input(x, self.in_channels, len(self.widths))
+        skips, bottom = self.encode(x.flatten(0, 1))
+        return self.forward_encoded(skips, bottom, x.shape[0])
+
+
+class UNet2D(nn.Module):
+    """Plain 2D U-Net baseline for ablation: same encoder/decoder, no LSTMs.
+
+    ``forward(x: (B, T, in_channels, H, W)) -> (B, num_classes, H, W)`` looks at the
+    centre slice ``x[:, T // 2]`` only (so neighbouring slices cannot change the
+    output).  A :class:`DoubleConv` at the bottleneck (``widths[-1] ->
+    bottleneck_channels``) stands where SEQ-UNET has its bottleneck LSTM, so
+    the decoder has the same shapes (and can share weights by name with it);
+    ``bottleneck_channels=None`` leaves it out.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 4, widths: Sequence[int] = (64, 128, 256),
+                 seq_len: int = SEQ_LEN, norm: str = "batch", act: str = "elu", output: str = "softmax",
+                 bottleneck_channels: int | None = None, upsample: str = "transpose",
+                 first_level_convs: int = 2) -> None:
+        super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        widths = tuple(int(w) for w in widths)
+        self.in_channels, self.num_classes, self.widths = in_channels, num_classes, widths
+        self.seq_len, self.output, self.centre = seq_len, output, seq_len // 2
+        self.encoder = Encoder(in_channels, widths, norm, act, first_level_convs)
+        if bottleneck_channels is None:
+            self.bottleneck: nn.Module = nn.Identity()
+            bottom = widths[-1]
+        else:
+            self.bottleneck = DoubleConv(widths[-1], bottleneck_channels, norm, act)
+            bottom = bottleneck_channels
+        self.decoder = Decoder(bottom, widths, norm, act, upsample)
+        self.out = nn.Conv2d(widths[0], num_classes, 1)
+
+    def forward_slices(self, slices: torch.Tensor) -> torch.Tensor:
+        """Independent slices ``(N, in_channels, H, W)`` -> logits ``(N, num_classes, H, W)``."""
+        skips, bottom = self.encoder(slices)
+        return self.out(self.decoder(self.bottleneck(bottom), skips))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, T, in_channels, H, W)`` -> centre-slice logits ``(B, num_classes, H, W)``."""
+        _check_input(x, self.in_channels, len(self.widths))
+        return self.forward_slices(x[:, x.shape[1] // 2])

@@ -1,0 +1,48 @@
+"""predict_volume_slices (each slice encoded once) equals running every sequence explicitly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from orbitseg.model import build_model, build_sequences, predict_volume_slices, probabilities, sequence_indices
+
+TINY = dict(widths=(4, 8, 16), bottleneck_lstm_hidden=8, head_lstm_hidden=4, input_size=16)
+
+
+def test_sequence_indices_replicate_edges():
+    assert sequence_indices(4, 3).tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
+    assert sequence_indices(1, 3).tolist() == [[0, 0, 0]]
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(),  # paper layout: shared weights, sum over time, full-resolution head
+    dict(shared_weights=False, combine="concat", head_reduce="centre", head_level=1, norm="group",
+         output="softmax"),  # default layout
+    dict(shared_weights=False, combine="concat", head_reduce="mean", head_level=0, norm="instance"),
+    dict(arch="unet2d"),
+])
+def test_predict_volume_slices_matches_explicit_sequences(overrides):
+    torch.manual_seed(0)
+    model = build_model("paper", **{**TINY, **overrides})
+    # give BatchNorm non-trivial running statistics
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(4, 3, 1, 16, 16))
+    model.eval()
+    slices = torch.randn(7, 1, 16, 16)
+    got = predict_volume_slices(model, slices, batch_size=3)
+    with torch.no_grad():
+        want = probabilities(model(build_sequences(slices, 3)), model.output)
+    assert got.shape == (7, 4, 16, 16)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert not model.training  # mode restored (it was eval)
+
+
+def test_predict_restores_training_mode():
+    model = build_model("default", widths=(4, 8, 8, 16), bottleneck_lstm_hidden=8, head_lstm_hidden=4,
+                        input_size=16)
+    model.train()
+    predict_volume_slices(model, torch.randn(3, 1, 16, 16))
+    assert model.training

@@ -1,0 +1,135 @@
+"""SEQ-UNET / UNet2D: shapes, gradients through both LSTM directions, slice context, presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from orbitseg.model import (BiConvLSTM, ConvLSTM, SeqUNet, UNet2D, build_model, count_parameters, describe,
+                            get_preset, model_config)
+
+# tiny versions of both presets' architecture (same layout, small widths)
+TINY = {
+    "paper": dict(widths=(4, 8, 16), bottleneck_lstm_hidden=8, head_lstm_hidden=4, input_size=16),
+    "default": dict(widths=(4, 8, 8, 16), bottleneck_lstm_hidden=8, head_lstm_hidden=4, input_size=32),
+}
+
+
+def tiny(preset: str, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(preset, **{**TINY[preset], **kw})
+
+
+SIZE = {"paper": 16, "default": 32}
+
+
+def seq(b=2, t=3, size=16, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, t, 1, size, size, generator=g)
+
+
+@pytest.mark.parametrize("preset", ["paper", "default"])
+def test_output_shape(preset):
+    m, s = tiny(preset), SIZE[preset]
+    assert m(seq(size=s)).shape == (2, 4, s, s)
+    assert m(seq(b=1, t=5, size=s)).shape == (1, 4, s, s)  # other sequence lengths work too
+    u = tiny(preset, arch="unet2d")
+    assert isinstance(u, UNet2D) and u(seq(size=s)).shape == (2, 4, s, s)
+
+
+def test_bad_input_rejected():
+    m = tiny("default")
+    with pytest.raises(ValueError):
+        m(torch.randn(2, 1, 16, 16))
+    with pytest.raises(ValueError):
+        m(torch.randn(2, 3, 1, 20, 20))  # not divisible by 2**4
+
+
+def _lstm_grads(lstm: BiConvLSTM) -> dict[str, float]:
+    out = {}
+    for direction, stack in (("fwd", lstm.fwd), ("bwd", lstm.bwd)):
+        for i, cell in enumerate(stack.cells):
+            for name in ("x2h", "h2h"):
+                g = getattr(cell, name).weight.grad
+                out[f"{direction}.{i}.{name}"] = 0.0 if g is None else g.abs().sum().item()
+    return out
+
+
+@pytest.mark.parametrize("preset", ["paper", "default"])
+def test_gradients_reach_both_directions_of_both_lstms(preset):
+    # real bidirectional (separate weights) in both layouts, 2 layers so every cell is checked
+    m = tiny(preset, shared_weights=False, bottleneck_lstm_layers=2, head_lstm_layers=2)
+    m.train()
+    m(seq(size=SIZE[preset])).square().mean().backward()
+    for lstm in (m.bottleneck_lstm, m.head_lstm):
+        grads = _lstm_grads(lstm)
+        assert len(grads) == 8
+        assert all(v > 0 for v in grads.values()), grads
+
+
+def test_shared_weights_really_share():
+    lstm = BiConvLSTM(3, 5, num_layers=2, combine="sum", shared_weights=True)
+    single = ConvLSTM(3, 5, num_layers=2)
+    assert lstm.bwd is None and lstm.backward_lstm is lstm.fwd
+    assert count_parameters(lstm) == count_parameters(single)
+    assert count_parameters(BiConvLSTM(3, 5, 2, combine="sum")) == 2 * count_parameters(single)
+    # both directions use the one parameter set: reversing the sequence of a shared-weight
+    # sum-combined BiConvLSTM just reverses its output
+    x = torch.randn(1, 3, 3, 6, 6)
+    y = lstm(x)
+    torch.testing.assert_close(lstm(x.flip(1)), y.flip(1))
+    m = tiny("paper")
+    assert m.bottleneck_lstm.bwd is None and m.head_lstm.bwd is None
+    m(seq()).sum().backward()
+    assert m.bottleneck_lstm.fwd.cells[0].h2h.weight.grad.abs().sum() > 0
+
+
+def test_forward_centre_is_exact():
+    torch.manual_seed(0)
+    for combine in ("concat", "sum"):
+        lstm = BiConvLSTM(3, 4, num_layers=2, combine=combine)
+        x = torch.randn(2, 5, 3, 6, 6)
+        for c in range(5):
+            torch.testing.assert_close(lstm.forward_centre(x, c), lstm(x)[:, c])
+
+
+@pytest.mark.parametrize("preset", ["paper", "default"])
+@pytest.mark.parametrize("neighbour", [0, 2])
+def test_neighbouring_slice_changes_centre_prediction(preset, neighbour):
+    x = seq(size=SIZE[preset])
+    x2 = x.clone()
+    x2[:, neighbour] = torch.randn_like(x2[:, neighbour])
+    m = tiny(preset).eval()
+    u = tiny(preset, arch="unet2d").eval()
+    with torch.no_grad():
+        assert not torch.allclose(m(x), m(x2), atol=1e-6)
+        assert torch.equal(u(x), u(x2))
+
+
+def test_presets_build_and_count():
+    paper = build_model("paper")
+    n = count_parameters(paper)
+    assert n > 50_000_000, n  # ~57 M with the authors' shared-weight LSTMs
+    text = describe(paper)
+    assert "SeqUNet" in text and f"{n:,}" in text
+    del paper
+    default = build_model("default")
+    assert 100_000 < count_parameters(default) < 10_000_000
+    assert isinstance(default, SeqUNet)
+    for name in ("paper", "default"):
+        p = get_preset(name)
+        d = asdict(p)
+        assert d["name"] == name and "lr" in d["training"] and "widths" in d["model"]
+        assert model_config(d) == p.model  # a recorded dict rebuilds the same config
+    assert get_preset("paper").training.lr == 5e-5 and get_preset("paper").training.batch_size == 32
+    with pytest.raises(KeyError):
+        get_preset("nope")
+
+
+def test_paper_real_bidirectional_size():
+    # separate forward/backward weights double the bottleneck LSTM: ~110 M, the issue's estimate
+    cfg = model_config("paper", shared_weights=False)
+    lstm = BiConvLSTM(cfg.widths[-1], cfg.bottleneck_lstm_hidden, cfg.bottleneck_lstm_layers, combine="sum")
+    assert 100_000_000 < count_parameters(lstm) < 110_000_000
