@@ -1,0 +1,268 @@
+"""Training and prediction throughput (sequences/s) and peak memory of SEQ-UNET presets.
+
+Usage (CPU, both presets; the paper preset is slow on CPU, so few iterations)::
+
+    python bench/train_throughput.py                         # paper + default on CPU
+    python bench/train_throughput.py --preset default --iters 20 --profile
+    python bench/train_throughput.py --device cuda           # when a GPU is there
+    python bench/train_throughput.py --preset default --set head_level=0 --set input_size=96
+
+Training = forward + backward + optimiser step on random data, batch ``--batch-size``
+sequences of ``seq_len`` slices (the optimiser and loss named by the preset).
+Prediction = :func:`orbitseg.model.predict_volume_slices` on a volume of
+``--slices`` slices (each slice encoded once), and for comparison the naive
+way (every sequence built and run through ``model(x)``).  Each preset is
+measured in its own subprocess so that peak memory (``ru_maxrss`` on CPU,
+``torch.cuda.max_memory_allocated`` on CUDA) belongs to it alone.  Timings on a
+shared machine are noisy: the 1-minute load average is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+
+def _parse_value(v: str):
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs:
+        k, _, v = p.partition("=")
+        val = _parse_value(v)
+        out[k] = tuple(val) if isinstance(val, list) else val
+    return out
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def run_one(args: argparse.Namespace) -> dict:
+    import torch
+
+    from orbitseg.model import build_model, count_parameters, get_loss, get_preset, predict_volume_slices
+    from orbitseg.model.predict import build_sequences
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    dev = torch.device(args.device)
+    preset = get_preset(args.preset)
+    overrides = _overrides(args.set)
+    model = build_model(preset, **overrides).to(dev)
+    cfg = model.config
+    mf = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=mf)
+    size = cfg.input_size
+    b, t = args.batch_size or preset.training.batch_size, cfg.seq_len
+    loss_fn = get_loss(preset.training.loss)
+    opt_cls = torch.optim.AdamW if preset.training.optimizer == "adamw" else torch.optim.Adam
+    opt = opt_cls(model.parameters(), lr=preset.training.lr, weight_decay=preset.training.weight_decay)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    amp = args.amp != "none"
+    amp_dtype = torch.bfloat16 if args.amp == "bf16" else torch.float16
+
+    def batch():
+        x = torch.randn(b, t, cfg.in_channels, size, size, device=dev)
+        x = x.view(b * t, cfg.in_channels, size, size).contiguous(memory_format=mf).view(b, t, cfg.in_channels,
+                                                                                         size, size)
+        y = torch.randint(0, cfg.num_classes, (b, size, size), device=dev)
+        return x, y
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rss0 = _rss_mib()
+    model.train()
+
+    def train_step(x, y):
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    data = [batch() for _ in range(min(args.iters, 4))]
+    for i in range(args.warmup):
+        train_step(*data[i % len(data)])
+    sync()
+    t0 = time.perf_counter()
+    for i in range(args.iters):
+        train_step(*data[i % len(data)])
+    sync()
+    train_s = time.perf_counter() - t0
+    train_peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _rss_mib()
+
+    # prediction on one volume
+    vol = torch.randn(args.slices, cfg.in_channels, size, size, device=dev).contiguous(memory_format=mf)
+    model.eval()
+    with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
+        predict_volume_slices(model, vol[: min(8, args.slices)], batch_size=args.predict_batch)  # warm-up
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(args.predict_reps):
+            predict_volume_slices(model, vol, batch_size=args.predict_batch)
+        sync()
+        pred_s = (time.perf_counter() - t0) / args.predict_reps
+        naive_s = None
+        if not args.no_naive:
+            with torch.inference_mode():
+                seqs = build_sequences(vol, t)
+                sync()
+                t0 = time.perf_counter()
+                for s in range(0, args.slices, args.predict_batch):
+                    model(seqs[s:s + args.predict_batch])
+                sync()
+                naive_s = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _rss_mib()
+
+    result = {
+        "preset": args.preset, "overrides": overrides, "device": str(dev), "threads": torch.get_num_threads(),
+        "channels_last": args.channels_last, "amp": args.amp, "params": count_parameters(model),
+        "batch": b, "seq_len": t, "input_size": size, "iters": args.iters,
+        "train_seq_per_s": b * args.iters / train_s, "train_s_per_batch": train_s / args.iters,
+        "predict_seq_per_s": args.slices / pred_s,
+        "predict_naive_seq_per_s": None if naive_s is None else args.slices / naive_s,
+        "peak_mem_mib": peak, "train_peak_mem_mib": train_peak,
+        "mem_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "process max RSS",
+        "rss_before_training_mib": rss0, "load_avg_1min": os.getloadavg()[0],
+        "config": asdict(cfg),
+    }
+    if args.profile:
+        result["profile"] = profile(model, loss_fn, opt, data[0], amp, amp_dtype, dev)
+    return result
+
+
+def profile(model, loss_fn, opt, xy, amp, amp_dtype, dev) -> str:
+    """Forward time per top-level part (hooks) and the top operators of one training step."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile as tprofile
+
+    times: dict[str, float] = {}
+    hooks = []
+    parts = [(n, m) for n, m in model.named_children()]
+    decoder = getattr(model, "decoder", None)
+    if decoder is not None:
+        parts += [(f"decoder.stages[{i}]", s) for i, s in enumerate(decoder.stages)]
+    for name, mod in parts:
+        def pre(_m, _i, name=name):
+            times[name + "@start"] = time.perf_counter()
+
+        def post(_m, _i, _o, name=name):
+            times[name] = times.get(name, 0.0) + time.perf_counter() - times.pop(name + "@start")
+        hooks += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
+    x, y = xy
+    model.train()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with tprofile(activities=acts) as prof:
+        opt.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
+            logits = model(x)
+        t_fwd = time.perf_counter() - t0
+        loss = loss_fn(logits.float(), y)
+        t1 = time.perf_counter()
+        loss.backward()
+        t_bwd = time.perf_counter() - t1
+        opt.step()
+    for h in hooks:
+        h.remove()
+    lines = [f"forward {t_fwd * 1000:.0f} ms, backward {t_bwd * 1000:.0f} ms (under the profiler)",
+             "forward time per part (ms): " + ", ".join(f"{k} {v * 1000:.0f}" for k, v in times.items())]
+    sort = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    lines.append(prof.key_averages().table(sort_by=sort, row_limit=15))
+    return "\n".join(lines)
+
+
+def fmt(r: dict) -> str:
+    naive = r["predict_naive_seq_per_s"]
+    s = (f"{r['preset']:<8} {r['device']:<5} params {r['params'] / 1e6:7.2f} M | train {r['train_seq_per_s']:7.1f} seq/s "
+         f"({r['train_s_per_batch']:.3f} s/batch of {r['batch']}) | predict {r['predict_seq_per_s']:7.1f} seq/s"
+         + (f" (naive {naive:.1f})" if naive else "")
+         + f" | peak {r['peak_mem_mib']:.0f} MiB ({r['mem_kind']}) | threads {r['threads']} | "
+         f"load {r['load_avg_1min']:.2f}")
+    if r["overrides"]:
+        s += f" | overrides {r['overrides']}"
+    if r.get("profile"):
+        s += "\n" + r["profile"]
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", action="append", help="preset name (repeatable); default: paper and default")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=0, help="sequences per training batch (default: the preset's)")
+    p.add_argument("--iters", type=int, default=0, help="timed training iterations (default: paper 2, others 10)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--slices", type=int, default=96, help="slices in the predicted volume")
+    p.add_argument("--predict-batch", type=int, default=64)
+    p.add_argument("--predict-reps", type=int, default=1)
+    p.add_argument("--no-naive", action="store_true", help="skip the naive prediction timing")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's choice)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast dtype")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a ModelConfig field, e.g. --set widths=[8,16,32] --set head_level=0")
+    p.add_argument("--profile", action="store_true", help="print per-part forward times and top operators")
+    p.add_argument("--json", action="store_true", help="print one JSON line per preset")
+    p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args._child:
+        args.preset = args.preset[0]
+        print(json.dumps(run_one(args)))
+        return 0
+
+    if args.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            print("CUDA is not available", file=sys.stderr)
+            return 2
+    presets = args.preset or ["paper", "default"]
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    for name in presets:
+        child = [sys.executable, os.path.abspath(__file__), "--_child"] + [a for a in (argv or sys.argv[1:])
+                                                                           if a != "--json"]
+        child = [c for c in child]
+        # replace the preset list by this one preset
+        rest, skip = [], False
+        for a in child:
+            if skip:
+                skip = False
+                continue
+            if a == "--preset":
+                skip = True
+                continue
+            if a.startswith("--preset="):
+                continue
+            rest.append(a)
+        rest += ["--preset", name]
+        if "--iters" not in " ".join(rest):
+            rest += ["--iters", "2" if name == "paper" else "10"]
+        if name == "paper" and args.warmup == 2 and "--warmup" not in " ".join(rest):
+            rest += ["--warmup", "1"]
+        proc = subprocess.run(rest, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{name}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(json.dumps(r) if args.json else fmt(r), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
