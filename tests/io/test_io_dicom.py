@@ -131,14 +131,23 @@ def test_localizer_report_and_dicomdir_ignored_nested_folder(tmp_path, make_ct):
     for tag in ("Rows", "Columns", "ImagePositionPatient", "ImageOrientationPatient"):
         delattr(sr, tag)
     sr.save_as(top / "report.dcm")
+    # a dose screen: secondary capture with modality CT, in a series of its own
+    sc = pydicom.dcmread(f0)
+    sc.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    sc.file_meta.MediaStorageSOPClassUID = sc.SOPClassUID
+    sc.SeriesInstanceUID = pydicom.uid.generate_uid()
+    sc.save_as(top / "dose.dcm")
     (top / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"junk")
     (top / "notes.txt").write_text("scanned on tuesday")
     back = read_scan(top)
     np.testing.assert_array_equal(back.array, vol.array)
     assert "scout.dcm" not in " ".join(back.meta["files"])
-    series = {s["modality"]: s for s in list_dicom_series(top)}
-    assert series["CT"]["n_files"] == 9 and series["CT"]["n_images"] == 8
-    assert series["SR"]["n_images"] == 0
+    series = {(s["modality"], s["n_images"] > 0): s for s in list_dicom_series(top)}
+    assert len(series) == 3
+    assert series["CT", True]["n_files"] == 9 and series["CT", True]["n_images"] == 8
+    assert series["CT", False]["n_files"] == 1  # the secondary capture
+    assert series["SR", False]["n_files"] == 1
+    np.testing.assert_array_equal(read_scan(top / "DICOMDIR").array, vol.array)
 
 
 def test_single_file_reads_its_series(tmp_path, make_ct):

@@ -115,3 +115,36 @@ def test_dicom_values_below_minus_1024(tmp_path, make_ct):
     vol.array[:, 0, :] = -3024  # padding outside the field of view
     back = read_scan(write_dicom_series(vol, tmp_path / "s"))
     np.testing.assert_array_equal(back.array, vol.array)
+
+
+@pytest.mark.parametrize("ending", [".mhd", ".nhdr"])
+def test_detached_header_formats_are_read(tmp_path, make_ct, ending):
+    import SimpleITK as sitk
+
+    from orbitseg.errors import InputError
+
+    vol = make_ct("oblique")
+    path = tmp_path / f"ct{ending}"
+    sitk.WriteImage(vol.to_sitk(), str(path))
+    back = read_scan(path)
+    _same_grid(vol.geometry, back.geometry)
+    np.testing.assert_array_equal(back.array, vol.array)
+    (tmp_path / "ct.raw").unlink()  # the data file goes missing
+    with pytest.raises(InputError, match=f"ct{ending}"):
+        read_scan(path)
+
+
+def test_nifti_with_singleton_fourth_axis_is_3d(tmp_path, make_ct):
+    import nibabel as nib
+
+    from orbitseg.errors import InputError
+
+    vol = make_ct()
+    data = np.transpose(vol.array, (2, 1, 0))
+    nib.Nifti1Image(data[..., None], np.diag([-0.6, -0.5, 1.5, 1])).to_filename(str(tmp_path / "t1.nii.gz"))
+    back = read_scan(tmp_path / "t1.nii.gz")
+    np.testing.assert_array_equal(back.array, vol.array)
+    np.testing.assert_allclose(back.geometry.spacing, (0.6, 0.5, 1.5), rtol=1e-6)
+    nib.Nifti1Image(np.stack([data, data], -1), np.eye(4)).to_filename(str(tmp_path / "t2.nii.gz"))
+    with pytest.raises(InputError, match="t2.nii.gz.*4D"):
+        read_scan(tmp_path / "t2.nii.gz")

@@ -307,6 +307,8 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
     import SimpleITK as sitk
 
     folder = Path(folder)
+    if folder.is_file() and folder.name.upper() == "DICOMDIR":
+        folder = folder.parent
     if folder.is_file():
         ds = _read_header(folder)
         if ds is None or "SeriesInstanceUID" not in ds:
@@ -350,13 +352,15 @@ def _short(exc: BaseException, limit: int = 200) -> str:
         ln = ln.strip()
         if not ln or ln.startswith("Exception thrown in SimpleITK") or ln == "Reason: Success":
             continue
-        ln = re.sub(r"^(?:itk|sitk)::ERROR:\s*", "", ln)
+        ln = re.sub(r"^(?:itk|sitk)::ERROR:\s*|^ITK ERROR:\s*", "", ln)
         ln = re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", ln)
         ln = re.sub(r"^\[\w+\]\s*", "", ln)
         ln = re.sub(r"^/\S+\.(?:cxx|hxx|h|cpp):\d+:\s*", "", ln)
         if ln:
             out.append(ln)
     text = out[-1] if out else type(exc).__name__
+    if text.startswith("Reason:") and len(out) > 1:
+        text = f"{out[-2]} {text[len('Reason:'):].strip().lower()}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
