@@ -90,3 +90,32 @@ def _cut(u0, u1, P, Q, cap, symmetric=False):
         g.add_edges(P, Q, cap, cap if symmetric else np.zeros_like(cap))
     g.maxflow()
     return g.get_grid_segments(nodes)
+
+
+def restrict(unary: np.ndarray, P: np.ndarray, Q: np.ndarray, W: np.ndarray, free: np.ndarray,
+             fixed_index: np.ndarray):
+    """Drop fixed nodes from the problem: their edges to free nodes become unary terms.
+
+    ``free`` (N,) bool; ``fixed_index`` (N,) label index of every fixed node.
+    Returns ``unary[:, free]`` (+ Potts costs against fixed neighbours) and the
+    free-free edges re-indexed to 0..n_free-1.
+    """
+    L = unary.shape[0]
+    n_free = int(free.sum())
+    new_id = np.full(free.size, -1, np.int64)
+    new_id[free] = np.arange(n_free)
+    u = unary[:, free].astype(np.float64, copy=True)
+    fp, fq = free[P], free[Q]
+    for a, b in ((P, Q), (Q, P)):
+        sel = free[a] & ~free[b]
+        if sel.any():
+            ids, lab, w = new_id[a[sel]], fixed_index[b[sel]], W[sel]
+            # cost w for every label except the fixed neighbour's
+            tot = np.bincount(ids, weights=w, minlength=n_free)
+            u += tot[None, :]
+            for l in range(L):
+                s = lab == l
+                if s.any():
+                    u[l] -= np.bincount(ids[s], weights=w[s], minlength=n_free)
+    both = fp & fq
+    return u, new_id[P[both]], new_id[Q[both]], W[both]

@@ -27,7 +27,7 @@ from scipy import ndimage as ndi
 
 from ..constants import STRUCTURES, WINDOW_LEVEL, WINDOW_WIDTH
 from ._common import check_bool, check_image, check_labels, check_mask, check_spacing, window01
-from ._graphcut import HARD, alpha_expansion, edge_weights
+from ._graphcut import HARD, alpha_expansion, edge_weights, restrict
 from .smartfill import BACKGROUND_MIX, UNIFORM_MIX, intensity_cost
 
 N_CLASSES = 1 + len(STRUCTURES)
@@ -168,12 +168,12 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
         # a label may only move to pixels within the band of its own region
         near = ndi.distance_transform_edt(mb != c, sampling=sp).ravel() <= band_mm + 1e-6
         unary[i, ~near] = HARD
-    fixed = ~fb
-    unary[:, fixed] = HARD
-    unary[np.searchsorted(np.asarray(cand), cur[fixed]), np.nonzero(fixed)[0]] = 0.0
     P, Q, W = edge_weights(x, sp, lam)
-    init = np.searchsorted(np.asarray(cand), cur)
-    assign = alpha_expansion(unary, P, Q, W, init=init, max_cycles=2)
+    cur_idx = np.searchsorted(np.asarray(cand), cur)
+    # only the band's pixels are variables; fixed neighbours enter as unary terms
+    u, P2, Q2, W2 = restrict(unary, P, Q, W, fb, cur_idx)
+    assign = cur_idx.copy()
+    assign[fb] = alpha_expansion(u, P2, Q2, W2, init=cur_idx[fb], max_cycles=2)
     res = np.asarray(cand, np.uint8)[assign].reshape(x.shape)
     # a structure's pieces that lost contact with its fixed core (partial-volume rims) go to background
     st = ndi.generate_binary_structure(x.ndim, x.ndim)

@@ -12,7 +12,9 @@ from collections import OrderedDict
 from typing import Hashable
 
 import numpy as np
-from skimage.segmentation import slic
+from scipy import ndimage as ndi
+from skimage.filters import sobel
+from skimage.segmentation import slic, watershed
 
 from ..constants import WINDOW_LEVEL, WINDOW_WIDTH
 from ._common import check_bool, check_image, check_label, check_mask, check_spacing, window01
@@ -25,7 +27,7 @@ COMPACTNESS: float = 0.08
 
 def superpixels(image_hu_slice, *, n_segments: int = 1000, spacing=(1.0, 1.0),
                 window=(WINDOW_LEVEL, WINDOW_WIDTH), compactness: float = COMPACTNESS,
-                sigma_mm: float = 0.0, max_num_iter: int = 5) -> np.ndarray:
+                sigma_mm: float = 0.0, max_num_iter: int = 5, method: str = "slic") -> np.ndarray:
     """Superpixel label map (int32, labels 0..K-1) of one CT slice in HU.
 
     SLIC (scikit-image) on the slice windowed to [0, 1] with ``window``
@@ -33,10 +35,38 @@ def superpixels(image_hu_slice, *, n_segments: int = 1000, spacing=(1.0, 1.0),
     on anisotropic pixels.  ``n_segments`` is approximate (SLIC's grid), any
     positive number is allowed.  ``sigma_mm`` pre-smooths (0 = none: CT is
     already smooth enough at the orbit window and SLIC's mean does the rest).
+
+    ``method="watershed"``: compact watershed (scikit-image) of the gradient
+    magnitude from a regular grid of ``n_segments`` markers -- exactly the
+    requested count on a square grid, and on our synthetic orbit slices a
+    higher boundary recall than SLIC at 500-1000 (see bench/annotate.py
+    ``--compare-superpixels``); ``compactness`` is then watershed's (default 1e-4).
     """
     img = check_image(image_hu_slice, name="image_hu_slice", ndims=(2,))
     sp = check_spacing(spacing, 2)
-    return _slic(img, sp, n_segments, window, compactness, sigma_mm, max_num_iter)
+    if method == "slic":
+        return _slic(img, sp, n_segments, window, compactness, sigma_mm, max_num_iter)
+    if method == "watershed":
+        return _compact_watershed(img, sp, n_segments, window,
+                                  1e-4 if compactness == COMPACTNESS else compactness)
+    raise ValueError(f"method must be 'slic' or 'watershed', got {method!r}")
+
+
+def _compact_watershed(img, sp, n_segments, window, compactness):
+    if isinstance(n_segments, bool) or not isinstance(n_segments, (int, np.integer)) or n_segments < 1:
+        raise ValueError(f"n_segments must be a positive integer, got {n_segments!r}")
+    x = window01(img, window)
+    g = sobel(ndi.gaussian_filter(x, 0.35 / sp))  # ~0.35 mm pre-smoothing against noise
+    ny, nx = x.shape
+    # grid square in mm
+    area = ny * sp[0] * nx * sp[1] / n_segments
+    step = np.sqrt(area) / sp
+    yy = np.arange(step[0] / 2, ny, step[0]).astype(int)
+    xx = np.arange(step[1] / 2, nx, step[1]).astype(int)
+    markers = np.zeros(x.shape, np.int32)
+    markers[np.ix_(yy, xx)] = np.arange(1, yy.size * xx.size + 1, dtype=np.int32).reshape(yy.size, xx.size)
+    lab = watershed(g, markers, compactness=float(compactness)) - 1
+    return np.ascontiguousarray(lab, dtype=np.int32)
 
 
 def supervoxels(volume_hu, *, n_segments: int = 20000, spacing=(1.0, 1.0, 1.0),
