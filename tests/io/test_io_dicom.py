@@ -55,11 +55,6 @@ def test_rescale_slope_intercept_applied(tmp_path, make_ct):
     assert back.array.min() < -900 and back.array.dtype == np.int16
 
 
-def _second_series(tmp_path, make_ct, modality="CT", description="second"):
-    vol = make_ct(seed=1)
-    return write_dicom_series(vol, tmp_path / "b", series_uid="series-two", series_description=description)
-
-
 def test_two_ct_series_are_ambiguous_until_picked(tmp_path, make_ct):
     a = write_dicom_series(make_ct(), tmp_path / "a", series_uid="series-one", series_description="first")
     b = write_dicom_series(make_ct(seed=1), tmp_path / "b", series_uid="series-two", series_description="second")
