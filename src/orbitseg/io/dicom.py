@@ -213,7 +213,10 @@ def _series_geometry(folder: Path, slices: list) -> tuple[list[Path], Geometry, 
     row, col = iop[:3], iop[3:]
     if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
         raise InputError(folder, f"{f0.name}: ImageOrientationPatient {iop.tolist()} is not two orthonormal vectors")
-    row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+    # DS strings carry limited digits: make the cosines exactly orthonormal
+    row = row / np.linalg.norm(row)
+    col = col - (col @ row) * row
+    col = col / np.linalg.norm(col)
     normal = np.cross(row, col)
     ps = _floats(ds0.get("PixelSpacing", [1.0, 1.0]), 2, folder, "PixelSpacing", f0)
     rows, cols = int(ds0.Rows), int(ds0.Columns)
