@@ -283,6 +283,7 @@ def _segments_to_labels(path: Path, image, meta: dict) -> np.ndarray:
     out = np.zeros(data.shape[:3], dtype=np.uint8)
     claimed = np.zeros(data.shape[:3], dtype=bool)
     mapping = {}
+    known: dict[int, set[int]] = {layer: set() for layer in range(n_layers)}
     for idx in sorted(fields):
         f = fields[idx]
         name = f.get("Name", f.get("ID", f"Segment{idx}"))
@@ -293,6 +294,7 @@ def _segments_to_labels(path: Path, image, meta: dict) -> np.ndarray:
             raise InputError(path, f"segment {name!r} has an unreadable Layer/LabelValue") from None
         if not 0 <= layer < n_layers:
             raise InputError(path, f"segment {name!r} refers to layer {layer}, the file has {n_layers}")
+        known[layer].add(value)
         lab = label_for_segment_name(name)
         if lab is None:
             if value in STRUCTURES:
@@ -315,10 +317,8 @@ def _segments_to_labels(path: Path, image, meta: dict) -> np.ndarray:
         claimed |= mask
     # a voxel value that belongs to no segment is an invalid label
     for layer in range(n_layers):
-        known = {int(float(f.get("LabelValue", 1))) for i, f in fields.items()
-                 if int(f.get("Layer", i if n_layers > 1 else 0)) == layer}
         present = set(np.unique(data[..., layer]).tolist()) - {0}
-        stray = sorted(present - known)
+        stray = sorted(present - known[layer])
         if stray:
             raise InputError(path, f"layer {layer} holds values {stray} that belong to no segment")
     meta["segments"] = mapping
