@@ -1,0 +1,199 @@
+"""Write a synthetic cohort: the nnU-Net layout (default) or a mixed-format "scanner export".
+
+Every patient draws its anatomy and first acquisition from its own generator,
+spawned from ``np.random.SeedSequence(seed)``, so a cohort is byte-identical for
+a seed whatever the number of worker processes.  Some patients get a second
+(follow-up) scan of the same anatomy with a new acquisition and pose, so that
+splitting by patient matters.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import inspect
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from orbitseg.errors import ExistsError
+from orbitseg.synth.params import GENERATOR_VERSION, PatientParams, sample_followup, sample_patient
+
+_CASE_RE = re.compile(r"^(?:\.)?orbit_\d{3,}")
+#: raw-export formats: image ending, label ending
+RAW_FORMATS = {"nifti": (".nii.gz", ".nii.gz"), "nrrd": (".nrrd", ".nrrd"), "mha": (".mha", ".nrrd"),
+               "dicom": ("", ".nrrd")}
+
+
+def plan_cohort(patients: int = 46, *, seed: int = 0, small: bool = False,
+                followup_fraction: float = 0.15) -> list[tuple[str, str, PatientParams, str]]:
+    """(case_id, patient_id, params, raw format) of every scan, in order; cheap (no rendering)."""
+    plan = []
+    children = np.random.SeedSequence(seed).spawn(patients)
+    case = 0
+    for p, child in enumerate(children):
+        rng = np.random.default_rng(child)
+        params = sample_patient(rng, small=small)
+        scans = [params]
+        if rng.random() < followup_fraction:
+            scans.append(sample_followup(params, rng))
+        for sp in scans:
+            case += 1
+            fmt = str(rng.choice(list(RAW_FORMATS), p=[0.4, 0.25, 0.15, 0.2]))
+            plan.append((f"orbit_{case:03d}", f"patient_{p + 1:03d}", sp, fmt))
+    return plan
+
+
+def _summary(params: PatientParams) -> dict:
+    a, s = params.anatomy, params.scan
+    return {
+        "spacing": [round(s.spacing_xy, 4), round(s.spacing_xy, 4), s.slice_thickness],
+        "matrix": list(s.matrix) + [s.n_slices],
+        "direction": s.direction_kind,
+        "head_rotation_deg": [round(v, 2) for v in s.head_rotation],
+        "noise_sigma": round(s.noise_sigma, 1),
+        "globe_radius": [round(a.left.globe_radius, 2), round(a.right.globe_radius, 2)],
+        "proptosis": [round(a.left.proptosis, 2), round(a.right.proptosis, 2)],
+        "ted": [round(a.left.ted, 2), round(a.right.ted, 2)],
+    }
+
+
+def _write_dicom(ct, folder: Path, case_id: str, patient_id: str, overwrite: bool) -> bool:
+    from orbitseg.io import write as w
+
+    fn = getattr(w, "write_dicom_series", None)
+    if fn is None:
+        return False
+    kwargs = {}
+    params = inspect.signature(fn).parameters
+    for name, value in (("overwrite", overwrite), ("patient_id", patient_id), ("series_description", case_id),
+                        ("description", case_id), ("series_uid", f"orbitseg-synth-{patient_id}-{case_id}")):
+        if name in params:
+            kwargs[name] = value
+    fn(ct, folder, **kwargs)
+    return True
+
+
+def _render_and_write(task) -> tuple[str, str]:
+    from orbitseg.io.layout import image_path, label_path
+    from orbitseg.io.write import write_label, write_scan
+    from orbitseg.synth.anatomy import render_patient
+
+    case_id, patient_id, params, fmt, out, raw, overwrite = task
+    out = Path(out)
+    ct, labels = render_patient(params)
+    if not raw:
+        write_scan(ct, image_path(out, case_id), overwrite=overwrite)
+        write_label(labels, label_path(out, case_id), overwrite=overwrite)
+        return case_id, "nifti"
+    img_end, lab_end = RAW_FORMATS[fmt]
+    if fmt == "dicom" and _write_dicom(ct, out / "images" / case_id, case_id, patient_id, overwrite):
+        pass
+    else:
+        if fmt == "dicom":  # no DICOM writer available: fall back to NIfTI
+            fmt, (img_end, lab_end) = "nifti", RAW_FORMATS["nifti"]
+        write_scan(ct, out / "images" / f"{case_id}{img_end}", overwrite=overwrite)
+    write_label(labels, out / "labels" / f"{case_id}{lab_end}", overwrite=overwrite)
+    return case_id, fmt
+
+
+def _existing(out: Path, raw: bool) -> list[Path]:
+    names = ("images", "labels", "patients.csv") if raw else ("imagesTr", "labelsTr", "dataset.json")
+    return [out / n for n in names if (out / n).exists()]
+
+
+def _clear_previous(out: Path, raw: bool) -> None:
+    """Remove our own earlier output (files named orbit_*), nothing else."""
+    import shutil
+
+    for sub in (("images", "labels") if raw else ("imagesTr", "labelsTr")):
+        d = out / sub
+        if not d.is_dir():
+            continue
+        for f in d.iterdir():
+            if _CASE_RE.match(f.name):
+                shutil.rmtree(f) if f.is_dir() else f.unlink()
+
+
+def make_cohort(out, *, patients: int = 46, seed: int = 0, small: bool = False, workers: int | None = None,
+                overwrite: bool = False, raw: bool = False, followup_fraction: float = 0.15,
+                name: str = "OrbitSynth") -> list[tuple[str, str]]:
+    """Generate and write a synthetic cohort; returns ``[(case_id, patient_id), ...]``.
+
+    Parameters
+    ----------
+    out : output folder
+    patients : number of patients (some have two scans)
+    seed : cohort seed; the same seed gives byte-identical arrays
+    small : coarse, small grids (for tests)
+    workers : processes (default ``os.cpu_count()``; 1 = no pool)
+    overwrite : replace an earlier cohort in ``out``
+    raw : write a mixed-format scanner export (``images/``, ``labels/``, ``patients.csv``)
+        instead of the nnU-Net layout (``imagesTr/``, ``labelsTr/``, ``dataset.json``)
+    followup_fraction : probability that a patient has a second scan
+
+    Raises
+    ------
+    ExistsError
+        ``out`` already holds a cohort and ``overwrite`` is False.
+    """
+    from orbitseg.io.atomic import write_text_atomic
+    from orbitseg.io.layout import make_dataset_json, write_dataset_json
+
+    out = Path(out)
+    found = _existing(out, raw)
+    if found and not overwrite:
+        raise ExistsError(found[0])
+    if overwrite:
+        _clear_previous(out, raw)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = plan_cohort(patients, seed=seed, small=small, followup_fraction=followup_fraction)
+    tasks = [(c, p, prm, fmt, str(out), raw, overwrite) for c, p, prm, fmt in plan]
+    workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    if workers == 1 or len(tasks) == 1:
+        done = [_render_and_write(t) for t in tasks]
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as ex:
+            # biggest scans first keeps both workers busy to the end
+            order = sorted(range(len(tasks)), key=lambda i: -_cost(plan[i][2]))
+            futures = {i: ex.submit(_render_and_write, tasks[i]) for i in order}
+            done = [futures[i].result() for i in range(len(tasks))]
+    cases = [(c, p) for c, p, _, _ in plan]
+    if raw:
+        buf = io.StringIO()
+        wr = csv.writer(buf, lineterminator="\n")
+        wr.writerow(["case", "patient"])
+        wr.writerows(cases)
+        write_text_atomic(out / "patients.csv", buf.getvalue())
+    else:
+        info = make_dataset_json(
+            dict(cases), name=name,
+            description="Synthetic orbital CT (orbitseg.synth): eyeball, extraocular muscles, optic nerve",
+            extra={"synthetic": {
+                "seed": seed,
+                "generator_version": GENERATOR_VERSION,
+                "small": small,
+                "followup_fraction": followup_fraction,
+                "cases": {c: {"patient": p, **_summary(prm)} for c, p, prm, _ in plan},
+            }},
+        )
+        write_dataset_json(out, info)
+    del done
+    return cases
+
+
+def _cost(params: PatientParams) -> float:
+    s = params.scan
+    return float(s.matrix[0] * s.matrix[1] * s.n_slices)
+
+
+def params_json(params: PatientParams) -> dict:
+    """All parameters of a scan as plain JSON data."""
+    return asdict(params)
