@@ -173,7 +173,11 @@ def surface_distances(pred_mask, true_mask, *, spacing) -> tuple[float, float]:
     two directed 95th percentiles, ASD = mean of both directions' distances.
     """
     import torch
-    from monai.metrics.utils import get_edge_surface_distance
+
+    try:
+        from monai.metrics.utils import get_edge_surface_distance
+    except ImportError as exc:  # pragma: no cover - monai is a dependency
+        raise ImportError("HD95 / ASD need MONAI: pip install monai (or pass surface=False)") from exc
 
     pred_mask, true_mask = _check_pair(pred_mask, true_mask)
     pred_mask, true_mask = pred_mask.astype(bool, copy=False), true_mask.astype(bool, copy=False)

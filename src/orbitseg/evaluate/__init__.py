@@ -1,0 +1,48 @@
+"""Evaluation: per-case metrics, summaries, folder-vs-folder scoring, clinical measurements.
+
+* :mod:`orbitseg.evaluate.metrics` - Dice, volume similarity, HD95 / ASD (mm,
+  via MONAI), volumes (mL) per structure and pooled; :func:`summarise`.
+* :mod:`orbitseg.evaluate.folders` - :func:`evaluate_folders` matches two
+  folders of label files by case and writes ``metrics/`` CSV / JSON.
+* :mod:`orbitseg.evaluate.measure` - :func:`orbit_measurements`: volumes per
+  orbit side and left/right asymmetry.
+"""
+
+from __future__ import annotations
+
+from orbitseg.evaluate.folders import (
+    UnmatchedCasesWarning,
+    case_id_of,
+    evaluate_folders,
+    format_summary_table,
+    match_cases,
+)
+from orbitseg.evaluate.measure import midline_x, orbit_measurements
+from orbitseg.evaluate.metrics import (
+    Confusion,
+    case_metrics,
+    confusion,
+    dice,
+    metric_names,
+    summarise,
+    surface_distances,
+    volume_similarity,
+)
+
+__all__ = [
+    "Confusion",
+    "UnmatchedCasesWarning",
+    "case_id_of",
+    "case_metrics",
+    "confusion",
+    "dice",
+    "evaluate_folders",
+    "format_summary_table",
+    "match_cases",
+    "metric_names",
+    "midline_x",
+    "orbit_measurements",
+    "summarise",
+    "surface_distances",
+    "volume_similarity",
+]

@@ -1,0 +1,120 @@
+"""Clinical measurements per orbit: volumes of globe, muscles and nerve, and left/right asymmetry.
+
+Sides are the *patient's*, decided in physical LPS coordinates (+x towards the
+patient's left), so any direction matrix (a NIfTI stored RAS, a reversed or
+oblique grid) gives the same answer for the same anatomy:
+
+* the midline is the x halfway between the centroids of the two eyeballs -
+  the largest eyeball component and the largest other one at least
+  :data:`MIN_GLOBE_SEPARATION_MM` away in x and at least
+  :data:`MIN_SECOND_GLOBE_FRACTION` of its size (26-connected components);
+  without two such globes (no eyeball, or one) the midline is the x of the
+  volume's centre;
+* every labelled voxel whose physical x is below the midline belongs to the
+  patient's right orbit, the others to the left.  Voxels are split one by one
+  (not whole components), so optic nerves that meet at the chiasm are divided
+  at the midline.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from orbitseg.constants import EYEBALL, MUSCLES, NERVE, STRUCTURES
+from orbitseg.io.volume import Volume
+
+__all__ = ["orbit_measurements", "midline_x", "MEASURE_KEYS", "MIN_GLOBE_SEPARATION_MM"]
+
+#: two eyeball components closer than this in x are taken as pieces of one globe
+MIN_GLOBE_SEPARATION_MM = 20.0
+#: the second globe must be at least this fraction of the largest one's voxel count
+MIN_SECOND_GLOBE_FRACTION = 0.25
+#: label -> column name of its volume in mL
+MEASURE_KEYS: dict[int, str] = {EYEBALL: "globe_ml", MUSCLES: "muscles_ml", NERVE: "nerve_ml"}
+
+
+def _bbox(mask: np.ndarray) -> tuple[slice, ...] | None:
+    out = []
+    for axis in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hit.size == 0:
+            return None
+        out.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(out)
+
+
+def _physical_x(labels: Volume, kji: np.ndarray) -> np.ndarray:
+    """Physical LPS x (mm) of voxels given as array indices ``(N, 3)`` in (k, j, i) order."""
+    return labels.geometry.index_to_physical(kji[:, ::-1])[:, 0]
+
+
+def midline_x(labels: Volume) -> tuple[float, str]:
+    """(x of the mid-sagittal plane in LPS mm, how it was found: ``"eyeballs"`` or ``"volume_centre"``)."""
+    from scipy import ndimage
+
+    eye = labels.array == EYEBALL
+    box = _bbox(eye)
+    if box is not None:
+        comp, n = ndimage.label(eye[box], structure=np.ones((3, 3, 3), dtype=bool))
+        if n >= 2:
+            idx = np.arange(1, n + 1)
+            sizes = ndimage.sum_labels(np.ones(comp.shape), comp, idx)
+            cents = np.asarray(ndimage.center_of_mass(np.ones(comp.shape), comp, idx))  # (n, 3) k, j, i in box
+            cents += np.array([s.start for s in box], dtype=float)
+            xs = _physical_x(labels, cents)
+            order = np.argsort(-sizes, kind="stable")
+            a = order[0]
+            for b in order[1:]:
+                if sizes[b] < MIN_SECOND_GLOBE_FRACTION * sizes[a]:
+                    break
+                if abs(xs[b] - xs[a]) >= MIN_GLOBE_SEPARATION_MM:
+                    return float((xs[a] + xs[b]) / 2.0), "eyeballs"
+    centre = (np.asarray(labels.shape, dtype=float) - 1.0) / 2.0
+    return float(_physical_x(labels, centre[None, :])[0]), "volume_centre"
+
+
+def _asym_pct(left: float, right: float) -> float:
+    mean = (left + right) / 2.0
+    return math.nan if mean == 0 else 100.0 * (left - right) / mean
+
+
+def orbit_measurements(labels: Volume) -> list[dict]:
+    """Volumes (mL) of globe, muscles and nerve per orbit, and their asymmetry.
+
+    Returns four rows, each with ``side``, ``globe_ml``, ``muscles_ml``,
+    ``nerve_ml``, ``midline_x_mm`` and ``midline_from``:
+
+    * ``side="right"`` and ``side="left"`` - the patient's orbits;
+    * ``side="left_minus_right_ml"`` - left - right, mL;
+    * ``side="asymmetry_pct"`` - (left - right) / mean(left, right) x 100; NaN
+      when the structure is absent on both sides.
+    """
+    a = labels.array
+    if a.ndim != 3:
+        raise ValueError(f"labels must be 3D, got shape {a.shape}")
+    mid, how = midline_x(labels)
+    voxel_ml = labels.geometry.voxel_volume_ml
+    right = {k: 0.0 for k in MEASURE_KEYS.values()}
+    left = dict(right)
+    box = _bbox(a > 0)
+    if box is not None:
+        sub = a[box]
+        offset = np.array([s.start for s in box])
+        for lab in STRUCTURES:
+            kji = np.argwhere(sub == lab)
+            if kji.size == 0:
+                continue
+            x = _physical_x(labels, (kji + offset).astype(float))
+            n_right = int(np.count_nonzero(x < mid))
+            right[MEASURE_KEYS[lab]] = n_right * voxel_ml
+            left[MEASURE_KEYS[lab]] = (len(x) - n_right) * voxel_ml
+    common = {"midline_x_mm": mid, "midline_from": how}
+    keys = list(MEASURE_KEYS.values())
+    return [
+        {"side": "right", **right, **common},
+        {"side": "left", **left, **common},
+        {"side": "left_minus_right_ml", **{k: left[k] - right[k] for k in keys}, **common},
+        {"side": "asymmetry_pct", **{k: _asym_pct(left[k], right[k]) for k in keys}, **common},
+    ]
