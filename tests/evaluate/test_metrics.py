@@ -190,6 +190,34 @@ def test_cropping_does_not_change_results_and_matches_monai_api():
     assert asd == pytest.approx(ref_asd, rel=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_surface_distances_equal_monai_with_stray_voxels_and_borders(seed):
+    """Masks touching the array border, holes, and a few far-away stray voxels."""
+    torch = pytest.importorskip("torch")
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    shape = (9, 23, 17)
+    truth = ndimage.gaussian_filter(rng.random(shape), 1.2) > 0.5
+    pred = ndimage.gaussian_filter(rng.random(shape), 1.2) > 0.5
+    pred[tuple(rng.integers(0, n, 4) for n in shape)] = True  # stray voxels
+    truth[0, 0, 0] = truth[-1, -1, -1] = True  # corners
+    sp = (0.45, 0.9, 2.5)
+    fast = surface_distances(pred, truth, spacing=sp)
+    assert fast == pytest.approx(surface_distances(pred, truth, spacing=sp, method="monai"), rel=1e-6)
+    p = torch.from_numpy(pred)[None, None].float()
+    t = torch.from_numpy(truth)[None, None].float()
+    ref_hd = float(compute_hausdorff_distance(p, t, percentile=95, spacing=sp[::-1]))
+    ref_asd = float(compute_average_surface_distance(p, t, symmetric=True, spacing=sp[::-1]))
+    assert fast == pytest.approx((ref_hd, ref_asd), rel=1e-5)
+    # and through case_metrics, with labels
+    lab_p, lab_t = pred.astype(np.uint8) * 3, truth.astype(np.uint8) * 3
+    m = case_metrics(lab_p, lab_t, spacing=sp)
+    assert (m["hd95_nerve"], m["asd_nerve"]) == pytest.approx((ref_hd, ref_asd), rel=1e-5)
+
+
 # ---------------------------------------------------------------------------
 # summary
 # ---------------------------------------------------------------------------
