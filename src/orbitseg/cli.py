@@ -51,6 +51,17 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_preprocess(args: argparse.Namespace) -> int:
+    from orbitseg.preprocess.dataset import preprocess_dataset
+    from orbitseg.preprocess.pipeline import PreprocessConfig
+
+    config = PreprocessConfig(size=args.size, seq_len=args.seq_len, level=args.level, width=args.width)
+    manifest = preprocess_dataset(args.dataset, config, workers=args.workers, overwrite=args.overwrite)
+    n_voi = sum(len(c["vois"]) for c in manifest["cases"].values())
+    print(f"{len(manifest['cases'])} cases, {n_voi} orbit VOIs in {args.dataset / 'preprocessed'}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from orbitseg.demo import run_demo
 
@@ -61,6 +72,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     from orbitseg import __version__
+    from orbitseg.constants import INPUT_SIZE, SEQ_LEN, WINDOW_LEVEL, WINDOW_WIDTH
 
     p = argparse.ArgumentParser(
         prog="orbitseg",
@@ -100,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--window", type=float, nargs=2, metavar=("LEVEL", "WIDTH"), default=(48.0, 400.0),
                    help="display window in HU (default: the paper's 48 400)")
     s.set_defaults(func=_cmd_show)
+
+    s = sub.add_parser("preprocess", help="crop each orbit's VOI, window, build slice sequences")
+    s.add_argument("dataset", type=Path)
+    s.add_argument("--size", type=int, default=INPUT_SIZE, help=f"network input size in pixels (default {INPUT_SIZE})")
+    s.add_argument("--seq-len", type=int, default=SEQ_LEN, help=f"slices per sequence, odd (default {SEQ_LEN})")
+    s.add_argument("--level", type=float, default=WINDOW_LEVEL, help=f"window level HU (default {WINDOW_LEVEL:g})")
+    s.add_argument("--width", type=float, default=WINDOW_WIDTH, help=f"window width HU (default {WINDOW_WIDTH:g})")
+    s.add_argument("--workers", type=int, default=1, help="parallel processes (each holds one case)")
+    s.add_argument("--overwrite", action="store_true", help="redo cases already preprocessed")
+    s.set_defaults(func=_cmd_preprocess)
 
     s = sub.add_parser("demo", help="run the main job on bundled synthetic data")
     s.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")

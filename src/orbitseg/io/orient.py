@@ -99,3 +99,20 @@ def from_canonical(array: np.ndarray, original: Geometry) -> np.ndarray:
     if tuple(array.shape[-3:]) != expected:
         raise ValueError(f"array must end with the canonical shape {expected}, got {array.shape}")
     return np.ascontiguousarray(array_from_canonical(array, plan))
+
+
+def reverse_index_axis(volume: Volume, axis: int) -> Volume:
+    """The same anatomy stored with index axis ``axis`` (0=i, 1=j, 2=k) reversed.
+
+    Array and geometry change together, so every voxel keeps its physical
+    position: what a different exporter (RAS vs LPS, head-first vs feet-first
+    slice order) would have written.
+    """
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
+    g = volume.geometry
+    d = g.matrix.copy()
+    origin = g.index_to_physical(np.eye(3)[axis] * (g.size[axis] - 1))
+    d[:, axis] *= -1
+    arr = np.ascontiguousarray(np.flip(volume.array, axis=2 - axis))
+    return Volume(arr, Geometry(g.size, g.spacing, tuple(origin), d), volume.path, dict(volume.meta))

@@ -1,0 +1,185 @@
+"""Find each orbit's volume of interest from the image alone.
+
+The globes are the landmark: on CT a globe is a ~24 mm ball of water-like
+density (vitreous 0-20 HU, sclera ~50 HU) sitting in orbital fat in the front
+of the head.  We look for them on a coarse copy of the canonical (LPS) scan,
+pair the two that sit side by side, and place around each a box that holds
+the globe, the muscle cone and the orbital apex.  Left and right are decided
+by the LPS x coordinate (patient coordinates), never by array index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from orbitseg.errors import InputError
+from orbitseg.io.volume import Volume
+
+#: HU range of the globe's contents (vitreous, lens, sclera) after light smoothing
+GLOBE_HU = (-45.0, 140.0)
+#: a globe's radius in mm (axial length 20-28 mm)
+GLOBE_RADIUS_MM = (8.5, 15.0)
+#: typical globe radius (mm) and spread used to rank candidates
+GLOBE_RADIUS_TYPICAL = (11.5, 2.0)
+#: working resolution of the search in mm
+SEARCH_SPACING_MM = 1.5
+
+
+@dataclass(frozen=True)
+class OrbitBox:
+    """One orbit's VOI.
+
+    Attributes
+    ----------
+    side : "right" or "left" (the patient's)
+    globe_centre : LPS mm of the detected globe centre
+    globe_radius : mm
+    box_min, box_max : LPS mm corners of the crop (axis-aligned in the canonical frame)
+    index_min, index_max : canonical index (i, j, k) of the crop, max exclusive
+    """
+
+    side: str
+    globe_centre: tuple[float, float, float]
+    globe_radius: float
+    box_min: tuple[float, float, float]
+    box_max: tuple[float, float, float]
+    index_min: tuple[int, int, int]
+    index_max: tuple[int, int, int]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def slices(self) -> tuple[slice, slice, slice]:
+        """NumPy slices ``(k, j, i)`` of the crop in the canonical array."""
+        (i0, j0, k0), (i1, j1, k1) = self.index_min, self.index_max
+        return slice(k0, k1), slice(j0, j1), slice(i0, i1)
+
+
+@dataclass(frozen=True)
+class VOIMargins:
+    """Extent of an orbit box around its globe centre, in mm (before the margin).
+
+    lateral/medial along x (medial towards the midline), anterior/posterior
+    along y, superior/inferior along z.  Defaults hold the globe, the
+    rectus muscles along the walls and the apex at the optic canal
+    (~40-45 mm behind the globe centre, ~18 mm medial of it).
+    """
+
+    lateral: float = 17.0
+    medial: float = 24.0
+    anterior: float = 16.0
+    posterior: float = 46.0
+    superior: float = 19.0
+    inferior: float = 18.0
+    margin: float = 4.0
+
+
+def _coarse(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed HU on a ~SEARCH_SPACING_MM grid, and the zoom factors used."""
+    sp = np.asarray(volume.spacing)[::-1]  # (sz, sy, sx)
+    factors = np.minimum(1.0, sp / SEARCH_SPACING_MM)
+    hu = volume.array.astype(np.float32)
+    sigma = np.maximum((1.0 / factors - 1) / 2, 0.5)  # anti-aliasing, and some noise suppression
+    hu = ndimage.gaussian_filter(hu, sigma=sigma, mode="nearest")
+    small = ndimage.zoom(hu, factors, order=1, mode="nearest", grid_mode=True)
+    return small, factors
+
+
+def find_globes(volume: Volume) -> list[tuple[np.ndarray, float, float]]:
+    """Candidate globes in a canonical volume: (LPS centre mm, radius mm, score), best first."""
+    small, factors = _coarse(volume)
+    sp_small = np.asarray(volume.spacing)[::-1] / factors  # (sz, sy, sx) mm of the coarse grid
+    inside = (small > GLOBE_HU[0]) & (small < GLOBE_HU[1])
+    head = small > -400
+    if not head.any():
+        return []
+    dist = ndimage.distance_transform_edt(inside, sampling=sp_small)
+    rmin, rmax = GLOBE_RADIUS_MM
+    # a globe centre is a local maximum of the distance map with a globe-like radius
+    # (the sclera and the fat rim bound the ball); brain and big muscles give larger or flatter maxima
+    peak = (dist == ndimage.maximum_filter(dist, size=3)) & (dist >= rmin) & (dist <= rmax)
+    lab, n = ndimage.label(peak)
+    if n == 0:
+        return []
+    centres = ndimage.center_of_mass(peak, lab, range(1, n + 1))
+    # anterior third of the head: globes sit in front
+    js = np.flatnonzero(head.any(axis=(0, 2)))
+    front, back = js[0], js[-1]
+    cands = []
+    for c in centres:
+        kji = np.asarray(c)
+        r = float(dist[tuple(np.round(kji).astype(int))])
+        if (kji[1] - front) > 0.45 * (back - front + 1):
+            continue
+        mu, sd = GLOBE_RADIUS_TYPICAL
+        score = _sphericity(small, kji, r, sp_small) * float(np.exp(-(((r - mu) / sd) ** 2)))
+        if score > 0.1:
+            ijk_full = (kji / factors + (1 / factors - 1) / 2)[::-1]  # coarse -> full index, (i, j, k)
+            cands.append((volume.geometry.index_to_physical(ijk_full), r, score))
+    cands.sort(key=lambda t: -t[2])
+    return cands
+
+
+def _sphericity(small: np.ndarray, kji: np.ndarray, r: float, sp: np.ndarray) -> float:
+    """Share of a shell just outside radius r that is NOT globe-like (fat, air, bone): ~1 for a globe."""
+    zz, yy, xx = (np.arange(n) * s for n, s in zip(small.shape, sp))
+    c = kji * sp
+    lo = np.maximum(0, np.floor((c - r - 6) / sp).astype(int))
+    hi = np.minimum(small.shape, np.ceil((c + r + 6) / sp).astype(int) + 1)
+    sub = small[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    d = np.sqrt((zz[lo[0]:hi[0], None, None] - c[0]) ** 2 + (yy[None, lo[1]:hi[1], None] - c[1]) ** 2
+                + (xx[None, None, lo[2]:hi[2]] - c[2]) ** 2)
+    shell = (d > r + 2.5) & (d < r + 5.5)
+    if shell.sum() < 10:
+        return 0.0
+    outside = (sub[shell] < GLOBE_HU[0]) | (sub[shell] > GLOBE_HU[1])
+    return float(outside.mean())
+
+
+def locate_orbits(volume: Volume, *, margins: VOIMargins = VOIMargins()) -> list[OrbitBox]:
+    """One :class:`OrbitBox` per orbit (right first) of a canonical (LPS) scan.
+
+    Raises
+    ------
+    InputError
+        no pair of globes is found (e.g. a chest CT, or a brain-only field of view).
+    """
+    m = volume.geometry.matrix
+    if not np.allclose(np.sign(np.diag(m)), 1) or np.abs(np.diag(m)).min() < 0.7:
+        raise ValueError("volume must be in canonical LPS orientation (use orbitseg.io.orient.to_canonical)")
+    cands = find_globes(volume)
+    best = None
+    for a in range(len(cands)):
+        for b in range(a + 1, len(cands)):
+            pa, pb = cands[a][0], cands[b][0]
+            dx, dy, dz = np.abs(pa - pb)
+            if 40 <= dx <= 90 and dy <= 20 and dz <= 15:
+                score = cands[a][2] + cands[b][2] - 0.01 * (dy + dz)
+                if best is None or score > best[0]:
+                    best = (score, cands[a], cands[b])
+    where = volume.path or "scan"
+    if best is None:
+        raise InputError(where, "no orbits found: could not find two globes side by side "
+                                "(is this an orbital/head CT covering both eyes?)")
+    right, left = sorted(best[1:], key=lambda c: c[0][0])  # LPS: smaller x = patient's right
+    return [_box(volume, right, "right", margins), _box(volume, left, "left", margins)]
+
+
+def _box(volume: Volume, cand, side: str, mg: VOIMargins) -> OrbitBox:
+    centre, radius, _ = cand
+    lat, med = mg.lateral + mg.margin, mg.medial + mg.margin
+    x_lo, x_hi = (centre[0] - lat, centre[0] + med) if side == "right" else (centre[0] - med, centre[0] + lat)
+    lo = np.array([x_lo, centre[1] - mg.anterior - mg.margin, centre[2] - mg.inferior - mg.margin])
+    hi = np.array([x_hi, centre[1] + mg.posterior + mg.margin, centre[2] + mg.superior + mg.margin])
+    g = volume.geometry
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    idx = g.physical_to_index(corners)
+    imin = np.clip(np.floor(idx.min(0)), 0, np.array(g.size) - 1).astype(int)
+    imax = np.clip(np.ceil(idx.max(0)) + 1, 1, np.array(g.size)).astype(int)
+    pmin = g.index_to_physical(imin)
+    pmax = g.index_to_physical(imax - 1)
+    return OrbitBox(side, tuple(map(float, centre)), float(radius), tuple(map(float, pmin)),
+                    tuple(map(float, pmax)), tuple(map(int, imin)), tuple(map(int, imax)))

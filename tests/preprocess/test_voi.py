@@ -1,0 +1,106 @@
+"""VOIs are found from the image, in patient coordinates, whatever the file's geometry."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from orbitseg.errors import InputError
+from orbitseg.io.orient import reverse_index_axis, to_canonical
+from orbitseg.io.volume import Geometry, Volume
+from orbitseg.preprocess.dataset import labels_outside_vois
+from orbitseg.preprocess.pipeline import PreprocessConfig, prepare_scan
+from orbitseg.preprocess.voi import locate_orbits
+from orbitseg.synth import render_patient, sample_patient
+
+
+@pytest.fixture(scope="module")
+def patient():
+    return render_patient(sample_patient(np.random.default_rng(3), small=True))
+
+
+def _globes(vol):
+    return {b.side: np.array(b.globe_centre) for b in locate_orbits(to_canonical(vol))}
+
+
+def _boxes(vol):
+    return {b.side: (np.array(b.box_min), np.array(b.box_max)) for b in locate_orbits(to_canonical(vol))}
+
+
+def test_left_is_left_in_patient_coordinates(patient):
+    ct, lab = patient
+    g = _globes(ct)
+    assert g["right"][0] < g["left"][0]  # LPS: +x is the patient's left
+    # the eyeball label agrees with the detected sides
+    pts = ct.geometry.index_to_physical(np.argwhere(lab.array == 1)[:, ::-1])
+    left_pts = pts[pts[:, 0] > (g["right"][0] + g["left"][0]) / 2]
+    assert np.linalg.norm(left_pts.mean(0) - g["left"]) < 4.0
+
+
+@pytest.mark.parametrize("axes", [(0,), (1,), (2,), (0, 1), (0, 1, 2)])
+def test_flipped_and_reversed_files_give_the_same_boxes(patient, axes):
+    ct, _ = patient
+    ref = _boxes(ct)
+    v = ct
+    for a in axes:
+        v = reverse_index_axis(v, a)
+    got = _boxes(v)
+    assert set(got) == {"right", "left"}
+    for side in ref:
+        np.testing.assert_allclose(got[side][0], ref[side][0], atol=1e-3)
+        np.testing.assert_allclose(got[side][1], ref[side][1], atol=1e-3)
+
+
+def test_translated_scan_moves_its_boxes(patient):
+    ct, _ = patient
+    shift = np.array([12.3, -7.7, 25.0])
+    moved = Volume(ct.array, ct.geometry.with_(origin=tuple(np.array(ct.geometry.origin) + shift)))
+    ref, got = _globes(ct), _globes(moved)
+    for side in ref:
+        np.testing.assert_allclose(got[side], ref[side] + shift, atol=1e-3)
+
+
+def test_rotated_head_keeps_its_orbits(patient):
+    ct, _ = patient
+    img = ct.to_sitk()
+    centre = np.array(img.TransformContinuousIndexToPhysicalPoint(np.array(img.GetSize()) / 2.0))
+    theta = np.deg2rad(7.0)
+    rot = sitk.Euler3DTransform(tuple(centre), 0.0, 0.0, -theta)  # output->input: content turns by +theta
+    out = Volume.from_sitk(sitk.Resample(img, img, rot, sitk.sitkLinear, -1000.0, sitk.sitkInt16))
+    ref, got = _globes(ct), _globes(out)
+    r = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    for side in ref:
+        expected = r @ (ref[side] - centre) + centre
+        assert np.linalg.norm(got[side] - expected) < 3.0, side
+
+
+def test_every_label_inside_its_orbit_voi_on_a_cohort():
+    for seed in range(8):
+        ct, lab = render_patient(sample_patient(np.random.default_rng(100 + seed), small=True))
+        preps = prepare_scan(ct, PreprocessConfig(), lab)
+        assert [p.box.side for p in preps] == ["right", "left"]
+        assert labels_outside_vois(to_canonical(lab).array, preps) == 0, seed
+
+
+def test_chest_like_scan_has_no_orbits():
+    g = Geometry((120, 100, 20), (2.5, 2.5, 5.0), (-150, -125, 0))
+    zz, yy, xx = np.mgrid[:20, :100, :120]
+    body = ((xx - 60) / 55) ** 2 + ((yy - 50) / 38) ** 2 < 1
+    lungs = (((xx - 35) / 18) ** 2 + ((yy - 48) / 25) ** 2 < 1) | (((xx - 85) / 18) ** 2 + ((yy - 48) / 25) ** 2 < 1)
+    hu = np.where(body, 40, -1000).astype(np.int16)
+    hu[lungs] = -850
+    hu[(((xx - 60) / 6) ** 2 + ((yy - 80) / 6) ** 2) < 1] = 700  # spine
+    with pytest.raises(InputError, match="no orbits found"):
+        locate_orbits(Volume(hu, g))
+
+
+def test_brain_only_field_of_view_has_no_orbits():
+    """The same synthetic head, scanned 55 mm higher: brain and skull, no globes."""
+    from dataclasses import replace
+
+    p = sample_patient(np.random.default_rng(3), small=True)
+    x, y, z = p.scan.head_offset
+    high = replace(p, scan=replace(p.scan, head_offset=(x, y, z + 55.0)))
+    ct, lab = render_patient(high)
+    assert (lab.array == 1).sum() == 0 and (ct.array > 500).any() and ((ct.array > 20) & (ct.array < 45)).mean() > 0.2
+    with pytest.raises(InputError, match="no orbits found"):
+        locate_orbits(to_canonical(ct))
