@@ -62,6 +62,16 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from orbitseg.evaluate.folders import evaluate_folders, format_summary_table
+
+    out = args.output or args.pred_dir.parent
+    rows, summary = evaluate_folders(args.pred_dir, args.truth_dir, out, surface=not args.no_surface, progress=True)
+    print(format_summary_table(summary))
+    print(f"{len(rows)} cases; metrics in {out / 'metrics'}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from orbitseg.demo import run_demo
 
@@ -122,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="parallel processes (each holds one case)")
     s.add_argument("--overwrite", action="store_true", help="redo cases already preprocessed")
     s.set_defaults(func=_cmd_preprocess)
+
+    s = sub.add_parser("evaluate", help="score a folder of predicted labels against a folder of ground truth")
+    s.add_argument("pred_dir", type=Path, help="predicted label files")
+    s.add_argument("truth_dir", type=Path, help="ground-truth label files (matched by case id)")
+    s.add_argument("-o", "--output", type=Path, default=None,
+                   help="folder that receives metrics/ (default: the parent of PRED_DIR)")
+    s.add_argument("--no-surface", action="store_true", help="skip HD95 and surface distance (faster)")
+    s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("demo", help="run the main job on bundled synthetic data")
     s.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
