@@ -277,7 +277,7 @@ class _Scene:
         D = np.asarray(sc.direction, float).reshape(3, 3)
         origin = -D @ (spacing * (np.array([nx, ny, nz]) - 1) / 2.0)
         self.geometry = Geometry((nx, ny, nz), tuple(spacing), tuple(origin), D)
-        sub_step = 1.0 if params.small else 0.8
+        sub_step = 1.0 if params.small else 1.3
         self.n_sub = n = max(1, int(math.ceil(sc.slice_thickness / sub_step - 1e-6)))
         Rh = head_rotation_matrix(*sc.head_rotation)
         h0 = np.asarray(sc.head_offset, float)
@@ -291,6 +291,13 @@ class _Scene:
         self.cv = Canvas(A, b, (nz * n, ny, nx), edge=sc.spacing_xy, coarse=(f_z, f_xy, f_xy),
                          background=self.hu.air)
         self.scalp = an.skin + an.subcut_fat + 0.8
+        self._tex = None
+
+    def tex(self, sl, amp: float) -> np.ndarray:
+        """The scan's smooth texture field (unit std, ~2.5 mm grain) on ``sl``, times ``amp``."""
+        if self._tex is None:
+            self._tex = self.cv.texture(self.cv.full(), 2.5, self.spacing_r, self.rng, 1.0)
+        return self._tex[sl] * F32(amp)
 
     # ---- big smooth shapes (evaluated coarse) ---------------------------------
     def head_sdf(self, x, y, z, nose: bool = True):
@@ -402,8 +409,7 @@ class _Scene:
             return None
         d = cv.sdf(fn, sl, coarse=coarse)
         if texture is not None:
-            scale, amp = texture
-            value = value + cv.texture(sl, scale, self.spacing_r, self.rng, amp)
+            value = value + self.tex(sl, texture[1])
         cv.paint(sl, d, value, label=label)
         return sl, d
 
@@ -423,11 +429,11 @@ class _Scene:
         d_head = cv.sdf(self.head_sdf, sl_all, coarse=True)
         cv.paint(sl_all, d_head, hu.soft)
         d_head += F32(an.skin)
-        cv.paint(sl_all, d_head, hu.subcut_fat + cv.texture(sl_all, 3.0, self.spacing_r, self.rng, 6.0))
+        cv.paint(sl_all, d_head, hu.subcut_fat + self.tex(sl_all, 6.0))
         del d_head
         # skull: cortex with diploe inside where thick enough
         d_bone = cv.sdf(self.bone_sdf, sl_all, coarse=True)
-        bone_tex = cv.texture(sl_all, 2.0, self.spacing_r, self.rng, 0.12)
+        bone_tex = self.tex(sl_all, 0.12)
         cv.paint(sl_all, d_bone, hu.cortical * (1.0 + bone_tex))
         d_bone += F32(1.6)
         cv.paint(sl_all, d_bone, hu.diploe * (1.0 + bone_tex))
@@ -451,7 +457,7 @@ class _Scene:
         if r is not None:
             sl, d = r
             d += F32(1.5)
-            cv.paint(sl, d, hu.brain + cv.texture(sl, 4.0, self.spacing_r, self.rng, 2.5))
+            cv.paint(sl, d, hu.brain + self.tex(sl, 2.5))
         # pituitary in the sella and the cavernous sinuses beside it (soft tissue)
         for c, ax in (((0.0, 57.0, 0.0), (6.0, 5.0, 4.0)), ((13.0, 50.0, 0.0), (4.5, 9.0, 6.0)),
                       ((-13.0, 50.0, 0.0), (4.5, 9.0, 6.0))):
@@ -536,7 +542,8 @@ class _Scene:
             for s in (1, -1):
                 p0 = np.array([s * (w(zt) - 0.6 * r), -6.0, zt])
                 p1 = np.array([s * (w(zt) - 0.6 * r), 40.0, zt - 3.0])
-                dt = np.maximum(_capsule(x, y, z, p0, p1, r), d_nasal)
+                cap = lambda x, y, z, p0=p0, p1=p1, r=r: _capsule(x, y, z, p0, p1, r)  # noqa: E731
+                dt = np.maximum(cv.sdf(cap, sl, coarse=True), d_nasal)
                 cv.paint(sl, dt, hu.mucosa + 15.0)
 
     def _orbit_contents(self, o: Orbit):
@@ -732,15 +739,19 @@ class _Scene:
             best = W.argmax(axis=0)
             lab = np.where(W.max(axis=0) > 0.5, best + 1, 0).astype(np.uint8)
             labels[zs.start // n: zs.start // n + nzl, ys, xs] = lab
-        # point-spread function (in plane; the slice profile is the sub-slice average above)
+        # noise, then the point-spread function (in plane; the slice profile is the sub-slice
+        # average above): the reconstruction kernel both blurs the anatomy and correlates the noise
         sig = sc.psf_fwhm / 2.3548 / sc.spacing_xy
-        img = ndimage.gaussian_filter(img, sigma=(0.0, sig, sig), mode="nearest", truncate=3.0)
-        # correlated noise
+        x = np.arange(-int(3.0 * sig + 0.5), int(3.0 * sig + 0.5) + 1)
+        k1 = np.exp(-0.5 * (x / sig) ** 2)
+        k1 /= k1.sum()
+        gain = float(np.sum(k1 ** 2))  # std of blurred unit white noise = gain (2D: gain**0.5 squared)
         nrng = np.random.default_rng(sc.noise_seed)
         noise = nrng.standard_normal(img.shape, dtype=F32)
-        noise = ndimage.gaussian_filter(noise, sigma=(0.0, sc.noise_corr, sc.noise_corr), truncate=3.0)
-        noise *= F32(sc.noise_sigma / (1.0 / (2.0 * sc.noise_corr * math.sqrt(math.pi))))
+        noise *= F32(sc.noise_sigma / gain)
         img += noise
+        del noise
+        img = ndimage.gaussian_filter(img, sigma=(0.0, sig, sig), mode="nearest", truncate=3.0)
         np.clip(img, -1024.0, 3071.0, out=img)
         out = np.rint(img).astype(np.int16)
         if sc.fov_pad != 0.0:

@@ -19,22 +19,25 @@ F32 = np.float32
 
 def _upsample_axis(c: np.ndarray, axis: int, n: int, f: int) -> np.ndarray:
     """Linear interpolation of samples taken every ``f`` voxels onto ``n`` voxels."""
-    if f == 1:
-        return np.take(c, np.arange(n), axis=axis) if c.shape[axis] != n else c
     m = c.shape[axis]
-    pos = np.arange(n) / f
-    i0 = np.minimum(np.floor(pos).astype(np.intp), max(m - 2, 0))
-    w = (pos - i0).astype(F32)
+    if f == 1:
+        return c if m == n else c[(slice(None),) * axis + (slice(0, n),)]
     if m == 1:
         return np.repeat(c, n, axis=axis)
-    shape = [1] * c.ndim
-    shape[axis] = n
-    a = np.take(c, i0, axis=axis)
-    b = np.take(c, i0 + 1, axis=axis)
-    b -= a
-    b *= w.reshape(shape)
-    a += b
-    return a
+    lo = (slice(None),) * axis + (slice(0, m - 1),)
+    hi = (slice(None),) * axis + (slice(1, m),)
+    a = c[lo]
+    diff = c[hi] - a
+    ex = (slice(None),) * (axis + 1) + (None,)
+    shape = [1] * (c.ndim + 1)
+    shape[axis + 1] = f
+    w = (np.arange(f, dtype=F32) / F32(f)).reshape(shape)
+    out = diff[ex] * w
+    out += a[ex]
+    new_shape = list(c.shape)
+    new_shape[axis] = (m - 1) * f
+    out = out.reshape(new_shape)
+    return out[(slice(None),) * axis + (slice(0, n),)]
 
 
 class Canvas:

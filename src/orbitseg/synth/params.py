@@ -103,7 +103,6 @@ class Acquisition:
     head_offset: tuple[float, float, float]  # scanner position of the grid centre in the head frame (mm)
     psf_fwhm: float  # in-plane
     noise_sigma: float
-    noise_corr: float  # in-plane correlation length of the noise (voxels, Gaussian sigma)
     fov_pad: float  # value outside the reconstruction circle, or 0 for none
     noise_seed: int
     texture_seed: int
@@ -282,7 +281,6 @@ def sample_acquisition(rng: np.random.Generator, *, small: bool = False) -> Acqu
         head_offset=tuple(float(v) for v in offset),
         psf_fwhm=_u(rng, 0.6, 1.0),
         noise_sigma=float(np.clip(sigma1 / math.sqrt(thickness), 8.0, 25.0)),
-        noise_corr=_u(rng, 0.6, 1.1),
         fov_pad=float(rng.choice([0.0, -1024.0, -2048.0, -3024.0], p=[0.55, 0.2, 0.1, 0.15])),
         noise_seed=int(rng.integers(0, 2**31 - 1)),
         texture_seed=int(rng.integers(0, 2**31 - 1)),
