@@ -14,7 +14,7 @@ from pathlib import Path
 from orbitseg.errors import InputError
 
 
-def run_demo(out: str | Path, *, patients: int = 6, seed: int = 0, overwrite: bool = False) -> Path:
+def run_demo(out: str | Path, *, patients: int = 6, seed: int = 0, small: bool = False, overwrite: bool = False) -> Path:
     """Run the demo into ``out``; returns the folder of pictures."""
     from orbitseg.io.dataset import check_dataset, format_check_table, import_dataset
     from orbitseg.io.layout import list_cases
@@ -26,7 +26,7 @@ def run_demo(out: str | Path, *, patients: int = 6, seed: int = 0, overwrite: bo
     t0 = time.perf_counter()
     raw, dataset, pictures = out / "raw", out / "dataset", out / "pictures"
     print(f"[1/4] synthesising {patients} patients (seed {seed}) as a mixed-format export in {raw}")
-    make_cohort(raw, patients=patients, seed=seed, raw=True, overwrite=overwrite)
+    make_cohort(raw, patients=patients, seed=seed, small=small, raw=True, overwrite=overwrite)
     print(f"[2/4] importing into the nnU-Net layout: {dataset}")
     import_dataset(raw, dataset, overwrite=overwrite, name="orbitseg_demo")
     print("[3/4] checking every scan/label pair")
