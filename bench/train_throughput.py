@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -74,11 +75,21 @@ def run_one(args: argparse.Namespace) -> dict:
     amp = args.amp != "none"
     amp_dtype = torch.bfloat16 if args.amp == "bf16" else torch.float16
 
+    runs = args.runs
+    if runs and (b % runs or not hasattr(model, "forward_indexed")):
+        raise SystemExit("--runs needs a SeqUNet preset and a batch size divisible by it")
+
     def batch():
+        y = torch.randint(0, cfg.num_classes, (b, size, size), device=dev)
+        if runs:  # b // runs runs of `runs` neighbouring centre slices, each slice encoded once
+            n_runs, per = b // runs, runs + t - 1
+            bank = torch.randn(n_runs * per, cfg.in_channels, size, size, device=dev).contiguous(memory_format=mf)
+            idx = (torch.arange(n_runs, device=dev)[:, None, None] * per
+                   + torch.arange(runs, device=dev)[None, :, None] + torch.arange(t, device=dev)[None, None, :])
+            return (bank, idx.reshape(b, t)), y
         x = torch.randn(b, t, cfg.in_channels, size, size, device=dev)
         x = x.view(b * t, cfg.in_channels, size, size).contiguous(memory_format=mf).view(b, t, cfg.in_channels,
                                                                                          size, size)
-        y = torch.randint(0, cfg.num_classes, (b, size, size), device=dev)
         return x, y
 
     if dev.type == "cuda":
@@ -89,7 +100,7 @@ def run_one(args: argparse.Namespace) -> dict:
     def train_step(x, y):
         opt.zero_grad(set_to_none=True)
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
-            logits = model(x)
+            logits = model.forward_indexed(*x) if runs else model(x)
         loss = loss_fn(logits.float(), y)
         loss.backward()
         opt.step()
@@ -99,11 +110,13 @@ def run_one(args: argparse.Namespace) -> dict:
     for i in range(args.warmup):
         train_step(*data[i % len(data)])
     sync()
-    t0 = time.perf_counter()
+    step_times = []
     for i in range(args.iters):
+        t0 = time.perf_counter()
         train_step(*data[i % len(data)])
-    sync()
-    train_s = time.perf_counter() - t0
+        sync()
+        step_times.append(time.perf_counter() - t0)
+    train_s = sum(step_times)
     train_peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _rss_mib()
 
     # prediction on one volume
@@ -112,11 +125,13 @@ def run_one(args: argparse.Namespace) -> dict:
     with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
         predict_volume_slices(model, vol[: min(8, args.slices)], batch_size=args.predict_batch)  # warm-up
         sync()
-        t0 = time.perf_counter()
+        pred_times = []
         for _ in range(args.predict_reps):
+            t0 = time.perf_counter()
             predict_volume_slices(model, vol, batch_size=args.predict_batch)
-        sync()
-        pred_s = (time.perf_counter() - t0) / args.predict_reps
+            sync()
+            pred_times.append(time.perf_counter() - t0)
+        pred_s = statistics.median(pred_times)
         naive_s = None
         if not args.no_naive:
             with torch.inference_mode():
@@ -131,10 +146,11 @@ def run_one(args: argparse.Namespace) -> dict:
 
     result = {
         "preset": args.preset, "overrides": overrides, "device": str(dev), "threads": torch.get_num_threads(),
-        "channels_last": args.channels_last, "amp": args.amp, "params": count_parameters(model),
+        "channels_last": args.channels_last, "amp": args.amp, "runs": runs, "params": count_parameters(model),
         "batch": b, "seq_len": t, "input_size": size, "iters": args.iters,
         "train_seq_per_s": b * args.iters / train_s, "train_s_per_batch": train_s / args.iters,
-        "predict_seq_per_s": args.slices / pred_s,
+        "train_seq_per_s_median": b / statistics.median(step_times), "train_seq_per_s_best": b / min(step_times),
+        "predict_seq_per_s": args.slices / pred_s, "predict_seq_per_s_best": args.slices / min(pred_times),
         "predict_naive_seq_per_s": None if naive_s is None else args.slices / naive_s,
         "peak_mem_mib": peak, "train_peak_mem_mib": train_peak,
         "mem_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "process max RSS",
@@ -142,11 +158,11 @@ def run_one(args: argparse.Namespace) -> dict:
         "config": asdict(cfg),
     }
     if args.profile:
-        result["profile"] = profile(model, loss_fn, opt, data[0], amp, amp_dtype, dev)
+        result["profile"] = profile(model, loss_fn, opt, data[0], amp, amp_dtype, dev, runs)
     return result
 
 
-def profile(model, loss_fn, opt, xy, amp, amp_dtype, dev) -> str:
+def profile(model, loss_fn, opt, xy, amp, amp_dtype, dev, runs=0) -> str:
     """Forward time per top-level part (hooks) and the top operators of one training step."""
     import torch
     from torch.profiler import ProfilerActivity, profile as tprofile
@@ -171,7 +187,7 @@ def profile(model, loss_fn, opt, xy, amp, amp_dtype, dev) -> str:
         opt.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
-            logits = model(x)
+            logits = model.forward_indexed(*x) if runs else model(x)
         t_fwd = time.perf_counter() - t0
         loss = loss_fn(logits.float(), y)
         t1 = time.perf_counter()
@@ -190,10 +206,16 @@ def profile(model, loss_fn, opt, xy, amp, amp_dtype, dev) -> str:
 def fmt(r: dict) -> str:
     naive = r["predict_naive_seq_per_s"]
     s = (f"{r['preset']:<8} {r['device']:<5} params {r['params'] / 1e6:7.2f} M | train {r['train_seq_per_s']:7.1f} seq/s "
-         f"({r['train_s_per_batch']:.3f} s/batch of {r['batch']}) | predict {r['predict_seq_per_s']:7.1f} seq/s"
+         f"(median {r['train_seq_per_s_median']:.1f}, best {r['train_seq_per_s_best']:.1f}; "
+         f"{r['train_s_per_batch']:.3f} s/batch of {r['batch']}) | predict {r['predict_seq_per_s']:7.1f} seq/s "
+         f"(best {r['predict_seq_per_s_best']:.1f})"
          + (f" (naive {naive:.1f})" if naive else "")
          + f" | peak {r['peak_mem_mib']:.0f} MiB ({r['mem_kind']}) | threads {r['threads']} | "
          f"load {r['load_avg_1min']:.2f}")
+    if r["amp"] != "none":
+        s += f" | autocast {r['amp']}"
+    if r["runs"]:
+        s += f" | training on runs of {r['runs']} neighbouring slices"
     if r["overrides"]:
         s += f" | overrides {r['overrides']}"
     if r.get("profile"):
@@ -210,10 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--slices", type=int, default=96, help="slices in the predicted volume")
     p.add_argument("--predict-batch", type=int, default=64)
-    p.add_argument("--predict-reps", type=int, default=1)
+    p.add_argument("--predict-reps", type=int, default=3)
     p.add_argument("--no-naive", action="store_true", help="skip the naive prediction timing")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's choice)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--runs", type=int, default=0,
+                   help="train on runs of this many neighbouring centre slices (SeqUNet.forward_indexed: each "
+                        "slice encoded once); 0: independent sequences")
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast dtype")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a ModelConfig field, e.g. --set widths=[8,16,32] --set head_level=0")

@@ -46,3 +46,16 @@ def test_predict_restores_training_mode():
     model.train()
     predict_volume_slices(model, torch.randn(3, 1, 16, 16))
     assert model.training
+
+
+def test_forward_indexed_matches_forward_and_has_gradients():
+    torch.manual_seed(0)
+    model = build_model("default", widths=(4, 8, 8, 16), bottleneck_lstm_hidden=8, head_lstm_hidden=4,
+                        input_size=32)
+    model.train()  # group norm: batch-independent, so exact even in training mode
+    slices = torch.randn(6, 1, 32, 32)
+    index = sequence_indices(6, 3)[1:5]
+    got = model.forward_indexed(slices, index)
+    torch.testing.assert_close(got, model(slices[index]), atol=1e-5, rtol=1e-4)
+    got.sum().backward()
+    assert model.encoder.levels[0][0].weight.grad.abs().sum() > 0

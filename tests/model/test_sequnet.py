@@ -133,3 +133,14 @@ def test_paper_real_bidirectional_size():
     cfg = model_config("paper", shared_weights=False)
     lstm = BiConvLSTM(cfg.widths[-1], cfg.bottleneck_lstm_hidden, cfg.bottleneck_lstm_layers, combine="sum")
     assert 100_000_000 < count_parameters(lstm) < 110_000_000
+
+
+def test_instance_norm_is_instance_norm():
+    from orbitseg.model import make_norm
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 8, 8) * 4 + 2
+    ours = make_norm("instance", 6)
+    ref = torch.nn.InstanceNorm2d(6, affine=True)
+    torch.testing.assert_close(ours(x), ref(x))
+    ours.eval()
+    torch.testing.assert_close(ours(x), ref(x))  # no running statistics: same in eval

@@ -22,15 +22,18 @@ ACTS = ("elu", "relu", "leakyrelu")
 def make_norm(kind: str, channels: int) -> nn.Module:
     """Normalisation layer for ``channels`` feature maps.
 
-    ``batch`` -> BatchNorm2d, ``instance`` -> InstanceNorm2d(affine=True),
-    ``group`` -> GroupNorm with up to 8 groups (fewer when ``channels`` is not
-    divisible), ``none`` -> identity.
+    ``batch`` -> BatchNorm2d; ``instance`` -> instance normalisation with a
+    per-channel affine, built as ``GroupNorm(channels, channels)`` (the same
+    maths as ``InstanceNorm2d(affine=True)``, but it keeps channels-last
+    tensors channels-last, which InstanceNorm2d does not: measured faster on
+    CPU); ``group`` -> GroupNorm with up to 8 groups (fewer when ``channels`` is
+    not divisible); ``none`` -> identity.
     """
     kind = kind.lower()
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
+        return nn.GroupNorm(channels, channels)
     if kind == "group":
         groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
         return nn.GroupNorm(groups, channels)
@@ -154,18 +157,18 @@ class Decoder(nn.Module):
     ``bottom: (N, bottom_channels, H / 2**L, W / 2**L)``, ``skips`` as returned by
     :class:`Encoder`; result ``(N, widths[stop], H / 2**stop, W / 2**stop)``.
 
-    ``stage0_in`` overrides the input channels of the last stage (level 0),
-    used when something (the half-resolution head LSTM) sits between level 1
-    and level 0.
+    ``stage_in`` overrides the input channels of some stages (``{k: channels}``),
+    used when something (SEQ-UNET's head LSTM at a lower resolution) sits
+    between level ``k+1`` and level ``k``.
     """
 
     def __init__(self, bottom_channels: int, widths: Sequence[int], norm: str = "batch", act: str = "elu",
-                 upsample: str = "transpose", stage0_in: int | None = None) -> None:
+                 upsample: str = "transpose", stage_in: dict[int, int] | None = None) -> None:
         super().__init__()
         self.widths = tuple(int(w) for w in widths)
         ins = list(self.widths[1:]) + [bottom_channels]  # input channels of stage k
-        if stage0_in is not None:
-            ins[0] = stage0_in
+        for k, c in (stage_in or {}).items():
+            ins[k] = c
         self.stages = nn.ModuleList(
             UpStage(ins[k], self.widths[k], self.widths[k], norm, act, upsample) for k in range(len(self.widths))
         )

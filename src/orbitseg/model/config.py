@@ -97,14 +97,15 @@ PAPER = Preset(
 DEFAULT = Preset(
     name="default",
     description=(
-        "CPU-sized SEQ-UNET: widths 16/32/64/128 (four poolings, 64 -> 4 px), Conv+InstanceNorm+LeakyReLU; "
+        "CPU-sized SEQ-UNET: widths 16/32/64/128 (four poolings, 64 -> 4 px), Conv+GroupNorm(8)+LeakyReLU, "
+        "one conv block at full resolution in the encoder (two elsewhere); "
         "real bidirectional ConvLSTMs (separate forward/backward weights, concatenated): bottleneck 128 -> 2x64 "
         "hidden, 1 layer; head 2x16 hidden, 1 layer at half resolution on the decoder's level-1 features, "
         "centre step only, then the last decoder stage with the centre slice's full-resolution skip; "
         "softmax over 4 classes; Dice + cross-entropy; AdamW lr 1e-3 with cosine schedule and warm-up."
     ),
     model=ModelConfig(
-        widths=(16, 32, 64, 128), norm="instance", act="leakyrelu", output="softmax",
+        widths=(16, 32, 64, 128), norm="group", act="leakyrelu", output="softmax", first_level_convs=1,
         bottleneck_lstm_hidden=64, bottleneck_lstm_layers=1, head_lstm_hidden=16, head_lstm_layers=1,
         combine="concat", shared_weights=False, head_reduce="centre", head_level=1,
     ),

@@ -54,15 +54,15 @@ class SeqUNet(nn.Module):
        bottom ``(B*T, widths[-1], H/2^L, W/2^L)``.
     2. Bottleneck :class:`BiConvLSTM` over ``T``: ``(B, T, widths[-1], .) -> (B, T, Cb, .)``
        with ``Cb = bottleneck_lstm_hidden`` (sum) or twice that (concat).
-    3. Decoder on every slice with that slice's skips, up to level ``head_level``:
-       ``(B, T, widths[head_level], H/2^head_level, W/2^head_level)``.
+    3. Decoder on every slice with that slice's skips, up to level ``k = head_level``:
+       ``(B, T, widths[k], H/2^k, W/2^k)``.
     4. Head :class:`BiConvLSTM` over ``T``, reduced over time to one map
        ``(B, Ch, ., .)``: ``head_reduce="sum"`` (paper: outputs summed over time),
        ``"mean"``, or ``"centre"`` (the step of the centre slice, which has seen
        both directions; computed with the cheaper :meth:`BiConvLSTM.forward_centre`).
-    5. If ``head_level == 1``: the last decoder stage brings the head output to full
-       resolution with the centre slice's full-resolution skip (run for the centre
-       slice only).  Then a 1x1 conv gives ``(B, num_classes, H, W)`` logits.
+    5. If ``k > 0``: the remaining decoder stages ``k-1 .. 0`` bring the head output to
+       full resolution with the centre slice's skips (run for the centre slice only).
+       Then a 1x1 conv gives ``(B, num_classes, H, W)`` logits.
 
     ``head_level=0`` is the paper's layout (head ConvLSTM at full resolution);
     ``head_level=1`` puts it at half resolution, 4x cheaper, and runs the
@@ -81,8 +81,8 @@ class SeqUNet(nn.Module):
         if head_reduce not in HEAD_REDUCE:
             raise ValueError(f"head_reduce must be one of {HEAD_REDUCE}, got {head_reduce!r}")
         widths = tuple(int(w) for w in widths)
-        if head_level not in (0, 1) or head_level >= len(widths):
-            raise ValueError("head_level must be 0 or 1 (and < len(widths))")
+        if not 0 <= head_level < len(widths):
+            raise ValueError(f"head_level must be in 0..{len(widths) - 1}, got {head_level}")
         self.in_channels, self.num_classes, self.widths = in_channels, num_classes, widths
         self.seq_len, self.output, self.head_reduce, self.head_level = seq_len, output, head_reduce, head_level
         self.centre = seq_len // 2
@@ -94,8 +94,8 @@ class SeqUNet(nn.Module):
                                     combine, shared_weights)
         head_out = self.head_lstm.out_channels
         self.decoder = Decoder(self.bottleneck_lstm.out_channels, widths, norm, act, upsample,
-                               stage0_in=head_out if head_level == 1 else None)
-        self.out = nn.Conv2d(widths[0] if head_level == 1 else head_out, num_classes, 1)
+                               stage_in={head_level - 1: head_out} if head_level > 0 else None)
+        self.out = nn.Conv2d(widths[0] if head_level > 0 else head_out, num_classes, 1)
 
     # -- pieces, used by predict_volume_slices to share per-slice work ---------
     def encode(self, slices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -124,9 +124,8 @@ class SeqUNet(nn.Module):
         else:
             hs = self.head_lstm(dec)
             h = hs.sum(1) if self.head_reduce == "sum" else hs.mean(1)
-        if self.head_level == 1:
-            skip0 = skips[0].view(batch, t, *skips[0].shape[1:])[:, c]
-            h = self.decoder.stages[0](h, skip0)
+        for k in range(self.head_level - 1, -1, -1):
+            h = self.decoder.stages[k](h, skips[k].view(batch, t, *skips[k].shape[1:])[:, c])
         return self.out(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,6 +133,19 @@ class SeqUNet(nn.Module):
         _check_input(x, self.in_channels, len(self.widths))
         skips, bottom = self.encode(x.flatten(0, 1))
         return self.forward_encoded(skips, bottom, x.shape[0])
+
+    def forward_indexed(self, slices: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Sequences given as indices into a bank of slices, each slice encoded once.
+
+        ``slices: (N, in_channels, H, W)``, ``index: (B, T)`` long -> logits
+        ``(B, num_classes, H, W)``, equal to ``forward(slices[index])`` (exactly
+        with a batch-independent norm or in eval mode).  Differentiable: a
+        training loop that draws runs of neighbouring centre slices can use it
+        to encode ``N`` slices instead of ``B*T``.
+        """
+        skips, bottom = self.encode(slices)
+        flat = index.reshape(-1)
+        return self.forward_encoded([s[flat] for s in skips], bottom[flat], index.shape[0])
 
 
 class UNet2D(nn.Module):
