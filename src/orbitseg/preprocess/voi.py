@@ -24,6 +24,8 @@ GLOBE_HU = (-45.0, 140.0)
 GLOBE_RADIUS_MM = (8.5, 15.0)
 #: typical globe radius (mm) and spread used to rank candidates
 GLOBE_RADIUS_TYPICAL = (11.5, 2.0)
+#: soft tissue (lids) allowed between a globe's front surface and the air in front of it, mm
+MAX_TISSUE_IN_FRONT_MM = 12.0
 #: working resolution of the search in mm
 SEARCH_SPACING_MM = 1.5
 
@@ -114,12 +116,29 @@ def find_globes(volume: Volume) -> list[tuple[np.ndarray, float, float]]:
         r = float(dist[tuple(np.round(kji).astype(int))])
         if (kji[1] - front) > 0.45 * (back - front + 1):
             continue
+        # a globe sits at the front of the face: air (between the lids, in front of them) lies
+        # straight ahead within a few mm of its front surface; brain or temporalis never do
+        if _air_ahead_mm(small, kji, sp_small[1]) > r + MAX_TISSUE_IN_FRONT_MM:
+            continue
         mu, sd = GLOBE_RADIUS_TYPICAL
         score = _sphericity(small, kji, r, sp_small) * float(np.exp(-(((r - mu) / sd) ** 2)))
         if score > 0.1:
             cands.append((coarse.geometry.index_to_physical(kji[::-1]), r, score))
     cands.sort(key=lambda t: -t[2])
     return cands
+
+
+def _air_ahead_mm(small: np.ndarray, kji: np.ndarray, sy: float) -> float:
+    """Distance (mm) from a point straight anterior (-y, lower j) to the air outside the head.
+
+    Outside air is where the ray turns to air and stays air to the edge of the
+    field of view; a sinus (air, then bone and tissue again) does not count.
+    """
+    k, j, i = np.round(kji).astype(int)
+    ray = small[k, :j + 1, i][::-1] < -500
+    tissue = np.flatnonzero(~ray)
+    first_outside = tissue[-1] + 1 if len(tissue) else 0
+    return float(first_outside * sy) if first_outside < len(ray) else np.inf
 
 
 def _sphericity(small: np.ndarray, kji: np.ndarray, r: float, sp: np.ndarray) -> float:
