@@ -1,0 +1,144 @@
+"""Training data from the preprocessed store: (VOI, centre slice) -> sequence and soft target.
+
+Reads ``DATASET/preprocessed/manifest.json`` and the memory-mapped arrays of
+``DATASET/preprocessed/store/`` (see :mod:`orbitseg.preprocess.dataset`).  An
+item is one centre slice ``k`` of one VOI:
+
+* ``x``: ``(T, 1, S, S)`` float32, the slices ``sequence_indices(n, T)[k]`` (edges replicated);
+* ``target``: ``(C, S, S)`` float32 soft label fractions of the centre slice,
+  background included (``1 - sum`` of the stored labels 1..3, clipped at 0).
+
+:func:`epoch_indices` draws an epoch's items with replacement, weighted
+``1 + a * has_muscle + b * has_nerve`` so that the rare nerve and muscle slices
+are not starved while empty slices are still seen; the draw is a pure function
+of ``(seed, epoch)``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from orbitseg.constants import EYEBALL, MUSCLES, NERVE
+from orbitseg.errors import InputError
+from orbitseg.preprocess.dataset import MANIFEST
+from orbitseg.preprocess.fit import sequence_indices
+from orbitseg.preprocess.pipeline import PreprocessConfig
+
+__all__ = ["VOIRef", "read_manifest", "vois_of_cases", "SliceSequences", "slice_weights", "epoch_indices",
+           "derive_seed"]
+
+#: a slice "has" a structure when this much of a pixel (in x255 units) belongs to it somewhere
+_PRESENT = 128
+
+
+@dataclass(frozen=True)
+class VOIRef:
+    key: str
+    case: str
+    patient: str
+    side: str
+    n_slices: int
+    image: Path
+    fractions: Path
+
+
+def read_manifest(dataset: str | Path) -> tuple[dict, PreprocessConfig]:
+    path = Path(dataset) / "preprocessed" / MANIFEST
+    if not path.is_file():
+        raise InputError(path, "missing; run `orbitseg preprocess DATASET` first")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    return manifest, PreprocessConfig.from_dict(manifest["config"])
+
+
+def vois_of_cases(dataset: str | Path, manifest: dict, cases: list[str]) -> list[VOIRef]:
+    """The VOIs of ``cases`` in manifest order (cases without a manifest entry are skipped)."""
+    store = Path(dataset) / "preprocessed" / "store"
+    out = []
+    for case in cases:
+        entry = manifest["cases"].get(case)
+        if entry is None:
+            continue
+        for v in entry["vois"]:
+            out.append(VOIRef(v["key"], case, str(entry.get("patient", case)), v["side"], int(v["n_slices"]),
+                              store / f"{v['key']}_image.npy", store / f"{v['key']}_fractions.npy"))
+    return out
+
+
+class SliceSequences(Dataset):
+    """Every (VOI, centre slice) of ``vois`` as a torch Dataset (see module docstring).
+
+    Arrays are opened memory-mapped lazily in each process (DataLoader workers
+    included), so the dataset pickles cheaply.
+    """
+
+    def __init__(self, vois: list[VOIRef], seq_len: int):
+        if not vois:
+            raise InputError(None, "no preprocessed VOIs to train on")
+        self.vois, self.seq_len = list(vois), int(seq_len)
+        self.items = np.array([(i, k) for i, v in enumerate(self.vois) for k in range(v.n_slices)], dtype=np.int64)
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_arrays"] = {}
+        return d
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def arrays(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        a = self._arrays.get(i)
+        if a is None:
+            v = self.vois[i]
+            a = (np.load(v.image, mmap_mode="r"), np.load(v.fractions, mmap_mode="r"))
+            if a[0].shape[0] != v.n_slices or a[1].shape[0] != v.n_slices:
+                raise InputError(v.image, f"holds {a[0].shape[0]} slices, the manifest says {v.n_slices}")
+            self._arrays[i] = a
+        return a
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i, k = self.items[int(index)]
+        img, frac = self.arrays(int(i))
+        n = img.shape[0]
+        seq = sequence_indices(n, self.seq_len)[k]
+        x = torch.from_numpy(np.asarray(img[seq], dtype=np.float32))[:, None]
+        fg = np.asarray(frac[k], dtype=np.float32) / 255.0
+        bg = np.clip(1.0 - fg.sum(axis=0, keepdims=True), 0.0, 1.0)
+        return x, torch.from_numpy(np.concatenate([bg, fg]))
+
+    def presence(self) -> np.ndarray:
+        """``(len, 3)`` bool: does item ``j`` hold eyeball / muscles / nerve."""
+        out = np.zeros((len(self), 3), dtype=bool)
+        start = 0
+        for i, v in enumerate(self.vois):
+            _, frac = self.arrays(i)
+            out[start:start + v.n_slices] = (np.asarray(frac).reshape(v.n_slices, frac.shape[1], -1)
+                                             .max(axis=2) >= _PRESENT)[:, :3]
+            start += v.n_slices
+        return out
+
+
+def slice_weights(presence: np.ndarray, muscle: float = 1.0, nerve: float = 2.0) -> np.ndarray:
+    """Sampling weight per item: ``1 + muscle * has_muscle + nerve * has_nerve``."""
+    return 1.0 + muscle * presence[:, MUSCLES - EYEBALL] + nerve * presence[:, NERVE - EYEBALL]
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across processes and versions)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint32)
+               .astype(np.uint64).dot(np.array([1 << 32, 1], dtype=np.uint64)) >> np.uint64(1))
+
+
+def epoch_indices(weights: np.ndarray, n: int, seed: int, epoch: int, *, rank: int = 0,
+                  world_size: int = 1) -> list[int]:
+    """This rank's items of one epoch: ``n`` weighted draws with replacement, a pure
+    function of ``(seed, epoch)``; ranks take interleaved shards of the same draw."""
+    g = torch.Generator().manual_seed(derive_seed(seed, epoch, 1))
+    idx = torch.multinomial(torch.as_tensor(weights, dtype=torch.float64), n, replacement=True, generator=g)
+    return idx[rank::world_size].tolist()

@@ -1,0 +1,131 @@
+"""Cross-validation folds by patient, written once to ``DATASET/splits.json``.
+
+Every scan of a patient (both orbits, follow-up scans) lands in one fold, so a
+test fold never shares a patient with the data that trained or selected its
+model.  Within the training folds of fold ``k`` a validation part (about
+``val_fraction`` of the training patients, at least one) picks the best
+checkpoint; the test fold is never used for any choice.
+
+The split is a pure function of (sorted patients, their cases, seed): patients
+are shuffled with ``random.Random(seed)`` and dealt greedily to the fold with the
+fewest cases so far (balances scans per fold); the validation patients of fold
+``k`` are drawn with ``random.Random(f"{seed}:val:{k}")``.
+
+``splits.json``::
+
+    {"version": 1, "seed": 0, "n_folds": 4, "val_fraction": 0.15,
+     "patients": {case: patient},
+     "folds": [{"fold": 0, "train": [cases], "val": [cases], "test": [cases],
+                "train_patients": [...], "val_patients": [...], "test_patients": [...]}, ...]}
+
+An existing ``splits.json`` is reused when it was made with the same seed,
+number of folds and case -> patient map; otherwise :func:`make_splits` refuses
+(pass ``overwrite=True`` to replace it - earlier runs then no longer match).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from orbitseg.errors import InputError
+from orbitseg.io.atomic import write_text_atomic
+from orbitseg.io.layout import list_cases
+
+__all__ = ["SPLITS", "N_FOLDS", "make_splits", "read_splits", "fold_split", "split_patients"]
+
+SPLITS = "splits.json"
+N_FOLDS = 4
+VAL_FRACTION = 0.15
+
+
+def split_patients(patients: dict[str, str], *, n_folds: int = N_FOLDS, seed: int = 0,
+                   val_fraction: float = VAL_FRACTION) -> dict:
+    """The splits dict (see module docstring) for ``patients`` (case id -> patient id)."""
+    by_patient: dict[str, list[str]] = {}
+    for case, pat in sorted(patients.items()):
+        by_patient.setdefault(str(pat), []).append(case)
+    names = sorted(by_patient)
+    # each fold: >= 1 test patient; its training part: >= 1 validation and >= 1 training patient
+    if len(names) < max(n_folds, 3):
+        raise InputError(None, f"{len(names)} patient(s) are too few for {n_folds}-fold cross-validation with a "
+                               f"validation part (need at least {max(n_folds, 3)})")
+    rng = random.Random(seed)
+    order = names[:]
+    rng.shuffle(order)
+    folds_p: list[list[str]] = [[] for _ in range(n_folds)]
+    n_cases = [0] * n_folds
+    for p in order:  # greedy: fold with fewest cases, then fewest patients, then lowest index
+        k = min(range(n_folds), key=lambda i: (n_cases[i], len(folds_p[i]), i))
+        folds_p[k].append(p)
+        n_cases[k] += len(by_patient[p])
+    folds = []
+    for k in range(n_folds):
+        test_p = sorted(folds_p[k])
+        rest = sorted(p for i, f in enumerate(folds_p) if i != k for p in f)
+        n_val = max(1, round(val_fraction * len(rest)))
+        n_val = min(n_val, len(rest) - 1)
+        val_p = sorted(random.Random(f"{seed}:val:{k}").sample(rest, n_val))
+        train_p = [p for p in rest if p not in set(val_p)]
+
+        def cases(ps: list[str]) -> list[str]:
+            return sorted(c for p in ps for c in by_patient[p])
+
+        folds.append({"fold": k, "train": cases(train_p), "val": cases(val_p), "test": cases(test_p),
+                      "train_patients": train_p, "val_patients": val_p, "test_patients": test_p})
+    return {"version": 1, "seed": int(seed), "n_folds": n_folds, "val_fraction": val_fraction,
+            "patients": dict(sorted(patients.items())), "folds": folds}
+
+
+def read_splits(dataset: str | Path) -> dict:
+    path = Path(dataset) / SPLITS
+    if not path.is_file():
+        raise InputError(path, "missing; make it with orbitseg.train.make_splits (orbitseg train does)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def make_splits(dataset: str | Path, *, seed: int = 0, n_folds: int = N_FOLDS, val_fraction: float = VAL_FRACTION,
+                overwrite: bool = False, cases: list[str] | None = None) -> dict:
+    """Read or create ``DATASET/splits.json`` for the labelled cases of ``dataset``.
+
+    ``cases`` restricts the split to these case ids (default: every labelled case).
+
+    Raises
+    ------
+    InputError : an existing ``splits.json`` was made with another seed / number of
+        folds / set of cases or patients and ``overwrite`` is False; or too few patients.
+    """
+    root = Path(dataset)
+    patients = {c.case_id: c.patient_id for c in list_cases(root) if c.training}
+    if cases is not None:
+        patients = {c: p for c, p in patients.items() if c in set(cases)}
+    path = root / SPLITS
+    if path.is_file() and not overwrite:
+        old = read_splits(root)
+        diffs = []
+        if old.get("seed") != seed:
+            diffs.append(f"seed {old.get('seed')} (asked {seed})")
+        if old.get("n_folds") != n_folds:
+            diffs.append(f"{old.get('n_folds')} folds (asked {n_folds})")
+        if old.get("patients") != dict(sorted(patients.items())):
+            o = old.get("patients", {})
+            added = sorted(set(patients) - set(o))
+            removed = sorted(set(o) - set(patients))
+            moved = sorted(c for c in set(o) & set(patients) if o[c] != patients[c])
+            diffs.append(f"other cases/patients (new: {added[:5]}, gone: {removed[:5]}, patient changed: {moved[:5]})")
+        if diffs:
+            raise InputError(path, "was made with " + "; ".join(diffs) + "; runs made with it would no longer "
+                             "match - pass overwrite (--overwrite-splits) to replace it")
+        return old
+    splits = split_patients(patients, n_folds=n_folds, seed=seed, val_fraction=val_fraction)
+    write_text_atomic(path, json.dumps(splits, indent=1) + "\n")
+    return splits
+
+
+def fold_split(splits: dict, fold: int) -> dict:
+    """The entry of fold ``fold`` (train/val/test case lists)."""
+    for f in splits["folds"]:
+        if f["fold"] == fold:
+            return f
+    raise InputError(None, f"fold {fold} is not in splits.json (folds 0..{splits['n_folds'] - 1})")
