@@ -228,11 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", action="append", help="preset name (repeatable); default: paper and default")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=0, help="sequences per training batch (default: the preset's)")
-    p.add_argument("--iters", type=int, default=0, help="timed training iterations (default: paper 2, others 10)")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--slices", type=int, default=96, help="slices in the predicted volume")
+    p.add_argument("--iters", type=int, default=None,
+                   help="timed training iterations (default: 10; 1 for the paper preset on CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 2; paper on CPU 1)")
+    p.add_argument("--slices", type=int, default=None,
+                   help="slices in the predicted volume (default 96; paper on CPU 16, without the naive timing)")
     p.add_argument("--predict-batch", type=int, default=64)
-    p.add_argument("--predict-reps", type=int, default=3)
+    p.add_argument("--predict-reps", type=int, default=None, help="timed predictions (default 3; paper on CPU 1)")
     p.add_argument("--no-naive", action="store_true", help="skip the naive prediction timing")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's choice)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
@@ -260,26 +262,19 @@ def main(argv: list[str] | None = None) -> int:
     presets = args.preset or ["paper", "default"]
     print(f"load average before: {os.getloadavg()}", flush=True)
     for name in presets:
-        child = [sys.executable, os.path.abspath(__file__), "--_child"] + [a for a in (argv or sys.argv[1:])
-                                                                           if a != "--json"]
-        child = [c for c in child]
-        # replace the preset list by this one preset
-        rest, skip = [], False
-        for a in child:
-            if skip:
-                skip = False
-                continue
-            if a == "--preset":
-                skip = True
-                continue
-            if a.startswith("--preset="):
-                continue
-            rest.append(a)
-        rest += ["--preset", name]
-        if "--iters" not in " ".join(rest):
-            rest += ["--iters", "2" if name == "paper" else "10"]
-        if name == "paper" and args.warmup == 2 and "--warmup" not in " ".join(rest):
-            rest += ["--warmup", "1"]
+        # the paper preset takes ~1 min per batch of 32 on 2 CPU cores: fewer iterations and slices there
+        slow = name == "paper" and args.device == "cpu"
+        rest = [sys.executable, os.path.abspath(__file__), "--_child", "--preset", name,
+                "--device", args.device, "--batch-size", str(args.batch_size),
+                "--iters", str(args.iters if args.iters is not None else (1 if slow else 10)),
+                "--warmup", str(args.warmup if args.warmup is not None else (1 if slow else 2)),
+                "--slices", str(args.slices if args.slices is not None else (16 if slow else 96)),
+                "--predict-batch", str(args.predict_batch),
+                "--predict-reps", str(args.predict_reps if args.predict_reps is not None else (1 if slow else 3)),
+                "--threads", str(args.threads), "--runs", str(args.runs), "--amp", args.amp,
+                "--channels-last" if args.channels_last else "--no-channels-last"]
+        rest += [f"--set={kv}" for kv in args.set]
+        rest += (["--no-naive"] if args.no_naive or slow else []) + (["--profile"] if args.profile else [])
         proc = subprocess.run(rest, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{name}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)

@@ -144,3 +144,26 @@ def test_instance_norm_is_instance_norm():
     torch.testing.assert_close(ours(x), ref(x))
     ours.eval()
     torch.testing.assert_close(ours(x), ref(x))  # no running statistics: same in eval
+
+
+@pytest.mark.parametrize("preset", ["paper", "default"])
+def test_a_few_steps_fit_a_toy_problem(preset):
+    from orbitseg.model import get_loss
+    torch.manual_seed(0)
+    s = SIZE[preset]
+    m = tiny(preset, bottleneck_lstm_layers=1, head_lstm_layers=1)
+    # label = bright disc in the centre slice; the neighbours hold the same disc, dimmer
+    yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+    disc = ((yy - s / 2) ** 2 + (xx - s / 2) ** 2 < (s / 4) ** 2).float()
+    x = torch.randn(2, 3, 1, s, s) * 0.1 + disc * torch.tensor([0.5, 1.0, 0.5]).view(1, 3, 1, 1, 1)
+    y = disc.long().expand(2, s, s)
+    loss_fn = get_loss(get_preset(preset).training.loss)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = loss_fn(m(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
