@@ -1,0 +1,74 @@
+"""Dataset over the preprocessed store, weighted sampling, soft-target losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from orbitseg.model.losses import dice_ce_loss, paper_dice_loss
+from orbitseg.preprocess.fit import sequence_indices
+from orbitseg.train.data import SliceSequences, epoch_indices, read_manifest, slice_weights, vois_of_cases
+from orbitseg.train.losses import soft_dice_ce_loss, soft_paper_dice_loss
+
+
+def tiny_dataset(tmp_path_factory):
+    """The 4-patient synthetic cohort preprocessed at 32 px (built once per session)."""
+    root = tmp_path_factory.getbasetemp() / "train_tiny_ds"
+    if not (root / "preprocessed" / "manifest.json").exists():
+        from orbitseg.preprocess.dataset import preprocess_dataset
+        from orbitseg.preprocess.pipeline import PreprocessConfig
+        from orbitseg.synth import make_cohort
+
+        make_cohort(root, patients=4, seed=0, small=True, workers=1)
+        preprocess_dataset(root, PreprocessConfig(size=32), progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tiny_dataset(tmp_path_factory)
+    manifest, pp = read_manifest(root)
+    vois = vois_of_cases(root, manifest, sorted(manifest["cases"]))
+    return SliceSequences(vois, pp.seq_len), pp
+
+
+def test_items(data):
+    ds, pp = data
+    assert len(ds) == sum(v.n_slices for v in ds.vois)
+    img = np.load(ds.vois[1].image)
+    n = img.shape[0]
+    for k in (0, 5, n - 1):
+        x, y = ds[ds.vois[0].n_slices + k]
+        assert x.shape == (pp.seq_len, 1, 32, 32) and x.dtype == torch.float32
+        assert y.shape == (4, 32, 32) and y.dtype == torch.float32
+        np.testing.assert_array_equal(x[:, 0].numpy(), img[sequence_indices(n, pp.seq_len)[k]].astype(np.float32))
+        torch.testing.assert_close(y.sum(0), torch.ones(32, 32), atol=0.02, rtol=0)
+        assert float(y.min()) >= 0
+
+
+def test_sampler_weights_rare_structures(data):
+    ds, _ = data
+    pres = ds.presence()
+    w = slice_weights(pres, muscle=1.0, nerve=2.0)
+    assert pres[:, 2].any() and (~pres.any(1)).any()  # some nerve slices and some empty ones
+    assert w[pres[:, 2]].min() > w[~pres.any(1)].max() == 1.0
+    a = epoch_indices(w, 500, seed=0, epoch=3)
+    assert a == epoch_indices(w, 500, seed=0, epoch=3) and a != epoch_indices(w, 500, seed=0, epoch=4)
+    a = np.array(a)
+    empty = ~pres.any(1)
+    assert empty[a].any()  # empty slices are still drawn
+    assert pres[a, 2].mean() > pres[:, 2].mean()  # nerve slices more often than their share
+    shards = [epoch_indices(w, 500, 0, 3, rank=r, world_size=2) for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == sorted(a.tolist())
+
+
+def test_soft_losses_match_hard_losses_on_one_hot():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 16, 16, generator=g)
+    labels = torch.randint(0, 4, (3, 16, 16), generator=g)
+    onehot = torch.nn.functional.one_hot(labels, 4).permute(0, 3, 1, 2).float()
+    torch.testing.assert_close(soft_dice_ce_loss(logits, onehot), dice_ce_loss(logits, labels))
+    torch.testing.assert_close(soft_paper_dice_loss(logits, onehot), paper_dice_loss(logits, labels))
+    soft = 0.5 * onehot + 0.5 * onehot.roll(1, dims=-1)
+    assert torch.isfinite(soft_dice_ce_loss(logits, soft)) and torch.isfinite(soft_paper_dice_loss(logits, soft))

@@ -1,0 +1,94 @@
+"""A tiny training run: files on disk, refusal to overwrite, init-from."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from orbitseg.errors import InputError
+from orbitseg.model import build_model
+from orbitseg.predict import load_model
+from orbitseg.train import train_fold
+from orbitseg.train.loop import load_init
+
+TINY = {"widths": (4, 8), "bottleneck_lstm_hidden": 4, "head_lstm_hidden": 4, "max_steps_per_epoch": 3,
+        "threads": 1, "surface": False}
+
+
+def tiny_dataset(tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "train_tiny_ds"
+    if not (root / "preprocessed" / "manifest.json").exists():
+        from orbitseg.preprocess.dataset import preprocess_dataset
+        from orbitseg.preprocess.pipeline import PreprocessConfig
+        from orbitseg.synth import make_cohort
+
+        make_cohort(root, patients=4, seed=0, small=True, workers=1)
+        preprocess_dataset(root, PreprocessConfig(size=32), progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tiny_dataset(tmp_path_factory)
+    out = tmp_path_factory.mktemp("run") / "fold_1"
+    return root, train_fold(root, 1, epochs=1, batch_size=4, seed=0, out=out, overrides=TINY, progress=False)
+
+
+def test_run_folder(run):
+    root, r = run
+    for name in ("checkpoint_last.pt", "checkpoint_best.pt", "log.csv", "curves.png", "run.json"):
+        assert (r / name).is_file(), name
+    rows = list(csv.DictReader(open(r / "log.csv")))
+    assert len(rows) == 1 and rows[0]["epoch"] == "1"
+    assert {"train_loss", "val_dice_eyeball", "val_dice_muscles", "val_dice_nerve", "seconds"} <= set(rows[0])
+    info = json.loads((r / "run.json").read_text())
+    assert "git_commit" in info and info["seed"] == 0 and info["fold"] == 1
+    assert info["preset"]["model"]["widths"] == [4, 8] and info["preset"]["training"]["loss"] == "dice_ce"
+    assert info["preprocess"]["size"] == 32 and set(info["versions"]) >= {"python", "torch", "numpy", "orbitseg"}
+    assert isinstance(info["command"], list)
+    split = json.loads((root / "splits.json").read_text())["folds"][1]
+    assert info["split"]["test"] == split["test"] and info["split"]["val"] == split["val"]
+    assert not set(split["test"]) & set(split["train"] + split["val"])
+    seg = sorted(p.name for p in (r / "segmented").iterdir())
+    assert seg == [f"{c}.nii.gz" for c in split["test"]]
+    summary = json.loads((r / "metrics" / "summary.json").read_text())
+    assert summary["n_cases"] == len(split["test"])
+    assert info["result"]["test"]["cases"] == len(split["test"])
+    model, pp = load_model(r / "checkpoint_best.pt")
+    assert pp.size == 32 and model.widths == (4, 8)
+
+
+def test_refuses_to_overwrite(run):
+    root, r = run
+    before = (r / "checkpoint_last.pt").read_bytes()
+    with pytest.raises(InputError, match="resume"):
+        train_fold(root, 1, epochs=1, batch_size=4, out=r, overrides=TINY, progress=False)
+    assert (r / "checkpoint_last.pt").read_bytes() == before
+    # resume of a finished run trains nothing more
+    train_fold(root, 1, epochs=1, batch_size=4, out=r, overrides={**TINY, "evaluate_test": False},
+               resume=True, progress=False)
+    assert len(list(csv.DictReader(open(r / "log.csv")))) == 1
+
+
+def test_init_from_reports_loaded_and_skipped(run, tmp_path_factory):
+    root, r = run
+    other = build_model("default", widths=(4, 16), bottleneck_lstm_hidden=4, head_lstm_hidden=4, input_size=32)
+    lines = []
+    rep = load_init(other, r / "checkpoint_best.pt", log=lines.append)
+    assert rep["loaded"] and rep["shape_mismatch"]
+    assert "encoder.levels.0" in " ".join(rep["loaded"]) or any(k.startswith("encoder") for k in rep["loaded"])
+    assert "loaded" in lines[0] and "shape mismatch" in lines[0]
+    ck = torch.load(r / "checkpoint_best.pt", weights_only=True)["model"]
+    for k in rep["loaded"]:
+        assert torch.equal(other.state_dict()[k], ck[k])
+    # a bare state_dict works too, and train_fold records the report
+    bare = tmp_path_factory.mktemp("bare") / "weights.pt"
+    torch.save(ck, bare)
+    out = train_fold(root, 1, epochs=1, batch_size=4, out=tmp_path_factory.mktemp("init") / "f",
+                     init_from=bare, overrides={**TINY, "widths": (4, 16), "max_steps_per_epoch": 1,
+                                                "evaluate_test": False}, progress=False)
+    info = json.loads((out / "run.json").read_text())
+    assert info["init_report"]["loaded"] and info["init_report"]["shape_mismatch"]
