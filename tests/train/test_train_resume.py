@@ -1,0 +1,63 @@
+"""Kill a seeded CPU run with SIGKILL mid-epoch, resume it, and reach the same weights and metrics."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+
+import torch
+
+from orbitseg.train import train_fold
+
+TINY = {"widths": (4, 8), "bottleneck_lstm_hidden": 4, "head_lstm_hidden": 4, "max_steps_per_epoch": 3,
+        "threads": 1, "evaluate_test": False}
+ARGS = dict(epochs=3, batch_size=4, seed=7)
+
+
+def tiny_dataset(tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "train_tiny_ds"
+    if not (root / "preprocessed" / "manifest.json").exists():
+        from orbitseg.preprocess.dataset import preprocess_dataset
+        from orbitseg.preprocess.pipeline import PreprocessConfig
+        from orbitseg.synth import make_cohort
+
+        make_cohort(root, patients=4, seed=0, small=True, workers=1)
+        preprocess_dataset(root, PreprocessConfig(size=32), progress=False)
+    return root
+
+
+def _history(path):
+    ck = torch.load(path, weights_only=True)
+    return ck, [{k: v for k, v in h.items() if k != "seconds"} for h in ck["history"]]
+
+
+def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path_factory, tmp_path):
+    root = tiny_dataset(tmp_path_factory)
+    ref = train_fold(root, 0, out=tmp_path / "ref", overrides=TINY, progress=False, **ARGS)
+
+    killed = tmp_path / "killed"
+    code = (f"from orbitseg.train import train_fold; "
+            f"train_fold({str(root)!r}, 0, out={str(killed)!r}, overrides={TINY!r}, progress=False, **{ARGS!r})")
+    env = {**os.environ, "ORBITSEG_TRAIN_KILL_AT": "2:2"}  # before step 2 of epoch 2
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    rows = list(csv.DictReader(open(killed / "log.csv")))
+    assert [r["epoch"] for r in rows] == ["1"]  # epoch 1 done, epoch 2 interrupted
+    assert torch.load(killed / "checkpoint_last.pt", weights_only=True)["epoch"] == 1
+    assert not list(killed.glob(".*tmp*"))  # no half-written files left visible
+
+    train_fold(root, 0, out=killed, overrides=TINY, progress=False, resume=True, **ARGS)
+    a, ha = _history(ref / "checkpoint_last.pt")
+    b, hb = _history(killed / "checkpoint_last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert ha == hb
+    assert a["best_metric"] == b["best_metric"] and a["best_epoch"] == b["best_epoch"]
+    ra = [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(ref / "log.csv"))]
+    rb = [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(killed / "log.csv"))]
+    assert ra == rb and len(ra) == 3
