@@ -281,20 +281,19 @@ def _write_log(run: Path, history: list[dict]) -> None:
 
 
 def _write_curves(run: Path, history: list[dict], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state touched
 
     from orbitseg.constants import label_colour_hex
 
     ep = [h["epoch"] for h in history]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a1.plot(ep, [h["train_loss"] for h in history], "k-", marker="." if len(ep) < 30 else None)
+    mark = "." if len(ep) < 30 else None
+    fig = Figure(figsize=(10, 3.8))
+    a1, a2 = fig.subplots(1, 2)
+    a1.plot(ep, [h["train_loss"] for h in history], "k-", marker=mark)
     a1.set_xlabel("epoch"), a1.set_ylabel("training loss"), a1.set_title("loss"), a1.grid(alpha=0.3)
     for s in STRUCTURES:
         a2.plot(ep, [h[f"val_dice_{SHORT[s]}"] for h in history], color=label_colour_hex(s), label=LABEL_TITLES[s],
-                marker="." if len(ep) < 30 else None)
+                marker=mark)
     a2.plot(ep, [h["val_dice_mean"] for h in history], "k--", label="mean")
     best = [h for h in history if h.get("best")]
     if best:
@@ -305,7 +304,6 @@ def _write_curves(run: Path, history: list[dict], title: str) -> None:
     fig.tight_layout()
     with atomic_path(run / "curves.png", overwrite=True) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
 
 
 def _fmt_time(s: float) -> str:
@@ -336,6 +334,7 @@ def train_fold(
     overrides: dict | None = None,
     progress: bool = True,
     overwrite_splits: bool = False,
+    split_seed: int | None = None,
 ) -> Path:
     """Train fold ``fold`` (0..3) of ``dataset``, then predict and evaluate its test cases.
 
@@ -347,7 +346,11 @@ def train_fold(
     overwrite : delete an existing run in the folder and start again
     init_from : checkpoint or state_dict to initialise matching layers from (ignored when resuming)
     device : ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
-    seed : drives the split, the initial weights, the sample draws and augmentation
+    seed : drives the initial weights, the sample draws, augmentation and (unless ``split_seed``)
+        the split
+    split_seed : seed of ``splits.json`` when it should differ from ``seed`` (same split, other
+        training seed)
+    overwrite_splits : replace a ``splits.json`` made with another seed / other cases
     workers : DataLoader worker processes
     out : run folder (default ``DATASET/runs/{preset}/fold_{fold}``)
     overrides : ModelConfig fields (``widths``...), TrainingRecipe fields (``lr``...) or
@@ -411,7 +414,8 @@ def train_fold(
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     # ---- split and data
-    splits = make_splits(root, seed=seed, overwrite=overwrite_splits) if is_main else None
+    splits = make_splits(root, seed=seed if split_seed is None else split_seed,
+                                  overwrite=overwrite_splits) if is_main else None
     if ddp:
         import torch.distributed as dist
 
