@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from orbitseg.labeling import BACKGROUND_STROKE, smart_fill
 from orbitseg.labeling.phantom import globe_slice, orbit_slice
@@ -53,12 +54,37 @@ def test_mask_argument_keeps_other_structures_and_outside_roi():
     mask = np.zeros(img.shape, np.uint8)
     mask[gt == 2] = 2  # muscles already done
     mask[0, 0] = 3  # far away, outside the ROI
-    rr, cc = np.nonzero(gt == 1)
+    dt = ndi.distance_transform_edt(gt == 1)
+    dt[:, 128:] = 0  # the right-hand globe
+    r, c = np.unravel_index(np.argmax(dt), dt.shape)
     s = np.zeros(img.shape, np.uint8)
-    s[rr[len(rr) // 4], cc[len(rr) // 4]] = 1
+    s[r - 2:r + 3, c - 2:c + 3] = 1
     m = smart_fill(img, s, spacing=(0.9, 0.9), labels=(1,), mask=mask)
     assert np.all(m[gt == 2] == 2) and m[0, 0] == 3
-    assert (m == 1).sum() > 20
+    left = np.zeros(gt.shape, bool)
+    left[:, :128] = True
+    assert dice((m == 1) & left, (gt == 1) & left) > 0.85
+
+
+def test_fill_one_label_among_others_and_focus():
+    # labels=(3,) while the mask holds 1 and 2 around: fixed, never overwritten (label order bug)
+    img, gt = orbit_slice((256, 256), (0.9, 0.9), seed=6)
+    mask = np.where(gt < 3, gt, 0).astype(np.uint8)
+    rr, cc = np.nonzero(gt == 3)
+    s = np.zeros(img.shape, np.uint8)
+    s[rr[: len(rr) // 2: 7], cc[: len(rr) // 2: 7]] = 3
+    m = smart_fill(img, s, spacing=(0.9, 0.9), labels=(3,), mask=mask)
+    assert np.all(m[mask > 0] == mask[mask > 0])
+    assert np.all(m[s == 3] == 3)
+    # focus: only the neighbourhood of the focus pixels is recomputed
+    foc = np.zeros(img.shape, bool)
+    foc[rr[0], cc[0]] = True
+    prev = np.zeros(img.shape, np.uint8)
+    prev[200:, 200:] = 3  # far from the focus: must survive
+    m2 = smart_fill(img, s, spacing=(0.9, 0.9), labels=(3,), mask=prev, focus=foc, roi_margin_mm=10)
+    assert np.all(m2[200:, 200:] == 3)
+    with pytest.raises(ValueError, match="focus"):
+        smart_fill(img, s, spacing=(0.9, 0.9), labels=(3,), focus=np.zeros((2, 2), bool))
 
 
 def test_slab_3d():

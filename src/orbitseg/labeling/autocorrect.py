@@ -15,6 +15,10 @@ Steps, per structure label:
    network) are given, ``-log probabilities``; plus ``stay_weight`` per pixel
    for leaving the current label.  Boundary term as in SmartFill.
 
+A piece of a structure that would lose more than half its pixels in step 3
+(thin structures lie wholly inside the band) is restored: snapping moves
+borders, it does not delete structures.
+
 Guarantees: pixels farther than ``band_mm`` from the input border change only
 in steps 1 (an island removed whole, a small hole filled); a ``protected``
 pixel (a user's stroke) never changes.
@@ -78,8 +82,8 @@ def _clean_topology(m: np.ndarray, labels, voxel: float, min_island: float, max_
 
 
 def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: float = 2.0,
-                 max_hole_mm2: float | None = None, smooth_mm: float = 0.4, protected=None,
-                 probabilities=None, labels=STRUCTURES, lam: float = 1.0, stay_weight: float = 0.5,
+                 max_hole_mm2: float | None = None, smooth_mm: float = 0.0, protected=None,
+                 probabilities=None, labels=STRUCTURES, lam: float = 1.0, stay_weight: float = 3.0,
                  window=(WINDOW_LEVEL, WINDOW_WIDTH), presmooth_mm: float = 0.5,
                  model_ring_mm: float = 3.0) -> np.ndarray:
     """Corrected copy (uint8) of ``mask`` (values 0..3) on ``image`` (2-D slice or 3-D slab, HU).
@@ -143,8 +147,7 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
     idx = np.nonzero(free)
     box = tuple(slice(max(0, int(i.min()) - 2), min(n, int(i.max()) + 3)) for i, n in zip(idx, img.shape))
     x = window01(img[box], window)
-    if presmooth_mm > 0:
-        x = ndi.gaussian_filter(x, presmooth_mm / sp, mode="nearest")
+    xs = ndi.gaussian_filter(x, presmooth_mm / sp, mode="nearest") if presmooth_mm > 0 else x
     mb = m[box]
     fb = free[box].ravel()
     db = dist[box]
@@ -153,14 +156,16 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
     flat = x.ravel()
     cur = mb.ravel()
     unary = np.zeros((L, flat.size))
-    inner = (db > band_mm) & (db <= band_mm + model_ring_mm)
+    # intensity samples: a label's pixels whose whole 3x3 neighbourhood has that label (no partial
+    # volume), near the structures (within band + model_ring of a border); thin structures keep their core
+    near_border = db <= band_mm + model_ring_mm
+    foot = np.ones((3,) * x.ndim, bool)
     for i, c in enumerate(cand):
         if prob is not None:
             unary[i] = -np.log(np.clip(prob[(c,) + box].ravel(), 1e-6, 1.0))
         else:
-            smp = x[inner & (mb == c)]
-            if smp.size < 10:
-                smp = x[(mb == c) & ~free[box]]
+            core = ndi.binary_erosion(mb == c, structure=foot, border_value=1)
+            smp = x[core & near_border]
             if smp.size < 10:
                 smp = x[mb == c]
             unary[i] = intensity_cost(flat, smp, uniform_mix=BACKGROUND_MIX if c == 0 else UNIFORM_MIX)
@@ -168,7 +173,7 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
         # a label may only move to pixels within the band of its own region
         near = ndi.distance_transform_edt(mb != c, sampling=sp).ravel() <= band_mm + 1e-6
         unary[i, ~near] = HARD
-    P, Q, W = edge_weights(x, sp, lam)
+    P, Q, W = edge_weights(xs, sp, lam)
     cur_idx = np.searchsorted(np.asarray(cand), cur)
     # only the band's pixels are variables; fixed neighbours enter as unary terms
     u, P2, Q2, W2 = restrict(unary, P, Q, W, fb, cur_idx)
@@ -186,6 +191,19 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
             keep = np.unique(comp[core & (comp > 0)])
             drop = (comp > 0) & ~np.isin(comp, keep) & (mb != c)
             res[drop] = 0
+    # snapping moves borders, it does not delete structures: a piece of a label that lost more
+    # than half of its pixels in the cut (thin structures lie wholly inside the band) is restored
+    for c in cand:
+        if c == 0:
+            continue
+        comp, n = ndi.label(mb == c, structure=st)
+        if n:
+            before = np.bincount(comp.ravel(), minlength=n + 1)
+            after = np.bincount(comp.ravel(), weights=(res == c).ravel(), minlength=n + 1)
+            lost = np.nonzero(after[1:] < 0.5 * before[1:])[0] + 1
+            if lost.size:
+                sel = np.isin(comp, lost)
+                res[sel] = c
     m[box] = res
     if prot is not None:
         m[prot] = m0[prot]

@@ -50,7 +50,7 @@ def orbit_slice(shape=(512, 512), spacing=(0.45, 0.45), *, seed: int = 0, noise_
         lab[mus] = 2
         # optic nerve: wavy band from the posterior pole to the apex
         wob = 1.5 * np.sin((Y - gy) / 6.0 + rng.uniform(0, 6))
-        nerve = (Y >= gy) & (Y <= apex[0] - 2) & (np.abs(X - (cxl + wob * (1 - t))) <= rng.uniform(1.6, 2.1))
+        nerve = (Y >= gy) & (Y <= apex[0] - 12) & (np.abs(X - (cxl + wob * (1 - t))) <= rng.uniform(1.6, 2.1))
         img[nerve] = 35.0
         lab[nerve & ~mus] = 3
         lab[mus] = 2
@@ -68,15 +68,17 @@ def orbit_slice(shape=(512, 512), spacing=(0.45, 0.45), *, seed: int = 0, noise_
 
 
 def globe_slice(shape=(160, 160), spacing=(0.5, 0.5), *, seed: int = 0, noise_hu: float = 12.0,
-                radius_mm: float = 12.0):
-    """A noisy disk (~10 HU) in a ring of sclera/muscle-like tissue (~55 HU) in fat (-90 HU)."""
+                radius_mm: float = 12.0, sclera_mm: float = 1.0):
+    """A CT-like globe: a noisy disk of vitreous (~10 HU) inside a ring of sclera (~55 HU,
+    ``sclera_mm`` thick) in orbital fat (-90 HU).  The label is the whole globe, sclera included
+    (as the eyeball label of orbital CT is)."""
     rng = np.random.default_rng(seed)
     ny, nx = shape
     yy, xx = np.mgrid[0:ny, 0:nx]
     d = np.hypot((yy - ny / 2) * spacing[0], (xx - nx / 2) * spacing[1])
     img = np.full(shape, -90.0)
-    img[d <= radius_mm + 2.0] = 55.0
-    img[d <= radius_mm] = 10.0
+    img[d <= radius_mm] = 55.0
+    img[d <= radius_mm - sclera_mm] = 10.0
     img = ndi.gaussian_filter(img, 0.8)
     img += rng.normal(0, noise_hu, shape)
     return img.astype(np.float32), (d <= radius_mm).astype(np.uint8)

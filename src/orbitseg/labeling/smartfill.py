@@ -74,7 +74,7 @@ def _check_strokes(strokes, shape):
     return s.astype(np.int64, copy=False)
 
 
-def roi_bbox(marked: np.ndarray, spacing: np.ndarray, margin_mm: float, grow: float = 0.5):
+def roi_bbox(marked: np.ndarray, spacing: np.ndarray, margin_mm: float, grow: float = 0.1):
     """Slices of the bounding box of ``marked`` grown by ``margin_mm`` + ``grow`` * its extent per axis."""
     coords = np.nonzero(marked)
     sl = []
@@ -85,10 +85,11 @@ def roi_bbox(marked: np.ndarray, spacing: np.ndarray, margin_mm: float, grow: fl
     return tuple(sl)
 
 
-def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 1.0, grabcut_iters: int = 0,
+def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, grabcut_iters: int = 0,
                mask=None, window=(WINDOW_LEVEL, WINDOW_WIDTH), roi_margin_mm: float = 12.0,
                distance_weight: float = 0.0, connectivity: int | None = None,
-               max_cycles: int = 2, smooth_mm: float = 0.5, connected: bool = True) -> np.ndarray:
+               max_cycles: int = 2, smooth_mm: float = 0.25, region_smooth_mm: float = 0.0,
+               connected: bool = True, background_mix: float | None = None, focus=None) -> np.ndarray:
     """Fill the structures in ``labels`` from ``strokes``; returns a uint8 mask of ``image``'s shape.
 
     Parameters
@@ -105,11 +106,14 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 1.0, g
         unchanged; inside, pixels of structures not in ``labels`` are kept and
         fixed; pixels of ``labels`` are recomputed.  None: start from zeros.
     roi_margin_mm : the cut runs on the strokes' bounding box grown by this
-        (plus half the box's extent); nothing outside it changes
+        (plus 10% of the box's extent); nothing outside it changes
     distance_weight : region-term cost per mm of distance from a label's own strokes
     connectivity : 8 (default) or 4 in 2-D, 26 (default) or 6 in 3-D
-    smooth_mm : Gaussian pre-smoothing (mm) of the windowed image for both
-        terms; CT noise otherwise drowns the boundary term's contrast
+    smooth_mm : Gaussian pre-smoothing (mm) of the windowed image for the
+        boundary term (CT noise otherwise drowns its contrast)
+    focus : optional bool array: compute the ROI around these pixels (e.g. the stroke just
+        drawn) instead of around all strokes, so a new stroke re-fills its neighbourhood
+        and leaves earlier work elsewhere as it is; all strokes inside the ROI still count
     connected : keep only the parts of each filled label that are connected to
         one of its strokes (a fill grows from the strokes; look-alike tissue
         elsewhere, e.g. partial-volume rims, goes to background)
@@ -127,11 +131,26 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 1.0, g
     if not fg.any():
         raise ValueError(f"strokes is empty: no pixel marked with any of labels {list(labs)}")
 
-    roi = roi_bbox(s != 0, sp, roi_margin_mm)
+    bmix = BACKGROUND_MIX if background_mix is None else float(background_mix)
+    if focus is not None:
+        foc = np.asarray(focus)
+        if foc.shape != img.shape:
+            raise ValueError(f"focus shape {foc.shape} does not match image shape {img.shape}")
+        foc = foc.astype(bool)
+        if not foc.any():
+            raise ValueError("focus is empty")
+        roi = roi_bbox(foc, sp, roi_margin_mm)
+        if not fg[roi].any():
+            raise ValueError(f"strokes is empty around focus: no pixel of labels {list(labs)} in its ROI")
+    else:
+        roi = roi_bbox(s != 0, sp, roi_margin_mm)
     s_r = s[roi]
     x = window01(img[roi], window)
-    if smooth_mm > 0:
-        x = ndi.gaussian_filter(x, sigma=smooth_mm / sp, mode="nearest")
+    # boundary term on a lightly smoothed image (noise would drown its contrast); region term on
+    # the raw pixels (smoothing narrows thin structures' intensity profile and biases the cut inwards)
+    xs = ndi.gaussian_filter(x, sigma=smooth_mm / sp, mode="nearest") if smooth_mm > 0 else x
+    if region_smooth_mm > 0:
+        x = ndi.gaussian_filter(x, sigma=region_smooth_mm / sp, mode="nearest")
     out = base.copy()
     out_r = out[roi]
     # pixels that are fixed: strokes (any value) and, from ``mask``, structures we do not fill
@@ -150,7 +169,7 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 1.0, g
     flat_x = x.ravel()
     fl = fixed_lab.ravel()
 
-    P, Q, W = edge_weights(x, sp, lam, connectivity)
+    P, Q, W = edge_weights(xs, sp, lam, connectivity)
 
     # distance (mm) to each label's strokes, for the location prior
     dist = {}
@@ -180,14 +199,15 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 1.0, g
                 smp = flat_x[(assign == i) & interior]
                 if smp.size < 20:
                     smp = flat_x[assign == i]
-            unary[i] = intensity_cost(flat_x, smp, uniform_mix=BACKGROUND_MIX if l == 0 else UNIFORM_MIX) if smp.size else -np.log(1.0 / N_BINS)
+            unary[i] = intensity_cost(flat_x, smp, uniform_mix=bmix if l == 0 else UNIFORM_MIX) if smp.size else -np.log(1.0 / N_BINS)
             if l in dist:
                 unary[i] += distance_weight * dist[l]
         # hard constraints
         f = fl >= 0
         unary[:, f] = HARD
-        idx = np.searchsorted(np.asarray(cand), fl[f])
-        unary[idx, np.nonzero(f)[0]] = 0.0
+        lut = np.zeros(256, np.int64)
+        lut[np.asarray(cand)] = np.arange(L)  # cand is not sorted: map label -> index explicitly
+        unary[lut[fl[f]], np.nonzero(f)[0]] = 0.0
         return unary
 
     assign = alpha_expansion(models(None), P, Q, W, max_cycles=max_cycles)
