@@ -103,3 +103,16 @@ def test_bad_inputs():
         auto_correct(img, gt, spacing=SP, band_mm=-1)
     with pytest.raises(ValueError, match="image"):
         auto_correct(img.astype(complex), gt, spacing=SP)
+
+
+def test_eyeball_holes_filled_whole_muscle_holes_only_small():
+    img, gt = globe_slice((160, 160), tuple(SP), seed=0)
+    m = gt.copy()
+    m[70:80, 75:85] = 0  # a 25 mm^2 "lens" left out of the globe
+    out = auto_correct(img, m, spacing=SP, band_mm=0.0)
+    assert out[70:80, 75:85].min() == 1
+    m2 = np.where(m == 1, 2, 0).astype(np.uint8)  # the same shape as "muscle": the hole is kept
+    out2 = auto_correct(img, m2, spacing=SP, band_mm=0.0)
+    assert out2[72:78, 77:83].max() == 0
+    with pytest.raises(ValueError, match="max_hole_mm2"):
+        auto_correct(img, m, spacing=SP, max_hole_mm2=-1)

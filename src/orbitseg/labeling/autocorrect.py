@@ -46,7 +46,12 @@ def border_distance(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     return ndi.distance_transform_edt(~border, sampling=spacing)
 
 
-def _clean_topology(m: np.ndarray, labels, voxel: float, min_island: float, max_hole: float, protected):
+#: default largest hole (mm^2) filled per label: the globe is convex, so anything it encloses (a lens
+#: left out, a missed vitreous patch) is globe; muscles and nerve only get pin-holes filled
+DEFAULT_MAX_HOLE_MM2: dict[int, float] = {1: float("inf"), 2: 2.0, 3: 2.0}
+
+
+def _clean_topology(m: np.ndarray, labels, voxel: float, min_island: float, max_hole: dict, protected):
     st = ndi.generate_binary_structure(m.ndim, m.ndim)
     st1 = ndi.generate_binary_structure(m.ndim, 1)
     for l in labels:
@@ -65,14 +70,15 @@ def _clean_topology(m: np.ndarray, labels, voxel: float, min_island: float, max_
                     kill &= ~protected
                 m[kill] = 0
                 ind = m == l
-        if max_hole > 0:
+        mh = max_hole.get(l, 0.0)
+        if mh > 0:
             holes, n = ndi.label(~ind, structure=st1)
             if n > 1:
                 sizes = np.bincount(holes.ravel()) * voxel
                 # a hole is a background component not touching the array border
                 edge = np.unique(np.concatenate([np.unique(np.take(holes, [0, -1], axis=a)) for a in range(m.ndim)]))
                 fill = np.zeros(n + 1, bool)
-                fill[1:] = sizes[1:] < max_hole
+                fill[1:] = sizes[1:] < mh
                 fill[edge] = False
                 sel = fill[holes] & (m == 0)
                 if protected is not None:
@@ -82,7 +88,7 @@ def _clean_topology(m: np.ndarray, labels, voxel: float, min_island: float, max_
 
 
 def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: float = 2.0,
-                 max_hole_mm2: float | None = None, smooth_mm: float = 0.0, protected=None,
+                 max_hole_mm2: float | dict | None = None, smooth_mm: float = 0.0, protected=None,
                  probabilities=None, labels=STRUCTURES, lam: float = 1.0, stay_weight: float = 3.0,
                  window=(WINDOW_LEVEL, WINDOW_WIDTH), presmooth_mm: float = 0.5,
                  model_ring_mm: float = 3.0) -> np.ndarray:
@@ -95,8 +101,9 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
         (except whole small islands / small holes, see ``min_island_mm2``)
     min_island_mm2 : components of a label smaller than this (mm^2, mm^3 in 3-D) are
         removed (the largest piece of a label is always kept); 0 disables
-    max_hole_mm2 : background holes inside a label smaller than this are filled;
-        default ``min_island_mm2``; 0 disables
+    max_hole_mm2 : background holes inside a label smaller than this are filled; a number
+        for every label or a dict label -> mm^2; default ``DEFAULT_MAX_HOLE_MM2`` (every hole
+        of the eyeball, pin-holes < 2 mm^2 of muscles and nerve); 0 disables
     smooth_mm : Gaussian sigma of the edge smoothing (0 disables)
     protected : bool array; these pixels (user strokes) never change
     probabilities : optional (4, *image.shape) class probabilities (background, eyeball,
@@ -113,7 +120,14 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
                     ("lam", lam), ("stay_weight", stay_weight)):
         if not (np.isfinite(v) and v >= 0):
             raise ValueError(f"{name} must be a non-negative number, got {v!r}")
-    max_hole = min_island_mm2 if max_hole_mm2 is None else max_hole_mm2
+    if max_hole_mm2 is None:
+        max_hole = dict(DEFAULT_MAX_HOLE_MM2)
+    elif isinstance(max_hole_mm2, dict):
+        max_hole = {int(k): float(v) for k, v in max_hole_mm2.items()}
+    else:
+        max_hole = {l: float(max_hole_mm2) for l in STRUCTURES}
+    if any(not v >= 0 for v in max_hole.values()):
+        raise ValueError(f"max_hole_mm2 must be non-negative, got {max_hole_mm2!r}")
     prob = None
     if probabilities is not None:
         prob = np.asarray(probabilities, dtype=np.float64)
@@ -124,7 +138,7 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
             raise ValueError("probabilities must be finite values in [0, 1]")
 
     voxel = float(np.prod(sp))
-    m = _clean_topology(m0.copy(), labs, voxel, float(min_island_mm2), float(max_hole), prot)
+    m = _clean_topology(m0.copy(), labs, voxel, float(min_island_mm2), max_hole, prot)
 
     dist = border_distance(m0, sp)
     band = dist <= band_mm
