@@ -88,7 +88,7 @@ def roi_bbox(marked: np.ndarray, spacing: np.ndarray, margin_mm: float, grow: fl
 def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, grabcut_iters: int = 0,
                mask=None, window=(WINDOW_LEVEL, WINDOW_WIDTH), roi_margin_mm: float = 12.0,
                distance_weight: float = 0.0, connectivity: int | None = None,
-               max_cycles: int = 2, smooth_mm: float = 0.25, region_smooth_mm: float = 0.0,
+               max_cycles: int = 1, smooth_mm: float = 0.25, region_smooth_mm: float = 0.0,
                connected: bool = True, background_mix: float | None = None, focus=None) -> np.ndarray:
     """Fill the structures in ``labels`` from ``strokes``; returns a uint8 mask of ``image``'s shape.
 
@@ -109,6 +109,9 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
         (plus 10% of the box's extent); nothing outside it changes
     distance_weight : region-term cost per mm of distance from a label's own strokes
     connectivity : 8 (default) or 4 in 2-D, 26 (default) or 6 in 3-D
+    max_cycles : alpha-expansion sweeps over the labels (1: each label expanded once from the
+        data-term initialisation; on our slices a second sweep doubles the time and changed Dice
+        by < 0.01)
     smooth_mm : Gaussian pre-smoothing (mm) of the windowed image for the
         boundary term (CT noise otherwise drowns its contrast)
     focus : optional bool array: compute the ROI around these pixels (e.g. the stroke just
