@@ -62,6 +62,19 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from orbitseg.train import train
+
+    runs = train(
+        args.dataset, args.fold, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
+        resume=args.resume, overwrite=args.overwrite, init_from=args.init_from, device=args.device,
+        seed=args.seed, workers=args.workers, out=args.out,
+    )
+    for r in runs:
+        print(f"run folder: {r}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from orbitseg.evaluate.folders import evaluate_folders, format_summary_table
 
@@ -132,6 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="parallel processes (each holds one case)")
     s.add_argument("--overwrite", action="store_true", help="redo cases already preprocessed")
     s.set_defaults(func=_cmd_preprocess)
+
+    s = sub.add_parser("train", help="train SEQ-UNET with 4-fold cross-validation by patient")
+    s.add_argument("dataset", type=Path, help="a preprocessed dataset (run `orbitseg preprocess` first)")
+    s.add_argument("--fold", default="all", choices=["0", "1", "2", "3", "all"], help="fold to train (default all)")
+    s.add_argument("--preset", default="default", choices=["default", "paper"],
+                   help="default: CPU-sized improved SEQ-UNET; paper: the authors' settings")
+    s.add_argument("--epochs", type=int, default=None, help="epochs (default: the preset's; paper 500)")
+    s.add_argument("--batch-size", type=int, default=None, help="sequences per batch (default: the preset's; 32)")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")
+    s.add_argument("--overwrite", action="store_true", help="start an existing run folder afresh")
+    s.add_argument("--init-from", type=Path, default=None, help="initialise from a compatible checkpoint")
+    s.add_argument("--device", default="cpu", help="cpu or cuda (multi-GPU: see `orbitseg.train.loop`)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (recorded in the run folder)")
+    s.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    s.add_argument("--out", type=Path, default=None, help="run folder (default DATASET/runs/PRESET)")
+    s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("evaluate", help="score a folder of predicted labels against a folder of ground truth")
     s.add_argument("pred_dir", type=Path, help="predicted label files")
