@@ -12,22 +12,9 @@ from orbitseg.train.data import SliceSequences, epoch_indices, read_manifest, sl
 from orbitseg.train.losses import soft_dice_ce_loss, soft_paper_dice_loss
 
 
-def tiny_dataset(tmp_path_factory):
-    """The 4-patient synthetic cohort preprocessed at 32 px (built once per session)."""
-    root = tmp_path_factory.getbasetemp() / "train_tiny_ds"
-    if not (root / "preprocessed" / "manifest.json").exists():
-        from orbitseg.preprocess.dataset import preprocess_dataset
-        from orbitseg.preprocess.pipeline import PreprocessConfig
-        from orbitseg.synth import make_cohort
-
-        make_cohort(root, patients=4, seed=0, small=True, workers=1)
-        preprocess_dataset(root, PreprocessConfig(size=32), progress=False)
-    return root
-
-
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tiny_dataset(tmp_path_factory)
+def data(tiny_dataset):
+    root = tiny_dataset
     manifest, pp = read_manifest(root)
     vois = vois_of_cases(root, manifest, sorted(manifest["cases"]))
     return SliceSequences(vois, pp.seq_len), pp

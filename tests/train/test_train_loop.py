@@ -18,21 +18,9 @@ TINY = {"widths": (4, 8), "bottleneck_lstm_hidden": 4, "head_lstm_hidden": 4, "m
         "threads": 1, "surface": False}
 
 
-def tiny_dataset(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "train_tiny_ds"
-    if not (root / "preprocessed" / "manifest.json").exists():
-        from orbitseg.preprocess.dataset import preprocess_dataset
-        from orbitseg.preprocess.pipeline import PreprocessConfig
-        from orbitseg.synth import make_cohort
-
-        make_cohort(root, patients=4, seed=0, small=True, workers=1)
-        preprocess_dataset(root, PreprocessConfig(size=32), progress=False)
-    return root
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tiny_dataset(tmp_path_factory)
+def run(tiny_dataset, tmp_path_factory):
+    root = tiny_dataset
     out = tmp_path_factory.mktemp("run") / "fold_1"
     return root, train_fold(root, 1, epochs=1, batch_size=4, seed=0, out=out, overrides=TINY, progress=False)
 

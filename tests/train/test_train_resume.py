@@ -17,25 +17,13 @@ TINY = {"widths": (4, 8), "bottleneck_lstm_hidden": 4, "head_lstm_hidden": 4, "m
 ARGS = dict(epochs=3, batch_size=4, seed=7, split_seed=0)  # the shared dataset keeps split seed 0
 
 
-def tiny_dataset(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "train_tiny_ds"
-    if not (root / "preprocessed" / "manifest.json").exists():
-        from orbitseg.preprocess.dataset import preprocess_dataset
-        from orbitseg.preprocess.pipeline import PreprocessConfig
-        from orbitseg.synth import make_cohort
-
-        make_cohort(root, patients=4, seed=0, small=True, workers=1)
-        preprocess_dataset(root, PreprocessConfig(size=32), progress=False)
-    return root
-
-
 def _history(path):
     ck = torch.load(path, weights_only=True)
     return ck, [{k: v for k, v in h.items() if k != "seconds"} for h in ck["history"]]
 
 
-def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path_factory, tmp_path):
-    root = tiny_dataset(tmp_path_factory)
+def test_sigkill_mid_epoch_then_resume_is_exact(tiny_dataset, tmp_path):
+    root = tiny_dataset
     ref = train_fold(root, 0, out=tmp_path / "ref", overrides=TINY, progress=False, **ARGS)
 
     killed = tmp_path / "killed"
