@@ -1,7 +1,8 @@
 """Evaluation: per-case metrics, summaries, folder-vs-folder scoring, clinical measurements.
 
 * :mod:`orbitseg.evaluate.metrics` - Dice, volume similarity, HD95 / ASD (mm,
-  via MONAI), volumes (mL) per structure and pooled; :func:`summarise`.
+  MONAI's definitions, checked against MONAI in the tests), volumes (mL) per
+  structure and pooled; :func:`summarise`.
 * :mod:`orbitseg.evaluate.folders` - :func:`evaluate_folders` matches two
   folders of label files by case and writes ``metrics/`` CSV / JSON.
 * :mod:`orbitseg.evaluate.measure` - :func:`orbit_measurements`: volumes per
