@@ -155,6 +155,7 @@ def run_one(args: argparse.Namespace) -> dict:
         "peak_mem_mib": peak, "train_peak_mem_mib": train_peak,
         "mem_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "process max RSS",
         "rss_before_training_mib": rss0, "load_avg_1min": os.getloadavg()[0],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         "config": asdict(cfg),
     }
     if args.profile:
@@ -212,6 +213,8 @@ def fmt(r: dict) -> str:
          + (f" (naive {naive:.1f})" if naive else "")
          + f" | peak {r['peak_mem_mib']:.0f} MiB ({r['mem_kind']}) | threads {r['threads']} | "
          f"load {r['load_avg_1min']:.2f}")
+    if r.get("omp_wait_policy"):
+        s += f" | OMP_WAIT_POLICY={r['omp_wait_policy']}"
     if r["amp"] != "none":
         s += f" | autocast {r['amp']}"
     if r["runs"]:
@@ -244,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast dtype")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a ModelConfig field, e.g. --set widths=[8,16,32] --set head_level=0")
+    p.add_argument("--omp-passive", action="store_true",
+                   help="run with OMP_WAIT_POLICY=PASSIVE: on a CPU shared with other busy processes, spinning "
+                        "OpenMP threads otherwise collapse throughput (measured 5x slower at load 5 on 2 cores)")
     p.add_argument("--profile", action="store_true", help="print per-part forward times and top operators")
     p.add_argument("--json", action="store_true", help="print one JSON line per preset")
     p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
@@ -275,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
                 "--channels-last" if args.channels_last else "--no-channels-last"]
         rest += [f"--set={kv}" for kv in args.set]
         rest += (["--no-naive"] if args.no_naive or slow else []) + (["--profile"] if args.profile else [])
-        proc = subprocess.run(rest, capture_output=True, text=True)
+        env = dict(os.environ)
+        if args.omp_passive:
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
+        proc = subprocess.run(rest, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             print(f"{name}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
             continue
