@@ -9,7 +9,6 @@ import torch
 from orbitseg.model.losses import dice_ce_loss, paper_dice_loss
 from orbitseg.preprocess.fit import sequence_indices
 from orbitseg.train.data import SliceSequences, epoch_indices, read_manifest, slice_weights, vois_of_cases
-from orbitseg.train.losses import soft_dice_ce_loss, soft_paper_dice_loss
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,15 @@ def test_soft_losses_match_hard_losses_on_one_hot():
     logits = torch.randn(3, 4, 16, 16, generator=g)
     labels = torch.randint(0, 4, (3, 16, 16), generator=g)
     onehot = torch.nn.functional.one_hot(labels, 4).permute(0, 3, 1, 2).float()
-    torch.testing.assert_close(soft_dice_ce_loss(logits, onehot), dice_ce_loss(logits, labels))
-    torch.testing.assert_close(soft_paper_dice_loss(logits, onehot), paper_dice_loss(logits, labels))
+    torch.testing.assert_close(dice_ce_loss(logits, onehot), dice_ce_loss(logits, labels))
+    torch.testing.assert_close(paper_dice_loss(logits, onehot), paper_dice_loss(logits, labels))
     soft = 0.5 * onehot + 0.5 * onehot.roll(1, dims=-1)
-    assert torch.isfinite(soft_dice_ce_loss(logits, soft)) and torch.isfinite(soft_paper_dice_loss(logits, soft))
+    assert torch.isfinite(dice_ce_loss(logits, soft)) and torch.isfinite(paper_dice_loss(logits, soft))
+    # the cross-entropy part is PyTorch's, weighted or not
+    ce = torch.nn.functional.cross_entropy
+    torch.testing.assert_close(dice_ce_loss(logits, labels, dice_weight=0.0), ce(logits, labels))
+    w = torch.tensor([0.2, 1.0, 2.0, 4.0])
+    torch.testing.assert_close(dice_ce_loss(logits, labels, dice_weight=0.0, class_weights=w), ce(logits, labels, weight=w))
+    # soft cross-entropy: mean over pixels of -sum_c g_c log p_c
+    expected = -(soft * logits.log_softmax(1)).sum(1).mean()
+    torch.testing.assert_close(dice_ce_loss(logits, soft, dice_weight=0.0), expected)

@@ -1,4 +1,7 @@
-"""Segmentation losses on logits ``(B, C, H, W)`` and integer labels ``(B, H, W)``.
+"""Segmentation losses on logits ``(B, C, H, W)`` and targets: integer labels ``(B, H, W)``
+or soft per-class fractions ``(B, C, H, W)`` (what preprocessing stores: partial-volume
+pixels at a structure's border count partly; a one-hot target gives exactly the
+hard-label loss).
 
 Written here (a few lines each) rather than taken from MONAI, so the package
 does not depend on it.  Both compute Dice over the whole batch per label
@@ -22,6 +25,13 @@ def one_hot(target: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.f
     return F.one_hot(target.long(), num_classes).permute(0, 3, 1, 2).to(dtype)
 
 
+def target_probabilities(target: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """``(B, C, H, W)`` per-class target: soft fractions as they are, integer labels one-hot."""
+    if target.is_floating_point() and target.dim() == 4 and target.shape[1] == num_classes:
+        return target.to(dtype)
+    return one_hot(target, num_classes, dtype)
+
+
 def soft_dice_per_label(probs: torch.Tensor, onehot: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     """Soft Dice per channel over batch and pixels: ``(C,)``.
 
@@ -42,8 +52,7 @@ def paper_dice_loss(logits: torch.Tensor, target: torch.Tensor, include_backgrou
     more).  ``normalize_weights=True`` divides by ``sum(w)`` (same gradient
     direction, a scale that does not depend on the batch).
     """
-    num_classes = logits.shape[1]
-    g = one_hot(target, num_classes, logits.dtype)
+    g = target_probabilities(target, logits.shape[1], logits.dtype)
     p = torch.sigmoid(logits)
     dice = soft_dice_per_label(p, g, smooth)
     n = g.shape[0] * g.shape[2] * g.shape[3]
@@ -62,17 +71,16 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float 
 
     ``class_weights`` (length C) weighs the cross-entropy per class.
     """
-    num_classes = logits.shape[1]
-    if target.dim() == 4:
-        target = target[:, 0]
-    target = target.long()
-    g = one_hot(target, num_classes, logits.dtype)
-    p = torch.softmax(logits, dim=1)
-    dice = soft_dice_per_label(p, g, smooth)
+    g = target_probabilities(target, logits.shape[1], logits.dtype)
+    logp = F.log_softmax(logits, dim=1)
+    dice = soft_dice_per_label(logp.exp(), g, smooth)
     if not include_background:
         dice = dice[1:]
-    cw = None if class_weights is None else torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)
-    ce = F.cross_entropy(logits, target, weight=cw)
+    # cross-entropy with (soft) target distributions; class weights normalised as F.cross_entropy does
+    w = torch.ones(logits.shape[1], dtype=logits.dtype, device=logits.device) if class_weights is None else \
+        torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)
+    wg = g * w[None, :, None, None]
+    ce = -(wg * logp).sum() / wg.sum().clamp_min(1e-12)
     return dice_weight * (1.0 - dice.mean()) + ce_weight * ce
 
 

@@ -70,7 +70,7 @@ from orbitseg.io.atomic import atomic_path, write_text_atomic
 from orbitseg.train.augment import AugmentParams, augment
 from orbitseg.train.data import (SliceSequences, derive_seed, epoch_indices, read_manifest, slice_weights,
                                  vois_of_cases)
-from orbitseg.train.losses import get_soft_loss
+from orbitseg.model.losses import get_loss
 from orbitseg.train.splits import N_FOLDS, fold_split, make_splits
 
 __all__ = ["train", "train_fold", "run_dir_of", "load_init", "LOOP_OPTIONS", "CHECKPOINT_LAST", "CHECKPOINT_BEST"]
@@ -453,7 +453,7 @@ def train_fold(
     optimizer = _make_optimizer(model, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(recipe.schedule, recipe.warmup_epochs, recipe.epochs))
-    loss_fn = get_soft_loss(recipe.loss)
+    loss_fn = get_loss(recipe.loss)
 
     start_epoch, best_metric, best_epoch, history = 0, -math.inf, 0, []
     init_report = None
