@@ -75,6 +75,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from orbitseg.predict.run import predict_inputs
+
+    rows, problems = predict_inputs(
+        args.input, args.output, model=args.model, folds=args.folds, device=args.device,
+        ending=args.format, overwrite=args.overwrite, series_uid=args.series,
+    )
+    n = len({r["case"] for r in rows})
+    print(f"segmented {n} scan(s) into {args.output}" + (f"; measurements in {args.output / 'measurements.csv'}" if n else ""))
+    for p in problems:
+        print(f"orbitseg predict: refused: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from orbitseg.evaluate.folders import evaluate_folders, format_summary_table
 
@@ -161,6 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     s.add_argument("--out", type=Path, default=None, help="run folder (default DATASET/runs/PRESET)")
     s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("predict", help="segment new scans with a trained model (labels in each scan's geometry)")
+    s.add_argument("input", type=Path, help="a scan file, a DICOM series folder, or a folder of either")
+    s.add_argument("output", type=Path, help="folder for one label file per scan and measurements.csv")
+    s.add_argument("--model", type=Path, default=None,
+                   help="a cross-validation run folder (ensembles its folds) or a checkpoint file")
+    s.add_argument("--folds", default="all", help="folds of a run to ensemble: all, or e.g. 0,2")
+    s.add_argument("--device", default="cpu", help="cpu or cuda")
+    s.add_argument("--format", default=".nii.gz", choices=[".nii.gz", ".nii", ".seg.nrrd", ".nrrd"],
+                   help="label file format (default .nii.gz; .seg.nrrd opens as segments in 3D Slicer)")
+    s.add_argument("--series", default=None, help="SeriesInstanceUID when a DICOM folder holds several")
+    s.add_argument("--overwrite", action="store_true", help="replace existing label files")
+    s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("evaluate", help="score a folder of predicted labels against a folder of ground truth")
     s.add_argument("pred_dir", type=Path, help="predicted label files")

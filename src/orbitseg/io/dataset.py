@@ -36,16 +36,11 @@ def _case_id(stem: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "case"
 
 
-def _is_dicom_folder(path: Path) -> bool:
-    if not path.is_dir():
-        return False
-    for f in path.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                head = fh.read(132)
-            if head[128:132] == b"DICM":
-                return True
-    return False
+def is_dicom_folder(path: Path) -> bool:
+    """True for a folder holding (possibly nested) DICOM files."""
+    from orbitseg.io.dicom import is_dicom_file
+
+    return path.is_dir() and any(f.is_file() and is_dicom_file(f) for f in path.rglob("*"))
 
 
 def _scan_entries(folder: Path) -> dict[str, Path]:
@@ -57,7 +52,7 @@ def _scan_entries(folder: Path) -> dict[str, Path]:
         if entry.is_dir():
             if entry.name in _LABEL_FOLDERS + _IMAGE_FOLDERS:
                 continue
-            if _is_dicom_folder(entry):
+            if is_dicom_folder(entry):
                 out[entry.name] = entry
             continue
         stem, ending = split_ending(entry.name)

@@ -1,0 +1,153 @@
+"""``orbitseg predict``: segment a scan, a folder of scans or DICOM series, one scan at a time.
+
+Every output label file is written on its own scan's grid (NIfTI by default,
+Slicer ``.seg.nrrd`` on request), so it opens aligned on the scan; per-orbit
+volumes and left/right asymmetry go to ``measurements.csv`` beside them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from orbitseg.constants import FILE_ENDING, split_ending
+from orbitseg.errors import InputError, OrbitsegError
+from orbitseg.io.atomic import write_text_atomic
+
+CHECKPOINT = "checkpoint_best.pt"
+
+
+@dataclass(frozen=True)
+class ScanInput:
+    case_id: str
+    path: Path  # a file, or a folder holding a DICOM series
+
+
+def find_inputs(path: str | Path) -> list[ScanInput]:
+    """The scans named by ``path``: one file, one DICOM series folder, or a folder of either.
+
+    Raises
+    ------
+    InputError
+        ``path`` is missing or holds no scan.
+    """
+    from orbitseg.io.dataset import is_dicom_folder
+    from orbitseg.io.dicom import is_dicom_file
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "does not exist")
+    if path.is_file():
+        stem, ending = split_ending(path.name)
+        return [ScanInput(stem if ending else path.stem, path)]
+    direct_dicom = any(f.is_file() and is_dicom_file(f) for f in path.iterdir())
+    if direct_dicom:
+        return [ScanInput(path.name, path)]
+    out = []
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        stem, ending = split_ending(entry.name)
+        if entry.is_file() and ending:
+            case = stem[:-5] if stem.endswith("_0000") else stem  # nnU-Net channel suffix
+            out.append(ScanInput(case, entry))
+        elif entry.is_dir() and is_dicom_folder(entry):
+            out.append(ScanInput(entry.name, entry))
+    if not out:
+        raise InputError(path, "holds no scans (NIfTI, NRRD, MetaImage files or DICOM series folders)")
+    return out
+
+
+def model_checkpoints(model: str | Path | None, folds: str = "all") -> list[Path]:
+    """Checkpoint files for ``model``: a checkpoint file, a fold folder, or a cross-validation run
+    folder (``fold_k/checkpoint_best.pt``; ``folds`` picks which, e.g. ``"all"`` or ``"0,2"``)."""
+    if model is None:
+        raise InputError(None, "no model given and no shipped model is installed yet; "
+                               "pass --model RUN_DIR or --model CHECKPOINT.pt (from `orbitseg train`)")
+    model = Path(model)
+    if model.is_file():
+        return [model]
+    if not model.is_dir():
+        raise InputError(model, "model does not exist (give a run folder or a checkpoint file)")
+    if (model / CHECKPOINT).is_file():
+        return [model / CHECKPOINT]
+    found = {int(p.parent.name.split("_")[1]): p for p in model.glob(f"fold_*/{CHECKPOINT}")
+             if p.parent.name.split("_")[1].isdigit()}
+    if not found:
+        raise InputError(model, f"holds no {CHECKPOINT} (neither itself nor in fold_*/)")
+    wanted = sorted(found) if folds == "all" else [int(f) for f in str(folds).split(",")]
+    missing = [f for f in wanted if f not in found]
+    if missing:
+        raise InputError(model, f"has no trained fold(s) {missing}; trained: {sorted(found)}")
+    return [found[f] for f in wanted]
+
+
+def predict_inputs(
+    input_path: str | Path,
+    output: str | Path,
+    *,
+    model: str | Path | None = None,
+    folds: str = "all",
+    device: str = "cpu",
+    ending: str = FILE_ENDING,
+    overwrite: bool = False,
+    series_uid: str | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], list[str]]:
+    """Segment every scan of ``input_path`` into ``output``; returns (measurement rows, problems).
+
+    Scans are read, segmented and written one at a time, so memory does not
+    grow with the folder.  A scan that cannot be segmented (not CT, no orbit
+    found, unreadable) is reported in ``problems`` and the others go on.
+    """
+    from tqdm import tqdm
+
+    from orbitseg.evaluate.measure import orbit_measurements
+    from orbitseg.io.read import read_scan
+    from orbitseg.io.write import write_label
+    from orbitseg.predict.core import load_model, predict_scan
+
+    if ending not in (".nii.gz", ".nii", ".seg.nrrd", ".nrrd"):
+        raise InputError(None, f"output format {ending!r} is not one of .nii.gz, .nii, .seg.nrrd, .nrrd")
+    inputs = find_inputs(input_path)
+    ckpts = model_checkpoints(model, folds)
+    loaded = [load_model(c, device) for c in ckpts]
+    models = [m for m, _ in loaded]
+    configs = {repr(c.to_dict()) for _, c in loaded}
+    if len(configs) > 1:
+        raise InputError(Path(model), "the fold models were trained with different preprocessing; cannot ensemble")
+    config = loaded[0][1]
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    rows, problems = [], []
+    for item in tqdm(inputs, desc="predict", unit="scan", disable=not progress):
+        target = output / f"{item.case_id}{ending}"
+        if target.exists() and not overwrite:
+            problems.append(f"{target}: already exists; pass --overwrite to replace it")
+            continue
+        try:
+            scan = read_scan(item.path, series_uid=series_uid)
+            labels, _ = predict_scan(models, scan, config, device)
+            write_label(labels, target, reference=scan, overwrite=overwrite)
+        except OrbitsegError as exc:
+            problems.append(str(exc))
+            continue
+        for r in orbit_measurements(labels):
+            rows.append({"case": item.case_id, "scan": str(item.path), **r})
+    if rows:
+        write_text_atomic(output / "measurements.csv", _csv(rows))
+    return rows, problems
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    keys = list(rows[0])
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else
+                        (f"{v:.4f}" if isinstance(v, float) else v)) for k, v in r.items()})
+    return buf.getvalue()

@@ -1,0 +1,90 @@
+"""orbitseg predict: files, DICOM series and folders in; labels on each scan's own grid out."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from orbitseg.cli import main
+from orbitseg.errors import InputError
+from orbitseg.io.read import read_label, read_scan
+from orbitseg.io.volume import Volume
+from orbitseg.io.write import write_dicom_series, write_scan
+from orbitseg.predict.run import find_inputs, model_checkpoints, predict_inputs
+from orbitseg.synth import render_patient, sample_patient
+from orbitseg.train import train_fold
+
+TINY = {"widths": (4, 8), "bottleneck_lstm_hidden": 4, "head_lstm_hidden": 4, "max_steps_per_epoch": 3,
+        "threads": 1, "evaluate_test": False}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("predict_run") / "fold_0"
+    train_fold(tiny_dataset, 0, epochs=1, batch_size=4, seed=0, out=out, overrides=TINY, progress=False)
+    return out.parent
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A fresh synthetic patient as a NIfTI file with a flipped grid, as a DICOM series, and an MR-like file."""
+    root = tmp_path_factory.mktemp("inputs")
+    ct, _ = render_patient(sample_patient(np.random.default_rng(1234), small=True))
+    write_scan(ct, root / "scans" / "flipped.nii.gz")
+    write_dicom_series(ct, root / "scans" / "series", patient_id="p1")
+    mr = Volume(np.full(ct.shape, 300, np.int16), ct.geometry)
+    write_scan(mr, root / "bad" / "mr.nrrd")
+    return root
+
+
+def test_find_inputs(inputs):
+    found = {i.case_id: i.path.name for i in find_inputs(inputs / "scans")}
+    assert found == {"flipped": "flipped.nii.gz", "series": "series"}
+    assert [i.case_id for i in find_inputs(inputs / "scans" / "series")] == ["series"]
+    with pytest.raises(InputError, match="does not exist"):
+        find_inputs(inputs / "nope")
+
+
+def test_predict_folder_writes_labels_on_each_scans_grid(run_dir, inputs, tmp_path):
+    out = tmp_path / "out"
+    rows, problems = predict_inputs(inputs / "scans", out, model=run_dir, progress=False)
+    assert problems == []
+    for case, src in (("flipped", inputs / "scans" / "flipped.nii.gz"), ("series", inputs / "scans" / "series")):
+        scan = read_scan(src)
+        lab = read_label(out / f"{case}.nii.gz", reference=scan)  # raises if the grid differs
+        assert lab.shape == scan.shape
+    with open(out / "measurements.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert {r["side"] for r in table} == {"right", "left", "left_minus_right_ml", "asymmetry_pct"}
+    assert {r["case"] for r in table} == {"flipped", "series"}
+    # existing outputs are not overwritten without asking
+    stamp = (out / "flipped.nii.gz").stat().st_mtime_ns
+    _, problems = predict_inputs(inputs / "scans", out, model=run_dir, progress=False)
+    assert len(problems) == 2 and "--overwrite" in problems[0]
+    assert (out / "flipped.nii.gz").stat().st_mtime_ns == stamp
+
+
+def test_seg_nrrd_output_and_cli(run_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["predict", str(inputs / "scans" / "flipped.nii.gz"), str(out), "--model", str(run_dir),
+                 "--format", ".seg.nrrd"]) == 0
+    assert (out / "flipped.seg.nrrd").exists()
+
+
+def test_non_ct_is_refused_by_name_and_others_go_on(run_dir, inputs, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["predict", str(inputs / "bad" / "mr.nrrd"), str(out), "--model", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "mr.nrrd" in err and "refused" in err
+    assert not (out / "mr.nii.gz").exists()
+
+
+def test_model_resolution(run_dir, tmp_path):
+    assert model_checkpoints(run_dir) == [run_dir / "fold_0" / "checkpoint_best.pt"]
+    assert model_checkpoints(run_dir / "fold_0") == [run_dir / "fold_0" / "checkpoint_best.pt"]
+    with pytest.raises(InputError, match="no trained fold"):
+        model_checkpoints(run_dir, "0,3")
+    with pytest.raises(InputError, match="--model"):
+        model_checkpoints(None)
+    with pytest.raises(InputError, match="holds no checkpoint_best.pt"):
+        model_checkpoints(tmp_path)
