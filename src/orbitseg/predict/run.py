@@ -62,22 +62,26 @@ def find_inputs(path: str | Path) -> list[ScanInput]:
 
 
 def model_checkpoints(model: str | Path | None, folds: str = "all") -> list[Path]:
-    """Checkpoint files for ``model``: a checkpoint file, a fold folder, or a cross-validation run
-    folder (``fold_k/checkpoint_best.pt``; ``folds`` picks which, e.g. ``"all"`` or ``"0,2"``)."""
-    if model is None:
-        raise InputError(None, "no model given and no shipped model is installed yet; "
-                               "pass --model RUN_DIR or --model CHECKPOINT.pt (from `orbitseg train`)")
-    model = Path(model)
+    """Checkpoint files for ``model``: a checkpoint file, a fold folder, a cross-validation run
+    folder (``fold_k/checkpoint_best.pt``) or a shipped model folder (``fold_k.pt``);
+    ``folds`` picks which folds to ensemble (``"all"`` or e.g. ``"0,2"``).  ``None`` means the
+    model shipped with orbitseg."""
+    from orbitseg.models import shipped_model_dir
+
+    model = shipped_model_dir() if model is None else Path(model)
     if model.is_file():
         return [model]
     if not model.is_dir():
         raise InputError(model, "model does not exist (give a run folder or a checkpoint file)")
     if (model / CHECKPOINT).is_file():
         return [model / CHECKPOINT]
-    found = {int(p.parent.name.split("_")[1]): p for p in model.glob(f"fold_*/{CHECKPOINT}")
-             if p.parent.name.split("_")[1].isdigit()}
+    found = {}
+    for p in [*model.glob(f"fold_*/{CHECKPOINT}"), *model.glob("fold_*.pt")]:
+        k = (p.parent.name if p.name == CHECKPOINT else p.stem).split("_")[1]
+        if k.isdigit():
+            found[int(k)] = p
     if not found:
-        raise InputError(model, f"holds no {CHECKPOINT} (neither itself nor in fold_*/)")
+        raise InputError(model, f"holds no {CHECKPOINT} (neither itself nor in fold_*/) and no fold_*.pt")
     wanted = sorted(found) if folds == "all" else [int(f) for f in str(folds).split(",")]
     missing = [f for f in wanted if f not in found]
     if missing:
