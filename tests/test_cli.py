@@ -16,16 +16,20 @@ pytestmark = pytest.mark.skipif(ORBITSEG is None, reason="orbitseg is not instal
 
 
 def test_demo_runs_the_main_job_end_to_end(tmp_path):
-    r = run("demo", "--out", tmp_path / "demo", "--patients", "2", "--small")
+    r = run("demo", "--out", tmp_path / "demo", "--patients", "4", "--small", "--epochs", "1")
     assert r.returncode == 0, r.stderr
     assert " 0 unusable" in r.stdout and "UNUSABLE" not in r.stdout
     pics = sorted((tmp_path / "demo" / "pictures").glob("*.png"))
-    assert len(pics) >= 2
+    assert len(pics) >= 5 and (tmp_path / "demo" / "pictures" / "new_patient_prediction.png") in pics
+    # cross-validation ran and was scored; the shipped model segmented the new patient
+    assert (tmp_path / "demo" / "dataset" / "runs" / "default" / "metrics" / "summary.csv").exists()
+    assert (tmp_path / "demo" / "dataset" / "splits.json").exists()
+    assert (tmp_path / "demo" / "new_patient" / "prediction" / "measurements.csv").exists()
     raw = {p.suffix for p in (tmp_path / "demo" / "raw" / "images").iterdir()}
     assert len(raw) >= 2, "the demo export mixes formats"
     # running it again without --overwrite is refused and changes nothing
     before = pics[0].stat().st_mtime_ns
-    r = run("demo", "--out", tmp_path / "demo", "--patients", "2", "--small")
+    r = run("demo", "--out", tmp_path / "demo", "--patients", "4", "--small", "--epochs", "1")
     assert r.returncode == 2 and "--overwrite" in r.stderr
     assert pics[0].stat().st_mtime_ns == before
 

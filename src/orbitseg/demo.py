@@ -1,9 +1,14 @@
 """``orbitseg demo``: the main job, end to end, on bundled synthetic data.
 
-Grows as the pipeline grows.  Today: synthesise a small cohort as a
-scanner-like export in mixed formats (DICOM series, NRRD, MetaImage, NIfTI),
-import it into the dataset layout, check every pair, and render a picture of
-every case.
+1. synthesise a small cohort as a scanner-like export in mixed formats
+   (DICOM series, NRRD, MetaImage, NIfTI);
+2. import it into the nnU-Net layout and check every scan/label pair;
+3. render a picture of every case;
+4. preprocess (VOI per orbit, window, slice sequences);
+5. train briefly with 4-fold cross-validation by patient (a smoke run: a few
+   epochs; the shipped model is the real one) and evaluate the test folds;
+6. segment a fresh synthetic patient (a seed no cohort uses) with the shipped
+   model, measure its orbits and score it against its ground truth.
 """
 
 from __future__ import annotations
@@ -13,32 +18,68 @@ from pathlib import Path
 
 from orbitseg.errors import InputError
 
+#: seed of the "new patient" the shipped model segments: not the demo cohort's, not the training cohort's
+FRESH_SEED = 20261124
 
-def run_demo(out: str | Path, *, patients: int = 6, seed: int = 0, small: bool = False, overwrite: bool = False) -> Path:
-    """Run the demo into ``out``; returns the folder of pictures."""
+
+def run_demo(
+    out: str | Path,
+    *,
+    patients: int = 6,
+    seed: int = 0,
+    small: bool = False,
+    epochs: int = 3,
+    overwrite: bool = False,
+) -> Path:
+    """Run the demo into ``out``; returns the output folder."""
+    import numpy as np
+
+    from orbitseg.evaluate.folders import evaluate_folders, format_summary_table
     from orbitseg.io.dataset import check_dataset, format_check_table, import_dataset
     from orbitseg.io.layout import list_cases
     from orbitseg.io.read import read_label, read_scan
-    from orbitseg.synth import make_cohort
+    from orbitseg.io.write import write_label, write_scan
+    from orbitseg.predict.run import predict_inputs
+    from orbitseg.preprocess.dataset import preprocess_dataset
+    from orbitseg.synth import make_cohort, render_patient, sample_patient
+    from orbitseg.train import train
     from orbitseg.viz import render_views
 
     out = Path(out)
     t0 = time.perf_counter()
     raw, dataset, pictures = out / "raw", out / "dataset", out / "pictures"
-    print(f"[1/4] synthesising {patients} patients (seed {seed}) as a mixed-format export in {raw}")
+    print(f"[1/6] synthesising {patients} patients (seed {seed}) as a mixed-format export in {raw}")
     make_cohort(raw, patients=patients, seed=seed, small=small, raw=True, overwrite=overwrite)
-    print(f"[2/4] importing into the nnU-Net layout: {dataset}")
+    print(f"[2/6] importing into the nnU-Net layout and checking every pair: {dataset}")
     import_dataset(raw, dataset, overwrite=overwrite, name="orbitseg_demo")
-    print("[3/4] checking every scan/label pair")
     reports = check_dataset(dataset)
     print(format_check_table(reports))
     if not all(r.usable for r in reports):
         raise InputError(dataset, "the demo dataset has unusable cases (see the table above)")
-    print(f"[4/4] rendering pictures into {pictures}")
+    print(f"[3/6] rendering pictures into {pictures}")
     pictures.mkdir(parents=True, exist_ok=True)
     for case in list_cases(dataset):
         scan = read_scan(case.image)
         labels = read_label(case.label, reference=scan) if case.label else None
         render_views(scan, labels, pictures / f"{case.case_id}.png", title=f"{case.case_id} ({case.patient_id})")
-    print(f"done in {time.perf_counter() - t0:.0f} s; pictures: {pictures.resolve()}")
-    return pictures
+    print("[4/6] preprocessing: one VOI per orbit, window 48/400 HU, 3-slice sequences at 64 x 64")
+    preprocess_dataset(dataset, overwrite=overwrite)
+    print(f"[5/6] brief 4-fold cross-validation by patient ({epochs} epochs per fold, CPU; a smoke run)")
+    train(dataset, "all", epochs=epochs, seed=seed, overwrite=overwrite, overrides={"surface": False})
+    print(f"[6/6] segmenting a new synthetic patient (seed {FRESH_SEED}) with the shipped model")
+    fresh = out / "new_patient"
+    ct, truth = render_patient(sample_patient(np.random.default_rng(FRESH_SEED), small=small))
+    write_scan(ct, fresh / "scan" / "new_patient.nii.gz", overwrite=overwrite)
+    write_label(truth, fresh / "truth" / "new_patient.nii.gz", reference=ct, overwrite=overwrite)
+    _, problems = predict_inputs(fresh / "scan", fresh / "prediction", overwrite=overwrite, progress=False)
+    if problems:
+        raise InputError(fresh, "; ".join(problems))
+    pred = read_label(fresh / "prediction" / "new_patient.nii.gz", reference=ct)
+    render_views(ct, pred, pictures / "new_patient_prediction.png", title="new patient: shipped model")
+    _, summary = evaluate_folders(fresh / "prediction", fresh / "truth", fresh)
+    print(format_summary_table(summary))
+    print((fresh / "prediction" / "measurements.csv").read_text())
+    print(f"done in {time.perf_counter() - t0:.0f} s")
+    print(f"  cross-validation metrics: {dataset / 'runs' / 'default' / 'metrics'}")
+    print(f"  new patient: {fresh / 'prediction'} (picture {pictures / 'new_patient_prediction.png'})")
+    return out
