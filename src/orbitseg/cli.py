@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patients", type=int, default=6, help="patients in the demo cohort")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--small", action="store_true", help="coarse, fast cohort (a quick smoke run)")
-    s.add_argument("--epochs", type=int, default=3, help="epochs per fold of the brief cross-validation")
+    s.add_argument("--epochs", type=int, default=8, help="epochs per fold of the brief cross-validation (default 8)")
     s.add_argument("--overwrite", action="store_true", help="replace the output of an earlier demo")
     s.set_defaults(func=_cmd_demo)
     return p

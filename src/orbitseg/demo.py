@@ -28,7 +28,7 @@ def run_demo(
     patients: int = 6,
     seed: int = 0,
     small: bool = False,
-    epochs: int = 3,
+    epochs: int = 8,
     overwrite: bool = False,
 ) -> Path:
     """Run the demo into ``out``; returns the output folder."""

@@ -1,0 +1,67 @@
+"""Wall time and peak memory to segment one 512x512x100 orbital CT with the shipped model, I/O included.
+
+    python bench/predict_speed.py [--repeats 3] [--threads 2]
+
+Target (issue 7): <= 5 s and <= 1.5 GB on 2 CPU cores.  The scan is a synthetic
+patient at 0.4 x 0.4 x 0.625 mm written as .nii.gz; each timed run is a fresh
+process doing `orbitseg predict` (read, find orbits, 4-model ensemble, map
+back, write labels and measurements), so peak RSS is the prediction's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+CHILD = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+import torch
+torch.set_num_threads(int(sys.argv[3]))
+from orbitseg.predict.run import predict_inputs
+t_import = time.perf_counter() - t0
+t1 = time.perf_counter()
+rows, problems = predict_inputs(sys.argv[1], sys.argv[2], overwrite=True, progress=False)
+t = time.perf_counter() - t1
+assert not problems, problems
+print(json.dumps({"seconds": t, "import_seconds": t_import,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    import numpy as np
+
+    from orbitseg.io.write import write_scan
+    from orbitseg.synth import render_patient, sample_patient
+
+    p = sample_patient(np.random.default_rng(7))
+    p = replace(p, scan=replace(p.scan, spacing_xy=0.4, slice_thickness=0.625, matrix=(512, 512), n_slices=100))
+    ct, _ = render_patient(p)
+    with tempfile.TemporaryDirectory() as tmp:
+        scan = write_scan(ct, Path(tmp) / "bench.nii.gz")
+        print(f"scan {ct.shape[::-1]} (x, y, z) voxels, spacing {tuple(round(s, 3) for s in ct.spacing)} mm, "
+              f"shipped model, {args.threads} threads")
+        runs = []
+        for _ in range(args.repeats):
+            out = subprocess.run([sys.executable, "-c", CHILD, str(scan), str(Path(tmp) / "out"), str(args.threads)],
+                                 capture_output=True, text=True, check=True)
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    secs = [r["seconds"] for r in runs]
+    print(f"predict one scan: median {np.median(secs):.2f} s (runs {', '.join(f'{s:.2f}' for s in secs)}), "
+          f"peak RSS {max(r['peak_rss_mb'] for r in runs):.0f} MB, imports {runs[0]['import_seconds']:.2f} s (not counted)")
+    print("target: <= 5 s and <= 1500 MB on 2 cores")
+
+
+if __name__ == "__main__":
+    main()
