@@ -369,9 +369,21 @@ def create_app(dataset: Path, *, model: Path | None = None) -> FastAPI:
         img = o.canon.array[z0:z1]
 
         def run():
-            if z1 - z0 == 1:
-                return smart_fill(img[0], strokes[0], spacing=(sp[1], sp[0]), labels=labels, mask=mask[0])[None]
-            return smart_fill(img, strokes, spacing=(sp[2], sp[1], sp[0]), labels=labels, mask=mask)
+            from scipy import ndimage as ndi
+
+            two_d = z1 - z0 == 1
+            im, st, cur = (img[0], strokes[0], mask[0]) if two_d else (img, strokes, mask)
+            spacing = (sp[1], sp[0]) if two_d else (sp[2], sp[1], sp[0])
+            # one fill per separate group of strokes (e.g. both globes): a single cut whose ROI spans
+            # both orbits can collapse to the strokes alone, a cut around each group does not
+            marked = np.isin(st, labels)
+            groups, n_groups = ndi.label(ndi.binary_dilation(marked, iterations=2))
+            if n_groups > 8:
+                n_groups = 1
+            for g in range(1, n_groups + 1):
+                cur = smart_fill(im, st, spacing=spacing, labels=labels, mask=cur,
+                                 focus=((groups == g) & marked) if n_groups > 1 else None)
+            return cur[None] if two_d else cur
 
         try:
             out = await run_in_threadpool(run)

@@ -195,7 +195,7 @@ function paint(ctxCanvas, hu, h, w, labelAt, borders) {
       const col = colours[l];
       r = r * (1 - a) + col[0] * a; gg = gg * (1 - a) + col[1] * a; b = b * (1 - a) + col[2] * a;
     }
-    if (borders && borders[p]) { r = r * 0.4 + 255 * 0.6; gg = gg * 0.4 + 230 * 0.6; b = b * 0.4; }
+    if (borders && borders[p]) { r = r * 0.65 + 255 * 0.35; gg = gg * 0.65 + 230 * 0.35; b = b * 0.65; }
     const q = 4 * p; d[q] = r; d[q + 1] = gg; d[q + 2] = b; d[q + 3] = 255;
   }
   c.putImageData(img, 0, 0);
@@ -561,10 +561,19 @@ function bind() {
   window.addEventListener("beforeunload", (e) => { if (S.dirty) { e.preventDefault(); e.returnValue = ""; } });
 }
 
+function fitCanvas() {
+  const cv = $("axial"), viewer = $("viewer");
+  const side = $("side-views").getBoundingClientRect().width || 300;
+  const size = Math.max(300, Math.min(900, Math.floor(Math.min(viewer.clientWidth - side - 12, window.innerHeight - 80))));
+  if (cv.width !== size) { cv.width = size; cv.height = size; render().catch(() => {}); }
+}
+window.addEventListener("resize", fitCanvas);
+
 // test / scripting hooks
 window.orbitseg = { state: S, toScreen, openCase, save, undo, redo, smartFill, autoCorrect, setTool, setActive, render,
   labelCount: (l) => { let n = 0; for (const v of S.label) if (v === l) n++; return n; },
   idle: () => S.busy === 0 && !S.saving };
 
 bind();
+fitCanvas();
 loadInfo().then(loadCases).catch((e) => reportError(e, "Cannot reach the server"));
