@@ -40,7 +40,7 @@ def dataset(master, tmp_path) -> Path:
 
 @pytest.fixture()
 def client(dataset) -> TestClient:
-    return TestClient(create_app(dataset), raise_server_exceptions=False)
+    return TestClient(create_app(dataset), raise_server_exceptions=False, base_url="http://127.0.0.1:8000")
 
 
 def _scan(dataset):
@@ -325,7 +325,8 @@ def test_smartfill_and_autocorrect(client, dataset):
 def test_predict_without_model_says_how_to_configure(client, dataset, tmp_path):
     body = _is_json_error(client.post(f"/api/cases/{CASE}/predict"), 503)
     assert "--model" in body["message"]
-    c2 = TestClient(create_app(dataset, model=tmp_path / "missing.pt"), raise_server_exceptions=False)
+    c2 = TestClient(create_app(dataset, model=tmp_path / "missing.pt"), raise_server_exceptions=False,
+                    base_url="http://localhost:8000")
     body = _is_json_error(c2.post(f"/api/cases/{CASE}/predict"), 503)
     assert "missing.pt" in body["message"] and "not found" in body["message"]
     assert c2.get("/api/info").json()["model"] == "missing.pt"
@@ -339,7 +340,7 @@ def test_predict_with_a_checkpoint(dataset, tmp_path, monkeypatch):
     ckpt.write_bytes(b"stub")
     monkeypatch.setattr(core, "load_model", lambda p: ("net", "cfg"))
     monkeypatch.setattr(core, "predict_scan", lambda net, scan, cfg: (scan.like((scan.array > 0).astype(np.uint8)), None))
-    c = TestClient(create_app(dataset, model=ckpt), raise_server_exceptions=False)
+    c = TestClient(create_app(dataset, model=ckpt), raise_server_exceptions=False, base_url="http://127.0.0.1")
     r = c.post(f"/api/cases/{CASE}/predict")
     assert r.status_code == 200, r.text
     canon = to_canonical(_scan(dataset))
@@ -359,6 +360,17 @@ def test_unknown_case_and_bad_dataset(client, tmp_path):
         create_app(tmp_path)
 
 
+def test_foreign_host_and_origin_are_refused(client, dataset):
+    body = _is_json_error(client.get("/api/cases", headers={"host": "evil.example:8000"}), 400)
+    assert "orbitseg label" in body["message"]
+    _is_json_error(client.post(f"/api/cases/{CASE}/status", json={"status": "done"},
+                               headers={"origin": "http://evil.example"}), 403)
+    assert client.get("/api/info", headers={"origin": "http://evil.example"}).status_code == 200  # reads: CORS applies
+    assert client.get("/api/info", headers={"host": "[::1]:8000"}).status_code == 200
+    open_app = TestClient(create_app(dataset, allowed_hosts=None), base_url="http://10.1.2.3:8000")
+    assert open_app.get("/api/info").status_code == 200
+
+
 def test_serve_prints_address(dataset, monkeypatch, capsys):
     import uvicorn
 
@@ -369,3 +381,6 @@ def test_serve_prints_address(dataset, monkeypatch, capsys):
     serve(dataset, port=8765)
     assert seen == {"host": "127.0.0.1", "port": 8765}
     assert "http://127.0.0.1:8765/" in capsys.readouterr().out
+    serve(dataset, host="0.0.0.0", port=8766)
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:8766/" in out and "other machines" in out

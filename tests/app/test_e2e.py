@@ -216,3 +216,24 @@ def test_conflict_between_two_tabs_and_predict_message(live, page, tmp_path):
     page.get_by_test_id("message").wait_for()
     page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('--model')")
     _shot(page, tmp_path, "05_predict_without_model.png")
+
+
+def test_autosave_and_window_presets(live, page, tmp_path):
+    from orbitseg.io.read import read_label, read_scan
+
+    url, root, _ = live
+    page.goto(url + "/")
+    page.locator("#cases tr.case", has_text=CASE).click()
+    page.wait_for_function(f"window.orbitseg.state.caseId === '{CASE}' && window.orbitseg.state.label")
+    _wait_idle(page)
+    page.evaluate("window.orbitseg.state.autosaveMs = 300")
+    page.get_by_role("button", name="bone 500/2000").click()
+    assert page.evaluate("[window.orbitseg.state.level, window.orbitseg.state.width]") == [500, 2000]
+    page.keyboard.press("2")  # muscles
+    page.keyboard.press("b")
+    box = page.locator("#axial").bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function("document.querySelector('#save-state').textContent === 'saved'", timeout=10000)
+    saved = read_label(root / "labelsTr" / f"{CASE}.nii.gz", reference=read_scan(root / "imagesTr" / f"{CASE}_0000.nii.gz"))
+    assert (saved.array == 2).sum() == page.evaluate("window.orbitseg.labelCount(2)") > 0
+    _shot(page, tmp_path, "06_autosaved_bone_window.png")

@@ -143,10 +143,24 @@ def _labels_param(request: Request) -> tuple[int, ...]:
     return labs
 
 
-def create_app(dataset: Path, *, model: Path | None = None) -> FastAPI:
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _host_name(value: str) -> str:
+    """Host name of a Host header or an Origin URL, without scheme and port."""
+    v = value.split("://", 1)[-1].split("/", 1)[0].lower()
+    if v.startswith("["):
+        return v.split("]", 1)[0] + "]"
+    return v.rsplit(":", 1)[0] if v.count(":") == 1 else v
+
+
+def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES) -> FastAPI:
     """The labeling app for the dataset folder ``dataset`` (nnU-Net layout with dataset.json).
 
     ``model``: an orbitseg training checkpoint for the Predict button (loaded on first use).
+    ``allowed_hosts``: host names the page may be reached under (Host header; and the Origin of
+    requests that change something).  The loopback default stops other web sites from reading
+    scans or writing labels through the browser (DNS rebinding, cross-site posts); None allows any.
     """
     store = DatasetStore(Path(dataset))
     app = FastAPI(title="orbitseg label", docs_url=None, redoc_url=None, openapi_url=None)
@@ -181,8 +195,19 @@ def create_app(dataset: Path, *, model: Path | None = None) -> FastAPI:
     async def _unexpected(request: Request, exc: Exception):
         return _err(500, "internal_error", f"unexpected {type(exc).__name__}: {exc}; the server log has details")
 
+    allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+
     @app.middleware("http")
     async def _limit_size(request: Request, call_next):
+        if allowed is not None:
+            host = _host_name(request.headers.get("host", ""))
+            if host not in allowed:
+                return _err(400, "bad_host", f"this server answers only to {', '.join(sorted(allowed))}, not {host!r}; "
+                            "open the address `orbitseg label` printed (or start it with --host)")
+            origin = request.headers.get("origin")
+            if request.method not in ("GET", "HEAD") and origin and _host_name(origin) not in allowed:
+                return _err(403, "bad_origin", f"requests from {origin} may not change labels here; "
+                            "use the page this server serves")
         n = request.headers.get("content-length")
         if n is not None and n.isdigit() and int(n) > MAX_BODY_BYTES:
             return _err(413, "too_large", f"request body of {n} bytes exceeds the limit of {MAX_BODY_BYTES} bytes")
@@ -457,7 +482,8 @@ def serve(dataset: Path, host: str = "127.0.0.1", port: int = 8000, model: Path 
     """Run the labeling app under uvicorn until Ctrl+C; prints the address to open."""
     import uvicorn
 
-    app = create_app(Path(dataset), model=model)
+    hosts = None if host in ("0.0.0.0", "::", "") else tuple(sorted(set(LOOPBACK_NAMES) | {host}))
+    app = create_app(Path(dataset), model=model, allowed_hosts=hosts)
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     shown = f"[{shown}]" if ":" in shown else shown
     print(f"orbitseg label: labeling {Path(dataset).resolve()}\n  open http://{shown}:{port}/ in a browser "

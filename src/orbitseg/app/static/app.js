@@ -14,7 +14,7 @@ const S = {
   active: 1, tool: "pencil", brush: 6,
   undo: [], redo: [],
   slices: new Map(), borders: new Map(),
-  busy: 0,
+  busy: 0, autosaveMs: 4000,
 };
 const MAX_UNDO = 64;
 let colours = {};
@@ -248,6 +248,10 @@ async function render() {
   ctx.moveTo(t.ox, t.oy + (S.j + 0.5) * t.sy); ctx.lineTo(t.ox + nx * t.sx, t.oy + (S.j + 0.5) * t.sy);
   ctx.moveTo(t.ox + (S.i + 0.5) * t.sx, t.oy); ctx.lineTo(t.ox + (S.i + 0.5) * t.sx, t.oy + ny * t.sy);
   ctx.stroke();
+  // canonical LPS: patient right on the image's left, anterior at the top
+  ctx.fillStyle = "rgba(255,255,255,0.7)"; ctx.font = "13px sans-serif"; ctx.textAlign = "center";
+  ctx.fillText("A", cv.width / 2, 32); ctx.fillText("P", cv.width / 2, cv.height - 6);
+  ctx.fillText("R", 10, cv.height / 2); ctx.fillText("L", cv.width - 10, cv.height / 2); ctx.textAlign = "start";
   $("slice-info").textContent = `axial ${k + 1}/${nz}   W ${Math.round(S.width)} L ${Math.round(S.level)}   zoom ${S.zoom.toFixed(2)}`;
   renderSide().catch((e) => console.warn(e));
 }
@@ -456,7 +460,7 @@ async function save({ force = false, auto = false } = {}) {
 let autosaveTimer = null;
 function scheduleAutosave() {
   clearTimeout(autosaveTimer);
-  autosaveTimer = setTimeout(() => { if ($("autosave").checked && S.dirty) save({ auto: true }).catch(() => {}); }, 4000);
+  autosaveTimer = setTimeout(() => { if ($("autosave").checked && S.dirty) save({ auto: true }).catch(() => {}); }, S.autosaveMs);
 }
 
 // ---------------------------------------------------------------- events
