@@ -5,8 +5,10 @@
 2. import it into the nnU-Net layout and check every scan/label pair;
 3. render a picture of every case;
 4. preprocess (VOI per orbit, window, slice sequences);
-5. train briefly with 4-fold cross-validation by patient (a smoke run: a few
-   epochs; the shipped model is the real one) and evaluate the test folds;
+5. fine-tune the shipped model on the cohort with 4-fold cross-validation by
+   patient ("initialize with pre-trained parameters", as the paper does) for a
+   few epochs and evaluate every test fold -- the demo cohort's seed differs
+   from the one the shipped model was trained on, so its patients are new;
 6. segment a fresh synthetic patient (a seed no cohort uses) with the shipped
    model, measure its orbits and score it against its ground truth.
 """
@@ -18,6 +20,8 @@ from pathlib import Path
 
 from orbitseg.errors import InputError
 
+#: the demo cohort's seed: not 0, the seed of the cohort the shipped model was trained on
+DEMO_SEED = 7
 #: seed of the "new patient" the shipped model segments: not the demo cohort's, not the training cohort's
 FRESH_SEED = 20261124
 
@@ -26,9 +30,9 @@ def run_demo(
     out: str | Path,
     *,
     patients: int = 6,
-    seed: int = 0,
+    seed: int = DEMO_SEED,
     small: bool = False,
-    epochs: int = 8,
+    epochs: int = 4,
     overwrite: bool = False,
 ) -> Path:
     """Run the demo into ``out``; returns the output folder."""
@@ -64,8 +68,11 @@ def run_demo(
         render_views(scan, labels, pictures / f"{case.case_id}.png", title=f"{case.case_id} ({case.patient_id})")
     print("[4/6] preprocessing: one VOI per orbit, window 48/400 HU, 3-slice sequences at 64 x 64")
     preprocess_dataset(dataset, overwrite=overwrite)
-    print(f"[5/6] brief 4-fold cross-validation by patient ({epochs} epochs per fold, CPU; a smoke run)")
-    train(dataset, "all", epochs=epochs, seed=seed, overwrite=overwrite, overrides={"surface": False})
+    from orbitseg.models import shipped_model_dir
+
+    print(f"[5/6] 4-fold cross-validation by patient: fine-tuning the shipped model, {epochs} epochs per fold")
+    train(dataset, "all", epochs=epochs, seed=seed, overwrite=overwrite, init_from=shipped_model_dir() / "fold_0.pt",
+          overrides={"surface": False})
     print(f"[6/6] segmenting a new synthetic patient (seed {FRESH_SEED}) with the shipped model")
     fresh = out / "new_patient"
     ct, truth = render_patient(sample_patient(np.random.default_rng(FRESH_SEED), small=small))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import inspect
 import os
 import re
 from concurrent.futures import ProcessPoolExecutor
@@ -62,20 +61,28 @@ def _summary(params: PatientParams) -> dict:
     }
 
 
-def _write_dicom(ct, folder: Path, case_id: str, patient_id: str, overwrite: bool) -> bool:
-    from orbitseg.io import write as w
+def _write_dicom(ct, labels, folder: Path, case_id: str, patient_id: str, overwrite: bool):
+    """Write ``ct`` as a DICOM series; return ``labels`` on the grid the series reads back as.
 
-    fn = getattr(w, "write_dicom_series", None)
-    if fn is None:
-        return False
-    kwargs = {}
-    params = inspect.signature(fn).parameters
-    for name, value in (("overwrite", overwrite), ("patient_id", patient_id), ("series_description", case_id),
-                        ("description", case_id), ("series_uid", f"orbitseg-synth-{patient_id}-{case_id}")):
-        if name in params:
-            kwargs[name] = value
-    fn(ct, folder, **kwargs)
-    return True
+    A DICOM series cannot store a left-handed grid (slices are ordered along
+    row x column), so a reversed-slice scan comes back with its k axis flipped:
+    same voxels, same physical points, another grid.  Labels exported with it
+    must sit on that grid, as a viewer's export would.
+    """
+    from orbitseg.io.orient import canonical_geometry, from_canonical, to_canonical
+    from orbitseg.io.read import read_scan
+    from orbitseg.io.volume import Volume
+    from orbitseg.io.write import write_dicom_series
+
+    write_dicom_series(ct, folder, overwrite=overwrite, patient_id=patient_id, series_description=case_id,
+                       series_uid=f"orbitseg-synth-{patient_id}-{case_id}")
+    grid = read_scan(folder, check=False).geometry
+    if not grid.differences(labels.geometry):
+        return labels
+    canon = to_canonical(labels)
+    if canonical_geometry(grid).differences(canon.geometry):
+        raise RuntimeError(f"{folder}: DICOM series grid does not hold the same voxels as the scan")
+    return Volume(from_canonical(canon.array, grid), grid)
 
 
 def _render_and_write(task) -> tuple[str, str]:
@@ -91,11 +98,9 @@ def _render_and_write(task) -> tuple[str, str]:
         write_label(labels, label_path(out, case_id), overwrite=overwrite)
         return case_id, "nifti"
     img_end, lab_end = RAW_FORMATS[fmt]
-    if fmt == "dicom" and _write_dicom(ct, out / "images" / case_id, case_id, patient_id, overwrite):
-        pass
+    if fmt == "dicom":
+        labels = _write_dicom(ct, labels, out / "images" / case_id, case_id, patient_id, overwrite)
     else:
-        if fmt == "dicom":  # no DICOM writer available: fall back to NIfTI
-            fmt, (img_end, lab_end) = "nifti", RAW_FORMATS["nifti"]
         write_scan(ct, out / "images" / f"{case_id}{img_end}", overwrite=overwrite)
     write_label(labels, out / "labels" / f"{case_id}{lab_end}", overwrite=overwrite)
     return case_id, fmt
