@@ -141,3 +141,25 @@ def test_raw_export(tmp_path):
     for c, _ in cases:
         assert any(p.name.startswith(c) for p in (out / "images").iterdir())
         assert any(p.name.startswith(c) for p in (out / "labels").iterdir())
+
+
+def test_raw_dicom_export_puts_labels_on_the_series_grid(tmp_path):
+    """A reversed-slice (left-handed) scan reads back from DICOM k-flipped; its labels must follow."""
+    from orbitseg.io.orient import reverse_index_axis
+    from orbitseg.io.read import read_label, read_scan
+    from orbitseg.io.write import write_label
+    from orbitseg.synth.cohort import _write_dicom
+
+    ct, lab = render_patient(sample_patient(np.random.default_rng(3), small=True))
+    if np.linalg.det(ct.geometry.matrix) > 0:
+        ct, lab = reverse_index_axis(ct, 2), reverse_index_axis(lab, 2)
+    assert np.linalg.det(ct.geometry.matrix) < 0
+    lab2 = _write_dicom(ct, lab, tmp_path / "series", "c", "p", False)
+    write_label(lab2, tmp_path / "lab.nrrd")
+    scan = read_scan(tmp_path / "series")
+    back = read_label(tmp_path / "lab.nrrd", reference=scan)  # refused if the grids differ
+    # same labels at the same physical points
+    k, j, i = np.argwhere(lab.array == 3)[0]
+    p = ct.geometry.index_to_physical([i, j, k])
+    i2, j2, k2 = np.round(scan.geometry.physical_to_index(p)).astype(int)
+    assert back.array[k2, j2, i2] == 3 and (back.array == 3).sum() == (lab.array == 3).sum()
