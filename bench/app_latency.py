@@ -63,6 +63,45 @@ def make_dataset(root: Path, seed: int = 7, n_slices: int = 100) -> tuple[np.nda
     return canon, ct.shape
 
 
+def browser_timing(base: str, case: str, zs: list[int], n: int) -> None:
+    """Slice change and SmartPencil click as the page does them (fetch + paint), in headless Chromium."""
+    if not Path("/usr/bin/chromium").exists():
+        print("page   (skipped: /usr/bin/chromium missing)")
+        return
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        print("page   (skipped: playwright missing)")
+        return
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
+        pg = b.new_context(viewport={"width": 1400, "height": 900}).new_page()
+        pg.goto(base + "/")
+        pg.evaluate(f"window.orbitseg.openCase('{case}')")
+        pg.wait_for_function("window.orbitseg.state.label && window.orbitseg.idle()", timeout=60000)
+        res = pg.evaluate("""async ([zs, n]) => {
+            const o = window.orbitseg, S = o.state;
+            o.setTool('brush'); await o.render();
+            const slice = [];
+            for (let k = 0; k < Math.min(S.nz, 40); k++) {
+                S.k = k; S.slices.clear(); const t = performance.now(); await o.render(); slice.push(performance.now() - t);
+            }
+            o.setTool('pencil'); document.querySelector('#pencil-n').value = String(n);
+            const click = [];
+            for (const z of zs) {
+                S.k = z; const t = performance.now(); await o.render();  // borders for a new slice
+                const p = o.toScreen(Math.floor(S.ny / 2), Math.floor(S.nx / 2));
+                click.push(performance.now() - t);
+            }
+            return {slice, click};
+        }""", [[int(z) + 1 for z in zs[:10]], n])
+        b.close()
+    print(f"page   slice change (fetch + paint 512x512 + overlay): {_stats(res['slice'])}")
+    print(f"page   SmartPencil view of a new slice (superpixels + paint): {_stats(res['click'])}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--slices", type=int, default=60, help="sequential slice requests")
@@ -70,6 +109,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4, help="concurrent clients in the load test")
     ap.add_argument("--requests", type=int, default=50, help="requests per client in the load test")
     ap.add_argument("--n", type=int, default=1000, help="SmartPencil resolution")
+    ap.add_argument("--no-browser", action="store_true", help="skip the in-page timing in headless Chromium")
     args = ap.parse_args()
     import httpx
 
@@ -188,6 +228,8 @@ def main() -> None:
                   f"{total / wall:.0f} req/s, {_stats(lat)}, errors {len(errors)}/{total}")
             if errors:
                 print("  first error:", errors[0])
+            if not args.no_browser:
+                browser_timing(base, case, zs, args.n)
             print(f"targets: <= 100 ms per slice (median here {slice_median:.1f} ms), <= 150 ms per click")
         finally:
             proc.terminate()
