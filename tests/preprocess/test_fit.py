@@ -84,3 +84,20 @@ def test_bad_shapes_are_named():
         unfit_probabilities(np.zeros((1, 4, 15, 16)), fit)
     with pytest.raises(ValueError, match="size"):
         plan_fit((10, 10), (1, 1), 4)
+
+
+def test_unfit_matches_scipy_cubic_affine_transform():
+    """The two-matrix-product resampling is scipy's cubic spline interpolation, not an approximation."""
+    from scipy import ndimage
+
+    fit = plan_fit((150, 100), (0.4, 0.4), 64)
+    probs = np.random.default_rng(0).uniform(0, 1, (3, 4, 64, 64)).astype(np.float32)
+    ref = np.empty((3, 4, 150, 100), np.float32)
+    for c in range(4):
+        ref[:, c] = ndimage.affine_transform(
+            probs[:, c], np.array([1.0, 1 / fit.a_row, 1 / fit.a_col]),
+            offset=(0.0, -fit.b_row / fit.a_row, -fit.b_col / fit.a_col), output_shape=(3, 150, 100),
+            order=3, mode="nearest")
+    np.clip(ref, 0, 1, out=ref)
+    ref /= np.maximum(ref.sum(1, keepdims=True), 1e-6)
+    np.testing.assert_allclose(unfit_probabilities(probs, fit), ref, atol=1e-5)

@@ -45,3 +45,20 @@ def test_every_slice_of_the_voi_is_kept(patient):
         assert p.images.shape[0] == p.voi.shape[0] == p.fractions.shape[0]
         empty = (p.fractions[:, 1:].sum(axis=(1, 2, 3)) == 0).sum()
         assert empty > 0, "slices without any label are kept (false positives are learned and measured)"
+
+
+def test_labels_to_scan_equals_argmax_of_full_probabilities(patient):
+    """The memory-light label path gives exactly the argmax of the full probability volume."""
+    from orbitseg.preprocess.pipeline import probabilities_to_scan
+
+    ct, lab = patient
+    ct, lab = reverse_index_axis(ct, 0), reverse_index_axis(lab, 0)
+    rng = np.random.default_rng(0)
+    parts = []
+    for p in prepare_scan(ct, PreprocessConfig(), lab):
+        noisy = p.fractions + rng.uniform(0, 0.3, p.fractions.shape).astype(np.float32)
+        parts.append((p.box, p.fit, noisy / noisy.sum(1, keepdims=True)))
+    probs = probabilities_to_scan(parts, ct.geometry)
+    assert probs.shape == (4,) + ct.shape
+    np.testing.assert_allclose(probs.sum(0), 1, atol=1e-4)
+    np.testing.assert_array_equal(labels_to_scan(parts, ct.geometry), probs.argmax(0))

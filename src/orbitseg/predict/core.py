@@ -4,7 +4,7 @@
 labels) finds both orbits and gives each VOI's windowed, fitted slices; every
 model predicts every slice (:func:`orbitseg.model.predict_volume_slices`, each
 slice encoded once); the models' probabilities are averaged (an ensemble, e.g.
-the four fold models); :func:`probabilities_to_scan` maps them back onto the
+the four fold models); :func:`labels_to_scan` maps them back onto the
 scan's grid.  Slices are rounded through float16 first, exactly as the
 training store holds them.
 """
@@ -19,7 +19,7 @@ from torch import nn
 
 from orbitseg.errors import InputError
 from orbitseg.io.volume import Volume
-from orbitseg.preprocess.pipeline import PreprocessConfig, prepare_scan, probabilities_to_scan
+from orbitseg.preprocess.pipeline import PreprocessConfig, labels_to_scan, prepare_scan, probabilities_to_scan
 
 __all__ = ["load_checkpoint", "load_model", "predict_vois", "predict_scan"]
 
@@ -79,6 +79,7 @@ def predict_scan(models: list[nn.Module] | nn.Module, scan: Volume, config: Prep
         models = [models]
     preps = prepare_scan(scan, config)
     parts = [(p.box, p.fit, predict_vois(models, p.images, device, batch_size)) for p in preps]
+    if not return_probabilities:
+        return scan.like(labels_to_scan(parts, scan.geometry)), None
     probs = probabilities_to_scan(parts, scan.geometry)
-    labels = probs.argmax(axis=0).astype(np.uint8)
-    return scan.like(labels), (probs if return_probabilities else None)
+    return scan.like(probs.argmax(axis=0).astype(np.uint8)), probs

@@ -106,27 +106,38 @@ def fit_label_fractions(labels: np.ndarray, fit: SliceFit, n_classes: int = len(
     return out
 
 
-def unfit_probabilities(probs: np.ndarray, fit: SliceFit, *, order: int = 3) -> np.ndarray:
+def interpolation_matrix(n_out: int, n_in: int, scale: float, shift: float, *, order: int = 3) -> np.ndarray:
+    """``(n_out, n_in)`` linear operator of scipy's spline interpolation (``order``, edges
+    ``mode="nearest"``) sampling a 1D signal of ``n_in`` samples at ``x = scale * i + shift``.
+
+    Interpolation is linear in the samples, so interpolating each unit impulse
+    gives the operator's columns.  Resampling a stack along an axis-aligned
+    scale and shift is then two small matrix products per slice, exactly what
+    ``scipy.ndimage.affine_transform`` computes, in a fraction of its time.
+    """
+    x = scale * np.arange(n_out, dtype=np.float64) + shift
+    eye = np.eye(n_in)
+    cols = [ndimage.map_coordinates(eye[j], [x], order=order, mode="nearest") for j in range(n_in)]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def unfit_probabilities(probs: np.ndarray, fit: SliceFit) -> np.ndarray:
     """Inverse of the fit: ``(nz, C, size, size)`` -> ``(nz, C, ny, nx)`` on the VOI grid.
 
     Works on probabilities or soft label fractions; take ``argmax`` over C for
-    labels.  Cubic interpolation (``order=3``, the default) follows a thin
-    structure's boundary between the coarse pixels better than linear: on the
-    synthetic cohort at 64x64 it lifts the round-trip Dice of the muscles from
-    ~0.963 to ~0.973 and of the optic nerve from ~0.975 to ~0.982.  Values are
-    clipped to [0, 1] and renormalised to sum to 1 over C.
+    labels.  Cubic interpolation follows a thin structure's boundary between the
+    coarse pixels better than linear: on the synthetic cohort at 64x64 it lifts
+    the round-trip Dice of the muscles from ~0.963 to ~0.973 and of the optic
+    nerve from ~0.975 to ~0.982.  It runs as two matrix products per slice
+    (:func:`interpolation_matrix`).  Values are clipped to [0, 1] and
+    renormalised to sum to 1 over C.
     """
     if probs.ndim != 4 or probs.shape[2:] != (fit.size, fit.size):
         raise ValueError(f"probs must have shape (nz, C, {fit.size}, {fit.size}), got {probs.shape}")
     ny, nx = fit.in_shape
-    inv = np.array([1.0, 1.0 / fit.a_row, 1.0 / fit.a_col])
-    off = (0.0, -fit.b_row / fit.a_row, -fit.b_col / fit.a_col)
-    out = np.empty((probs.shape[0], probs.shape[1], ny, nx), dtype=np.float32)
-    for c in range(probs.shape[1]):
-        out[:, c] = ndimage.affine_transform(
-            np.asarray(probs[:, c], dtype=np.float32), inv, offset=off,
-            output_shape=(probs.shape[0], ny, nx), order=order, mode="nearest",
-        )
+    rows = interpolation_matrix(ny, fit.size, 1.0 / fit.a_row, -fit.b_row / fit.a_row)  # VOI row -> fitted row
+    cols = interpolation_matrix(nx, fit.size, 1.0 / fit.a_col, -fit.b_col / fit.a_col)
+    out = rows @ np.asarray(probs, dtype=np.float32) @ cols.T  # (nz, C, ny, nx)
     np.clip(out, 0.0, 1.0, out=out)
     out /= np.maximum(out.sum(axis=1, keepdims=True), 1e-6)
     return out

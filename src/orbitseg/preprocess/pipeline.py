@@ -135,5 +135,26 @@ def probabilities_to_scan(
 
 
 def labels_to_scan(parts: list[tuple[OrbitBox, SliceFit | None, np.ndarray]], scan_geometry: Geometry) -> np.ndarray:
-    """Hard labels (nz, ny, nx) uint8 on the scan's grid from per-VOI probabilities."""
-    return probabilities_to_scan(parts, scan_geometry).argmax(axis=0).astype(np.uint8)
+    """Hard labels ``(nz, ny, nx)`` uint8 on the scan's grid from per-VOI probabilities.
+
+    The same labels as ``probabilities_to_scan(...).argmax(0)`` without holding
+    a full-size probability volume: only a uint8 label volume and a
+    foreground-confidence map over the VOIs' union are kept (for a
+    512x512x100 scan, ~30 MB instead of ~0.8 GB).
+    """
+    from orbitseg.io.orient import canonical_geometry
+
+    labels = np.zeros(canonical_geometry(scan_geometry).shape, dtype=np.uint8)
+    if parts:
+        lo = np.min([b.index_min for b, _, _ in parts], axis=0)  # (i, j, k)
+        hi = np.max([b.index_max for b, _, _ in parts], axis=0)
+        conf = np.zeros(tuple((hi - lo)[::-1]), dtype=np.float32)  # foreground confidence so far
+        for box, fit, probs in parts:
+            on_voi = probs if fit is None else unfit_probabilities(probs, fit)  # (nz, C, ny, nx)
+            fg = 1.0 - on_voi[:, 0]
+            sl = box.slices()
+            local = tuple(slice(s.start - o, s.stop - o) for s, o in zip(sl, lo[::-1]))
+            take = fg > conf[local]  # more confident of some structure than what is there
+            conf[local][take] = fg[take]
+            labels[sl][take] = on_voi.argmax(axis=1).astype(np.uint8)[take]
+    return from_canonical(labels, scan_geometry)
