@@ -99,6 +99,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_label(args: argparse.Namespace) -> int:
+    from orbitseg.app.server import serve
+    from orbitseg.models import shipped_model_dir
+
+    serve(args.dataset, host=args.host, port=args.port, model=args.model or shipped_model_dir())
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from orbitseg.demo import run_demo
 
@@ -197,6 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder that receives metrics/ (default: the parent of PRED_DIR)")
     s.add_argument("--no-surface", action="store_true", help="skip HD95 and surface distance (faster)")
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("label", help="open the browser labeling tool on a dataset")
+    s.add_argument("dataset", type=Path)
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")
+    s.add_argument("--model", type=Path, default=None,
+                   help="checkpoint for the Predict button (default: the shipped model)")
+    s.set_defaults(func=_cmd_label)
 
     s = sub.add_parser("demo", help="run the main job on bundled synthetic data")
     s.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")

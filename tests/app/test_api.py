@@ -384,3 +384,16 @@ def test_serve_prints_address(dataset, monkeypatch, capsys):
     serve(dataset, host="0.0.0.0", port=8766)
     out = capsys.readouterr().out
     assert "http://127.0.0.1:8766/" in out and "other machines" in out
+
+
+def test_predict_with_the_shipped_model(dataset):
+    """Predict runs the shipped 4-fold ensemble (what `orbitseg label` uses without --model)."""
+    from orbitseg.models import shipped_model_dir
+
+    c = TestClient(create_app(dataset, model=shipped_model_dir()), raise_server_exceptions=False,
+                   base_url="http://127.0.0.1")
+    r = c.post(f"/api/cases/{CASE}/predict")
+    assert r.status_code == 200, r.text
+    canon = to_canonical(_scan(dataset))
+    pred = np.frombuffer(r.content, np.uint8).reshape(canon.shape)
+    assert {1, 2, 3} <= set(np.unique(pred).tolist())

@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orbitseg.constants import LABEL_COLOURS, LABEL_TITLES, STRUCTURES, WINDOW_PRESETS, label_colour_hex
 from orbitseg.app.store import AppError, DatasetStore
-from orbitseg.errors import OrbitsegError
+from orbitseg.errors import InputError, OrbitsegError
 
 __all__ = ["create_app", "serve", "MAX_BODY_BYTES"]
 
@@ -458,9 +458,15 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             raise AppError(503, "no_model",
                            "no model is configured, so Predict has nothing to run. Train one (`orbitseg train`) and "
                            "restart with `orbitseg label DATASET --model CKPT` (e.g. .../checkpoint_best.pt)")
-        if not model_path.is_file():
+        if not model_path.exists():
             raise AppError(503, "no_model", f"model checkpoint {model_path} was not found; restart with "
                            "`orbitseg label DATASET --model CKPT` pointing at an existing checkpoint_best.pt")
+        from orbitseg.predict.run import model_checkpoints
+
+        try:
+            ckpts = model_checkpoints(model_path)  # a checkpoint, a run folder or a shipped model (folds ensembled)
+        except InputError as exc:
+            raise AppError(503, "no_model", f"{exc}; restart with `orbitseg label DATASET --model RUN_OR_CKPT`")
         o = store.open(case_id)
         from orbitseg.io.orient import to_canonical
 
@@ -468,11 +474,12 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             if model_state["loaded"] is None:
                 from orbitseg.predict.core import load_model
 
-                model_state["loaded"] = load_model(model_path)
-            net, config = model_state["loaded"]
+                model_state["loaded"] = [load_model(c) for c in ckpts]
+            nets = [net for net, _ in model_state["loaded"]]
+            config = model_state["loaded"][0][1]
             from orbitseg.predict.core import predict_scan
 
-            labels, _ = predict_scan(net, o.scan, config)
+            labels, _ = predict_scan(nets, o.scan, config)
         return _gzip_response(np.ascontiguousarray(to_canonical(labels).array, dtype=np.uint8))
 
     return app
