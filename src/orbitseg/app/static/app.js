@@ -48,7 +48,9 @@ function busyEnd() {
   if (S.busy === 0) { $("busy").hidden = true; clearTimeout(busyTimer); busyTimer = null; }
 }
 
-async function api(path, opts = {}, text = null) {
+// `read` consumes the response body while the page still counts as busy, so "idle" means
+// the answer has arrived in full (not just its headers)
+async function api(path, opts = {}, text = null, read = (r) => r) {
   busyStart(text);
   try {
     const r = await fetch(path, opts);
@@ -57,11 +59,11 @@ async function api(path, opts = {}, text = null) {
       try { body = await r.json(); msg = body.message || msg; } catch (e) { /* not JSON */ }
       const err = new Error(msg); err.status = r.status; err.body = body; throw err;
     }
-    return r;
+    return await read(r);
   } finally { busyEnd(); }
 }
-async function apiJSON(path, opts, text) { return (await api(path, opts, text)).json(); }
-async function apiBytes(path, opts, text) { return new Uint8Array(await (await api(path, opts, text)).arrayBuffer()); }
+async function apiJSON(path, opts, text) { return api(path, opts, text, (r) => r.json()); }
+async function apiBytes(path, opts, text) { return api(path, opts, text, async (r) => new Uint8Array(await r.arrayBuffer())); }
 
 function reportError(e, what) {
   console.error(e);
@@ -123,11 +125,12 @@ async function openCase(id, { keepView = false } = {}) {
   }
   try {
     const meta = await apiJSON(`/api/cases/${encodeURIComponent(id)}`, {}, "opening case…");
-    const lab = await api(`/api/cases/${encodeURIComponent(id)}/label`, {}, "loading label…");
-    const bytes = new Uint8Array(await lab.arrayBuffer());
+    const lab = await api(`/api/cases/${encodeURIComponent(id)}/label`, {}, "loading label…",
+      async (r) => ({ bytes: new Uint8Array(await r.arrayBuffer()), version: r.headers.get("X-Label-Version") }));
+    const bytes = lab.bytes;
     S.caseId = id; S.meta = meta;
     [S.nz, S.ny, S.nx] = meta.shape; S.sp = meta.spacing;
-    S.label = bytes; S.version = lab.headers.get("X-Label-Version") || meta.version;
+    S.label = bytes; S.version = lab.version || meta.version;
     S.strokes = new Uint8Array(S.nz * S.ny * S.nx);
     S.slices.clear(); S.borders.clear(); S.undo = []; S.redo = []; S.dirty = false;
     if (!keepView) { S.k = Math.floor(S.nz / 2); S.j = Math.floor(S.ny / 2); S.i = Math.floor(S.nx / 2); resetView(); }
@@ -154,8 +157,8 @@ async function getSlice(axis, index) {
   const key = `${axis}:${index}`;
   if (S.slices.has(key)) return S.slices.get(key);
   const p = (async () => {
-    const r = await api(`/api/cases/${encodeURIComponent(S.caseId)}/slice?axis=${axis}&index=${index}`);
-    return new Int16Array(await r.arrayBuffer());
+    return api(`/api/cases/${encodeURIComponent(S.caseId)}/slice?axis=${axis}&index=${index}`, {}, null,
+      async (r) => new Int16Array(await r.arrayBuffer()));
   })();
   S.slices.set(key, p);
   if (S.slices.size > 400) S.slices.delete(S.slices.keys().next().value);
