@@ -11,11 +11,7 @@ back, write labels and measurements), so peak RSS is the prediction's own.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 CHILD = r"""
@@ -40,26 +36,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    import numpy as np
+    from _common import describe, run_fresh, standard_scan, summary
 
     from orbitseg.io.write import write_scan
-    from orbitseg.synth import render_patient, sample_patient
 
-    p = sample_patient(np.random.default_rng(7))
-    p = replace(p, scan=replace(p.scan, spacing_xy=0.4, slice_thickness=0.625, matrix=(512, 512), n_slices=100))
-    ct, _ = render_patient(p)
+    ct, _ = standard_scan()
     with tempfile.TemporaryDirectory() as tmp:
         scan = write_scan(ct, Path(tmp) / "bench.nii.gz")
-        print(f"scan {ct.shape[::-1]} (x, y, z) voxels, spacing {tuple(round(s, 3) for s in ct.spacing)} mm, "
-              f"shipped model, {args.threads} threads")
-        runs = []
-        for _ in range(args.repeats):
-            out = subprocess.run([sys.executable, "-c", CHILD, str(scan), str(Path(tmp) / "out"), str(args.threads)],
-                                 capture_output=True, text=True, check=True)
-            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    secs = [r["seconds"] for r in runs]
-    print(f"predict one scan: median {np.median(secs):.2f} s (runs {', '.join(f'{s:.2f}' for s in secs)}), "
-          f"peak RSS {max(r['peak_rss_mb'] for r in runs):.0f} MB, imports {runs[0]['import_seconds']:.2f} s (not counted)")
+        print(f"{describe(ct)}, shipped model, {args.threads} threads")
+        runs = run_fresh(CHILD, [scan, Path(tmp) / "out", args.threads], args.repeats)
+    print(summary(runs, "predict one scan"))
     print("target: <= 5 s and <= 1500 MB on 2 cores")
 
 

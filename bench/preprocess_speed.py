@@ -10,11 +10,7 @@ timed part runs in a fresh process so its peak RSS is the preprocessing alone.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 CHILD = r"""
@@ -42,31 +38,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    import numpy as np
+    from _common import describe, run_fresh, standard_scan, summary
 
     from orbitseg.io.layout import image_path, label_path, make_dataset_json, write_dataset_json
     from orbitseg.io.write import write_label, write_scan
-    from orbitseg.synth import render_patient, sample_patient
 
-    p = sample_patient(np.random.default_rng(7))
-    p = replace(p, scan=replace(p.scan, spacing_xy=0.4, slice_thickness=0.625, matrix=(512, 512), n_slices=100))
-    ct, lab = render_patient(p)
+    ct, lab = standard_scan()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ds"
         write_scan(ct, image_path(root, "bench"))
         write_label(lab, label_path(root, "bench"), reference=ct)
         write_dataset_json(root, make_dataset_json({"bench": "bench"}, name="bench"))
-        print(f"scan {ct.shape[::-1]} (x, y, z) voxels, spacing {tuple(round(s, 3) for s in ct.spacing)} mm, "
-              f"input size {args.size}")
-        runs = []
-        for _ in range(args.repeats):
-            out = subprocess.run([sys.executable, "-c", CHILD, str(root), str(args.size)],
-                                 capture_output=True, text=True, check=True)
-            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    secs = [r["seconds"] for r in runs]
-    print(f"preprocess one case: median {np.median(secs):.2f} s (runs {', '.join(f'{s:.2f}' for s in secs)}), "
-          f"peak RSS {max(r['peak_rss_mb'] for r in runs):.0f} MB, VOI slices {runs[0]['vois']}, "
-          f"imports {runs[0]['import_seconds']:.2f} s (not counted)")
+        print(f"{describe(ct)}, input size {args.size}")
+        runs = run_fresh(CHILD, [root, args.size], args.repeats)
+    print(summary(runs, "preprocess one case") + f", VOI slices {runs[0]['vois']}")
     print("target: <= 3 s and <= 1500 MB on 2 cores")
 
 
