@@ -1,0 +1,87 @@
+"""orbitseg.report: one self-contained HTML report of a tiny cross-validation run."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orbitseg.errors import InputError
+from orbitseg.report import PAPER_TABLE1, write_report
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
+    from orbitseg.train import train
+
+    out = tmp_path_factory.mktemp("report") / "run"
+    train(tiny_dataset, "all", epochs=1, batch_size=4, seed=0, out=out,
+          overrides={"widths": (4, 8), "bottleneck_lstm_hidden": 4, "head_lstm_hidden": 4,
+                     "max_steps_per_epoch": 2, "threads": 1, "surface": False}, progress=False)
+    return out
+
+
+def _rows(run: Path) -> list[dict]:
+    return [r for d in sorted(run.glob("fold_*")) for r in json.loads((d / "metrics" / "per_case.json").read_text())]
+
+
+def test_report_is_complete_and_self_contained(tiny_run):
+    out = write_report(tiny_run)
+    assert out == tiny_run / "report.html" and out.is_file()
+    text = out.read_text(encoding="utf-8")
+    assert 'src="http' not in text and "<link" not in text and "<script" not in text
+    assert text.count("data:image/png;base64,") >= 3
+    for dice, vs in PAPER_TABLE1.values():
+        assert f"{dice:.2f}" in text and f"{vs:.2f}" in text
+    assert "Chung et al." in text and "validation" in text and "per 2D batch" in text
+
+    rows = _rows(tiny_run)
+    assert rows
+    # our row: mean +- sd of every test case, as computed from the per-case JSON
+    for key in ("dice_eyeball", "dice_all", "vs_nerve"):
+        vals = np.array([r[key] for r in rows if r[key] is not None], dtype=float)
+        assert f"{vals.mean():.3f} ± {vals.std(ddof=1):.3f}" in text, key
+    # the cross-validation summary train() wrote agrees with the rows the report pooled
+    cv = json.loads((tiny_run / "metrics" / "summary.json").read_text())
+    cv_mean = next(r["mean"] for r in cv["summary"] if r["group"] == "all" and r["metric"] == "dice_eyeball")
+    assert f"{cv_mean:.3f}" in text
+
+    # best / median / worst by multi-label Dice are named, each with its case id
+    order = sorted(rows, key=lambda r: r["dice_all"])
+    for role, r in (("Best", order[-1]), ("Median", order[(len(order) - 1) // 2]), ("Worst", order[0])):
+        assert re.search(rf"<h3>{role}: {re.escape(r['case'])} ", text), role
+    # every case is in the per-case table
+    for r in rows:
+        assert f">{r['case']}" in text
+
+
+def test_report_custom_out_and_missing_pieces(tiny_run, tmp_path):
+    run = tmp_path / "partial"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "fold_1" / "metrics")
+    shutil.rmtree(run / "fold_2" / "segmented")
+    (run / "fold_3" / "log.csv").unlink()
+    out = write_report(run, tmp_path / "sub" / "r.html", dataset=tmp_path / "nowhere")
+    text = out.read_text(encoding="utf-8")
+    assert "fold 1 metrics: per_case.json is missing" in text
+    assert "fold 3: log.csv is missing" in text
+    assert not list(out.parent.glob(".*tmp*"))  # atomic write left nothing behind
+
+
+def test_single_fold_folder(tiny_run, tmp_path):
+    out = write_report(tiny_run / "fold_0", tmp_path / "f0.html")
+    text = out.read_text(encoding="utf-8")
+    assert "data:image/png;base64," in text and "Best:" in text
+
+
+def test_not_a_run_raises(tmp_path):
+    (tmp_path / "stuff").mkdir()
+    with pytest.raises(InputError, match="stuff"):
+        write_report(tmp_path / "stuff")
+    with pytest.raises(InputError, match="missing_dir"):
+        write_report(tmp_path / "missing_dir")
+    assert not (tmp_path / "stuff" / "report.html").exists()
