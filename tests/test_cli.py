@@ -24,6 +24,7 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path):
     # cross-validation ran and was scored; the shipped model segmented the new patient
     assert (tmp_path / "demo" / "dataset" / "runs" / "default" / "metrics" / "summary.csv").exists()
     assert (tmp_path / "demo" / "dataset" / "splits.json").exists()
+    assert (tmp_path / "demo" / "dataset" / "runs" / "default" / "report.html").exists() and "report" in r.stdout
     assert (tmp_path / "demo" / "new_patient" / "prediction" / "measurements.csv").exists()
     raw = {p.suffix for p in (tmp_path / "demo" / "raw" / "images").iterdir()}
     assert len(raw) >= 2, "the demo export mixes formats"

@@ -99,6 +99,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from orbitseg.report import write_report
+
+    out = write_report(args.run_dir, args.output, dataset=args.dataset)
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_label(args: argparse.Namespace) -> int:
     from orbitseg.app.server import serve
     from orbitseg.models import shipped_model_dir
@@ -205,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder that receives metrics/ (default: the parent of PRED_DIR)")
     s.add_argument("--no-surface", action="store_true", help="skip HD95 and surface distance (faster)")
     s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("report", help="write one self-contained HTML report of a cross-validation run")
+    s.add_argument("run_dir", type=Path, help="a run folder (e.g. DATASET/runs/default) or one fold of it")
+    s.add_argument("-o", "--output", type=Path, default=None, help="HTML file (default RUN_DIR/report.html)")
+    s.add_argument("--dataset", type=Path, default=None, help="dataset folder, if the run has moved")
+    s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("label", help="open the browser labeling tool on a dataset")
     s.add_argument("dataset", type=Path)

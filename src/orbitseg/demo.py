@@ -9,6 +9,7 @@
    patient ("initialize with pre-trained parameters", as the paper does) for a
    few epochs and evaluate every test fold -- the demo cohort's seed differs
    from the one the shipped model was trained on, so its patients are new;
+   write the HTML report of that run;
 6. segment a fresh synthetic patient (a seed no cohort uses) with the shipped
    model, measure its orbits and score it against its ground truth.
 """
@@ -46,6 +47,7 @@ def run_demo(
     from orbitseg.predict.run import predict_inputs
     from orbitseg.preprocess.dataset import preprocess_dataset
     from orbitseg.synth import make_cohort, render_patient, sample_patient
+    from orbitseg.report import write_report
     from orbitseg.train import train
     from orbitseg.viz import render_views
 
@@ -71,8 +73,9 @@ def run_demo(
     from orbitseg.models import shipped_model_dir
 
     print(f"[5/6] 4-fold cross-validation by patient: fine-tuning the shipped model, {epochs} epochs per fold")
-    train(dataset, "all", epochs=epochs, seed=seed, overwrite=overwrite, init_from=shipped_model_dir() / "fold_0.pt",
-          overrides={"surface": False})
+    runs = train(dataset, "all", epochs=epochs, seed=seed, overwrite=overwrite,
+                 init_from=shipped_model_dir() / "fold_0.pt", overrides={"surface": False})
+    report = write_report(runs[0].parent)
     print(f"[6/6] segmenting a new synthetic patient (seed {FRESH_SEED}) with the shipped model")
     fresh = out / "new_patient"
     ct, truth = render_patient(sample_patient(np.random.default_rng(FRESH_SEED), small=small))
@@ -88,5 +91,6 @@ def run_demo(
     print((fresh / "prediction" / "measurements.csv").read_text())
     print(f"done in {time.perf_counter() - t0:.0f} s")
     print(f"  cross-validation metrics: {dataset / 'runs' / 'default' / 'metrics'}")
+    print(f"  report (open in a browser): {report}")
     print(f"  new patient: {fresh / 'prediction'} (picture {pictures / 'new_patient_prediction.png'})")
     return out
