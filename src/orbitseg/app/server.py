@@ -154,6 +154,17 @@ def _host_name(value: str) -> str:
     return v.rsplit(":", 1)[0] if v.count(":") == 1 else v
 
 
+async def _run_tool(run, code: str, what: str) -> Response:
+    """Run a labeling algorithm off the event loop; its ValueError becomes a 422 the page shows."""
+    from starlette.concurrency import run_in_threadpool
+
+    try:
+        out = await run_in_threadpool(run)
+    except ValueError as exc:
+        raise AppError(422, code, f"{what}: {exc}") from None
+    return _raw(out.astype(np.uint8))
+
+
 def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES) -> FastAPI:
     """The labeling app for the dataset folder ``dataset`` (nnU-Net layout with dataset.json).
 
@@ -380,7 +391,6 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
     @app.post("/api/cases/{case_id}/smartfill")
     async def smartfill(case_id: str, request: Request):
         from orbitseg.labeling import smart_fill
-        from starlette.concurrency import run_in_threadpool
 
         o, z0, z1, arr = await _slab(case_id, request, 2)
         labels = _labels_param(request)
@@ -410,16 +420,11 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
                                  focus=((groups == g) & marked) if n_groups > 1 else None)
             return cur[None] if two_d else cur
 
-        try:
-            out = await run_in_threadpool(run)
-        except ValueError as exc:
-            raise AppError(422, "smartfill_failed", f"SmartFill: {exc}") from None
-        return _raw(out.astype(np.uint8))
+        return await _run_tool(run, "smartfill_failed", "SmartFill")
 
     @app.post("/api/cases/{case_id}/autocorrect")
     async def autocorrect(case_id: str, request: Request):
         from orbitseg.labeling import auto_correct
-        from starlette.concurrency import run_in_threadpool
 
         o, z0, z1, arr = await _slab(case_id, request, 1)
         labels = _labels_param(request)
@@ -446,11 +451,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
                 out[:, y0:y1, x0:x1] = r
             return out
 
-        try:
-            out = await run_in_threadpool(run)
-        except ValueError as exc:
-            raise AppError(422, "autocorrect_failed", f"AutoCorrection: {exc}") from None
-        return _raw(out.astype(np.uint8))
+        return await _run_tool(run, "autocorrect_failed", "AutoCorrection")
 
     @app.post("/api/cases/{case_id}/predict")
     def predict(case_id: str):
