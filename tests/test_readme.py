@@ -36,3 +36,14 @@ def test_help_is_fast_and_lists_every_verb():
     heavy = [m for m in ("SimpleITK", "torch", "matplotlib", "scipy", "numpy")
              if re.search(rf"\|\s+{m}(\.\S+)?$", out.stderr, flags=re.M)]
     assert heavy == [], f"--help imported heavy modules: {heavy}"
+
+
+def test_cli_makes_openmp_threads_yield():
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", "import os, orbitseg.cli; print(os.environ['OMP_WAIT_POLICY'])"],
+                         capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", "import os, orbitseg.cli; print(os.environ['OMP_WAIT_POLICY'])"],
+                         capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "ACTIVE"
