@@ -38,12 +38,15 @@ def test_help_is_fast_and_lists_every_verb():
     assert heavy == [], f"--help imported heavy modules: {heavy}"
 
 
-def test_cli_makes_openmp_threads_yield():
+def test_cli_makes_openmp_threads_yield_except_when_training():
+    code = ("import os, sys; from orbitseg.cli import main; main([sys.argv[1], '/nonexistent']); "
+            "print(os.environ.get('OMP_WAIT_POLICY'))")
     env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", "import os, orbitseg.cli; print(os.environ['OMP_WAIT_POLICY'])"],
-                         capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.strip() == "PASSIVE"
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    out = subprocess.run([sys.executable, "-c", "import os, orbitseg.cli; print(os.environ['OMP_WAIT_POLICY'])"],
-                         capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.strip() == "ACTIVE"
+
+    def policy(verb, **extra):
+        out = subprocess.run([sys.executable, "-c", code, verb], capture_output=True, text=True, env={**env, **extra})
+        return out.stdout.strip().splitlines()[-1]
+
+    assert policy("check") == "PASSIVE"
+    assert policy("train") == "None"
+    assert policy("check", OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
