@@ -47,8 +47,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from orbitseg.constants import LABEL_TITLES, STRUCTURES
-from orbitseg.labeling import (BACKGROUND_STROKE, SuperpixelCache, auto_correct, pencil_click, smart_fill,
-                               superpixels)
+from orbitseg.labeling import (BACKGROUND_STROKE, SuperpixelCache, auto_correct, pencil_click, smart_fill)
 
 TOOLS = ("brush", "pencil@1000", "pencil@2000", "pencil+fill", "stroke+fill", "stroke+fill+ac", "combo")
 

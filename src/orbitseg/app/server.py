@@ -20,7 +20,6 @@ Every error is ``{"error": code, "message": text}`` with a text a person can act
 from __future__ import annotations
 
 import gzip
-import io
 import threading
 import zlib
 from pathlib import Path

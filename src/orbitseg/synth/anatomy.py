@@ -421,9 +421,7 @@ class _Scene:
     # ---- the whole head ---------------------------------------------------------
     def render(self):
         cv, hu, an = self.cv, self.hu, self.an
-        big = 200.0
         W = an.head_width * an.head_scale
-        lo_all, hi_all = (-big, -big, -big), (big, big, big)
         # skin and subcutaneous fat
         sl_all = cv.full()
         d_head = cv.sdf(self.head_sdf, sl_all, coarse=True)
