@@ -38,6 +38,13 @@ def _path(volume: Volume | None, path) -> Path | None:
     return None if volume is None else volume.path
 
 
+def _array_and_path(labels: Volume | np.ndarray, path):
+    """The voxel array of ``labels`` and the path to name in errors (a Volume knows its own)."""
+    if isinstance(labels, Volume):
+        return labels.array, _path(labels, path)
+    return np.asarray(labels), path
+
+
 def check_volume_3d(volume_or_array, path=None, *, min_slices: int = MIN_SLICES) -> None:
     """Refuse a 2D image, or a "volume" with a single slice along any axis.
 
@@ -107,11 +114,7 @@ def check_label_values(labels: Volume | np.ndarray, path=None) -> None:
     InputError
         naming the file and the offending values.
     """
-    if isinstance(labels, Volume):
-        path = _path(labels, path)
-        a = labels.array
-    else:
-        a = np.asarray(labels)
+    a, path = _array_and_path(labels, path)
     if a.dtype == bool:
         return
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
@@ -142,11 +145,7 @@ def check_label_not_empty(labels: Volume | np.ndarray, path=None, *, purpose: st
 
     Returns True when the label holds foreground.
     """
-    if isinstance(labels, Volume):
-        path = _path(labels, path)
-        a = labels.array
-    else:
-        a = np.asarray(labels)
+    a, path = _array_and_path(labels, path)
     if np.any(a):
         return True
     problem = "label volume is empty (no eyeball, muscle or nerve voxel)"
