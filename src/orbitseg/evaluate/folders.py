@@ -183,9 +183,9 @@ def evaluate_folders(
                         metrics=metric_names(surface=surface))
     if out_dir is not None:
         mdir = Path(out_dir) / METRICS_DIR
-        write_text_atomic(mdir / "per_case.csv", _to_csv(rows))
+        write_text_atomic(mdir / "per_case.csv", rows_to_csv(rows))
         write_text_atomic(mdir / "per_case.json", _to_json(rows))
-        write_text_atomic(mdir / "summary.csv", _to_csv(summary))
+        write_text_atomic(mdir / "summary.csv", rows_to_csv(summary))
         write_text_atomic(mdir / "summary.json", _to_json({
             "pred_dir": str(pred_dir), "truth_dir": str(truth_dir), "n_cases": len(rows),
             "unmatched": {"pred_only": pred_only, "truth_only": truth_only},
@@ -228,16 +228,18 @@ def _to_json(obj) -> str:
     return json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n"
 
 
-def _cell(v) -> str:
+def _cell(v, digits: int | None = None) -> str:
     v = _clean(v)
     if v is None:
         return ""
     if isinstance(v, float):
-        return repr(v)
+        return repr(v) if digits is None else f"{v:.{digits}f}"
     return str(v)
 
 
-def _to_csv(rows: list[dict]) -> str:
+def rows_to_csv(rows: list[dict], *, digits: int | None = None) -> str:
+    """CSV text of dict rows (columns in first-seen order; NaN/inf as empty cells; floats in
+    full precision, or with ``digits`` decimals)."""
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
@@ -245,7 +247,7 @@ def _to_csv(rows: list[dict]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(keys)
     for r in rows:
-        w.writerow([_cell(r.get(k)) for k in keys])
+        w.writerow([_cell(r.get(k), digits) for k in keys])
     return buf.getvalue()
 
 

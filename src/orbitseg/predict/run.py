@@ -7,9 +7,6 @@ volumes and left/right asymmetry go to ``measurements.csv`` beside them.
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +106,7 @@ def predict_inputs(
     """
     from tqdm import tqdm
 
+    from orbitseg.evaluate.folders import rows_to_csv
     from orbitseg.evaluate.measure import orbit_measurements
     from orbitseg.io.read import read_scan
     from orbitseg.io.write import write_label
@@ -142,16 +140,5 @@ def predict_inputs(
         for r in orbit_measurements(labels):
             rows.append({"case": item.case_id, "scan": str(item.path), **r})
     if rows:
-        write_text_atomic(output / "measurements.csv", _csv(rows))
+        write_text_atomic(output / "measurements.csv", rows_to_csv(rows, digits=4))
     return rows, problems
-
-
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    keys = list(rows[0])
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else
-                        (f"{v:.4f}" if isinstance(v, float) else v)) for k, v in r.items()})
-    return buf.getvalue()
