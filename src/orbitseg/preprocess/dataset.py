@@ -18,7 +18,6 @@ slice of a VOI is a centre exactly once, labelled or not.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +175,3 @@ def _collect(results, manifest, mpath, failures, bar) -> None:
             manifest["cases"] = dict(sorted(manifest["cases"].items()))
             write_text_atomic(mpath, json.dumps(manifest, indent=1) + "\n")
         bar.update(1)
-
-
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
