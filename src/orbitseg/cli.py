@@ -84,7 +84,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     rows, problems = predict_inputs(
         args.input, args.output, model=args.model, folds=args.folds, device=args.device,
-        ending=args.format, overwrite=args.overwrite, series_uid=args.series,
+        ending=args.format, overwrite=args.overwrite, series_uid=args.series, postprocess=not args.no_postprocess,
     )
     n = len({r["case"] for r in rows})
     print(f"segmented {n} scan(s) into {args.output}" + (f"; measurements in {args.output / 'measurements.csv'}" if n else ""))
@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label file format (default .nii.gz; .seg.nrrd opens as segments in 3D Slicer)")
     s.add_argument("--series", default=None, help="SeriesInstanceUID when a DICOM folder holds several")
     s.add_argument("--overwrite", action="store_true", help="replace existing label files")
+    s.add_argument("--no-postprocess", action="store_true",
+                   help="write the network's labels as they are, without the connected-component clean-up "
+                        "chosen on the model's validation cases")
     s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("evaluate", help="score a folder of predicted labels against a folder of ground truth")

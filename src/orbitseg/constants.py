@@ -24,6 +24,8 @@ LABEL_TITLES: dict[int, str] = {
     MUSCLES: "Extraocular muscles",
     NERVE: "Optic nerve",
 }
+#: label id -> short name of a structure (metric keys such as ``dice_muscles``, post-processing rules)
+SHORT_NAMES: dict[int, str] = {EYEBALL: "eyeball", MUSCLES: "muscles", NERVE: "nerve"}
 #: the foreground labels, in order
 STRUCTURES: tuple[int, ...] = (EYEBALL, MUSCLES, NERVE)
 #: every value a label volume may hold

@@ -39,7 +39,7 @@ from orbitseg.constants import (
     label_colour_hex,
 )
 from orbitseg.errors import InputError
-from orbitseg.evaluate.metrics import SHORT_NAMES
+from orbitseg.constants import SHORT_NAMES
 from orbitseg.io.atomic import write_text_atomic
 
 __all__ = ["write_report", "PAPER_TABLE1", "REPORT_NAME"]

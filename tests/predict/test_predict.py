@@ -102,3 +102,28 @@ def test_shipped_model_segments_a_new_patient(inputs, tmp_path):
     for s, floor in ((1, 0.93), (2, 0.75), (3, 0.7)):  # measured 0.98 / 0.89 / 0.89
         d = 2 * ((pred == s) & (truth.array == s)).sum() / ((pred == s).sum() + (truth.array == s).sum())
         assert d > floor, (s, d)
+
+
+def test_postprocessing_stored_with_the_model_is_applied_and_can_be_turned_off(run_dir, inputs, tmp_path, capsys):
+    """A run's postprocess.json is applied by predict; --no-postprocess writes the raw argmax."""
+    from orbitseg.predict.postprocess import keep_largest_per_orbit, write_postprocessing
+
+    scan_path = inputs / "scans" / "flipped.nii.gz"
+    assert main(["predict", str(scan_path), str(tmp_path / "raw"), "--model", str(run_dir), "--no-postprocess"]) == 0
+    assert "turned off" in capsys.readouterr().out
+    raw = read_label(tmp_path / "raw" / "flipped.nii.gz")
+    assert (keep_largest_per_orbit(raw).array != raw.array).any()  # the tiny model leaves islands to remove
+    stored = run_dir / "fold_0" / "postprocess.json"
+    before = stored.read_bytes() if stored.exists() else None
+    try:
+        write_postprocessing(run_dir / "fold_0", {"rules": {"eyeball": "largest", "muscles": "largest",
+                                                            "nerve": "largest"}, "cases": ["x"]})
+        assert main(["predict", str(scan_path), str(tmp_path / "pp"), "--model", str(run_dir)]) == 0
+        assert "muscles largest" in capsys.readouterr().out
+    finally:
+        stored.unlink()
+        if before is not None:
+            stored.write_bytes(before)
+    pp = read_label(tmp_path / "pp" / "flipped.nii.gz")
+    np.testing.assert_array_equal(pp.array, keep_largest_per_orbit(raw).array)
+

@@ -45,6 +45,11 @@ def test_run_folder(run):
     summary = json.loads((r / "metrics" / "summary.json").read_text())
     assert summary["n_cases"] == len(split["test"])
     assert info["result"]["test"]["cases"] == len(split["test"])
+    # post-processing was chosen on the validation cases only, and the test fold used it
+    pp_choice = json.loads((r / "postprocess.json").read_text())
+    assert pp_choice["cases"] == sorted(split["val"]) and set(pp_choice["rules"]) == {"eyeball", "muscles", "nerve"}
+    assert info["result"]["postprocess"] == pp_choice["rules"]
+    assert set(info["result"]["test"]["dice_before_postprocessing"]) == {"dice_eyeball", "dice_muscles", "dice_nerve"}
     model, pp = load_model(r / "checkpoint_best.pt")
     assert pp.size == 32 and model.widths == (4, 8)
 

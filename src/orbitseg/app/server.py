@@ -474,12 +474,17 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             if model_state["loaded"] is None:
                 from orbitseg.predict.core import load_model
 
+                from orbitseg.predict.run import model_postprocessing
+
                 model_state["loaded"] = [load_model(c) for c in ckpts]
+                model_state["postprocess"] = model_postprocessing(ckpts)[0]
             nets = [net for net, _ in model_state["loaded"]]
             config = model_state["loaded"][0][1]
             from orbitseg.predict.core import predict_scan
+            from orbitseg.predict.postprocess import apply_postprocessing
 
             labels, _ = predict_scan(nets, o.scan, config)
+            labels = apply_postprocessing(labels, model_state["postprocess"])
         return _gzip_response(np.ascontiguousarray(to_canonical(labels).array, dtype=np.uint8))
 
     return app

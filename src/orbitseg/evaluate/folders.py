@@ -34,9 +34,9 @@ import math
 import warnings
 from pathlib import Path
 
-from orbitseg.constants import CHANNEL_SUFFIX, LABEL_ENDINGS, STRUCTURES, split_ending
+from orbitseg.constants import CHANNEL_SUFFIX, LABEL_ENDINGS, SHORT_NAMES, STRUCTURES, split_ending
 from orbitseg.errors import GeometryMismatchError, InputError
-from orbitseg.evaluate.metrics import SHORT_NAMES, case_metrics, metric_names, summarise
+from orbitseg.evaluate.metrics import case_metrics, metric_names, summarise
 from orbitseg.io.atomic import write_text_atomic
 
 __all__ = [
@@ -46,6 +46,8 @@ __all__ = [
     "match_cases",
     "evaluate_folders",
     "format_summary_table",
+    "rows_to_csv",
+    "to_json",
     "METRICS_DIR",
 ]
 
@@ -184,9 +186,9 @@ def evaluate_folders(
     if out_dir is not None:
         mdir = Path(out_dir) / METRICS_DIR
         write_text_atomic(mdir / "per_case.csv", rows_to_csv(rows))
-        write_text_atomic(mdir / "per_case.json", _to_json(rows))
+        write_text_atomic(mdir / "per_case.json", to_json(rows))
         write_text_atomic(mdir / "summary.csv", rows_to_csv(summary))
-        write_text_atomic(mdir / "summary.json", _to_json({
+        write_text_atomic(mdir / "summary.json", to_json({
             "pred_dir": str(pred_dir), "truth_dir": str(truth_dir), "n_cases": len(rows),
             "unmatched": {"pred_only": pred_only, "truth_only": truth_only},
             "summary": summary,
@@ -224,7 +226,8 @@ def _clean(v):
     return v
 
 
-def _to_json(obj) -> str:
+def to_json(obj) -> str:
+    """JSON text (indent 2) with NaN/inf written as null."""
     return json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n"
 
 

@@ -41,10 +41,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from orbitseg.constants import EYEBALL, MUSCLES, NERVE, STRUCTURES
+from orbitseg.constants import SHORT_NAMES, STRUCTURES
 
 __all__ = [
-    "SHORT_NAMES",
     "Confusion",
     "confusion",
     "dice",
@@ -55,8 +54,6 @@ __all__ = [
     "summarise",
 ]
 
-#: label id -> short name used in metric keys (``dice_eyeball``...)
-SHORT_NAMES: dict[int, str] = {EYEBALL: "eyeball", MUSCLES: "muscles", NERVE: "nerve"}
 #: key of the pooled foreground (labels 1-3)
 ALL = "all"
 _N_LABELS = 4

@@ -86,6 +86,25 @@ def model_checkpoints(model: str | Path | None, folds: str = "all") -> list[Path
     return [found[f] for f in wanted]
 
 
+def model_postprocessing(checkpoints: list[Path]) -> tuple[dict, str]:
+    """The post-processing stored with ``checkpoints`` and a line saying what it is.
+
+    Each checkpoint's folder may hold ``postprocess.json`` (chosen on that run's validation
+    cases; the shipped model's folder holds one pooled over its four folds).  One folder:
+    its choice; several (a cross-validation run's folds): their validation cases pooled.  A
+    model without the file (trained before orbitseg chose post-processing) gets none."""
+    from orbitseg.predict.postprocess import NO_POSTPROCESSING, pool_choices, read_postprocessing
+
+    folders = list(dict.fromkeys(Path(c).parent for c in checkpoints))
+    choices = [read_postprocessing(f) for f in folders]
+    if any(c is None for c in choices):
+        lacking = [str(f) for f, c in zip(folders, choices) if c is None]
+        return dict(NO_POSTPROCESSING), f"no post-processing ({', '.join(lacking)} hold(s) no postprocess.json)"
+    choice = choices[0] if len(choices) == 1 else pool_choices(choices)
+    rules = ", ".join(f"{k} {v}" for k, v in choice["rules"].items())
+    return choice, f"post-processing chosen on {len(choice.get('cases', []))} validation case(s): {rules}"
+
+
 def predict_inputs(
     input_path: str | Path,
     output: str | Path,
@@ -96,6 +115,7 @@ def predict_inputs(
     ending: str = FILE_ENDING,
     overwrite: bool = False,
     series_uid: str | None = None,
+    postprocess: bool = True,
     progress: bool = True,
 ) -> tuple[list[dict], list[str]]:
     """Segment every scan of ``input_path`` into ``output``; returns (measurement rows, problems).
@@ -103,6 +123,8 @@ def predict_inputs(
     Scans are read, segmented and written one at a time, so memory does not
     grow with the folder.  A scan that cannot be segmented (not CT, no orbit
     found, unreadable) is reported in ``problems`` and the others go on.
+    ``postprocess=False`` writes the network's labels as they are, without the
+    connected-component clean-up stored with the model (:func:`model_postprocessing`).
     """
     from tqdm import tqdm
 
@@ -122,6 +144,11 @@ def predict_inputs(
     if len(configs) > 1:
         raise InputError(Path(model), "the fold models were trained with different preprocessing; cannot ensemble")
     config = loaded[0][1]
+    from orbitseg.predict.postprocess import NO_POSTPROCESSING, apply_postprocessing
+
+    choice, how = model_postprocessing(ckpts) if postprocess else (dict(NO_POSTPROCESSING), "no post-processing (turned off)")
+    if progress:
+        print(how)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     rows, problems = [], []
@@ -133,6 +160,7 @@ def predict_inputs(
         try:
             scan = read_scan(item.path, series_uid=series_uid)
             labels, _ = predict_scan(models, scan, config, device)
+            labels = apply_postprocessing(labels, choice)
             write_label(labels, target, reference=scan, overwrite=overwrite)
         except OrbitsegError as exc:
             problems.append(str(exc))

@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from orbitseg.constants import LABEL_ENDINGS, LABEL_TITLES, STRUCTURES
+from orbitseg.constants import LABEL_ENDINGS, LABEL_TITLES, SHORT_NAMES, STRUCTURES
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_path, write_text_atomic
 from orbitseg.train.augment import AugmentParams, augment
@@ -77,7 +77,7 @@ __all__ = ["train", "train_fold", "run_dir_of", "load_init", "LOOP_OPTIONS", "CH
 
 CHECKPOINT_LAST, CHECKPOINT_BEST = "checkpoint_last.pt", "checkpoint_best.pt"
 FORMAT = "orbitseg-train-1"
-SHORT = {1: "eyeball", 2: "muscles", 3: "nerve"}
+SHORT = SHORT_NAMES
 
 #: loop options that ``overrides`` may set besides ModelConfig / TrainingRecipe fields
 LOOP_OPTIONS: dict[str, Any] = {
@@ -90,6 +90,7 @@ LOOP_OPTIONS: dict[str, Any] = {
     "threads": None,  # torch threads (None: keep torch's setting; it is recorded)
     "evaluate_test": True,  # predict + evaluate the test fold after training
     "surface": True,  # HD95 / ASD in the test metrics
+    "postprocess": True,  # choose connected-component post-processing on the validation cases
 }
 
 
@@ -604,8 +605,12 @@ def train_fold(
     if is_main:
         result = {"best_epoch": best_epoch, "best_val_dice": best_metric, "epochs": len(history),
                   "train_seconds": round(time.time() - t_start, 1)}
+        choice = None
+        if opts["postprocess"] and split["val"] and best_path.exists():
+            choice = _choose_on_validation(root, run, split["val"], dev, log)
+            result["postprocess"] = choice["rules"]
         if opts["evaluate_test"] and split["test"] and best_path.exists():
-            result["test"] = _test_fold(root, run, split["test"], dev, opts["surface"], log)
+            result["test"] = _test_fold(root, run, split["test"], dev, opts["surface"], log, choice)
         rj = run / "run.json"
         info = json.loads(rj.read_text(encoding="utf-8"))
         info["result"] = result
@@ -617,40 +622,81 @@ def train_fold(
     return run
 
 
-def _test_fold(root: Path, run: Path, cases: list[str], dev, surface: bool, log) -> dict:
-    """Segment the test cases with the best checkpoint; evaluate against labelsTr."""
-    from orbitseg.evaluate.folders import evaluate_folders, format_summary_table
+def _segment_cases(root: Path, run: Path, cases: list[str], dev, log):
+    """Yield (case, scan Volume, predicted labels Volume, label path) for ``cases`` that have
+    a scan and a label, segmented by the run's best checkpoint."""
     from orbitseg.io.layout import list_cases
     from orbitseg.io.read import read_scan
-    from orbitseg.io.write import write_label
     from orbitseg.predict.core import load_model, predict_scan
 
-    t0 = time.time()
     model, pp = load_model(run / CHECKPOINT_BEST, dev)
     by_id = {c.case_id: c for c in list_cases(root) if c.training}
-    seg = run / "segmented"
-    seg.mkdir(parents=True, exist_ok=True)
-    done = []
     for case in cases:
         c = by_id.get(case)
         if c is None or c.label is None or not c.label.exists():
-            log(f"warning: test case {case} has no scan/label in {root}; skipped")
+            log(f"warning: case {case} has no scan/label in {root}; skipped")
             continue
         scan = read_scan(c.image)
         labels, _ = predict_scan([model], scan, pp, dev)
+        yield case, scan, labels, c.label
+
+
+def _choose_on_validation(root: Path, run: Path, cases: list[str], dev, log) -> dict:
+    """Choose post-processing on the fold's validation cases; writes ``postprocess.json``."""
+    from orbitseg.io.read import read_label
+    from orbitseg.predict.postprocess import choose_postprocessing, write_postprocessing
+
+    t0 = time.time()
+    pairs = [(case, labels, read_label(label_path, reference=scan).array)
+             for case, scan, labels, label_path in _segment_cases(root, run, cases, dev, log)]
+    if not pairs:
+        from orbitseg.predict.postprocess import NO_POSTPROCESSING
+
+        return dict(NO_POSTPROCESSING)
+    choice = choose_postprocessing(pairs)
+    write_postprocessing(run, choice)
+    text = "; ".join(f"{name}: {rule} (" + ", ".join(f"{r} {d:.4f}" for r, d in choice["validation"][name].items())
+                     + ")" for name, rule in choice["rules"].items())
+    log(f"post-processing chosen on {len(pairs)} validation case(s) in {time.time() - t0:.1f} s: {text}")
+    return choice
+
+
+def _test_fold(root: Path, run: Path, cases: list[str], dev, surface: bool, log, choice: dict | None = None) -> dict:
+    """Segment the test cases with the best checkpoint (post-processed by ``choice``);
+    evaluate against labelsTr."""
+    from orbitseg.evaluate.folders import evaluate_folders, format_summary_table
+    from orbitseg.evaluate.metrics import dice
+    from orbitseg.io.read import read_label
+    from orbitseg.io.write import write_label
+    from orbitseg.predict.postprocess import apply_postprocessing
+
+    t0 = time.time()
+    seg = run / "segmented"
+    seg.mkdir(parents=True, exist_ok=True)
+    done, raw = [], {s: [] for s in STRUCTURES}
+    for case, scan, labels, label_path in _segment_cases(root, run, cases, dev, log):
+        if choice is not None:
+            truth = read_label(label_path, reference=scan).array
+            for s in STRUCTURES:
+                raw[s].append(dice(labels.array, truth, s))
+            labels = apply_postprocessing(labels, choice)
         write_label(labels, seg / f"{case}.nii.gz", reference=scan, overwrite=True)
-        done.append(c)
+        done.append((case, label_path))
     if not done:
         return {"cases": 0}
     with tempfile.TemporaryDirectory(prefix=".truth_", dir=run) as tmp:
-        for c in done:
-            ending = next((e for e in LABEL_ENDINGS if c.label.name.endswith(e)), ".nii.gz")
-            os.symlink(c.label.resolve(), Path(tmp) / f"{c.case_id}{ending}")
+        for case, label_path in done:
+            ending = next((e for e in LABEL_ENDINGS if label_path.name.endswith(e)), ".nii.gz")
+            os.symlink(label_path.resolve(), Path(tmp) / f"{case}{ending}")
         rows, summary = evaluate_folders(seg, tmp, run, surface=surface)
     log(f"test fold: {len(done)} case(s) segmented and evaluated in {time.time() - t0:.1f} s -> {run / 'metrics'}")
     log(format_summary_table(summary, hd95=surface))
     means = {r["metric"]: r["mean"] for r in summary if r["group"] == "all" and r["metric"].startswith("dice_")}
-    return {"cases": len(done), "dice": means}
+    out = {"cases": len(done), "dice": means}
+    if choice is not None:
+        out["dice_before_postprocessing"] = {f"dice_{SHORT[s]}": float(np.nanmean(v)) if v else None
+                                             for s, v in raw.items()}
+    return out
 
 
 def train(
