@@ -50,6 +50,11 @@ def test_report_is_complete_and_self_contained(tiny_run):
     cv_mean = next(r["mean"] for r in cv["summary"] if r["group"] == "all" and r["metric"] == "dice_eyeball")
     assert f"{cv_mean:.3f}" in text
 
+    # each fold's post-processing choice (made on its validation cases) is stated
+    for d in sorted(tiny_run.glob("fold_*")):
+        rules = json.loads((d / "postprocess.json").read_text())["rules"]
+        assert f"{d.name.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in rules.items()) in text
+
     # best / median / worst by multi-label Dice are named, each with its case id
     order = sorted(rows, key=lambda r: r["dice_all"])
     for role, r in (("Best", order[-1]), ("Median", order[(len(order) - 1) // 2]), ("Worst", order[0])):

@@ -409,6 +409,10 @@ def _facts(run_dir: Path, folds: list[_Fold], rows: list[dict], root: Path | Non
         ("Epochs / best epoch", _e("; ".join(
             f"fold {f.k}: {f.info.get('result', {}).get('epochs', '?')} / {f.info.get('result', {}).get('best_epoch', '?')}"
             for f in folds if f.info))),
+        ("Post-processing (chosen on validation cases)", _e("; ".join(
+            f"fold {f.k}: " + (", ".join(f"{k} {v}" for k, v in f.info["result"]["postprocess"].items())
+                               if f.info.get("result", {}).get("postprocess") else "none recorded")
+            for f in folds if f.info))),
         ("Parameters", _e(uniq(lambda i: i.get("parameters")))),
         ("Device", _e(device)),
         ("Git commit", _e(uniq(lambda i: i.get("git_commit")))),
