@@ -55,6 +55,27 @@ def test_rescale_slope_intercept_applied(tmp_path, make_ct):
     assert back.array.min() < -900 and back.array.dtype == np.int16
 
 
+def test_pixel_padding_becomes_air(tmp_path, make_ct):
+    """Pixels marked by PixelPaddingValue (outside the reconstruction circle) are air, not
+    64511 HU; the rest of the slice is untouched."""
+    from orbitseg.io.validate import check_ct
+
+    vol = make_ct()
+    folder = write_dicom_series(vol, tmp_path / "s")
+    for f in _files(folder):
+        ds = pydicom.dcmread(f)
+        stored = ds.pixel_array.copy()
+        stored[:2, :3] = 65535  # corner padding; with intercept -1024 it would read as 64511 HU
+        ds.PixelData = stored.astype(np.uint16).tobytes()
+        ds.add_new(0x00280120, "US", 65535)  # PixelPaddingValue
+        ds.save_as(f)
+    back = read_scan(folder)
+    check_ct(back)  # would refuse 64511 HU
+    assert (back.array[:, :2, :3] == -1000).all()
+    np.testing.assert_array_equal(back.array[:, 2:, :], vol.array[:, 2:, :])
+    assert back.meta["padding_voxels_set_to_air"] == 6 * vol.shape[0]
+
+
 def test_two_ct_series_are_ambiguous_until_picked(tmp_path, make_ct):
     a = write_dicom_series(make_ct(), tmp_path / "a", series_uid="series-one", series_description="first")
     b = write_dicom_series(make_ct(seed=1), tmp_path / "b", series_uid="series-two", series_description="second")

@@ -51,6 +51,7 @@ _HEADER_TAGS = [
     "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns",
     "NumberOfFrames", "PatientID", "InstanceNumber", "SeriesNumber", "RescaleSlope",
     "RescaleIntercept", "StudyInstanceUID", "SliceThickness", "BitsAllocated",
+    "PixelPaddingValue", "PixelPaddingRangeLimit", "PixelRepresentation",
 ]
 
 
@@ -295,13 +296,38 @@ def _check_rescale(folder: Path, files: list[Path], array: np.ndarray) -> None:
         raise InputError(folder, f"{files[k].name}: pixel values read by SimpleITK disagree with the stored values x RescaleSlope + RescaleIntercept")
 
 
+def _replace_padding(array: np.ndarray, headers: list) -> int:
+    """Set padding pixels (PixelPaddingValue, up to PixelPaddingRangeLimit when given; the
+    area outside the reconstruction circle) to air, in place.  Scanners pad with values such
+    as -32768 or 63536 that are no Hounsfield units.  Returns the number of voxels replaced."""
+    from orbitseg.constants import HU_AIR
+
+    n = 0
+    for k, ds in enumerate(headers):
+        pad = ds.get("PixelPaddingValue", None)
+        if pad is None or isinstance(pad, (bytes, bytearray)):
+            continue
+        limit = ds.get("PixelPaddingRangeLimit", None)
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        inter = float(ds.get("RescaleIntercept", 0) or 0)
+        ends = [float(pad), float(pad if limit is None or isinstance(limit, (bytes, bytearray)) else limit)]
+        lo, hi = sorted(v * slope + inter for v in ends)
+        tol = max(1e-3, abs(slope) * 1e-3)
+        mask = (array[k] >= lo - tol) & (array[k] <= hi + tol)
+        array[k][mask] = HU_AIR
+        n += int(mask.sum())
+    return n
+
+
 def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> Volume:
     """Read the CT series of a DICOM folder (searched recursively) as HU.
 
     The array is float32 here; :func:`orbitseg.io.read.read_scan` narrows it
     to int16 when the values allow.  ``meta`` holds ``format="dicom"``,
-    ``series_uid``, ``patient_id``, ``modality``, ``description`` and
-    ``files`` (the sorted slice files, as strings).
+    ``series_uid``, ``patient_id``, ``modality``, ``description``,
+    ``files`` (the sorted slice files, as strings) and
+    ``padding_voxels_set_to_air`` (pixels marked by PixelPaddingValue - outside
+    the reconstruction circle - are set to -1000 HU).
 
     Raises
     ------
@@ -335,6 +361,7 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
     if array.shape != geom.shape:
         raise InputError(folder, f"pixel data shape {array.shape} does not match the headers ({geom.shape})")
     _check_rescale(folder, files, array)
+    padded = _replace_padding(array, headers)
     ds0 = headers[0]
     meta = {
         "format": "dicom",
@@ -344,6 +371,7 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
         "modality": chosen["modality"],
         "description": chosen["description"],
         "files": [str(f) for f in files],
+        "padding_voxels_set_to_air": padded,
     }
     return Volume(array, geom, folder, meta)
 
