@@ -1,6 +1,7 @@
 """orbitseg predict: files, DICOM series and folders in; labels on each scan's own grid out."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -94,6 +95,12 @@ def test_shipped_model_segments_a_new_patient(inputs, tmp_path):
 
     assert len(model_checkpoints(None)) == 4 and model_checkpoints(None)[0].parent == shipped_model_dir()
     assert sum(p.stat().st_size for p in shipped_model_dir().iterdir()) < 20e6
+    # its post-processing (chosen on the folds' validation cases) is found and is what model.json states
+    from orbitseg.predict.run import model_postprocessing
+
+    choice, how = model_postprocessing(model_checkpoints(None))
+    stated = json.loads((shipped_model_dir() / "model.json").read_text())["postprocess"]["rules"]
+    assert choice["rules"] == stated and "validation case" in how
     ct, truth = render_patient(sample_patient(np.random.default_rng(1234), small=True))
     out = tmp_path / "o"
     rows, problems = predict_inputs(inputs / "scans" / "flipped.nii.gz", out, progress=False)
