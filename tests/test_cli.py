@@ -53,3 +53,17 @@ def test_errors_are_one_clear_line(tmp_path):
     assert not (tmp_path / "x.png").exists()
     r = run("import", tmp_path / "nowhere", tmp_path / "ds")
     assert r.returncode == 2 and "nowhere" in r.stderr and not (tmp_path / "ds").exists()
+
+
+def test_train_preset_choices_are_the_presets():
+    """The CLI spells the preset names out (parsing must not import torch); they must stay the presets."""
+    import argparse
+
+    from orbitseg.cli import build_parser
+    from orbitseg.model.config import preset_names
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    train = sub.choices["train"]
+    preset = next(a for a in train._actions if a.dest == "preset")
+    assert sorted(preset.choices) == sorted(preset_names())
+

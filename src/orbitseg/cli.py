@@ -184,8 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train SEQ-UNET with 4-fold cross-validation by patient")
     s.add_argument("dataset", type=Path, help="a preprocessed dataset (run `orbitseg preprocess` first)")
     s.add_argument("--fold", default="all", choices=["0", "1", "2", "3", "all"], help="fold to train (default all)")
-    s.add_argument("--preset", default="default", choices=["default", "paper"],
-                   help="default: CPU-sized improved SEQ-UNET; paper: the authors' settings")
+    # the names of orbitseg.model.config.PRESETS, spelled out so that parsing does not import torch
+    s.add_argument("--preset", default="default", choices=["default", "paper", "unet2d"],
+                   help="default: CPU-sized improved SEQ-UNET; paper: the authors' settings; unet2d: the default "
+                        "without its LSTMs (ablation)")
     s.add_argument("--epochs", type=int, default=None, help="epochs (default: the preset's; paper 500)")
     s.add_argument("--batch-size", type=int, default=None, help="sequences per batch (default: the preset's; 32)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")

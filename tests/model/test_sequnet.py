@@ -118,7 +118,14 @@ def test_presets_build_and_count():
     default = build_model("default")
     assert 100_000 < count_parameters(default) < 10_000_000
     assert isinstance(default, SeqUNet)
-    for name in ("paper", "default"):
+    # the ablation preset: the default's encoder/decoder without LSTMs, same recipe
+    from orbitseg.model import UNet2D
+
+    plain = build_model("unet2d")
+    assert isinstance(plain, UNet2D) and count_parameters(plain) < count_parameters(default)
+    assert get_preset("unet2d").training == get_preset("default").training
+    assert [n for n, _ in plain.encoder.named_parameters()] == [n for n, _ in default.encoder.named_parameters()]
+    for name in ("paper", "default", "unet2d"):
         p = get_preset(name)
         d = asdict(p)
         assert d["name"] == name and "lr" in d["training"] and "widths" in d["model"]

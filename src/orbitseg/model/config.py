@@ -117,7 +117,17 @@ DEFAULT = Preset(
                             warmup_epochs=2, epochs=20, batch_size=32),
 )
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (PAPER, DEFAULT)}
+UNET2D = Preset(
+    name="unet2d",
+    description=(
+        "Ablation baseline: the default preset's encoder and decoder as a plain 2D U-Net on the centre slice "
+        "(a conv block where the bottleneck LSTM was, no head LSTM, neighbouring slices unused); same recipe."
+    ),
+    model=replace(DEFAULT.model, arch="unet2d"),
+    training=DEFAULT.training,
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (PAPER, DEFAULT, UNET2D)}
 
 
 def preset_names() -> tuple[str, ...]:
@@ -125,7 +135,7 @@ def preset_names() -> tuple[str, ...]:
 
 
 def get_preset(name: str) -> Preset:
-    """The preset called ``name`` (``paper`` or ``default``)."""
+    """The preset called ``name`` (``paper``, ``default`` or ``unet2d``)."""
     try:
         return PRESETS[name]
     except KeyError:
