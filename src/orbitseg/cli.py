@@ -84,7 +84,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     rows, problems = predict_inputs(
         args.input, args.output, model=args.model, folds=args.folds, device=args.device,
-        ending=args.format, overwrite=args.overwrite, series_uid=args.series, postprocess=not args.no_postprocess,
+        ending=args.format, overwrite=args.overwrite, series_uid=args.series, postprocess=not args.no_postprocess, mirror=args.mirror,
     )
     n = len({r["case"] for r in rows})
     print(f"segmented {n} scan(s) into {args.output}" + (f"; measurements in {args.output / 'measurements.csv'}" if n else ""))
@@ -213,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-postprocess", action="store_true",
                    help="write the network's labels as they are, without the connected-component clean-up "
                         "chosen on the model's validation cases")
+    s.add_argument("--mirror", action="store_true",
+                   help="also predict the left-right mirrored scan and average (test-time augmentation: about "
+                        "twice the network time; on the shipped model's validation cases Dice +0.001 / +0.005 / "
+                        "+0.007 for eyeball / muscles / nerve)")
     s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("evaluate", help="score a folder of predicted labels against a folder of ground truth")

@@ -134,3 +134,18 @@ def test_postprocessing_stored_with_the_model_is_applied_and_can_be_turned_off(r
     pp = read_label(tmp_path / "pp" / "flipped.nii.gz")
     np.testing.assert_array_equal(pp.array, keep_largest_per_orbit(raw).array)
 
+
+
+def test_mirrored_prediction_is_mirror_symmetric(run_dir):
+    """With mirror=True, mirroring the input mirrors the output (the flipped view is flipped
+    back before averaging) - and the result is not just the plain prediction."""
+    from orbitseg.predict.core import load_model, predict_vois
+
+    model, pp = load_model(run_dir / "fold_0" / "checkpoint_best.pt")
+    images = np.random.default_rng(0).uniform(0, 1, (5, pp.size, pp.size)).astype(np.float32)
+    both = predict_vois([model], images, mirror=True)
+    both_of_flipped = predict_vois([model], images[:, :, ::-1].copy(), mirror=True)
+    np.testing.assert_allclose(both_of_flipped[..., ::-1], both, atol=1e-5)
+    plain = predict_vois([model], images)
+    assert both.shape == plain.shape and not np.allclose(both, plain, atol=1e-4)
+    np.testing.assert_allclose(both.sum(axis=1), 1.0, atol=1e-4)  # still probabilities

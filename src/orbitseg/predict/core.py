@@ -56,29 +56,37 @@ def _as_slices(images: np.ndarray, device) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_vois(models: list[nn.Module], images: np.ndarray, device: str | torch.device = "cpu",
-                 batch_size: int = 64) -> np.ndarray:
-    """Average probabilities ``(n, C, S, S)`` of ``models`` for one VOI's slices ``(n, S, S)``."""
+                 batch_size: int = 64, *, mirror: bool = False) -> np.ndarray:
+    """Average probabilities ``(n, C, S, S)`` of ``models`` for one VOI's slices ``(n, S, S)``.
+
+    ``mirror=True`` also predicts the left-right mirrored slices (training flips them half
+    the time, so they are in distribution) and averages the mirrored-back result in:
+    twice the network time for a small gain (on the shipped model's 22 validation
+    cases, Dice +0.001 / +0.005 / +0.007 for eyeball / muscles / nerve)."""
     from orbitseg.model import predict_volume_slices
 
     if not models:
         raise ValueError("no models to predict with")
     x = _as_slices(images, device)
+    views = [x, torch.flip(x, dims=(-1,))] if mirror else [x]
     acc = None
     for m in models:
-        p = predict_volume_slices(m, x, batch_size=batch_size).float()
-        acc = p if acc is None else acc + p
-    return (acc / len(models)).cpu().numpy()
+        for v, xv in enumerate(views):
+            p = predict_volume_slices(m, xv, batch_size=batch_size).float()
+            p = torch.flip(p, dims=(-1,)) if v else p
+            acc = p if acc is None else acc + p
+    return (acc / (len(models) * len(views))).cpu().numpy()
 
 
 def predict_scan(models: list[nn.Module] | nn.Module, scan: Volume, config: PreprocessConfig,
                  device: str | torch.device = "cpu", *, batch_size: int = 64,
-                 return_probabilities: bool = False) -> tuple[Volume, np.ndarray | None]:
+                 return_probabilities: bool = False, mirror: bool = False) -> tuple[Volume, np.ndarray | None]:
     """Segment ``scan``: (labels Volume on the scan's grid, ``(C, nz, ny, nx)`` probabilities
-    when ``return_probabilities`` else None)."""
+    when ``return_probabilities`` else None).  ``mirror``: see :func:`predict_vois`."""
     if isinstance(models, nn.Module):
         models = [models]
     preps = prepare_scan(scan, config)
-    parts = [(p.box, p.fit, predict_vois(models, p.images, device, batch_size)) for p in preps]
+    parts = [(p.box, p.fit, predict_vois(models, p.images, device, batch_size, mirror=mirror)) for p in preps]
     if not return_probabilities:
         return scan.like(labels_to_scan(parts, scan.geometry)), None
     probs = probabilities_to_scan(parts, scan.geometry)

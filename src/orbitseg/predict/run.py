@@ -116,6 +116,7 @@ def predict_inputs(
     overwrite: bool = False,
     series_uid: str | None = None,
     postprocess: bool = True,
+    mirror: bool = False,
     progress: bool = True,
 ) -> tuple[list[dict], list[str]]:
     """Segment every scan of ``input_path`` into ``output``; returns (measurement rows, problems).
@@ -124,7 +125,8 @@ def predict_inputs(
     grow with the folder.  A scan that cannot be segmented (not CT, no orbit
     found, unreadable) is reported in ``problems`` and the others go on.
     ``postprocess=False`` writes the network's labels as they are, without the
-    connected-component clean-up stored with the model (:func:`model_postprocessing`).
+    connected-component clean-up stored with the model (:func:`model_postprocessing`);
+    ``mirror=True`` adds left-right mirrored test-time augmentation (twice the network time).
     """
     from tqdm import tqdm
 
@@ -159,7 +161,7 @@ def predict_inputs(
             continue
         try:
             scan = read_scan(item.path, series_uid=series_uid)
-            labels, _ = predict_scan(models, scan, config, device)
+            labels, _ = predict_scan(models, scan, config, device, mirror=mirror)
             labels = apply_postprocessing(labels, choice)
             write_label(labels, target, reference=scan, overwrite=overwrite)
         except OrbitsegError as exc:
