@@ -114,15 +114,16 @@ def half_offsets(ndim: int, connectivity: int | None = None) -> list[tuple[int, 
 
 
 def neighbour_pairs(shape: tuple[int, ...], offsets, spacing: np.ndarray):
-    """For every offset: flat node indices ``p``, ``q = p + offset`` (inside the grid) and the mm distance."""
+    """For every offset: flat node indices ``p``, ``q = p + offset`` (inside the grid), the mm distance
+    and the offset's index in ``offsets`` (offsets with no pair inside the grid are left out)."""
     idx = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
     out = []
-    for o in offsets:
+    for k, o in enumerate(offsets):
         src = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(o, shape))
         dst = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(o, shape))
         p = idx[src].ravel()
         if p.size == 0:
             continue
         q = idx[dst].ravel()
-        out.append((p, q, float(np.linalg.norm(np.asarray(o) * spacing))))
+        out.append((p, q, float(np.linalg.norm(np.asarray(o) * spacing)), k))
     return out

@@ -85,6 +85,19 @@ def roi_bbox(marked: np.ndarray, spacing: np.ndarray, margin_mm: float, grow: fl
     return tuple(sl)
 
 
+def roi_rim(shape: tuple[int, ...]) -> np.ndarray:
+    """Bool mask of the in-plane rim of an ROI box ``(ny, nx)`` or ``(nz, ny, nx)``.
+
+    A slab's first and last slices are not part of it: they cut through the
+    structure being filled (a slab is a few neighbouring slices), so as
+    background samples they would teach the background model its intensities.
+    """
+    rim = np.ones(shape, bool)
+    inner = (slice(None),) * (len(shape) - 2) + (slice(1, -1), slice(1, -1))
+    rim[inner] = False
+    return rim
+
+
 def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, grabcut_iters: int = 0,
                mask=None, window=(WINDOW_LEVEL, WINDOW_WIDTH), roi_margin_mm: float = 12.0,
                distance_weight: float = 0.0, connectivity: int | None = None,
@@ -190,10 +203,8 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
             if assign is None:
                 if l == 0:
                     smp = flat_x[fl == 0]
-                    if smp.size < 20:  # no background strokes: the ROI border is background-ish
-                        border = np.ones(x.shape, bool)
-                        border[tuple(slice(1, -1) for _ in x.shape)] = False
-                        smp = np.concatenate([smp, x[border & (fixed_lab < 0)]])
+                    if smp.size < 20:  # no background strokes: the ROI's rim is background-ish
+                        smp = np.concatenate([smp, x[roi_rim(x.shape) & (fixed_lab < 0)]])
                 else:
                     smp = flat_x[fl == l]
             else:
