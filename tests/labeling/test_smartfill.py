@@ -171,3 +171,22 @@ def test_slab_of_identical_slices_fills_like_one_slice():
     m3 = smart_fill(img, np.stack([s2] * 5), spacing=(2.0, 0.5, 0.5), labels=(1,), lam=4.0)
     for z in range(5):
         assert dice(m3[z] == 1, m2 == 1) >= 0.98, z
+
+
+def test_focus_roi_cutting_a_filled_structure_keeps_it():
+    # two globes filled earlier; a background stroke between them re-fills its neighbourhood.  The
+    # focus ROI cuts through the right globe, whose stroke lies outside it: that part is still globe
+    # (anchored by the mask and by the globe outside the ROI), not an island to drop
+    img1, gt1 = globe_slice((120, 120), (0.5, 0.5), seed=2)
+    img2, gt2 = globe_slice((120, 120), (0.5, 0.5), seed=3)
+    img, gt = np.concatenate([img1, img2], 1), np.concatenate([gt1, gt2], 1)
+    s = np.zeros(img.shape, np.uint8)
+    s[58:62, 55:83] = 1  # left globe
+    s[58:62, 190:200] = 1  # right globe, on its far side
+    m = smart_fill(img, s, spacing=(0.5, 0.5), labels=(1,))
+    assert dice(m == 1, gt == 1) >= 0.99
+    s[70:73, 112:128] = BACKGROUND_STROKE  # between the globes
+    m2 = smart_fill(img, s, spacing=(0.5, 0.5), labels=(1,), mask=m, focus=s == BACKGROUND_STROKE,
+                    roi_margin_mm=16.0)
+    assert dice(m2[:, 120:] == 1, gt[:, 120:] == 1) >= 0.99
+    assert np.all(m2[s == BACKGROUND_STROKE] == 0)

@@ -131,8 +131,9 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
         drawn) instead of around all strokes, so a new stroke re-fills its neighbourhood
         and leaves earlier work elsewhere as it is; all strokes inside the ROI still count
     connected : keep only the parts of each filled label that are connected to
-        one of its strokes (a fill grows from the strokes; look-alike tissue
-        elsewhere, e.g. partial-volume rims, goes to background)
+        one of its strokes, to its pixels in ``mask`` or to it outside the ROI (a fill grows
+        from the strokes and earlier work; look-alike tissue elsewhere, e.g. partial-volume
+        rims, goes to background)
     """
     img = check_image(image, ndims=(2, 3))
     sp = check_spacing(spacing, img.ndim)
@@ -204,7 +205,9 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
                 if l == 0:
                     smp = flat_x[fl == 0]
                     if smp.size < 20:  # no background strokes: the ROI's rim is background-ish
-                        smp = np.concatenate([smp, x[roi_rim(x.shape) & (fixed_lab < 0)]])
+                        # (not where the current mask has the structure: a focus ROI may cut through it)
+                        rim = roi_rim(x.shape) & (fixed_lab < 0) & ~np.isin(out_r, labs)
+                        smp = np.concatenate([smp, x[rim]])
                 else:
                     smp = flat_x[fl == l]
             else:
@@ -236,13 +239,27 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
         if np.array_equal(new, assign):
             break
         assign = new
-    res = np.asarray(cand, np.uint8)[assign].reshape(x.shape)
+    out[roi] = np.asarray(cand, np.uint8)[assign].reshape(x.shape)
     if connected:
-        st = ndi.generate_binary_structure(x.ndim, x.ndim)
-        for l in labs:
-            comp, n = ndi.label(res == l, structure=st)
-            if n:
-                seeded = np.unique(comp[(s_r == l) & (comp > 0)])
-                res[(comp > 0) & ~np.isin(comp, seeded)] = 0
-    out[roi] = res
+        out = _drop_unanchored(out, s, base, roi, labs)
+    return out
+
+
+def _drop_unanchored(out: np.ndarray, strokes: np.ndarray, base: np.ndarray, roi: tuple, labs) -> np.ndarray:
+    """Clear the parts of each filled label that nothing anchors: no stroke of that label, no
+    pixel of it in ``base`` (the mask before the fill), and no contact with it outside ``roi``.
+
+    Components are taken on the whole array: a focus ROI may cut a structure filled earlier,
+    whose strokes lie outside it; that part is still the structure, not an island.
+    """
+    st = ndi.generate_binary_structure(out.ndim, out.ndim)
+    inside = np.zeros(out.shape, bool)
+    inside[roi] = True
+    for l in labs:
+        comp, n = ndi.label(out == l, structure=st)
+        if not n:
+            continue
+        anchor = (strokes == l) | (base == l) | ~inside
+        keep = np.unique(comp[anchor & (comp > 0)])
+        out[(comp > 0) & inside & ~np.isin(comp, keep)] = 0
     return out
