@@ -5,8 +5,9 @@ time (the orbit's half of the slice; the tools always get the full slice, so
 timings are those of a 512x512 slice).  Each step it finds the largest error
 region (missed or wrongly labelled pixels of that structure) and acts:
 
-``brush``       paints (or erases) a short stroke (<= 10 mm) with a round brush whose
-                radius fits the error region (0.5-3 mm): the baseline.
+``brush``       paints (or erases) a short stroke (<= 10 mm, traced along the error region's
+                middle) with a round brush sized to the region's half-width (one pixel to
+                3 mm): the baseline.
 ``pencil@N``    SmartPencil only: clicks the superpixel (N per slice) whose
                 assignment (label it / erase it) removes the most error.
 ``pencil+fill`` the same clicks, then presses SmartFill with the clicked superpixels
@@ -29,9 +30,15 @@ that structure in that orbit; runs that never get there count as the budget
 
 Data: the synthetic cohort (``orbitseg.synth``) when it exists, else the
 simple phantom of ``orbitseg.labeling.phantom`` (say which in the output).
+Patients are drawn from ``--seed`` on; the tools' defaults were tuned on
+``--seed 100`` (patients 100-101) and are reported on ``--seed 0`` (patients
+0-1), so the reported slices were not used for tuning.
 
-    python bench/annotate.py                # default: 6 slices, budget 20
-    python bench/annotate.py --slices 12 --budget 25 --tools brush,stroke+fill
+The budget (40) lets the brush baseline reach Dice 0.90 on the muscles (it
+needs 20-35 strokes), so its NoC is measured rather than censored.
+
+    python bench/annotate.py                # default: 4 slices (seed 0), budget 40
+    python bench/annotate.py --slices 8 --budget 40 --tools brush,stroke+fill
 """
 
 from __future__ import annotations
@@ -45,10 +52,14 @@ from collections import defaultdict
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.graph import MCP_Geometric
+from skimage.morphology import skeletonize
 
 from orbitseg.constants import LABEL_TITLES, STRUCTURES
 from orbitseg.labeling import (BACKGROUND_STROKE, SuperpixelCache, auto_correct, pencil_click, smart_fill)
 
+#: seed of the patients the tools' defaults were tuned on (not to be reported)
+TUNING_SEED = 100
 TOOLS = ("brush", "pencil@1000", "pencil@2000", "pencil+fill", "stroke+fill", "stroke+fill+ac", "combo")
 
 
@@ -126,38 +137,53 @@ def interior_point(region, sp):
 
 
 def short_stroke(region, sp, length_mm=10.0):
-    """Pixels of a 1-pixel stroke of <= ``length_mm`` through the region's most interior point,
-    along its principal axis, kept >= 1 px inside the region (only the point for thin regions)."""
+    """Pixels of a 1-pixel stroke of <= ``length_mm`` that a person draws in an error region.
+
+    Two candidates through the region's most interior point, the longer one wins: the region's
+    medial axis (skeleton) up to ``length_mm / 2`` along it in each direction -- a curved thin
+    sliver gets a stroke that follows it, as a hand would -- and a straight line along the
+    region's principal axis kept >= 1 px inside it -- a round blob (whose skeleton is a point)
+    gets a stroke across it.
+    """
     (r, c), dt = interior_point(region, sp)
+    line = np.zeros(region.shape, bool)
+    line[r, c] = True
+    if region.sum() < 5:
+        return line
     rr, cc = np.nonzero(region)
-    stroke = np.zeros(region.shape, bool)
-    stroke[r, c] = True
-    if rr.size < 5:
-        return stroke
     cov = np.cov(np.stack([rr * sp[0], cc * sp[1]]))
-    w, v = np.linalg.eigh(cov)
-    d = v[:, -1]
+    d = np.linalg.eigh(cov)[1][:, -1]
     for sgn in (1, -1):
         for t in np.arange(0.25, length_mm / 2, 0.25):
             y = int(round(r + sgn * t * d[0] / sp[0]))
             x = int(round(c + sgn * t * d[1] / sp[1]))
             if not (0 <= y < region.shape[0] and 0 <= x < region.shape[1]) or dt[y, x] < min(sp) * 1.01:
                 break
-            stroke[y, x] = True
-    return stroke
+            line[y, x] = True
+    y0, y1, x0, x1 = rr.min(), rr.max() + 1, cc.min(), cc.max() + 1
+    skel = skeletonize(region[y0:y1, x0:x1])
+    sy, sx = np.nonzero(skel)
+    if sy.size == 0:
+        return line
+    # start on the skeleton pixel nearest the interior point; geodesic mm along the skeleton
+    k = int(np.argmin(((sy + y0 - r) * sp[0]) ** 2 + ((sx + x0 - c) * sp[1]) ** 2))
+    geo, _ = MCP_Geometric(np.where(skel, 1.0, np.inf), sampling=tuple(sp)).find_costs([(int(sy[k]), int(sx[k]))])
+    trace = np.zeros(region.shape, bool)
+    trace[y0:y1, x0:x1] = skel & (geo <= length_mm / 2)
+    return trace if trace.sum() > line.sum() else line
 
 
 def brush_stroke(region, sp, max_radius_mm=3.0, length_mm=10.0):
-    """Footprint of a round brush (radius fitted to the region, 0.5-3 mm) swept along a short stroke."""
-    (r, c), dt = interior_point(region, sp)
-    radius = float(np.clip(dt[r, c], 0.5, max_radius_mm))
+    """Footprint of a round brush swept along a short stroke (see :func:`short_stroke`); the person
+    sizes the brush to the region's half-width along the stroke (from one pixel up to 3 mm)."""
+    _, dt = interior_point(region, sp)
     line = short_stroke(region, sp, length_mm)
-    # the centre line must stay where the brush still fits about half inside
-    line &= dt >= 0.5 * radius
-    line[r, c] = True
+    # half-width: distance to the nearest outside pixel centre minus half a pixel
+    half = float(np.median(dt[line])) - 0.5 * min(sp)
+    radius = float(np.clip(half, 0.5 * min(sp), max_radius_mm))
     ry, rx = int(np.ceil(radius / sp[0])), int(np.ceil(radius / sp[1]))
     yy, xx = np.mgrid[-ry:ry + 1, -rx:rx + 1]
-    disk = (yy * sp[0]) ** 2 + (xx * sp[1]) ** 2 <= radius ** 2
+    disk = (yy * sp[0]) ** 2 + (xx * sp[1]) ** 2 <= radius ** 2 + 1e-9
     return ndi.binary_dilation(line, structure=disk)
 
 
@@ -326,9 +352,9 @@ def noc_at(hist, thr, budget):
 # ----------------------------------------------------------------------------- main
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--slices", type=int, default=6)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--budget", type=int, default=20)
+    ap.add_argument("--slices", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0, help=f"first patient; {TUNING_SEED} is the tuning set")
+    ap.add_argument("--budget", type=int, default=40)
     ap.add_argument("--tools", default=",".join(TOOLS))
     args = ap.parse_args(argv)
     tools = args.tools.split(",")
@@ -336,6 +362,9 @@ def main(argv=None):
     load = os.getloadavg()
     print(f"# data: {source}; {len(slices)} slices; budget {args.budget} interactions; "
           f"load avg {load[0]:.2f} on {os.cpu_count()} cores")
+    print(f"# slices: {', '.join(s[0] for s in slices)}; "
+          + ("TUNING set (defaults were chosen on these: do not report)" if args.seed == TUNING_SEED
+             else f"held out from tuning (tuned on --seed {TUNING_SEED})"))
     # first superpixel map at 2000 on a 512x512 slice, then the cached lookup
     img0 = slices[0][1]
     big = img0 if img0.shape == (512, 512) else np.pad(img0, [(0, max(0, 512 - s)) for s in img0.shape],
@@ -401,7 +430,10 @@ def main(argv=None):
                 continue
             ratios = [statistics.median(noc["brush", l]) / max(statistics.median(noc[tool, l]), 1e-9)
                       for l in STRUCTURES if noc[tool, l]]
-            print(f"  {tool:16s} " + "  ".join(f"{LABEL_TITLES[l]}: {r:.1f}x" for l, r in zip(STRUCTURES, ratios)))
+            tot_b = sum(statistics.median(noc["brush", l]) for l in STRUCTURES if noc[tool, l])
+            tot_t = sum(statistics.median(noc[tool, l]) for l in STRUCTURES if noc[tool, l])
+            print(f"  {tool:16s} " + "  ".join(f"{LABEL_TITLES[l]}: {r:.1f}x" for l, r in zip(STRUCTURES, ratios))
+                  + f"  | all three: {tot_b:.1f} / {tot_t:.1f} = {tot_b / max(tot_t, 1e-9):.1f}x")
     print()
     print("time per interaction (ms, slice as given):  median / p95 / max  (n)")
     for kind, v in sorted(timings.items()):

@@ -71,6 +71,24 @@ def test_supervoxels_3d():
     vol[:, 10:30, 10:30] += 100
     sv = supervoxels(vol, n_segments=50, spacing=(2.0, 0.5, 0.5))
     assert sv.shape == vol.shape and sv.dtype == np.int32 and 5 <= len(np.unique(sv)) <= 150
+    assert sv.min() == 0 and sv.max() + 1 == len(np.unique(sv))  # labels 0..K-1
+    # supervoxels follow the block's faces: each lies (almost) wholly inside or outside it
+    block = np.zeros(vol.shape, bool)
+    block[:, 10:30, 10:30] = True
+    inside = np.bincount(sv.ravel(), weights=block.ravel()) / np.bincount(sv.ravel())
+    assert np.all((inside <= 0.1) | (inside >= 0.9)), inside
+    # and reach across slices: 3-D, not a stack of 2-D maps
+    assert any(len(np.unique(np.nonzero(sv == k)[0])) > 1 for k in range(sv.max() + 1))
+
+
+def test_supervoxels_bad_inputs():
+    vol = np.zeros((4, 10, 10), np.float32)
+    with pytest.raises(ValueError, match="volume_hu"):
+        supervoxels(vol[0], n_segments=10)
+    with pytest.raises(ValueError, match="spacing"):
+        supervoxels(vol, spacing=(1.0, 1.0))
+    with pytest.raises(ValueError, match="n_segments"):
+        supervoxels(vol, n_segments=0)
 
 
 def test_bad_inputs_name_the_argument(slice_):
