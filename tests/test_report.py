@@ -55,6 +55,17 @@ def test_report_is_complete_and_self_contained(tiny_run):
         rules = json.loads((d / "postprocess.json").read_text())["rules"]
         assert f"{d.name.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in rules.items()) in text
 
+    # clinical measurements: per-orbit volumes of the test cases, predicted against true
+    assert "Clinical measurements" in text
+    import csv
+
+    meas = [r for d in sorted(tiny_run.glob("fold_*"))
+            for r in csv.DictReader(open(d / "metrics" / "measurements.csv"))]
+    orbits = [r for r in meas if r["side"] in ("right", "left")]
+    assert len(orbits) == 2 * len(rows)
+    bias = np.mean([float(r["globe_ml_pred"]) - float(r["globe_ml_true"]) for r in orbits])
+    assert f"<td>{bias:+.2f}</td>" in text
+
     # best / median / worst by multi-label Dice are named, each with its case id
     order = sorted(rows, key=lambda r: r["dice_all"])
     for role, r in (("Best", order[-1]), ("Median", order[(len(order) - 1) // 2]), ("Worst", order[0])):

@@ -224,6 +224,68 @@ def _box_plots(rows: list[dict], folds: list[int]) -> str | None:
     return _png(fig)
 
 
+def _read_measurements(folds: list[_Fold]) -> list[dict]:
+    """The folds' ``metrics/measurements.csv`` rows (per-orbit volumes, predicted and true)."""
+    from orbitseg.evaluate.measure import MEASUREMENTS_CSV
+
+    rows = []
+    for f in folds:
+        path = f.path / "metrics" / MEASUREMENTS_CSV
+        if not path.is_file():
+            continue
+        with path.open(encoding="utf-8", newline="") as fh:
+            for r in csv.DictReader(fh):
+                rows.append({k: (float(v) if k not in ("case", "side") and _isfloat(v) else v) for k, v in r.items()}
+                            | {"fold": f.k})
+    return rows
+
+
+def _paired(rows: list[dict], a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+    """Values of keys ``a`` and ``b`` over the rows where both are finite numbers."""
+    pairs = [(r.get(a), r.get(b)) for r in rows]
+    ok = [(x, y) for x, y in pairs if all(isinstance(v, float) and math.isfinite(v) for v in (x, y))]
+    return (np.array([x for x, _ in ok], dtype=float), np.array([y for _, y in ok], dtype=float))
+
+
+def _measurement_section(rows: list[dict]) -> str:
+    """Table of volume agreement per structure and a predicted-vs-true scatter per orbit."""
+    from matplotlib.figure import Figure
+
+    from orbitseg.evaluate.measure import MEASURE_KEYS
+
+    orbits = [r for r in rows if r.get("side") in ("right", "left")]
+    asym = [r for r in rows if r.get("side") == "asymmetry_pct"]
+    if not orbits:
+        return ('<p class="na">No per-orbit measurements (metrics/measurements.csv is written by the test-fold '
+                'evaluation of orbitseg train; runs trained before it have none).</p>')
+    body = ""
+    fig = Figure(figsize=(12, 3.8))
+    axes = fig.subplots(1, len(STRUCTURES))
+    for ax, s in zip(axes, STRUCTURES):
+        key = MEASURE_KEYS[s]
+        t, p = _paired(orbits, f"{key}_true", f"{key}_pred")
+        at, ap = _paired(asym, f"{key}_true", f"{key}_pred")
+        err = p - t
+        body += (f"<tr><td class='l'>{_e(LABEL_TITLES[s])}</td><td>{t.size}</td><td>{t.mean():.2f}</td>"
+                 f"<td>{p.mean():.2f}</td><td>{err.mean():+.2f}</td><td>{np.abs(err).mean():.2f}</td>"
+                 f"<td>{100 * np.abs(err / np.where(t > 0, t, np.nan)).mean():.1f}</td>"
+                 f"<td>{np.abs(ap - at).mean() if at.size else float('nan'):.1f}</td></tr>")
+        ax.scatter(t, p, s=12, color=label_colour_hex(s), edgecolor="k", linewidth=0.4)
+        lim = (0, max(t.max(initial=0), p.max(initial=0)) * 1.08 + 1e-6)
+        ax.plot(lim, lim, "k--", lw=0.8)
+        ax.set_xlim(*lim), ax.set_ylim(*lim)
+        ax.set_xlabel("true volume per orbit (mL)", fontsize=8), ax.set_ylabel("predicted (mL)", fontsize=8)
+        ax.set_title(LABEL_TITLES[s], fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    head = ("<tr><th class='l'>Structure</th><th>orbits</th><th>true mean mL</th><th>predicted mean mL</th>"
+            "<th>bias mL</th><th>mean |error| mL</th><th>mean |error| %</th><th>asymmetry |error| (points)</th></tr>")
+    return (f'<div class="scroll"><table>{head}{body}</table></div>'
+            + _img(_png(fig), "predicted against true volume per orbit", "fig")
+            + '<p class="note">Per orbit (left and right of the midline found on the ground truth), test cases '
+              'only. Asymmetry = (left - right) / mean x 100; its error is in percentage points.</p>')
+
+
 def _read_log(path: Path) -> list[dict]:
     with path.open(encoding="utf-8", newline="") as fh:
         rows = []
@@ -514,6 +576,9 @@ def build_report(run_dir: str | Path, *, dataset: str | Path | None = None) -> s
     box = _box_plots(rows, fold_ids) if rows else None
     parts.append(_img(box, "box plots of Dice and HD95 per structure", "fig") if box
                  else '<p class="na">No per-case metrics to plot.</p>')
+
+    parts.append("<h2>Clinical measurements: volume per orbit</h2>")
+    parts.append(_measurement_section(_read_measurements(folds)))
 
     parts.append("<h2>Training curves</h2>")
     curve_problems: list[str] = []

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from orbitseg.evaluate.measure import midline_x, orbit_measurements
+from orbitseg.evaluate.measure import midline_x, orbit_measurements, paired_measurements
 from orbitseg.io.volume import Geometry, Volume
 
 SPACING = (2.0, 1.0, 2.0)
@@ -86,3 +86,24 @@ def test_one_globe_in_pieces_does_not_set_the_midline():
     assert midline_x(vol)[1] == "volume_centre"
     rows = by_side(orbit_measurements(vol))
     assert rows["left"]["globe_ml"] == 0.0 and rows["right"]["globe_ml"] > 0
+
+
+def test_paired_measurements_use_the_truths_midline():
+    """A prediction that misses the left globe is still split at the truth's midline (x = 0):
+    its nerve stays 4 + 4 voxels instead of moving with a volume-centre midline."""
+    wide = np.concatenate([anatomy(), np.zeros(SHAPE[:2] + (20,), np.uint8)], axis=2)  # volume centre x = +20
+    truth = Volume(wide, Geometry(size=wide.shape[::-1], spacing=SPACING, origin=(X0, 0.0, 0.0)))
+    pred_a = wide.copy()
+    pred_a[3:7, 3:7, 31:37] = 0  # left globe missed: alone, the prediction would be split at x = +20
+    pred = truth.like(pred_a)
+    assert midline_x(pred)[1] == "volume_centre"
+    rows = by_side(paired_measurements(pred, truth, "c1"))
+    vml = 2.0 * 1.0 * 2.0 / 1000
+    assert rows["left"]["case"] == "c1"
+    assert rows["left"]["globe_ml_pred"] == 0.0 and rows["left"]["globe_ml_true"] == pytest.approx(96 * vml)
+    assert rows["right"]["globe_ml_pred"] == rows["right"]["globe_ml_true"] == pytest.approx(288 * vml)
+    assert rows["right"]["nerve_ml_pred"] == pytest.approx(4 * vml) == rows["left"]["nerve_ml_pred"]
+    assert rows["asymmetry_pct"]["globe_ml_pred"] == pytest.approx(-200.0)
+    with pytest.raises(ValueError, match="shape"):
+        paired_measurements(pred, Volume(np.zeros((2, 2, 2), np.uint8), Geometry(size=(2, 2, 2), spacing=(1, 1, 1), origin=(0, 0, 0))), "c2")
+

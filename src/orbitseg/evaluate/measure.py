@@ -25,12 +25,14 @@ import numpy as np
 from orbitseg.constants import EYEBALL, MUSCLES, NERVE, STRUCTURES
 from orbitseg.io.volume import Volume
 
-__all__ = ["orbit_measurements", "midline_x", "MEASURE_KEYS", "MIN_GLOBE_SEPARATION_MM"]
+__all__ = ["orbit_measurements", "paired_measurements", "midline_x", "MEASUREMENTS_CSV", "MEASURE_KEYS", "MIN_GLOBE_SEPARATION_MM"]
 
 #: two eyeball components closer than this in x are taken as pieces of one globe
 MIN_GLOBE_SEPARATION_MM = 20.0
 #: the second globe must be at least this fraction of the largest one's voxel count
 MIN_SECOND_GLOBE_FRACTION = 0.25
+#: file (in a run's metrics/ folder) of the test cases' per-orbit volumes, predicted beside true
+MEASUREMENTS_CSV = "measurements.csv"
 #: label -> column name of its volume in mL
 MEASURE_KEYS: dict[int, str] = {EYEBALL: "globe_ml", MUSCLES: "muscles_ml", NERVE: "nerve_ml"}
 
@@ -91,10 +93,14 @@ def orbit_measurements(labels: Volume) -> list[dict]:
     * ``side="asymmetry_pct"`` - (left - right) / mean(left, right) x 100; NaN
       when the structure is absent on both sides.
     """
-    a = labels.array
-    if a.ndim != 3:
-        raise ValueError(f"labels must be 3D, got shape {a.shape}")
+    if labels.array.ndim != 3:
+        raise ValueError(f"labels must be 3D, got shape {labels.array.shape}")
     mid, how = midline_x(labels)
+    return _measure_about(labels, mid, how)
+
+
+def _measure_about(labels: Volume, mid: float, how: str) -> list[dict]:
+    a = labels.array
     voxel_ml = labels.geometry.voxel_volume_ml
     right = {k: 0.0 for k in MEASURE_KEYS.values()}
     left = dict(right)
@@ -118,3 +124,22 @@ def orbit_measurements(labels: Volume) -> list[dict]:
         {"side": "left_minus_right_ml", **{k: left[k] - right[k] for k in keys}, **common},
         {"side": "asymmetry_pct", **{k: _asym_pct(left[k], right[k]) for k in keys}, **common},
     ]
+
+
+def paired_measurements(pred: Volume, truth: Volume, case: str) -> list[dict]:
+    """Per-orbit measurements of a prediction beside those of its ground truth.
+
+    Returns the four rows of :func:`orbit_measurements` (right, left,
+    left_minus_right_ml, asymmetry_pct), each with ``case``, ``side`` and, per
+    measure, ``{key}_pred`` and ``{key}_true`` (e.g. ``muscles_ml_pred``).
+    Both are measured about the midline found on the ground truth, so that a
+    missed globe cannot move the prediction's midline.
+    """
+    if pred.shape != truth.shape:
+        raise ValueError(f"pred shape {pred.shape} differs from truth shape {truth.shape}")
+    p, t = orbit_measurements(pred), orbit_measurements(truth)
+    mid = t[0]["midline_x_mm"]
+    if p[0]["midline_x_mm"] != mid:  # re-measure the prediction about the truth's midline
+        p = _measure_about(pred, mid, t[0]["midline_from"])
+    return [{"case": case, "side": a["side"], **{f"{k}_pred": a[k] for k in MEASURE_KEYS.values()},
+             **{f"{k}_true": b[k] for k in MEASURE_KEYS.values()}} for a, b in zip(p, t)]

@@ -131,7 +131,7 @@ def predict_inputs(
     from tqdm import tqdm
 
     from orbitseg.evaluate.folders import rows_to_csv
-    from orbitseg.evaluate.measure import orbit_measurements
+    from orbitseg.evaluate.measure import MEASUREMENTS_CSV, orbit_measurements
     from orbitseg.io.read import read_scan
     from orbitseg.io.write import write_label
     from orbitseg.predict.core import load_model, predict_scan
@@ -170,5 +170,5 @@ def predict_inputs(
         for r in orbit_measurements(labels):
             rows.append({"case": item.case_id, "scan": str(item.path), **r})
     if rows:
-        write_text_atomic(output / "measurements.csv", rows_to_csv(rows, digits=4))
+        write_text_atomic(output / MEASUREMENTS_CSV, rows_to_csv(rows, digits=4))
     return rows, problems

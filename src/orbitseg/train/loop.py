@@ -664,7 +664,8 @@ def _choose_on_validation(root: Path, run: Path, cases: list[str], dev, log) -> 
 def _test_fold(root: Path, run: Path, cases: list[str], dev, surface: bool, log, choice: dict | None = None) -> dict:
     """Segment the test cases with the best checkpoint (post-processed by ``choice``);
     evaluate against labelsTr."""
-    from orbitseg.evaluate.folders import evaluate_folders, format_summary_table
+    from orbitseg.evaluate.folders import METRICS_DIR, evaluate_folders, format_summary_table, rows_to_csv
+    from orbitseg.evaluate.measure import MEASUREMENTS_CSV, paired_measurements
     from orbitseg.evaluate.metrics import dice
     from orbitseg.io.read import read_label
     from orbitseg.io.write import write_label
@@ -673,14 +674,15 @@ def _test_fold(root: Path, run: Path, cases: list[str], dev, surface: bool, log,
     t0 = time.time()
     seg = run / "segmented"
     seg.mkdir(parents=True, exist_ok=True)
-    done, raw = [], {s: [] for s in STRUCTURES}
+    done, raw, measured = [], {s: [] for s in STRUCTURES}, []
     for case, scan, labels, label_path in _segment_cases(root, run, cases, dev, log):
+        truth = read_label(label_path, reference=scan)
         if choice is not None:
-            truth = read_label(label_path, reference=scan).array
             for s in STRUCTURES:
-                raw[s].append(dice(labels.array, truth, s))
+                raw[s].append(dice(labels.array, truth.array, s))
             labels = apply_postprocessing(labels, choice)
         write_label(labels, seg / f"{case}.nii.gz", reference=scan, overwrite=True)
+        measured += paired_measurements(labels, truth, case)
         done.append((case, label_path))
     if not done:
         return {"cases": 0}
@@ -689,6 +691,7 @@ def _test_fold(root: Path, run: Path, cases: list[str], dev, surface: bool, log,
             ending = next((e for e in LABEL_ENDINGS if label_path.name.endswith(e)), ".nii.gz")
             os.symlink(label_path.resolve(), Path(tmp) / f"{case}{ending}")
         rows, summary = evaluate_folders(seg, tmp, run, surface=surface)
+    write_text_atomic(run / METRICS_DIR / MEASUREMENTS_CSV, rows_to_csv(measured, digits=4))
     log(f"test fold: {len(done)} case(s) segmented and evaluated in {time.time() - t0:.1f} s -> {run / 'metrics'}")
     log(format_summary_table(summary, hd95=surface))
     means = {r["metric"]: r["mean"] for r in summary if r["group"] == "all" and r["metric"].startswith("dice_")}
