@@ -15,13 +15,25 @@ Steps, per structure label:
    network) are given, ``-log probabilities``; plus ``stay_weight`` per pixel
    for leaving the current label.  Boundary term as in SmartFill.
 
+The cut proposes, the image decides: a connected piece of change is kept only
+if the image evidence for it (data gain, plus the contrast of the edges its new
+border lies on minus that of its old border) exceeds the ``stay_weight`` its
+pixels pay for leaving their label.
+Without this, the Potts term alone shortens a border wherever that is cheaper
+than ``stay_weight`` (one-pixel bumps of a digitised circle, partial-volume
+pixels that no intensity model has seen), so a mask lying on the image edges
+was not a fixed point.  For this evidence an intensity that no label's model
+has seen counts the same for every label (no evidence), whereas the cut itself
+leans such intensities to background.
+
 A piece of a structure that would lose more than half its pixels in step 3
 (thin structures lie wholly inside the band) is restored: snapping moves
 borders, it does not delete structures.
 
 Guarantees: pixels farther than ``band_mm`` from the input border change only
 in steps 1 (an island removed whole, a small hole filled); a ``protected``
-pixel (a user's stroke) never changes.
+pixel (a user's stroke) never changes; a mask whose borders lie on the image
+edges (no islands, no holes, ``smooth_mm`` 0) comes back unchanged.
 """
 
 from __future__ import annotations
@@ -87,6 +99,49 @@ def _clean_topology(m: np.ndarray, labels, voxel: float, min_island: float, max_
     return m
 
 
+def supported_changes(cur: np.ndarray, new: np.ndarray, evidence: np.ndarray, edges, stay_weight: float,
+                      shape: tuple[int, ...]) -> np.ndarray:
+    """``new`` with every connected piece of change that the image does not pay for set back to ``cur``.
+
+    A piece's image evidence is its data gain ``sum evidence[cur] - evidence[new]`` plus its edge
+    gain: the edge strength of the pairs its new border cuts minus that of the pairs its old
+    border cut.  The piece (full connectivity) is kept only if that exceeds ``stay_weight`` times
+    its size.  What the cut gains from a shorter border alone (the Potts length term) does not
+    count, so smoothing never moves a border that lies on the image's edges.
+
+    Parameters
+    ----------
+    cur, new : (N,) label indices before / after the cut (N = prod(shape))
+    evidence : (L, N) data cost of every label index (no stay cost, no boundary term)
+    edges : (P, Q, strength), each (E,): neighbour pairs (flat indices) and their edge strength >= 0
+    stay_weight : cost per pixel of leaving its label
+    shape : grid shape of the N nodes
+
+    Returns
+    -------
+    (N,) label indices
+    """
+    out = new.copy()
+    changed = (new != cur).reshape(shape)
+    comp, n = ndi.label(changed, structure=ndi.generate_binary_structure(len(shape), len(shape)))
+    if n == 0:
+        return out
+    comp = comp.ravel()
+    ar = np.arange(cur.size)
+    gain = np.bincount(comp, weights=evidence[cur, ar] - evidence[new, ar], minlength=n + 1)
+    P, Q, strength = edges
+    # a pair touches at most one piece (pieces are maximal connected sets); pairs inside a piece count too
+    piece = np.maximum(comp[P], comp[Q])
+    edge_gain = strength * ((new[P] != new[Q]).astype(float) - (cur[P] != cur[Q]))
+    gain += np.bincount(piece, weights=edge_gain, minlength=n + 1)
+    size = np.bincount(comp, minlength=n + 1)
+    # a relative tolerance so that a tie keeps the mask
+    unpaid = np.nonzero(gain[1:] <= stay_weight * size[1:] * (1 + 1e-9) + 1e-9)[0] + 1
+    back = np.isin(comp, unpaid)
+    out[back] = cur[back]
+    return out
+
+
 def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: float = 2.0,
                  max_hole_mm2: float | dict | None = None, smooth_mm: float = 0.0, protected=None,
                  probabilities=None, labels=STRUCTURES, lam: float = 1.0, stay_weight: float = 3.0,
@@ -109,7 +164,8 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
     probabilities : optional (4, *image.shape) class probabilities (background, eyeball,
         muscles, nerve) of a trained network, used as the data term
     labels : structures to correct (others are left as they are and stay fixed)
-    lam, stay_weight : boundary-term weight; per-pixel cost of leaving the current label
+    lam, stay_weight : boundary-term weight; per-pixel cost of leaving the current label (also
+        the image evidence a change must bring, see ``supported_changes``)
     """
     img = check_image(image, ndims=(2, 3))
     sp = check_spacing(spacing, img.ndim)
@@ -170,6 +226,7 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
     flat = x.ravel()
     cur = mb.ravel()
     unary = np.zeros((L, flat.size))
+    evidence = np.zeros((L, flat.size))
     # intensity samples: a label's pixels whose whole 3x3 neighbourhood has that label (no partial
     # volume), near the structures (within band + model_ring of a border); thin structures keep their core
     near_border = db <= band_mm + model_ring_mm
@@ -177,12 +234,15 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
     for i, c in enumerate(cand):
         if prob is not None:
             unary[i] = -np.log(np.clip(prob[(c,) + box].ravel(), 1e-6, 1.0))
+            evidence[i] = unary[i]
         else:
             core = ndi.binary_erosion(mb == c, structure=foot, border_value=1)
             smp = x[core & near_border]
             if smp.size < 10:
                 smp = x[mb == c]
             unary[i] = intensity_cost(flat, smp, uniform_mix=BACKGROUND_MIX if c == 0 else UNIFORM_MIX)
+            # an intensity no model has seen (partial volume) is no evidence for either label
+            evidence[i] = intensity_cost(flat, smp, uniform_mix=UNIFORM_MIX)
         unary[i] += stay_weight * (cur != c)
         # a label may only move to pixels within the band of its own region
         near = ndi.distance_transform_edt(mb != c, sampling=sp).ravel() <= band_mm + 1e-6
@@ -193,6 +253,10 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
     u, P2, Q2, W2 = restrict(unary, P, Q, W, fb, cur_idx)
     assign = cur_idx.copy()
     assign[fb] = alpha_expansion(u, P2, Q2, W2, init=cur_idx[fb], max_cycles=2)
+    # edge strength: the part of a pair's boundary cost that the image contrast takes off
+    # (geometric weight minus contrast-sensitive weight); the Potts length term is not evidence
+    strength = edge_weights(xs, sp, lam, sigma=np.inf)[2] - W
+    assign = supported_changes(cur_idx, assign, evidence, (P, Q, strength), stay_weight, x.shape)
     res = np.asarray(cand, np.uint8)[assign].reshape(x.shape)
     # a structure's pieces that lost contact with its fixed core (partial-volume rims) go to background
     st = ndi.generate_binary_structure(x.ndim, x.ndim)
