@@ -18,6 +18,18 @@ region (missed or wrongly labelled pixels of that structure) and acts:
                 the mask worse the person undoes it (one more action).
 ``combo``       one short stroke + SmartFill while an error region is more than 4x what
                 the best SmartPencil click (2000 superpixels) would fix, else that click.
+``cnn+brush``   presses Predict (the shipped SEQ-UNET ensemble; one interaction), then brushes.
+``cnn+fill``    presses Predict, then strokes + SmartFill with the network's probabilities as
+                a prior in the region term (``smart_fill(probabilities=...)``).
+``cnn+fill+ac`` as ``cnn+fill``, then AutoCorrection with the probabilities as its data term
+                (undone, one more action, if it made the mask worse).
+
+CNN variants need the synthetic cohort (not the phantom).  The shipped model was trained on
+``orbitseg synth --patients 46 --seed 0``, whose patients come from
+``SeedSequence(0).spawn(46)``; the bench's patients come from ``default_rng(seed + p)``
+(another SeedSequence stream), and the bench checks that none of them equals a cohort
+patient (parameters compared) and says so.  The network segments each patient's whole scan
+once (CPU); the probabilities are cached per patient and Predict's time is reported apart.
 
 The person labels the structures of an orbit in the order eyeball -> muscles ->
 nerve; when it starts on one, the earlier ones are in the mask as their ground
@@ -60,7 +72,12 @@ from orbitseg.labeling import (BACKGROUND_STROKE, SuperpixelCache, auto_correct,
 
 #: seed of the patients the tools' defaults were tuned on (not to be reported)
 TUNING_SEED = 100
-TOOLS = ("brush", "pencil@1000", "pencil@2000", "pencil+fill", "stroke+fill", "stroke+fill+ac", "combo")
+TOOLS = ("brush", "pencil@1000", "pencil@2000", "pencil+fill", "stroke+fill", "stroke+fill+ac", "combo",
+         "cnn+brush", "cnn+fill", "cnn+fill+ac")
+#: patients and seed of the cohort the shipped model was trained on (``orbitseg synth --patients 46 --seed 0``)
+MODEL_COHORT = (46, 0)
+#: rendered scans of the bench's synthetic patients: patient key -> (ct Volume, PatientParams)
+_SCANS: dict = {}
 
 
 # ----------------------------------------------------------------------------- data
@@ -94,7 +111,9 @@ def _synth_slices(n, seed):
     p = 0
     while len(out) < n and p < 4 * n + 4:
         rng = np.random.default_rng(seed + p)
-        ct, lab = render_patient(sample_patient(rng))
+        params = sample_patient(rng)
+        ct, lab = render_patient(params)
+        _SCANS[f"synth{seed + p}"] = (ct, params)
         vol, lv = np.asarray(ct.array), np.asarray(lab.array)
         si, sj, _ = ct.geometry.spacing
         zs = [z for z in range(lv.shape[0]) if all((lv[z] == s).sum() >= 50 for s in STRUCTURES)]
@@ -107,6 +126,38 @@ def _synth_slices(n, seed):
     if not out:
         raise RuntimeError("no slice with all three structures")
     return out[:n]
+
+
+def cohort_overlap(params: list) -> int:
+    """How many of ``params`` (PatientParams) equal a patient of the shipped model's training cohort."""
+    from orbitseg.synth.cohort import plan_cohort
+    n, seed = MODEL_COHORT
+    seen = [q for _, _, q, _ in plan_cohort(n, seed=seed)]
+    return sum(any(p == q or p.anatomy == q.anatomy for q in seen) for p in params)
+
+
+class CnnProbabilities:
+    """Per-slice class probabilities (4, ny, nx) of the shipped model, one whole-scan prediction per
+    patient (cached): what the web tool's Predict gives."""
+
+    def __init__(self):
+        self._models = None
+        self._cache: dict = {}
+        self.seconds: list[float] = []
+
+    def __call__(self, scan_id: str) -> np.ndarray:
+        patient, z = scan_id.rsplit("_z", 1)
+        if patient not in self._cache:
+            from orbitseg.predict.core import load_model, predict_scan
+            from orbitseg.predict.run import model_checkpoints
+            if self._models is None:
+                loaded = [load_model(c) for c in model_checkpoints(None)]
+                self._models = ([m for m, _ in loaded], loaded[0][1])
+            t = time.perf_counter()
+            _, probs = predict_scan(self._models[0], _SCANS[patient][0], self._models[1], return_probabilities=True)
+            self.seconds.append(time.perf_counter() - t)
+            self._cache[patient] = probs.astype(np.float32)
+        return self._cache[patient][:, int(z)]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -210,12 +261,13 @@ def best_superpixel(mask, gt, lab, spx, roi):
 
 
 # ----------------------------------------------------------------------------- one run
-def annotate(tool, scan_id, img, gt, lab, roi, sp, cache, budget, timings, context=None):
+def annotate(tool, scan_id, img, gt, lab, roi, sp, cache, budget, timings, context=None, probs=None):
     """Label structure ``lab`` inside ``roi``; returns (NoC or None, final Dice, Dice history).
 
     ``context``: a mask of the structures labelled before this one (the person works eyeball ->
     muscles -> nerve); its pixels are kept: SmartFill treats them as fixed, clicks and brushes do
-    not paint over them.
+    not paint over them.  ``probs``: the network's (4, ny, nx) probabilities of this slice, for the
+    ``cnn+`` tools.
     """
     mask = np.zeros(gt.shape, np.uint8) if context is None else context.astype(np.uint8).copy()
     mask[mask == lab] = 0
@@ -249,6 +301,19 @@ def annotate(tool, scan_id, img, gt, lab, roi, sp, cache, budget, timings, conte
         spx = cache.get(scan_id, 0, 0, img, n_segments=nseg, spacing=sp)
         if fresh:
             timings[f"superpixels@{nseg} (first, 512x512)"].append(time.perf_counter() - t)
+    prior = None
+    if tool.startswith("cnn+"):
+        if probs is None:
+            raise ValueError(f"{tool} needs the network's probabilities")
+        hist.append((n, score()))
+        t = time.perf_counter()
+        # Predict: the network's label where nothing else is (earlier structures are kept)
+        mask[(np.argmax(probs, axis=0) == lab) & roi & ~keep] = lab
+        timings["Predict -> mask (slice, probabilities cached)"].append(time.perf_counter() - t)
+        n += 1
+        prior = probs
+        tool = tool[len("cnn+"):]
+        tool = "stroke+fill" + tool[len("fill"):] if tool.startswith("fill") else tool
     while n < budget:
         d = score()
         hist.append((n, d))
@@ -320,15 +385,16 @@ def annotate(tool, scan_id, img, gt, lab, roi, sp, cache, budget, timings, conte
                 new_st |= st
                 n += 1
             if fill_ok(new_st):
-                mask = timed("SmartFill", smart_fill, img, strokes, spacing=sp, labels=(lab,), mask=mask,
-                             focus=new_st)
+                mask = timed("SmartFill" + (" (CNN prior)" if prior is not None else ""), smart_fill, img, strokes,
+                             spacing=sp, labels=(lab,), mask=mask, focus=new_st, probabilities=prior)
                 n += 1
             elif not new_st.any():
                 break
             if tool.endswith("+ac") and n < budget and score() < 0.90:
                 before = score()
-                new = timed("AutoCorrection", auto_correct, img, mask, spacing=sp,
-                            protected=(strokes != 0) | keep, labels=(lab,))
+                new = timed("AutoCorrection" + (" (CNN data term)" if prior is not None else ""), auto_correct,
+                            img, mask, spacing=sp, protected=(strokes != 0) | keep, labels=(lab,),
+                            probabilities=prior)
                 n += 1
                 if dice((new == lab) & roi, g) >= before:
                     mask = new
@@ -359,6 +425,20 @@ def main(argv=None):
     args = ap.parse_args(argv)
     tools = args.tools.split(",")
     slices, source = load_slices(args.slices, args.seed)
+    cnn = None
+    if any(t.startswith("cnn+") for t in tools):
+        if not _SCANS:
+            print(f"# CNN tools need the synthetic cohort (data here: {source}); left out")
+            tools = [t for t in tools if not t.startswith("cnn+")]
+        else:
+            n_over = cohort_overlap([params for _, params in _SCANS.values()])
+            n, cseed = MODEL_COHORT
+            print(f"# CNN: shipped model (4-fold ensemble), trained on orbitseg synth --patients {n} --seed {cseed} "
+                  f"(patients from SeedSequence({cseed}).spawn({n})); the bench's {len(_SCANS)} patients come from "
+                  f"default_rng({args.seed}..{args.seed + len(_SCANS) - 1}); {n_over} of them equal a training patient")
+            if n_over:
+                raise SystemExit("bench patients overlap the model's training cohort: CNN numbers would be biased")
+            cnn = CnnProbabilities()
     load = os.getloadavg()
     print(f"# data: {source}; {len(slices)} slices; budget {args.budget} interactions; "
           f"load avg {load[0]:.2f} on {os.cpu_count()} cores")
@@ -395,8 +475,9 @@ def main(argv=None):
                 # structures before this one in the order eyeball -> muscles -> nerve are done
                 context = np.where((gt > 0) & (gt < lab), gt, 0).astype(np.uint8)
                 for tool in tools:
+                    probs = cnn(scan_id) if tool.startswith("cnn+") else None
                     k, d, hist = annotate(tool, scan_id, img, gt, lab, roi, sp, cache, args.budget, timings,
-                                          context=context)
+                                          context=context, probs=probs)
                     noc[tool, lab].append(args.budget if k is None else k)
                     noc85[tool, lab].append(noc_at(hist, 0.85, args.budget))
                     fails[tool, lab] += k is None
@@ -439,6 +520,9 @@ def main(argv=None):
     for kind, v in sorted(timings.items()):
         a = np.asarray(v) * 1e3
         print(f"  {kind:34s} {np.median(a):7.1f} / {np.percentile(a, 95):7.1f} / {a.max():7.1f}  ({a.size})")
+    if cnn is not None and cnn.seconds:
+        a = np.asarray(cnn.seconds)
+        print(f"  {'Predict (whole scan, CPU, once per patient)':34s} {np.median(a) * 1e3:7.0f} ms median  ({a.size})")
     print(f"# load avg at end {os.getloadavg()[0]:.2f}")
 
 

@@ -102,7 +102,8 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
                mask=None, window=(WINDOW_LEVEL, WINDOW_WIDTH), roi_margin_mm: float = 12.0,
                distance_weight: float = 0.0, connectivity: int | None = None,
                max_cycles: int = 1, smooth_mm: float = 0.25, region_smooth_mm: float = 0.0,
-               connected: bool = True, background_mix: float | None = None, focus=None) -> np.ndarray:
+               connected: bool = True, background_mix: float | None = None, focus=None,
+               probabilities=None) -> np.ndarray:
     """Fill the structures in ``labels`` from ``strokes``; returns a uint8 mask of ``image``'s shape.
 
     Parameters
@@ -134,6 +135,10 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
         one of its strokes, to its pixels in ``mask`` or to it outside the ROI (a fill grows
         from the strokes and earlier work; look-alike tissue elsewhere, e.g. partial-volume
         rims, goes to background)
+    probabilities : optional (4, *image.shape) class probabilities (background, eyeball, muscles,
+        nerve) of a trained network.  Their ``-log`` is added to the region term as a prior
+        (the strokes' intensity models stay the likelihood); "background" of a fill is
+        everything but the filled labels, ``1 - sum(p[labels])``.
     """
     img = check_image(image, ndims=(2, 3))
     sp = check_spacing(spacing, img.ndim)
@@ -149,6 +154,14 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
         raise ValueError(f"strokes is empty: no pixel marked with any of labels {list(labs)}")
 
     bmix = BACKGROUND_MIX if background_mix is None else float(background_mix)
+    prob = None
+    if probabilities is not None:
+        prob = np.asarray(probabilities, dtype=np.float64)
+        if prob.shape != (4,) + img.shape:
+            raise ValueError(f"probabilities must have shape {(4,) + img.shape} (background + 3 structures, "
+                             f"then the image shape), got {prob.shape}")
+        if not np.all(np.isfinite(prob)) or prob.min() < 0 or prob.max() > 1 + 1e-6:
+            raise ValueError("probabilities must be finite values in [0, 1]")
     if focus is not None:
         foc = np.asarray(focus)
         if foc.shape != img.shape:
@@ -187,6 +200,12 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
     fl = fixed_lab.ravel()
 
     P, Q, W = edge_weights(xs, sp, lam, connectivity)
+    prior = None
+    if prob is not None:
+        pr = prob[(slice(None),) + roi]
+        filled = [l for l in cand if l in labs]
+        prior = {l: -np.log(np.clip(pr[l].ravel(), 1e-4, 1.0)) for l in filled}
+        prior[0] = -np.log(np.clip(1.0 - pr[filled].sum(axis=0).ravel(), 1e-4, 1.0))
 
     # distance (mm) to each label's strokes, for the location prior
     dist = {}
@@ -219,6 +238,10 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
             unary[i] = intensity_cost(flat_x, smp, uniform_mix=bmix if l == 0 else UNIFORM_MIX) if smp.size else -np.log(1.0 / N_BINS)
             if l in dist:
                 unary[i] += distance_weight * dist[l]
+            if prior is not None:
+                import os
+                if os.environ.get('PONLY'): unary[i] = 0
+                unary[i] += prior[l]
         # hard constraints
         f = fl >= 0
         unary[:, f] = HARD
