@@ -190,3 +190,24 @@ def test_focus_roi_cutting_a_filled_structure_keeps_it():
                     roi_margin_mm=16.0)
     assert dice(m2[:, 120:] == 1, gt[:, 120:] == 1) >= 0.99
     assert np.all(m2[s == BACKGROUND_STROKE] == 0)
+
+
+def test_probabilities_are_a_prior_of_the_region_term():
+    # a flat image: the strokes' intensity models cannot tell the globe from its surroundings,
+    # the network's probabilities can
+    img, gt = globe_slice((120, 120), (0.5, 0.5), seed=0, noise_hu=2.0)
+    img = np.full(gt.shape, 10.0, np.float32) + np.random.default_rng(0).normal(0, 2.0, gt.shape).astype(np.float32)
+    strokes = np.zeros(gt.shape, np.uint8)
+    strokes[58:62, 58:62] = 1
+    strokes[2:5, 2:5] = BACKGROUND_STROKE
+    prob = np.zeros((4,) + gt.shape)
+    prob[1] = np.where(gt == 1, 0.9, 0.1)
+    prob[0] = 1 - prob[1]
+    with_prior = smart_fill(img, strokes, spacing=(0.5, 0.5), labels=(1,), probabilities=prob)
+    without = smart_fill(img, strokes, spacing=(0.5, 0.5), labels=(1,))
+    assert dice(with_prior == 1, gt == 1) >= 0.95
+    assert dice(without == 1, gt == 1) < 0.8
+    with pytest.raises(ValueError, match="probabilities"):
+        smart_fill(img, strokes, spacing=(0.5, 0.5), labels=(1,), probabilities=prob[:3])
+    with pytest.raises(ValueError, match="probabilities"):
+        smart_fill(img, strokes, spacing=(0.5, 0.5), labels=(1,), probabilities=prob * 2)
