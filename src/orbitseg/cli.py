@@ -84,7 +84,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     rows, problems = predict_inputs(
         args.input, args.output, model=args.model, folds=args.folds, device=args.device,
-        ending=args.format, overwrite=args.overwrite, series_uid=args.series, postprocess=not args.no_postprocess, mirror=args.mirror,
+        ending=args.format, overwrite=args.overwrite, series_uid=args.series, postprocess=not args.no_postprocess,
+        mirror=args.mirror, resume=args.resume,
     )
     n = len({r["case"] for r in rows})
     print(f"segmented {n} scan(s) into {args.output}" + (f"; measurements in {args.output / 'measurements.csv'}" if n else ""))
@@ -209,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default=".nii.gz", choices=[".nii.gz", ".nii", ".seg.nrrd", ".nrrd"],
                    help="label file format (default .nii.gz; .seg.nrrd opens as segments in 3D Slicer)")
     s.add_argument("--series", default=None, help="SeriesInstanceUID when a DICOM folder holds several")
-    s.add_argument("--overwrite", action="store_true", help="replace existing label files")
+    existing = s.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing label files")
+    existing.add_argument("--resume", action="store_true",
+                          help="continue an interrupted run: keep (and measure) label files already in OUTPUT")
     s.add_argument("--no-postprocess", action="store_true",
                    help="write the network's labels as they are, without the connected-component clean-up "
                         "chosen on the model's validation cases")

@@ -63,6 +63,18 @@ def test_predict_folder_writes_labels_on_each_scans_grid(run_dir, inputs, tmp_pa
     _, problems = predict_inputs(inputs / "scans", out, model=run_dir, progress=False)
     assert len(problems) == 2 and "--overwrite" in problems[0]
     assert (out / "flipped.nii.gz").stat().st_mtime_ns == stamp
+    # an interrupted run continues: existing labels are kept (not rewritten) and measured again
+    (out / "series.nii.gz").unlink()
+    (out / "measurements.csv").unlink()
+    rows2, problems = predict_inputs(inputs / "scans", out, model=run_dir, progress=False, resume=True)
+    assert problems == [] and (out / "series.nii.gz").exists()
+    assert (out / "flipped.nii.gz").stat().st_mtime_ns == stamp
+    with open(out / "measurements.csv") as fh:
+        assert {r["case"] for r in csv.DictReader(fh)} == {"flipped", "series"}
+    assert [round(r["globe_ml"], 4) for r in rows2 if r["case"] == "flipped"] == \
+        [float(r["globe_ml"]) for r in table if r["case"] == "flipped"]
+    with pytest.raises(ValueError, match="resume and overwrite"):
+        predict_inputs(inputs / "scans", out, model=run_dir, progress=False, resume=True, overwrite=True)
 
 
 def test_seg_nrrd_output_and_cli(run_dir, inputs, tmp_path, capsys):

@@ -117,6 +117,7 @@ def predict_inputs(
     series_uid: str | None = None,
     postprocess: bool = True,
     mirror: bool = False,
+    resume: bool = False,
     progress: bool = True,
 ) -> tuple[list[dict], list[str]]:
     """Segment every scan of ``input_path`` into ``output``; returns (measurement rows, problems).
@@ -127,15 +128,21 @@ def predict_inputs(
     ``postprocess=False`` writes the network's labels as they are, without the
     connected-component clean-up stored with the model (:func:`model_postprocessing`);
     ``mirror=True`` adds left-right mirrored test-time augmentation (twice the network time).
+    ``resume=True`` continues an interrupted run: label files already in ``output``
+    are kept (and measured) instead of refused.  ``measurements.csv`` is rewritten
+    after every scan, so an interruption loses at most the scan in progress.
     """
     from tqdm import tqdm
 
     from orbitseg.evaluate.folders import rows_to_csv
     from orbitseg.evaluate.measure import MEASUREMENTS_CSV, orbit_measurements
-    from orbitseg.io.read import read_scan
+    from orbitseg.io.read import read_label, read_scan
     from orbitseg.io.write import write_label
     from orbitseg.predict.core import load_model, predict_scan
 
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: resume keeps existing label files, "
+                         "overwrite replaces them")
     if ending not in (".nii.gz", ".nii", ".seg.nrrd", ".nrrd"):
         raise InputError(None, f"output format {ending!r} is not one of .nii.gz, .nii, .seg.nrrd, .nrrd")
     inputs = find_inputs(input_path)
@@ -153,22 +160,27 @@ def predict_inputs(
         print(how)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    rows, problems = [], []
+    rows, problems, kept = [], [], 0
     for item in tqdm(inputs, desc="predict", unit="scan", disable=not progress):
         target = output / f"{item.case_id}{ending}"
-        if target.exists() and not overwrite:
-            problems.append(f"{target}: already exists; pass --overwrite to replace it")
+        if target.exists() and not (overwrite or resume):
+            problems.append(f"{target}: already exists; pass --overwrite to replace it or --resume to keep it")
             continue
         try:
-            scan = read_scan(item.path, series_uid=series_uid)
-            labels, _ = predict_scan(models, scan, config, device, mirror=mirror)
-            labels = apply_postprocessing(labels, choice)
-            write_label(labels, target, reference=scan, overwrite=overwrite)
+            if target.exists() and resume:
+                labels = read_label(target)
+                kept += 1
+            else:
+                scan = read_scan(item.path, series_uid=series_uid)
+                labels, _ = predict_scan(models, scan, config, device, mirror=mirror)
+                labels = apply_postprocessing(labels, choice)
+                write_label(labels, target, reference=scan, overwrite=overwrite)
         except OrbitsegError as exc:
             problems.append(str(exc))
             continue
         for r in orbit_measurements(labels):
             rows.append({"case": item.case_id, "scan": str(item.path), **r})
-    if rows:
         write_text_atomic(output / MEASUREMENTS_CSV, rows_to_csv(rows, digits=4))
+    if progress and kept:
+        print(f"kept {kept} existing label file(s) (resume)")
     return rows, problems
