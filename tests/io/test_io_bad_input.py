@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from orbitseg.errors import ExistsError, GeometryMismatchError, InputError, NotCTError
 from orbitseg.io import write as write_mod
-from orbitseg.io.read import read_label, read_scan
+from orbitseg.io.read import check_scan_header, read_label, read_scan
 from orbitseg.io.validate import EmptyLabelWarning, check_ct, check_label_values, check_volume_3d
 from orbitseg.io.volume import Volume
 from orbitseg.io.write import write_label, write_scan
@@ -31,6 +31,10 @@ def test_truncated_file(tmp_path, make_ct, ending):
         read_scan(bad)
     with pytest.raises(InputError, match=f"half{ending}"):
         read_label(bad)
+    check_scan_header(good)  # the header-only check used for case lists passes the good file
+    if ending in (".nii.gz", ".nii"):  # and catches a truncated NIfTI without reading its voxels
+        with pytest.raises(InputError, match=f"half{ending}.*truncated"):
+            check_scan_header(bad)
 
 
 @pytest.mark.parametrize(
@@ -48,8 +52,11 @@ def test_truncated_file(tmp_path, make_ct, ending):
 def test_not_an_image(tmp_path, name, content, problem):
     p = tmp_path / name
     p.write_bytes(content)
-    with pytest.raises(InputError, match=f"{name}.*{problem}" if not problem.startswith("(?i)") else f"(?i){name}.*{problem[4:]}"):
+    pattern = f"{name}.*{problem}" if not problem.startswith("(?i)") else f"(?i){name}.*{problem[4:]}"
+    with pytest.raises(InputError, match=pattern):
         read_scan(p)
+    with pytest.raises(InputError, match=pattern):
+        check_scan_header(p)
     assert _listing(tmp_path) == [name]
 
 

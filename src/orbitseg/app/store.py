@@ -64,25 +64,10 @@ def _file_token(path: Path) -> str:
 
 def _quick_scan_check(path: Path) -> str | None:
     """A cheap look at a scan file (header, completeness); the problem in words, or None."""
-    try:
-        from orbitseg.io.read import SCAN_ENDINGS, _check_nifti_complete, _ending
-        import SimpleITK as sitk
+    from orbitseg.io.read import check_scan_header
 
-        if not path.is_file():
-            return "is not a file"
-        if path.stat().st_size == 0:
-            return "is empty (0 bytes)"
-        ending = _ending(path, SCAN_ENDINGS)
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError:
-            return "is not a readable image (corrupt header)"
-        if reader.GetDimension() != 3:
-            return f"is a {reader.GetDimension()}D image; a 3D volume is needed"
-        if ending in (".nii", ".nii.gz"):
-            _check_nifti_complete(path, ending)
+    try:
+        check_scan_header(path)
     except InputError as exc:
         return exc.problem
     except Exception as exc:  # noqa: BLE001 - any failure means the file cannot be used

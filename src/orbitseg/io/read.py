@@ -32,7 +32,7 @@ from orbitseg.io import validate
 from orbitseg.io.dicom import _short, is_dicom_file, read_dicom_series
 from orbitseg.io.volume import Geometry, Volume, geometry_of
 
-__all__ = ["read_scan", "read_label", "label_for_segment_name", "FORMATS"]
+__all__ = ["read_scan", "read_label", "check_scan_header", "label_for_segment_name", "FORMATS"]
 
 #: file ending -> (format name, ITK ImageIO that must read it)
 FORMATS: dict[str, tuple[str, str]] = {
@@ -123,8 +123,31 @@ def _ending(path: Path, allowed: tuple[str, ...]) -> str:
     return ending
 
 
+def check_scan_header(path: str | Path) -> None:
+    """Check a scan file without reading its voxels: a known ending, a readable 3D header
+    and, for NIfTI, no truncation.  Cheap enough to run over a whole case list.
+
+    Raises
+    ------
+    InputError
+        naming the file and the problem.
+    """
+    path = Path(path)
+    _image_reader(path, _ending(path, SCAN_ENDINGS))
+
+
 def _read_image_file(path: Path, ending: str):
     """SimpleITK image of ``path``, read by the ImageIO its ending calls for."""
+    reader = _image_reader(path, ending)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(path, f"is corrupt or truncated ({_short(exc)})") from None
+    return image
+
+
+def _image_reader(path: Path, ending: str):
+    """A SimpleITK reader of ``path`` whose header was read and checked (3D; NIfTI complete)."""
     import SimpleITK as sitk
 
     if not path.is_file():
@@ -144,11 +167,7 @@ def _read_image_file(path: Path, ending: str):
         raise InputError(path, f"is a {reader.GetDimension()}D image (size {size}); a 3D volume is needed")
     if fmt == "nifti":
         _check_nifti_complete(path, ending)
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(path, f"is corrupt or truncated ({_short(exc)})") from None
-    return image
+    return reader
 
 
 def _gzip_trailer_size(path: Path) -> int | None:
