@@ -241,3 +241,18 @@ def test_summarise_excludes_nan_and_groups():
     assert [r["group"] for r in s][:2] == ["all", "all"]
     only_nan = summarise([{"x": math.nan}])
     assert only_nan[0]["n"] == 0 and math.isnan(only_nan[0]["mean"])
+
+
+def test_dice_per_structure_is_dice_of_each_label():
+    from orbitseg.evaluate.metrics import dice_per_structure
+
+    rng = np.random.default_rng(3)
+    pred = rng.integers(0, 3, (4, 5, 6))  # label 3 absent from the prediction...
+    truth = rng.integers(0, 3, (4, 5, 6))  # ...and from the truth: NaN, as dice() says
+    out = dice_per_structure(pred, truth)
+    assert set(out) == {1, 2, 3}
+    for s in (1, 2):
+        assert out[s] == dice(pred, truth, s)
+    assert np.isnan(out[3]) and np.isnan(dice(pred, truth, 3))
+    with pytest.raises(ValueError, match="shape"):
+        dice_per_structure(pred, truth[:2])

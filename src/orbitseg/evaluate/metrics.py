@@ -52,6 +52,7 @@ __all__ = [
     "case_metrics",
     "metric_names",
     "summarise",
+    "dice_per_structure",
 ]
 
 #: key of the pooled foreground (labels 1-3)
@@ -138,6 +139,13 @@ def confusion(pred, truth, label: int | str | None = None) -> Confusion:
 def dice(pred, truth, label: int | str | None = None) -> float:
     """Dice of ``label`` (None or ``"all"``: pooled foreground); NaN when both are empty."""
     return confusion(pred, truth, label).dice
+
+
+def dice_per_structure(pred, truth) -> dict[int, float]:
+    """Dice of each structure (1, 2, 3) from one pass over the volumes; NaN where both are empty."""
+    pred, truth = _check_pair(pred, truth)
+    m = _joint_counts(pred, truth)
+    return {s: _confusion_from_joint(m, s).dice for s in STRUCTURES}
 
 
 def volume_similarity(pred, truth, label: int | str | None = None) -> float:

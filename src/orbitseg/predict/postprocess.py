@@ -157,15 +157,14 @@ def choose_postprocessing(pairs: Sequence[tuple[str, Volume, np.ndarray]]) -> di
     validation Dice by more than :data:`MIN_GAIN`.  Cases where the structure is absent from both prediction and truth
     do not count (their Dice is NaN).
     """
-    from orbitseg.evaluate.metrics import dice
+    from orbitseg.evaluate.metrics import dice_per_structure
 
     if not pairs:
         raise ValueError("pairs: no validation cases to choose post-processing on")
     per_case: dict[str, dict] = {}
     for case, pred, truth in pairs:
-        cleaned = {rule: _apply_rule(pred, rule, list(STRUCTURES)).array for rule in RULES}
-        per_case[case] = {SHORT_NAMES[s]: {rule: dice(a, truth, s) for rule, a in cleaned.items()}
-                          for s in STRUCTURES}
+        scores = {rule: dice_per_structure(_apply_rule(pred, rule, list(STRUCTURES)).array, truth) for rule in RULES}
+        per_case[case] = {SHORT_NAMES[s]: {rule: scores[rule][s] for rule in RULES} for s in STRUCTURES}
     return _decide(per_case)
 
 

@@ -240,15 +240,11 @@ def load_init(model: nn.Module, source: str | Path | dict, log=print) -> dict:
 
 
 # -- validation --------------------------------------------------------------------------------
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return float("nan") if s == 0 else 2.0 * int((a & b).sum()) / s
-
-
 @torch.no_grad()
 def validate(model: nn.Module, data: SliceSequences, device, batch_size: int = 64) -> dict[int, float]:
     """3D Dice per structure (hard argmax vs argmax of the fractions) per VOI, averaged over VOIs
     (a structure absent from both prediction and truth of a VOI is left out)."""
+    from orbitseg.evaluate.metrics import dice_per_structure
     from orbitseg.model import predict_volume_slices
 
     per: dict[int, list[float]] = {s: [] for s in STRUCTURES}
@@ -258,8 +254,8 @@ def validate(model: nn.Module, data: SliceSequences, device, batch_size: int = 6
         pred = predict_volume_slices(model, x, batch_size=batch_size).argmax(1).cpu().numpy()
         fr = np.asarray(frac, dtype=np.float32) / 255.0
         truth = np.concatenate([np.clip(1.0 - fr.sum(1, keepdims=True), 0, 1), fr], axis=1).argmax(1)
-        for s in STRUCTURES:
-            per[s].append(_dice(pred == s, truth == s))
+        for s, d in dice_per_structure(pred, truth).items():
+            per[s].append(d)
     out = {}
     for s in STRUCTURES:
         vals = [v for v in per[s] if not math.isnan(v)]
@@ -666,7 +662,7 @@ def _test_fold(root: Path, run: Path, cases: list[str], dev, surface: bool, log,
     evaluate against labelsTr."""
     from orbitseg.evaluate.folders import METRICS_DIR, evaluate_folders, format_summary_table, rows_to_csv
     from orbitseg.evaluate.measure import MEASUREMENTS_CSV, paired_measurements
-    from orbitseg.evaluate.metrics import dice
+    from orbitseg.evaluate.metrics import dice_per_structure
     from orbitseg.io.read import read_label
     from orbitseg.io.write import write_label
     from orbitseg.predict.postprocess import apply_postprocessing
@@ -678,8 +674,8 @@ def _test_fold(root: Path, run: Path, cases: list[str], dev, surface: bool, log,
     for case, scan, labels, label_path in _segment_cases(root, run, cases, dev, log):
         truth = read_label(label_path, reference=scan)
         if choice is not None:
-            for s in STRUCTURES:
-                raw[s].append(dice(labels.array, truth.array, s))
+            for s, d in dice_per_structure(labels.array, truth.array).items():
+                raw[s].append(d)
             labels = apply_postprocessing(labels, choice)
         write_label(labels, seg / f"{case}.nii.gz", reference=scan, overwrite=True)
         measured += paired_measurements(labels, truth, case)
