@@ -305,6 +305,8 @@ def _isfloat(v: str) -> bool:
 def _curves(folds: list[_Fold], problems: list[str]) -> str | None:
     from matplotlib.figure import Figure
 
+    from orbitseg.viz import plot_training_history
+
     logs = []
     for f in folds:
         p = f.path / "log.csv"
@@ -323,23 +325,9 @@ def _curves(folds: list[_Fold], problems: list[str]) -> str | None:
     n = len(logs)
     fig = Figure(figsize=(11, 2.9 * n))
     axes = fig.subplots(n, 2, squeeze=False)
-    for row, (k, h) in zip(axes, logs):
-        ep = [x.get("epoch", i + 1) for i, x in enumerate(h)]
-        mark = "." if len(ep) < 30 else None
-        row[0].plot(ep, [x.get("train_loss", math.nan) for x in h], "k-", marker=mark)
-        row[0].set_ylabel("training loss"), row[0].set_title(f"fold {k}: loss", fontsize=9)
-        for s in STRUCTURES:
-            row[1].plot(ep, [x.get(f"val_dice_{SHORT_NAMES[s]}", math.nan) for x in h], color=label_colour_hex(s),
-                        label=LABEL_TITLES[s], marker=mark)
-        row[1].plot(ep, [x.get("val_dice_mean", math.nan) for x in h], "k--", label="mean")
-        best = [x["epoch"] for x in h if x.get("best") == 1 and "epoch" in x]
-        if best:
-            row[1].axvline(best[-1], color="grey", lw=0.8, ls=":")
-        row[1].set_ylim(0, 1), row[1].set_ylabel("validation Dice")
-        row[1].set_title(f"fold {k}: validation Dice (dotted: chosen epoch)", fontsize=9)
-        row[1].legend(fontsize=7, loc="lower right")
-        for ax in row:
-            ax.set_xlabel("epoch"), ax.grid(alpha=0.3)
+    for (ax_loss, ax_dice), (k, h) in zip(axes, logs):
+        plot_training_history(ax_loss, ax_dice, h, loss_title=f"fold {k}: loss",
+                              dice_title=f"fold {k}: validation Dice (dotted: chosen epoch)")
     fig.tight_layout()
     return _png(fig)
 

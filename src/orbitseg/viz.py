@@ -123,3 +123,34 @@ def render_views(
         fig.savefig(tmp, dpi=dpi, facecolor="black", format="png")
     plt.close(fig)
     return out
+
+
+def plot_training_history(ax_loss, ax_dice, history: list[dict], *, loss_title: str = "loss",
+                          dice_title: str = "validation Dice") -> None:
+    """Draw one run's training loss and validation Dice per structure (with the mean and a
+    dotted line at the chosen epoch) on two matplotlib axes.
+
+    ``history``: one dict per epoch with ``epoch``, ``train_loss``, ``val_dice_{eyeball,muscles,
+    nerve}``, ``val_dice_mean`` and ``best`` (1 where the checkpoint improved), as the training
+    loop keeps it and as ``log.csv`` stores it; missing values are drawn as gaps.
+    """
+    import math
+
+    from orbitseg.constants import SHORT_NAMES, label_colour_hex
+
+    ep = [h.get("epoch", i + 1) for i, h in enumerate(history)]
+    mark = "." if len(ep) < 30 else None
+    ax_loss.plot(ep, [h.get("train_loss", math.nan) for h in history], "k-", marker=mark)
+    ax_loss.set_ylabel("training loss"), ax_loss.set_title(loss_title, fontsize=9)
+    for lab in STRUCTURES:
+        ax_dice.plot(ep, [h.get(f"val_dice_{SHORT_NAMES[lab]}", math.nan) for h in history],
+                     color=label_colour_hex(lab), label=LABEL_TITLES[lab], marker=mark)
+    ax_dice.plot(ep, [h.get("val_dice_mean", math.nan) for h in history], "k--", label="mean")
+    best = [h["epoch"] for h in history if h.get("best") == 1 and "epoch" in h]
+    if best:
+        ax_dice.axvline(best[-1], color="grey", lw=0.8, ls=":")
+    ax_dice.set_ylim(0, 1), ax_dice.set_ylabel("validation Dice"), ax_dice.set_title(dice_title, fontsize=9)
+    ax_dice.legend(fontsize=7, loc="lower right")
+    for ax in (ax_loss, ax_dice):
+        ax.set_xlabel("epoch"), ax.grid(alpha=0.3)
+

@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from orbitseg.constants import LABEL_ENDINGS, LABEL_TITLES, SHORT_NAMES, STRUCTURES
+from orbitseg.constants import LABEL_ENDINGS, SHORT_NAMES, STRUCTURES
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_path, write_text_atomic
 from orbitseg.train.augment import AugmentParams, augment
@@ -280,23 +280,10 @@ def _write_log(run: Path, history: list[dict]) -> None:
 def _write_curves(run: Path, history: list[dict], title: str) -> None:
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state touched
 
-    from orbitseg.constants import label_colour_hex
+    from orbitseg.viz import plot_training_history
 
-    ep = [h["epoch"] for h in history]
-    mark = "." if len(ep) < 30 else None
     fig = Figure(figsize=(10, 3.8))
-    a1, a2 = fig.subplots(1, 2)
-    a1.plot(ep, [h["train_loss"] for h in history], "k-", marker=mark)
-    a1.set_xlabel("epoch"), a1.set_ylabel("training loss"), a1.set_title("loss"), a1.grid(alpha=0.3)
-    for s in STRUCTURES:
-        a2.plot(ep, [h[f"val_dice_{SHORT[s]}"] for h in history], color=label_colour_hex(s), label=LABEL_TITLES[s],
-                marker=mark)
-    a2.plot(ep, [h["val_dice_mean"] for h in history], "k--", label="mean")
-    best = [h for h in history if h.get("best")]
-    if best:
-        a2.axvline(best[-1]["epoch"], color="grey", lw=0.8, ls=":")
-    a2.set_ylim(0, 1), a2.set_xlabel("epoch"), a2.set_ylabel("Dice"), a2.set_title("validation Dice")
-    a2.grid(alpha=0.3), a2.legend(fontsize=8, loc="lower right")
+    plot_training_history(*fig.subplots(1, 2), history)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     with atomic_path(run / "curves.png", overwrite=True) as tmp:
