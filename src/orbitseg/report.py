@@ -231,12 +231,8 @@ def _read_measurements(folds: list[_Fold]) -> list[dict]:
     rows = []
     for f in folds:
         path = f.path / "metrics" / MEASUREMENTS_CSV
-        if not path.is_file():
-            continue
-        with path.open(encoding="utf-8", newline="") as fh:
-            for r in csv.DictReader(fh):
-                rows.append({k: (float(v) if k not in ("case", "side") and _isfloat(v) else v) for k, v in r.items()}
-                            | {"fold": f.k})
+        if path.is_file():
+            rows += [r | {"fold": f.k} for r in _read_csv(path, text_columns=("case", "side"))]
     return rows
 
 
@@ -286,12 +282,11 @@ def _measurement_section(rows: list[dict]) -> str:
               'only. Asymmetry = (left - right) / mean x 100; its error is in percentage points.</p>')
 
 
-def _read_log(path: Path) -> list[dict]:
+def _read_csv(path: Path, text_columns: tuple[str, ...] = ()) -> list[dict]:
+    """Rows of a CSV file: ``text_columns`` as strings, every other value a float (NaN if empty or not a number)."""
     with path.open(encoding="utf-8", newline="") as fh:
-        rows = []
-        for r in csv.DictReader(fh):
-            rows.append({k: (float(v) if v not in ("", None) and _isfloat(v) else math.nan) for k, v in r.items()})
-        return rows
+        return [{k: v if k in text_columns else (float(v) if v not in ("", None) and _isfloat(v) else math.nan)
+                 for k, v in r.items()} for r in csv.DictReader(fh)]
 
 
 def _isfloat(v: str) -> bool:
@@ -314,7 +309,7 @@ def _curves(folds: list[_Fold], problems: list[str]) -> str | None:
             problems.append(f"fold {f.k}: log.csv is missing (no training curves)")
             continue
         try:
-            h = _read_log(p)
+            h = _read_csv(p)
         except (OSError, ValueError) as exc:
             problems.append(f"fold {f.k}: log.csv cannot be read ({exc})")
             continue
