@@ -80,6 +80,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from orbitseg.evaluate.measure import MEASUREMENTS_CSV
     from orbitseg.predict.run import predict_inputs
 
     rows, problems = predict_inputs(
@@ -88,7 +89,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         mirror=args.mirror, resume=args.resume,
     )
     n = len({r["case"] for r in rows})
-    print(f"segmented {n} scan(s) into {args.output}" + (f"; measurements in {args.output / 'measurements.csv'}" if n else ""))
+    print(f"segmented {n} scan(s) into {args.output}" + (f"; measurements in {args.output / MEASUREMENTS_CSV}" if n else ""))
     for p in problems:
         print(f"orbitseg predict: refused: {p}", file=sys.stderr)
     return 1 if problems else 0

@@ -40,6 +40,7 @@ def run_demo(
     import numpy as np
 
     from orbitseg.evaluate.folders import evaluate_folders, format_summary_table
+    from orbitseg.evaluate.measure import MEASUREMENTS_CSV
     from orbitseg.io.dataset import check_dataset, format_check_table, import_dataset
     from orbitseg.io.layout import list_cases
     from orbitseg.io.read import read_label, read_scan
@@ -88,7 +89,7 @@ def run_demo(
     render_views(ct, pred, pictures / "new_patient_prediction.png", title="new patient: shipped model")
     _, summary = evaluate_folders(fresh / "prediction", fresh / "truth", fresh)
     print(format_summary_table(summary))
-    print((fresh / "prediction" / "measurements.csv").read_text())
+    print((fresh / "prediction" / MEASUREMENTS_CSV).read_text())
     print(f"done in {time.perf_counter() - t0:.0f} s")
     print(f"  cross-validation metrics: {dataset / 'runs' / 'default' / 'metrics'}")
     print(f"  report (open in a browser): {report}")
