@@ -137,9 +137,7 @@ def paired_measurements(pred: Volume, truth: Volume, case: str) -> list[dict]:
     """
     if pred.shape != truth.shape:
         raise ValueError(f"pred shape {pred.shape} differs from truth shape {truth.shape}")
-    p, t = orbit_measurements(pred), orbit_measurements(truth)
-    mid = t[0]["midline_x_mm"]
-    if p[0]["midline_x_mm"] != mid:  # re-measure the prediction about the truth's midline
-        p = _measure_about(pred, mid, t[0]["midline_from"])
+    t = orbit_measurements(truth)
+    p = _measure_about(pred, t[0]["midline_x_mm"], t[0]["midline_from"])
     return [{"case": case, "side": a["side"], **{f"{k}_pred": a[k] for k in MEASURE_KEYS.values()},
              **{f"{k}_true": b[k] for k in MEASURE_KEYS.values()}} for a, b in zip(p, t)]
