@@ -28,6 +28,8 @@ LABEL_TITLES: dict[int, str] = {
 SHORT_NAMES: dict[int, str] = {EYEBALL: "eyeball", MUSCLES: "muscles", NERVE: "nerve"}
 #: the foreground labels, in order
 STRUCTURES: tuple[int, ...] = (EYEBALL, MUSCLES, NERVE)
+#: classes a network predicts: background and the structures
+N_CLASSES: int = len(LABEL_NAMES)
 #: every value a label volume may hold
 VALID_LABELS: frozenset[int] = frozenset(LABEL_NAMES)
 

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..constants import STRUCTURES, VALID_LABELS, WINDOW_LEVEL, WINDOW_WIDTH, window_bounds
+from ..constants import N_CLASSES, STRUCTURES, VALID_LABELS, WINDOW_LEVEL, WINDOW_WIDTH, window_bounds
 
 #: stroke value that marks background ("not any structure") pixels
 BACKGROUND_STROKE: int = 255
@@ -81,6 +81,19 @@ def check_bool(arr, shape: tuple[int, ...], *, name: str) -> np.ndarray | None:
     if not (a.dtype == bool or np.issubdtype(a.dtype, np.integer)):
         raise ValueError(f"{name} must be a boolean array, got dtype {a.dtype}")
     return a.astype(bool, copy=False)
+
+
+def check_probabilities(probabilities, shape: tuple[int, ...], *, name: str = "probabilities") -> np.ndarray | None:
+    """Class probabilities ``(N_CLASSES, *shape)`` of a trained network as float64 (None stays None)."""
+    if probabilities is None:
+        return None
+    prob = np.asarray(probabilities, dtype=np.float64)
+    if prob.shape != (N_CLASSES,) + tuple(shape):
+        raise ValueError(f"{name} must have shape {(N_CLASSES,) + tuple(shape)} (background + {len(STRUCTURES)} "
+                         f"structures, then the image shape), got {prob.shape}")
+    if not np.all(np.isfinite(prob)) or prob.min() < 0 or prob.max() > 1 + 1e-6:
+        raise ValueError(f"{name} must be finite values in [0, 1]")
+    return prob
 
 
 def window01(image: np.ndarray, window: tuple[float, float] = (WINDOW_LEVEL, WINDOW_WIDTH)) -> np.ndarray:

@@ -42,11 +42,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..constants import STRUCTURES, WINDOW_LEVEL, WINDOW_WIDTH
-from ._common import check_bool, check_image, check_labels, check_mask, check_spacing, window01
+from ._common import check_bool, check_image, check_labels, check_mask, check_probabilities, check_spacing, window01
 from ._graphcut import HARD, alpha_expansion, edge_weights, restrict
 from .smartfill import BACKGROUND_MIX, UNIFORM_MIX, intensity_cost
 
-N_CLASSES = 1 + len(STRUCTURES)
 
 
 def border_distance(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
@@ -184,14 +183,7 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
         max_hole = {l: float(max_hole_mm2) for l in STRUCTURES}
     if any(not v >= 0 for v in max_hole.values()):
         raise ValueError(f"max_hole_mm2 must be non-negative, got {max_hole_mm2!r}")
-    prob = None
-    if probabilities is not None:
-        prob = np.asarray(probabilities, dtype=np.float64)
-        if prob.shape != (N_CLASSES,) + img.shape:
-            raise ValueError(f"probabilities must have shape {(N_CLASSES,) + img.shape} "
-                             f"(background + {len(STRUCTURES)} structures, then the image shape), got {prob.shape}")
-        if not np.all(np.isfinite(prob)) or prob.min() < 0 or prob.max() > 1 + 1e-6:
-            raise ValueError("probabilities must be finite values in [0, 1]")
+    prob = check_probabilities(probabilities, img.shape)
 
     voxel = float(np.prod(sp))
     m = _clean_topology(m0.copy(), labs, voxel, float(min_island_mm2), max_hole, prot)

@@ -30,7 +30,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..constants import WINDOW_LEVEL, WINDOW_WIDTH
-from ._common import (BACKGROUND_STROKE, check_image, check_labels, check_mask, check_spacing, window01)
+from ._common import (BACKGROUND_STROKE, check_image, check_labels, check_mask, check_probabilities, check_spacing,
+                      window01)
 from ._graphcut import HARD, alpha_expansion, edge_weights
 
 N_BINS = 256
@@ -154,14 +155,7 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
         raise ValueError(f"strokes is empty: no pixel marked with any of labels {list(labs)}")
 
     bmix = BACKGROUND_MIX if background_mix is None else float(background_mix)
-    prob = None
-    if probabilities is not None:
-        prob = np.asarray(probabilities, dtype=np.float64)
-        if prob.shape != (4,) + img.shape:
-            raise ValueError(f"probabilities must have shape {(4,) + img.shape} (background + 3 structures, "
-                             f"then the image shape), got {prob.shape}")
-        if not np.all(np.isfinite(prob)) or prob.min() < 0 or prob.max() > 1 + 1e-6:
-            raise ValueError("probabilities must be finite values in [0, 1]")
+    prob = check_probabilities(probabilities, img.shape)
     if focus is not None:
         foc = np.asarray(focus)
         if foc.shape != img.shape:

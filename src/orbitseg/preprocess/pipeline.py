@@ -18,14 +18,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from orbitseg.constants import INPUT_SIZE, LABEL_NAMES, SEQ_LEN, WINDOW_LEVEL, WINDOW_WIDTH
+from orbitseg.constants import INPUT_SIZE, N_CLASSES, SEQ_LEN, WINDOW_LEVEL, WINDOW_WIDTH
 from orbitseg.io.orient import from_canonical, to_canonical
 from orbitseg.io.volume import Geometry, Volume
 from orbitseg.preprocess.fit import SliceFit, fit_image, fit_label_fractions, plan_fit, unfit_probabilities
 from orbitseg.preprocess.voi import OrbitBox, VOIMargins, locate_orbits
 from orbitseg.preprocess.window import apply_window
 
-N_CLASSES = len(LABEL_NAMES)
 
 
 @dataclass(frozen=True)
