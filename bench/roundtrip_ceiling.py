@@ -27,6 +27,7 @@ def main() -> None:
     from orbitseg.constants import LABEL_NAMES, STRUCTURES
     from orbitseg.preprocess.fit import one_hot
     from orbitseg.preprocess.pipeline import PreprocessConfig, labels_to_scan, prepare_scan
+    from orbitseg.evaluate.metrics import dice_per_structure
     from orbitseg.synth import render_patient, sample_patient
 
     seqs = np.random.SeedSequence(args.seed).spawn(args.patients)
@@ -41,9 +42,7 @@ def main() -> None:
                 parts = [(p.box, p.fit, p.fractions if kind == "soft" else one_hot(p.fractions.argmax(1)))
                          for p in preps]
                 back = labels_to_scan(parts, ct.geometry)
-                res[(size, kind)].append([
-                    2 * ((lab.array == c) & (back == c)).sum() / ((lab.array == c).sum() + (back == c).sum())
-                    for c in STRUCTURES])
+                res[(size, kind)].append(list(dice_per_structure(back, lab.array).values()))
         print(f"patient {i + 1}/{args.patients}: spacing {tuple(round(s, 2) for s in ct.spacing)}", flush=True)
     names = [LABEL_NAMES[c] for c in STRUCTURES]
     print(f"\n{'size':>5} {'px mm':>6} {'target':>6}  " + "  ".join(f"{n:>20}" for n in names))
