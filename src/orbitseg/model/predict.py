@@ -20,10 +20,12 @@ __all__ = ["sequence_indices", "build_sequences", "predict_volume_slices"]
 
 
 def sequence_indices(n: int, seq_len: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """``(n, seq_len)`` slice indices of every centre-slice sequence, edges replicated."""
-    c = seq_len // 2
-    idx = torch.arange(n, device=device)[:, None] + torch.arange(seq_len, device=device)[None, :] - c
-    return idx.clamp_(0, n - 1)
+    """``(n, seq_len)`` slice indices of every centre-slice sequence, edges replicated: the
+    sequences the training store was cut into (:func:`orbitseg.preprocess.fit.sequence_indices`),
+    as a tensor on ``device``."""
+    from orbitseg.preprocess.fit import sequence_indices as numpy_indices
+
+    return torch.as_tensor(numpy_indices(n, seq_len), dtype=torch.int64, device=device)
 
 
 def build_sequences(slices: torch.Tensor, seq_len: int) -> torch.Tensor:
