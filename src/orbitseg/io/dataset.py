@@ -43,22 +43,27 @@ def is_dicom_folder(path: Path) -> bool:
     return path.is_dir() and any(f.is_file() and is_dicom_file(f) for f in path.rglob("*"))
 
 
-def _scan_entries(folder: Path) -> dict[str, Path]:
-    """case stem -> scan file or DICOM folder, for the entries directly in ``folder``."""
-    out: dict[str, Path] = {}
+def scan_entries(folder: Path, *, skip_folders: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
+    """(stem, path) of the scan files (a known image ending) and DICOM series folders directly
+    in ``folder``, sorted by name; hidden entries and the sub-folders named in ``skip_folders``
+    are left out."""
+    out: list[tuple[str, Path]] = []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            if entry.name in _LABEL_FOLDERS + _IMAGE_FOLDERS:
-                continue
-            if is_dicom_folder(entry):
-                out[entry.name] = entry
+            if entry.name not in skip_folders and is_dicom_folder(entry):
+                out.append((entry.name, entry))
             continue
         stem, ending = split_ending(entry.name)
         if ending:
-            out[stem] = entry
+            out.append((stem, entry))
     return out
+
+
+def _scan_entries(folder: Path) -> dict[str, Path]:
+    """case stem -> scan file or DICOM folder directly in ``folder`` (image/label folders skipped)."""
+    return dict(scan_entries(folder, skip_folders=_LABEL_FOLDERS + _IMAGE_FOLDERS))
 
 
 def find_source_cases(src: str | Path) -> list[SourceCase]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orbitseg.constants import FILE_ENDING, split_ending
+from orbitseg.constants import CHANNEL_SUFFIX, FILE_ENDING, split_ending
 from orbitseg.errors import InputError, OrbitsegError
 from orbitseg.io.atomic import write_text_atomic
 
@@ -31,7 +31,7 @@ def find_inputs(path: str | Path) -> list[ScanInput]:
     InputError
         ``path`` is missing or holds no scan.
     """
-    from orbitseg.io.dataset import is_dicom_folder
+    from orbitseg.io.dataset import scan_entries
     from orbitseg.io.dicom import is_dicom_file
 
     path = Path(path)
@@ -43,16 +43,8 @@ def find_inputs(path: str | Path) -> list[ScanInput]:
     direct_dicom = any(f.is_file() and is_dicom_file(f) for f in path.iterdir())
     if direct_dicom:
         return [ScanInput(path.name, path)]
-    out = []
-    for entry in sorted(path.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        stem, ending = split_ending(entry.name)
-        if entry.is_file() and ending:
-            case = stem[:-5] if stem.endswith("_0000") else stem  # nnU-Net channel suffix
-            out.append(ScanInput(case, entry))
-        elif entry.is_dir() and is_dicom_folder(entry):
-            out.append(ScanInput(entry.name, entry))
+    out = [ScanInput(stem.removesuffix(CHANNEL_SUFFIX) if entry.is_file() else stem, entry)  # nnU-Net channel
+           for stem, entry in scan_entries(path)]
     if not out:
         raise InputError(path, "holds no scans (NIfTI, NRRD, MetaImage files or DICOM series folders)")
     return out
