@@ -85,6 +85,9 @@ HU_MAX: float = 32767.0
 # --- Files ------------------------------------------------------------------
 #: nnU-Net v2 channel suffix of the single CT channel
 CHANNEL_SUFFIX: str = "_0000"
+#: a training run's checkpoints: the best epoch on validation (what predict loads) and the latest (resume)
+CHECKPOINT_BEST: str = "checkpoint_best.pt"
+CHECKPOINT_LAST: str = "checkpoint_last.pt"
 #: ending of every file the project writes by default
 FILE_ENDING: str = ".nii.gz"
 #: endings of single-file scans we read (a DICOM series is a folder)

@@ -10,11 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orbitseg.constants import CHANNEL_SUFFIX, FILE_ENDING, split_ending
+from orbitseg.constants import CHANNEL_SUFFIX, CHECKPOINT_BEST, FILE_ENDING, split_ending
 from orbitseg.errors import InputError, OrbitsegError
 from orbitseg.io.atomic import write_text_atomic
-
-CHECKPOINT = "checkpoint_best.pt"
 
 
 @dataclass(frozen=True)
@@ -62,15 +60,15 @@ def model_checkpoints(model: str | Path | None, folds: str = "all") -> list[Path
         return [model]
     if not model.is_dir():
         raise InputError(model, "model does not exist (give a run folder or a checkpoint file)")
-    if (model / CHECKPOINT).is_file():
-        return [model / CHECKPOINT]
+    if (model / CHECKPOINT_BEST).is_file():
+        return [model / CHECKPOINT_BEST]
     found = {}
-    for p in [*model.glob(f"fold_*/{CHECKPOINT}"), *model.glob("fold_*.pt")]:
-        k = (p.parent.name if p.name == CHECKPOINT else p.stem).split("_")[1]
+    for p in [*model.glob(f"fold_*/{CHECKPOINT_BEST}"), *model.glob("fold_*.pt")]:
+        k = (p.parent.name if p.name == CHECKPOINT_BEST else p.stem).split("_")[1]
         if k.isdigit():
             found[int(k)] = p
     if not found:
-        raise InputError(model, f"holds no {CHECKPOINT} (neither itself nor in fold_*/) and no fold_*.pt")
+        raise InputError(model, f"holds no {CHECKPOINT_BEST} (neither itself nor in fold_*/) and no fold_*.pt")
     wanted = sorted(found) if folds == "all" else [int(f) for f in str(folds).split(",")]
     missing = [f for f in wanted if f not in found]
     if missing:

@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from orbitseg.constants import LABEL_ENDINGS, SHORT_NAMES, STRUCTURES
+from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, LABEL_ENDINGS, SHORT_NAMES, STRUCTURES
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_path, write_text_atomic
 from orbitseg.train.augment import AugmentParams, augment
@@ -75,7 +75,6 @@ from orbitseg.train.splits import N_FOLDS, fold_split, make_splits
 
 __all__ = ["train", "train_fold", "run_dir_of", "load_init", "LOOP_OPTIONS", "CHECKPOINT_LAST", "CHECKPOINT_BEST"]
 
-CHECKPOINT_LAST, CHECKPOINT_BEST = "checkpoint_last.pt", "checkpoint_best.pt"
 FORMAT = "orbitseg-train-1"
 SHORT = SHORT_NAMES
 
