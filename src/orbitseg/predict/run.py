@@ -129,6 +129,7 @@ def predict_inputs(
     from orbitseg.io.read import read_label, read_scan
     from orbitseg.io.write import write_label
     from orbitseg.predict.core import load_model, predict_scan
+    from orbitseg.predict.postprocess import NO_POSTPROCESSING, apply_postprocessing
 
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: resume keeps existing label files, "
@@ -143,8 +144,6 @@ def predict_inputs(
     if len(configs) > 1:
         raise InputError(Path(model), "the fold models were trained with different preprocessing; cannot ensemble")
     config = loaded[0][1]
-    from orbitseg.predict.postprocess import NO_POSTPROCESSING, apply_postprocessing
-
     choice, how = model_postprocessing(ckpts) if postprocess else (dict(NO_POSTPROCESSING), "no post-processing (turned off)")
     if progress:
         print(how)

@@ -626,14 +626,12 @@ def _segment_cases(root: Path, run: Path, cases: list[str], dev, log):
 def _choose_on_validation(root: Path, run: Path, cases: list[str], dev, log) -> dict:
     """Choose post-processing on the fold's validation cases; writes ``postprocess.json``."""
     from orbitseg.io.read import read_label
-    from orbitseg.predict.postprocess import choose_postprocessing, write_postprocessing
+    from orbitseg.predict.postprocess import NO_POSTPROCESSING, choose_postprocessing, write_postprocessing
 
     t0 = time.time()
     pairs = [(case, labels, read_label(label_path, reference=scan).array)
              for case, scan, labels, label_path in _segment_cases(root, run, cases, dev, log)]
     if not pairs:
-        from orbitseg.predict.postprocess import NO_POSTPROCESSING
-
         return dict(NO_POSTPROCESSING)
     choice = choose_postprocessing(pairs)
     write_postprocessing(run, choice)
