@@ -339,7 +339,12 @@ def test_predict_with_a_checkpoint(dataset, tmp_path, monkeypatch):
     ckpt = tmp_path / "checkpoint_best.pt"
     ckpt.write_bytes(b"stub")
     monkeypatch.setattr(core, "load_model", lambda p: ("net", "cfg"))
-    monkeypatch.setattr(core, "predict_scan", lambda net, scan, cfg: (scan.like((scan.array > 0).astype(np.uint8)), None))
+
+    def fake_predict(net, scan, cfg, return_probabilities=False):
+        lab = (scan.array > 0).astype(np.uint8)
+        return scan.like(lab), np.eye(4, dtype=np.float32)[lab].transpose(3, 0, 1, 2)
+
+    monkeypatch.setattr(core, "predict_scan", fake_predict)
     c = TestClient(create_app(dataset, model=ckpt), raise_server_exceptions=False, base_url="http://127.0.0.1")
     r = c.post(f"/api/cases/{CASE}/predict")
     assert r.status_code == 200, r.text
@@ -397,3 +402,44 @@ def test_predict_with_the_shipped_model(dataset):
     canon = to_canonical(_scan(dataset))
     pred = np.frombuffer(r.content, np.uint8).reshape(canon.shape)
     assert {1, 2, 3} <= set(np.unique(pred).tolist())
+
+
+def test_tools_use_the_networks_probabilities_after_predict(dataset, tmp_path, monkeypatch):
+    """After Predict on a case, SmartFill gets the network's probabilities as prior and AutoCorrection
+    as data term (issue 8).  The stub network is perfect (one-hot ground truth): a click then fills
+    the globe better than the image alone does, and AutoCorrection pulls a dilated mask back."""
+    from scipy import ndimage as ndi
+
+    import orbitseg.predict.core as core
+
+    ckpt = tmp_path / "checkpoint_best.pt"
+    ckpt.write_bytes(b"stub")
+    scan = _scan(dataset)
+    truth = read_label(dataset / "labelsTr" / f"{CASE}.nii.gz", reference=scan).array
+    monkeypatch.setattr(core, "load_model", lambda p: ("net", "cfg"))
+    monkeypatch.setattr(core, "predict_scan", lambda net, scan, cfg, return_probabilities=False: (
+        scan.like(truth), np.eye(4, dtype=np.float32)[truth].transpose(3, 0, 1, 2)))
+    c = TestClient(create_app(dataset, model=ckpt), raise_server_exceptions=False, base_url="http://127.0.0.1")
+    gt, k, r, col, comp = _globe_click(dataset)
+    ny, nx = gt.shape[1:]
+    mask = np.zeros((ny, nx), np.uint8)
+    strokes = np.zeros((ny, nx), np.uint8)
+    strokes[r - 1:r + 2, col - 1:col + 2] = 1
+
+    def fill():
+        resp = c.post(f"/api/cases/{CASE}/smartfill?z0={k}&labels=1", content=mask.tobytes() + strokes.tobytes())
+        assert resp.status_code == 200, resp.text
+        out = np.frombuffer(resp.content, np.uint8).reshape(ny, nx)
+        return resp.headers["x-orbitseg-prior"], 2 * ((out == 1) & comp).sum() / ((out == 1).sum() + comp.sum())
+
+    used, dice_image = fill()
+    assert used == "none"
+    assert c.post(f"/api/cases/{CASE}/predict").status_code == 200
+    used, dice_prior = fill()
+    assert used == "network"
+    assert dice_prior > 0.97 and dice_prior > dice_image
+    grown = np.where(ndi.binary_dilation(gt[k] == 1, iterations=2) & (gt[k] == 0), 1, gt[k]).astype(np.uint8)
+    resp = c.post(f"/api/cases/{CASE}/autocorrect?z0={k}&labels=1", content=grown.tobytes())
+    assert resp.headers["x-orbitseg-prior"] == "network"
+    fixed = np.frombuffer(resp.content, np.uint8).reshape(ny, nx)
+    assert ((fixed == 1) != (gt[k] == 1)).sum() < 0.5 * ((grown == 1) != (gt[k] == 1)).sum()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import threading
 import zlib
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,8 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_VOXELS = 1024 * 1024 * 1024
 #: slab depth limit (slices) for 3-D SmartFill / AutoCorrection
 MAX_SLAB = 96
+#: cases whose network probabilities the server keeps after Predict (see create_app)
+PRIOR_CASES = 2
 
 
 def _err(status: int, code: str, message: str, **extra) -> JSONResponse:
@@ -153,7 +156,12 @@ def _host_name(value: str) -> str:
     return v.rsplit(":", 1)[0] if v.count(":") == 1 else v
 
 
-async def _run_tool(run, code: str, what: str) -> Response:
+def _prior_header(prior: np.ndarray | None) -> dict:
+    """Tells the page whether a tool ran with the network's probabilities."""
+    return {"X-Orbitseg-Prior": "none" if prior is None else "network"}
+
+
+async def _run_tool(run, code: str, what: str, **headers) -> Response:
     """Run a labeling algorithm off the event loop; its ValueError becomes a 422 the page shows."""
     from starlette.concurrency import run_in_threadpool
 
@@ -161,7 +169,7 @@ async def _run_tool(run, code: str, what: str) -> Response:
         out = await run_in_threadpool(run)
     except ValueError as exc:
         raise AppError(422, code, f"{what}: {exc}") from None
-    return _raw(out.astype(np.uint8))
+    return _raw(out.astype(np.uint8), **headers)
 
 
 def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES) -> FastAPI:
@@ -177,6 +185,14 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
     app.state.store = store
     model_path = None if model is None else Path(model)
     model_state: dict = {"lock": threading.Lock(), "loaded": None}
+    # the network's probabilities of the cases Predict ran on, canonical (C, nz, ny, nx) as uint8
+    # (1/255 steps; 100 MB for a 512x512x100 scan), the last PRIOR_CASES only: SmartFill and
+    # AutoCorrection use them as prior / data term on those cases (issue 8)
+    priors: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def _prior(case_id: str, z0: int, z1: int) -> np.ndarray | None:
+        q = priors.get(case_id)
+        return None if q is None else q[:, z0:z1].astype(np.float32) / 255.0
     from orbitseg.labeling import SuperpixelCache
 
     spx_cache = SuperpixelCache(maxsize=256)
@@ -401,12 +417,14 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
                            "structure on these slices: draw a stroke (or a SmartPencil click) inside it first")
         sp = o.canon.geometry.spacing
         img = o.canon.array[z0:z1]
+        prior = _prior(case_id, z0, z1)
 
         def run():
             from scipy import ndimage as ndi
 
             two_d = z1 - z0 == 1
             im, st, cur = (img[0], strokes[0], mask[0]) if two_d else (img, strokes, mask)
+            pr = None if prior is None else (prior[:, 0] if two_d else prior)
             spacing = (sp[1], sp[0]) if two_d else (sp[2], sp[1], sp[0])
             # one fill per separate group of strokes (e.g. both globes): each cut then models its own
             # orbit's intensities in a local ROI (globe Dice from a click per globe, 6 small synthetic
@@ -416,11 +434,11 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             if n_groups > 8:
                 n_groups = 1
             for g in range(1, n_groups + 1):
-                cur = smart_fill(im, st, spacing=spacing, labels=labels, mask=cur,
+                cur = smart_fill(im, st, spacing=spacing, labels=labels, mask=cur, probabilities=pr,
                                  focus=((groups == g) & marked) if n_groups > 1 else None)
             return cur[None] if two_d else cur
 
-        return await _run_tool(run, "smartfill_failed", "SmartFill")
+        return await _run_tool(run, "smartfill_failed", "SmartFill", **_prior_header(prior))
 
     @app.post("/api/cases/{case_id}/autocorrect")
     async def autocorrect(case_id: str, request: Request):
@@ -433,6 +451,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             return _raw(mask)
         sp = o.canon.geometry.spacing
         img = o.canon.array[z0:z1]
+        prior = _prior(case_id, z0, z1)
 
         def run():
             # work on the labels' bounding box plus a margin: the result only changes near borders
@@ -442,16 +461,18 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             my, mx = int(np.ceil(10 / sp[1])), int(np.ceil(10 / sp[0]))
             y0, y1 = max(0, idx[1].min() - my), min(ny, idx[1].max() + 1 + my)
             x0, x1 = max(0, idx[2].min() - mx), min(nx, idx[2].max() + 1 + mx)
+            pr = None if prior is None else prior[:, :, y0:y1, x0:x1]
             if nz_ == 1:
-                r = auto_correct(img[0, y0:y1, x0:x1], mask[0, y0:y1, x0:x1], spacing=(sp[1], sp[0]), labels=labels)
+                r = auto_correct(img[0, y0:y1, x0:x1], mask[0, y0:y1, x0:x1], spacing=(sp[1], sp[0]), labels=labels,
+                                 probabilities=None if pr is None else pr[:, 0])
                 out[0, y0:y1, x0:x1] = r
             else:
                 r = auto_correct(img[:, y0:y1, x0:x1], mask[:, y0:y1, x0:x1], spacing=(sp[2], sp[1], sp[0]),
-                                 labels=labels)
+                                 labels=labels, probabilities=pr)
                 out[:, y0:y1, x0:x1] = r
             return out
 
-        return await _run_tool(run, "autocorrect_failed", "AutoCorrection")
+        return await _run_tool(run, "autocorrect_failed", "AutoCorrection", **_prior_header(prior))
 
     @app.post("/api/cases/{case_id}/predict")
     def predict(case_id: str):
@@ -469,7 +490,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
         except InputError as exc:
             raise AppError(503, "no_model", f"{exc}; restart with `orbitseg label DATASET --model RUN_OR_CKPT`")
         o = store.open(case_id)
-        from orbitseg.io.orient import to_canonical
+        from orbitseg.io.orient import array_to_canonical, plan_canonical, to_canonical
 
         with model_state["lock"]:
             if model_state["loaded"] is None:
@@ -484,8 +505,13 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             from orbitseg.predict.core import predict_scan
             from orbitseg.predict.postprocess import apply_postprocessing
 
-            labels, _ = predict_scan(nets, o.scan, config)
+            labels, probs = predict_scan(nets, o.scan, config, return_probabilities=True)
             labels = apply_postprocessing(labels, model_state["postprocess"])
+            q = array_to_canonical(np.round(probs * 255.0).astype(np.uint8), plan_canonical(o.scan.geometry))
+            priors[case_id] = np.ascontiguousarray(q)
+            priors.move_to_end(case_id)
+            while len(priors) > PRIOR_CASES:
+                priors.popitem(last=False)
         return _gzip_response(np.ascontiguousarray(to_canonical(labels).array, dtype=np.uint8))
 
     return app

@@ -417,7 +417,7 @@ async function predict() {
   try {
     const out = await apiBytes(`/api/cases/${encodeURIComponent(S.caseId)}/predict`, { method: "POST" }, "Predicting (may take a while)…");
     if (applyResult(0, out)) render();
-    showMessage("Draft from the model loaded: correct it, then save. Undo brings back your labels.");
+    showMessage("Draft from the model loaded: correct it, then save. Undo brings back your labels. On this case SmartFill and AutoCorrection now also use the model's probabilities.");
   } catch (e) { reportError(e, "Predict"); }
 }
 
