@@ -43,13 +43,13 @@ that structure in that orbit; runs that never get there count as the budget
 Data: the synthetic cohort (``orbitseg.synth``) when it exists, else the
 simple phantom of ``orbitseg.labeling.phantom`` (say which in the output).
 Patients are drawn from ``--seed`` on; the tools' defaults were tuned on
-``--seed 100`` (patients 100-101) and are reported on ``--seed 0`` (patients
-0-1), so the reported slices were not used for tuning.
+``--seed 100`` (patients 100-112) and are reported on ``--seed 0`` (patients
+0-12, two slices each), so the reported slices were not used for tuning.
 
 The budget (40) lets the brush baseline reach Dice 0.90 on the muscles (it
 needs 20-35 strokes), so its NoC is measured rather than censored.
 
-    python bench/annotate.py                # default: 4 slices (seed 0), budget 40
+    python bench/annotate.py                # default: 24 slices of 13 patients (seed 0), budget 40
     python bench/annotate.py --slices 8 --budget 40 --tools brush,stroke+fill
 """
 
@@ -418,7 +418,7 @@ def noc_at(hist, thr, budget):
 # ----------------------------------------------------------------------------- main
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--slices", type=int, default=4)
+    ap.add_argument("--slices", type=int, default=24)
     ap.add_argument("--seed", type=int, default=0, help=f"first patient; {TUNING_SEED} is the tuning set")
     ap.add_argument("--budget", type=int, default=40)
     ap.add_argument("--tools", default=",".join(TOOLS))

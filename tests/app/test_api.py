@@ -443,3 +443,21 @@ def test_tools_use_the_networks_probabilities_after_predict(dataset, tmp_path, m
     assert resp.headers["x-orbitseg-prior"] == "network"
     fixed = np.frombuffer(resp.content, np.uint8).reshape(ny, nx)
     assert ((fixed == 1) != (gt[k] == 1)).sum() < 0.5 * ((grown == 1) != (gt[k] == 1)).sum()
+
+
+def test_smartfill_with_background_strokes_only_corrects_the_mask(client, dataset):
+    """A background stroke on an over-grown globe, no label stroke: SmartFill trims the mask near it."""
+    from scipy import ndimage as ndi
+
+    gt, k, r, c, comp = _globe_click(dataset)
+    ny, nx = gt.shape[1:]
+    grown = ndi.binary_dilation(comp, iterations=3)
+    ring = np.argwhere(grown & ~comp)
+    y, x = ring[len(ring) // 2]
+    strokes = np.zeros((ny, nx), np.uint8)
+    strokes[y, x] = 255
+    resp = client.post(f"/api/cases/{CASE}/smartfill?z0={k}&labels=1",
+                       content=grown.astype(np.uint8).tobytes() + strokes.tobytes())
+    assert resp.status_code == 200, resp.text
+    out = np.frombuffer(resp.content, np.uint8).reshape(ny, nx) == 1
+    assert not out[y, x] and (out & ~comp).sum() < (grown & ~comp).sum()

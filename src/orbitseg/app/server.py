@@ -410,9 +410,10 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
         o, z0, z1, arr = await _slab(case_id, request, 2)
         labels = _labels_param(request)
         mask, strokes = arr[0], arr[1].copy()
-        if not np.isin(strokes, labels).any():  # no strokes: grow from the labels already drawn
+        if not strokes.any():  # no strokes: grow from the labels already drawn
             strokes = np.where(np.isin(mask, labels), mask, strokes).astype(np.uint8)
-        if not np.isin(strokes, labels).any():
+        # background strokes alone correct the labels already drawn (SmartFill's keep_weight)
+        if not np.isin(strokes, labels).any() and not (strokes.any() and np.isin(mask, labels).any()):
             raise AppError(422, "no_strokes", "SmartFill needs strokes or a few labelled pixels of the chosen "
                            "structure on these slices: draw a stroke (or a SmartPencil click) inside it first")
         sp = o.canon.geometry.spacing
@@ -429,7 +430,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             # one fill per separate group of strokes (e.g. both globes): each cut then models its own
             # orbit's intensities in a local ROI (globe Dice from a click per globe, 6 small synthetic
             # patients: 0.70-0.91 with one cut over both orbits, 0.81-0.91 with a cut per group)
-            marked = np.isin(st, labels)
+            marked = st != 0
             groups, n_groups = ndi.label(ndi.binary_dilation(marked, iterations=2))
             if n_groups > 8:
                 n_groups = 1
