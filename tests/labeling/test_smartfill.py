@@ -276,3 +276,5 @@ def test_background_stroke_alone_corrects_a_mask():
     assert after > before + 0.01 and not (out[strokes > 0] == 1).any(), (before, after)  # the ROI part of the ring goes
     with pytest.raises(ValueError, match="strokes is empty"):
         smart_fill(img, strokes, spacing=(0.45, 0.45), labels=(1,), mask=grown.astype(np.uint8), keep_weight=0)
+    with pytest.raises(ValueError, match="keep_weight"):
+        smart_fill(img, strokes, spacing=(0.45, 0.45), labels=(1,), mask=grown.astype(np.uint8), keep_weight=-1)
