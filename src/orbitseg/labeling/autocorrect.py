@@ -47,7 +47,6 @@ from ._graphcut import HARD, alpha_expansion, edge_weights, restrict
 from .smartfill import BACKGROUND_MIX, UNIFORM_MIX, intensity_cost
 
 
-
 def border_distance(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """mm from every pixel to the nearest pixel that has a neighbour (full connectivity) of another label."""
     st = ndi.generate_binary_structure(mask.ndim, mask.ndim)

@@ -144,9 +144,9 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
         each label join its intensity samples; background strokes alone are then a valid
         correction (a label with no stroke in the ROI may then only shrink).  A stroke then
         edits the mask where the image supports it instead of recomputing the ROI from the
-        strokes alone (0), which could throw away earlier work: on
-        the phantom globe, three correction strokes took Dice 0.93 -> 0.95-0.97 with 1.0 and
-        could drop it to 0.69 with 0.  1.0 was chosen with ``bench/annotate.py --seed 100``
+        strokes alone (0), which could throw away earlier work: on the phantom globe, three
+        correction strokes took Dice 0.93 -> 0.95-0.97 with 1.0 and could drop it to 0.69
+        with 0.  1.0 was chosen with ``bench/annotate.py --seed 100``
         (stroke + SmartFill, median NoC@90 eyeball / muscles / nerve 6 / 24 / 7.5 -> 4 / 21.5 / 6.5).
     probabilities : optional (4, *image.shape) class probabilities (background, eyeball, muscles,
         nerve) of a trained network.  Their ``-log`` is added to the region term as a prior
@@ -206,8 +206,21 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
     extra = sorted(set(np.unique(fixed_lab[fixed_lab > 0]).tolist()) - set(labs))
     cand = [0] + [l for l in labs if (s_r == l).any() or (correcting and (out_r == l).any())] + extra
     L = len(cand)
+    lut = np.zeros(256, np.int64)
+    lut[np.asarray(cand)] = np.arange(L)  # cand is not sorted: map label -> index explicitly
     flat_x = x.ravel()
     fl = fixed_lab.ravel()
+
+    keep = None
+    if correcting and np.isin(out_r, labs).any():
+        # a correction: leaving the current mask's label costs ``keep_weight`` per pixel
+        cur_idx = np.where(np.isin(out_r, cand), lut[out_r], 0).ravel()
+        keep = keep_weight * (np.arange(L)[:, None] != cur_idx[None, :])
+        # a label without a stroke here has no new evidence to grow on: it may only shrink
+        # (a background stroke trims the mask; the mask's own samples must not spread it)
+        for i, l in enumerate(cand):
+            if l in labs and not (s_r == l).any():
+                keep[i, out_r.ravel() != l] = HARD
 
     P, Q, W = edge_weights(xs, sp, lam, connectivity)
     prior = None
@@ -256,32 +269,15 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
                 unary[i] += distance_weight * dist[l]
             if prior is not None:
                 unary[i] += prior[l]
+        if keep is not None:
+            unary += keep
         # hard constraints
         f = fl >= 0
         unary[:, f] = HARD
-        lut = np.zeros(256, np.int64)
-        lut[np.asarray(cand)] = np.arange(L)  # cand is not sorted: map label -> index explicitly
         unary[lut[fl[f]], np.nonzero(f)[0]] = 0.0
         return unary
 
-    keep = None
-    if correcting and np.isin(out_r, labs).any():
-        # a correction: leaving the current mask's label costs ``keep_weight`` per pixel
-        lut0 = np.zeros(256, np.int64)
-        lut0[np.asarray(cand)] = np.arange(L)
-        cur_idx = np.where(np.isin(out_r, cand), lut0[out_r], 0).ravel()
-        keep = keep_weight * (np.arange(L)[:, None] != cur_idx[None, :])
-
-        # a label without a stroke here has no new evidence to grow on: it may only shrink
-        # (a background stroke trims the mask; the mask's own samples must not spread it)
-        for i, l in enumerate(cand):
-            if l in labs and not (s_r == l).any():
-                keep[i, out_r.ravel() != l] = HARD
-
-    def with_keep(u):
-        return u if keep is None else u + keep
-
-    assign = alpha_expansion(with_keep(models(None)), P, Q, W, max_cycles=max_cycles)
+    assign = alpha_expansion(models(None), P, Q, W, max_cycles=max_cycles)
     interior = None
     erode_px = np.maximum(1, np.round(1.0 / sp)).astype(int)  # ~1 mm
     foot = np.ones(tuple(2 * e + 1 for e in erode_px), bool)
@@ -289,7 +285,7 @@ def smart_fill(image, strokes, *, spacing, labels=(1, 2, 3), lam: float = 2.0, g
         a = assign.reshape(x.shape)
         interior = (ndi.maximum_filter(a, footprint=foot, mode="nearest")
                     == ndi.minimum_filter(a, footprint=foot, mode="nearest")).ravel()
-        new = alpha_expansion(with_keep(models(assign)), P, Q, W, init=assign, max_cycles=max_cycles)
+        new = alpha_expansion(models(assign), P, Q, W, init=assign, max_cycles=max_cycles)
         if np.array_equal(new, assign):
             break
         assign = new
