@@ -145,3 +145,15 @@ def test_eyeball_holes_filled_whole_muscle_holes_only_small():
     assert out2[72:78, 77:83].max() == 0
     with pytest.raises(ValueError, match="max_hole_mm2"):
         auto_correct(img, m, spacing=SP, max_hole_mm2=-1)
+
+
+def test_edge_weights_geometric_part_is_the_weight_without_contrast():
+    """AutoCorrection's edge evidence is G - W; G must be exactly the contrast-free weight."""
+    from orbitseg.labeling._graphcut import edge_weights
+
+    rng = np.random.default_rng(0)
+    for shape, sp in (((20, 25), (0.45, 0.45)), ((4, 15, 20), (2.0, 0.45, 0.5))):
+        img = rng.random(shape)
+        P, Q, W, G = edge_weights(img, np.asarray(sp), 1.3, geometric=True)
+        np.testing.assert_array_equal(G, edge_weights(img, np.asarray(sp), 1.3, sigma=np.inf)[2])
+        assert np.all(W <= G) and np.all(W > 0)

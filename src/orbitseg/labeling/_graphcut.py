@@ -61,7 +61,7 @@ def _crofton_factors(spacing: tuple[float, ...], offsets: tuple[tuple[int, ...],
 
 
 def edge_weights(img01: np.ndarray, spacing: np.ndarray, lam: float, connectivity: int | None = None,
-                 sigma: float | None = None):
+                 sigma: float | None = None, geometric: bool = False):
     """Neighbour pairs of ``img01`` with Boykov-Jolly weights ``(p, q, w)`` as flat arrays.
 
     Parameters
@@ -72,10 +72,12 @@ def edge_weights(img01: np.ndarray, spacing: np.ndarray, lam: float, connectivit
     connectivity : 8 (default) or 4 in 2-D, 26 (default) or 6 in 3-D
     sigma : contrast scale; default: root mean squared neighbour difference within the
         slices (through-plane differences of thick slices would blunt the in-plane contrast)
+    geometric : also return the weights without the contrast factor (``lam * c_k / dist``)
 
     Returns
     -------
-    P, Q : (E,) int64 flat node indices; W : (E,) float64 weights
+    P, Q : (E,) int64 flat node indices; W : (E,) float64 weights; with ``geometric``,
+    G : (E,) float64 weights without the contrast factor (``W <= G``)
     """
     offsets = half_offsets(img01.ndim, connectivity)
     sp = np.asarray(spacing, float)
@@ -83,7 +85,7 @@ def edge_weights(img01: np.ndarray, spacing: np.ndarray, lam: float, connectivit
     flat = img01.ravel().astype(np.float64)
     if not pairs:
         z = np.zeros(0, np.int64)
-        return z, z, np.zeros(0)
+        return (z, z, np.zeros(0), np.zeros(0)) if geometric else (z, z, np.zeros(0))
     crofton = _crofton_factors(tuple(float(v) for v in sp), tuple(map(tuple, offsets)))
     diffs = [flat[p] - flat[q] for p, q, _, _ in pairs]
     if sigma is None:
@@ -98,7 +100,10 @@ def edge_weights(img01: np.ndarray, spacing: np.ndarray, lam: float, connectivit
     Q = np.concatenate([q for _, q, _, _ in pairs])
     W = np.concatenate([lam * crofton[k] * np.exp(-(d * d) / (2.0 * sigma2)) / dist
                         for d, (_, _, dist, k) in zip(diffs, pairs)])
-    return P, Q, W
+    if not geometric:
+        return P, Q, W
+    G = np.concatenate([np.full(p.size, lam * crofton[k] / dist) for p, _, dist, k in pairs])
+    return P, Q, W, G
 
 
 def alpha_expansion(unary: np.ndarray, P: np.ndarray, Q: np.ndarray, W: np.ndarray,

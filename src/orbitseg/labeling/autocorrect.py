@@ -238,7 +238,7 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
         # a label may only move to pixels within the band of its own region
         near = ndi.distance_transform_edt(mb != c, sampling=sp).ravel() <= band_mm + 1e-6
         unary[i, ~near] = HARD
-    P, Q, W = edge_weights(xs, sp, lam)
+    P, Q, W, G = edge_weights(xs, sp, lam, geometric=True)
     cur_idx = np.searchsorted(np.asarray(cand), cur)
     # only the band's pixels are variables; fixed neighbours enter as unary terms
     u, P2, Q2, W2 = restrict(unary, P, Q, W, fb, cur_idx)
@@ -246,7 +246,7 @@ def auto_correct(image, mask, *, spacing, band_mm: float = 1.5, min_island_mm2: 
     assign[fb] = alpha_expansion(u, P2, Q2, W2, init=cur_idx[fb], max_cycles=2)
     # edge strength: the part of a pair's boundary cost that the image contrast takes off
     # (geometric weight minus contrast-sensitive weight); the Potts length term is not evidence
-    strength = edge_weights(xs, sp, lam, sigma=np.inf)[2] - W
+    strength = G - W
     assign = supported_changes(cur_idx, assign, evidence, (P, Q, strength), stay_weight, x.shape)
     res = np.asarray(cand, np.uint8)[assign].reshape(x.shape)
     # a structure's pieces that lost contact with its fixed core (partial-volume rims) go to background
