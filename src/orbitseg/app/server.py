@@ -484,28 +484,22 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
         if not model_path.exists():
             raise AppError(503, "no_model", f"model checkpoint {model_path} was not found; restart with "
                            "`orbitseg label DATASET --model CKPT` pointing at an existing checkpoint_best.pt")
-        from orbitseg.predict.run import model_checkpoints
+        from orbitseg.io.orient import array_to_canonical, plan_canonical, to_canonical
+        from orbitseg.predict.core import load_model, predict_scan
+        from orbitseg.predict.postprocess import apply_postprocessing
+        from orbitseg.predict.run import model_checkpoints, model_postprocessing
 
         try:
             ckpts = model_checkpoints(model_path)  # a checkpoint, a run folder or a shipped model (folds ensembled)
         except InputError as exc:
             raise AppError(503, "no_model", f"{exc}; restart with `orbitseg label DATASET --model RUN_OR_CKPT`")
         o = store.open(case_id)
-        from orbitseg.io.orient import array_to_canonical, plan_canonical, to_canonical
-
         with model_state["lock"]:
             if model_state["loaded"] is None:
-                from orbitseg.predict.core import load_model
-
-                from orbitseg.predict.run import model_postprocessing
-
                 model_state["loaded"] = [load_model(c) for c in ckpts]
                 model_state["postprocess"] = model_postprocessing(ckpts)[0]
             nets = [net for net, _ in model_state["loaded"]]
             config = model_state["loaded"][0][1]
-            from orbitseg.predict.core import predict_scan
-            from orbitseg.predict.postprocess import apply_postprocessing
-
             labels, probs = predict_scan(nets, o.scan, config, return_probabilities=True)
             labels = apply_postprocessing(labels, model_state["postprocess"])
             q = array_to_canonical(np.round(probs * 255.0).astype(np.uint8), plan_canonical(o.scan.geometry))
