@@ -76,7 +76,6 @@ from orbitseg.train.splits import N_FOLDS, fold_split, make_splits
 __all__ = ["train", "train_fold", "run_dir_of", "load_init", "LOOP_OPTIONS", "CHECKPOINT_LAST", "CHECKPOINT_BEST"]
 
 FORMAT = "orbitseg-train-1"
-SHORT = SHORT_NAMES
 
 #: loop options that ``overrides`` may set besides ModelConfig / TrainingRecipe fields
 LOOP_OPTIONS: dict[str, Any] = {
@@ -555,7 +554,7 @@ def train_fold(
         sec = time.time() - t0
         epoch_times.append(sec)
         history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1), "lr": lr,
-                        **{f"val_dice_{SHORT[s]}": val[s] for s in STRUCTURES}, "val_dice_mean": mean,
+                        **{f"val_dice_{SHORT_NAMES[s]}": val[s] for s in STRUCTURES}, "val_dice_mean": mean,
                         "best": int(is_best), "steps": n_steps, "sequences": count, "seconds": round(sec, 3)})
         if is_main:
             ck = {"format": FORMAT, "epoch": epoch + 1, "model": net.state_dict(),
@@ -574,7 +573,7 @@ def train_fold(
             except Exception as exc:  # noqa: BLE001 - a plot must never stop training
                 log(f"warning: curves.png not written ({type(exc).__name__}: {exc})")
         left = (recipe.epochs - epoch - 1) * float(np.mean(epoch_times[-5:]))
-        dice_txt = "  ".join(f"{SHORT[s]} {val[s]:.3f}" for s in STRUCTURES)
+        dice_txt = "  ".join(f"{SHORT_NAMES[s]} {val[s]:.3f}" for s in STRUCTURES)
         log(f"epoch {epoch + 1:>4}/{recipe.epochs}  loss {total / max(count, 1):.4f}  val Dice {dice_txt}  "
             f"mean {mean:.3f}{' *' if is_best else '  '}  {sec:6.1f} s/epoch ({count / sec:.1f} seq/s)  "
             f"ETA {_fmt_time(left)}")
@@ -677,7 +676,7 @@ def _test_fold(root: Path, run: Path, cases: list[str], dev, surface: bool, log,
     means = {r["metric"]: r["mean"] for r in summary if r["group"] == "all" and r["metric"].startswith("dice_")}
     out = {"cases": len(done), "dice": means}
     if choice is not None:
-        out["dice_before_postprocessing"] = {f"dice_{SHORT[s]}": float(np.nanmean(v)) if v else None
+        out["dice_before_postprocessing"] = {f"dice_{SHORT_NAMES[s]}": float(np.nanmean(v)) if v else None
                                              for s, v in raw.items()}
     return out
 
