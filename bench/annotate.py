@@ -148,6 +148,7 @@ class CnnProbabilities:
     def __call__(self, scan_id: str) -> np.ndarray:
         patient, z = scan_id.rsplit("_z", 1)
         if patient not in self._cache:
+            from orbitseg.io.orient import from_canonical
             from orbitseg.predict.core import load_model, predict_scan
             from orbitseg.predict.run import model_checkpoints
             if self._models is None:
@@ -156,7 +157,7 @@ class CnnProbabilities:
             t = time.perf_counter()
             _, probs = predict_scan(self._models[0], _SCANS[patient][0], self._models[1], return_probabilities=True)
             self.seconds.append(time.perf_counter() - t)
-            self._cache[patient] = probs.astype(np.float32)
+            self._cache[patient] = from_canonical(probs.region(), _SCANS[patient][0].geometry)
         return self._cache[patient][:, int(z)]
 
 

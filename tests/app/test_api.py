@@ -332,6 +332,14 @@ def test_predict_without_model_says_how_to_configure(client, dataset, tmp_path):
     assert c2.get("/api/info").json()["model"] == "missing.pt"
 
 
+def _one_hot_box(canonical_labels: np.ndarray):
+    """What a perfect network's predict_scan returns as probabilities: one-hot over the whole canonical grid."""
+    from orbitseg.preprocess.pipeline import BoxProbabilities
+
+    values = np.eye(4, dtype=np.float32)[canonical_labels].transpose(3, 0, 1, 2)
+    return BoxProbabilities(canonical_labels.shape, (0, 0, 0), values)
+
+
 def test_predict_with_a_checkpoint(dataset, tmp_path, monkeypatch):
     """The Predict route with a (stubbed) model: labels come back canonical, on the scan's grid."""
     import orbitseg.predict.core as core
@@ -341,8 +349,8 @@ def test_predict_with_a_checkpoint(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(core, "load_model", lambda p: ("net", "cfg"))
 
     def fake_predict(net, scan, cfg, return_probabilities=False):
-        lab = (scan.array > 0).astype(np.uint8)
-        return scan.like(lab), np.eye(4, dtype=np.float32)[lab].transpose(3, 0, 1, 2)
+        lab = scan.like((scan.array > 0).astype(np.uint8))
+        return lab, _one_hot_box(to_canonical(lab).array)
 
     monkeypatch.setattr(core, "predict_scan", fake_predict)
     c = TestClient(create_app(dataset, model=ckpt), raise_server_exceptions=False, base_url="http://127.0.0.1")
@@ -418,7 +426,7 @@ def test_tools_use_the_networks_probabilities_after_predict(dataset, tmp_path, m
     truth = read_label(dataset / "labelsTr" / f"{CASE}.nii.gz", reference=scan).array
     monkeypatch.setattr(core, "load_model", lambda p: ("net", "cfg"))
     monkeypatch.setattr(core, "predict_scan", lambda net, scan, cfg, return_probabilities=False: (
-        scan.like(truth), np.eye(4, dtype=np.float32)[truth].transpose(3, 0, 1, 2)))
+        scan.like(truth), _one_hot_box(to_canonical(scan.like(truth)).array)))
     c = TestClient(create_app(dataset, model=ckpt), raise_server_exceptions=False, base_url="http://127.0.0.1")
     gt, k, r, col, comp = _globe_click(dataset)
     ny, nx = gt.shape[1:]

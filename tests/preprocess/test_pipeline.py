@@ -62,3 +62,34 @@ def test_labels_to_scan_equals_argmax_of_full_probabilities(patient):
     assert probs.shape == (4,) + ct.shape
     np.testing.assert_allclose(probs.sum(0), 1, atol=1e-4)
     np.testing.assert_array_equal(labels_to_scan(parts, ct.geometry), probs.argmax(0))
+
+
+def test_box_probabilities_hold_only_the_orbits_and_read_back_any_region(patient):
+    """The bounding-box store gives the same numbers as the full volume for any region (inside,
+    straddling and outside the box), is much smaller, and its argmax / uint8 copy agree."""
+    from orbitseg.io.orient import to_canonical
+    from orbitseg.preprocess.pipeline import box_probabilities, probabilities_to_scan
+
+    ct, lab = patient
+    ct, lab = reverse_index_axis(ct, 2), reverse_index_axis(lab, 2)
+    rng = np.random.default_rng(1)
+    parts = []
+    for p in prepare_scan(ct, PreprocessConfig(), lab):
+        noisy = p.fractions + rng.uniform(0, 0.3, p.fractions.shape).astype(np.float32)
+        parts.append((p.box, p.fit, noisy / noisy.sum(1, keepdims=True)))
+    boxed = box_probabilities(parts, ct.geometry)
+    full = to_canonical(ct.like(np.zeros(ct.shape)))  # canonical grid of the scan
+    dense = np.stack([to_canonical(ct.like(c)).array for c in probabilities_to_scan(parts, ct.geometry)])
+    assert boxed.shape == full.shape and boxed.values[0].size < 0.6 * dense[0].size
+    nz, ny, nx = boxed.shape
+    z0, y0, x0 = boxed.start
+    for z, y, x in [(slice(None),) * 3, (slice(z0 + 1, z0 + 3),) + (slice(None),) * 2,
+                    (slice(max(0, z0 - 2), z0 + 2), slice(y0 - 1, y0 + 5), slice(0, nx)),
+                    (slice(0, 1), slice(0, 3), slice(0, 3))]:
+        np.testing.assert_array_equal(boxed.region(z, y, x), dense[:, z, y, x])
+    assert boxed.region(slice(0, 1), slice(0, 3), slice(0, 3))[0].min() == 1.0  # background outside
+    np.testing.assert_array_equal(boxed.argmax(), dense.argmax(0))
+    np.testing.assert_array_equal(to_canonical(ct.like(labels_to_scan(parts, ct.geometry))).array, boxed.argmax())
+    q = boxed.quantized()
+    assert q.values.dtype == np.uint8 and q.values.nbytes * 4 == boxed.values.nbytes
+    np.testing.assert_allclose(q.region(), dense, atol=0.5 / 255 + 1e-6)

@@ -24,6 +24,7 @@ import threading
 import zlib
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -35,6 +36,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from orbitseg.constants import LABEL_COLOURS, LABEL_TITLES, STRUCTURES, WINDOW_PRESETS, label_colour_hex
 from orbitseg.app.store import AppError, DatasetStore
 from orbitseg.errors import InputError, OrbitsegError
+
+if TYPE_CHECKING:
+    from orbitseg.preprocess.pipeline import BoxProbabilities
 
 __all__ = ["create_app", "serve", "MAX_BODY_BYTES"]
 
@@ -185,14 +189,14 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
     app.state.store = store
     model_path = None if model is None else Path(model)
     model_state: dict = {"lock": threading.Lock(), "loaded": None}
-    # the network's probabilities of the cases Predict ran on, canonical (C, nz, ny, nx) as uint8
-    # (1/255 steps; 100 MB for a 512x512x100 scan), the last PRIOR_CASES only: SmartFill and
-    # AutoCorrection use them as prior / data term on those cases (issue 8)
-    priors: OrderedDict[str, np.ndarray] = OrderedDict()
+    # the network's probabilities of the cases Predict ran on, over the orbits' bounding box of the
+    # canonical grid as uint8 (1/255 steps; ~10 MB per case), the last PRIOR_CASES only: SmartFill
+    # and AutoCorrection use them as prior / data term on those cases (issue 8)
+    priors: OrderedDict[str, BoxProbabilities] = OrderedDict()
 
     def _prior(case_id: str, z0: int, z1: int) -> np.ndarray | None:
         q = priors.get(case_id)
-        return None if q is None else q[:, z0:z1].astype(np.float32) / 255.0
+        return None if q is None else q.region(slice(z0, z1))
     from orbitseg.labeling import SuperpixelCache
 
     spx_cache = SuperpixelCache(maxsize=256)
@@ -484,7 +488,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
         if not model_path.exists():
             raise AppError(503, "no_model", f"model checkpoint {model_path} was not found; restart with "
                            "`orbitseg label DATASET --model CKPT` pointing at an existing checkpoint_best.pt")
-        from orbitseg.io.orient import array_to_canonical, plan_canonical, to_canonical
+        from orbitseg.io.orient import to_canonical
         from orbitseg.predict.core import load_model, predict_scan
         from orbitseg.predict.postprocess import apply_postprocessing
         from orbitseg.predict.run import model_checkpoints, model_postprocessing
@@ -502,8 +506,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             config = model_state["loaded"][0][1]
             labels, probs = predict_scan(nets, o.scan, config, return_probabilities=True)
             labels = apply_postprocessing(labels, model_state["postprocess"])
-            q = array_to_canonical(np.round(probs * 255.0).astype(np.uint8), plan_canonical(o.scan.geometry))
-            priors[case_id] = np.ascontiguousarray(q)
+            priors[case_id] = probs.quantized()
             priors.move_to_end(case_id)
             while len(priors) > PRIOR_CASES:
                 priors.popitem(last=False)

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from orbitseg.errors import InputError
+from orbitseg.io.orient import from_canonical
 from orbitseg.io.volume import Volume
-from orbitseg.preprocess.pipeline import PreprocessConfig, labels_to_scan, prepare_scan, probabilities_to_scan
+from orbitseg.preprocess.pipeline import BoxProbabilities, PreprocessConfig, box_probabilities, labels_to_scan, prepare_scan
 
 __all__ = ["load_checkpoint", "load_model", "predict_vois", "predict_scan"]
 
@@ -80,14 +81,16 @@ def predict_vois(models: list[nn.Module], images: np.ndarray, device: str | torc
 
 def predict_scan(models: list[nn.Module] | nn.Module, scan: Volume, config: PreprocessConfig,
                  device: str | torch.device = "cpu", *, batch_size: int = 64,
-                 return_probabilities: bool = False, mirror: bool = False) -> tuple[Volume, np.ndarray | None]:
-    """Segment ``scan``: (labels Volume on the scan's grid, ``(C, nz, ny, nx)`` probabilities
-    when ``return_probabilities`` else None).  ``mirror``: see :func:`predict_vois`."""
+                 return_probabilities: bool = False, mirror: bool = False) -> tuple[Volume, BoxProbabilities | None]:
+    """Segment ``scan``: (labels Volume on the scan's grid, the class probabilities when
+    ``return_probabilities`` else None).  The probabilities are a :class:`BoxProbabilities` on
+    the scan's canonical grid, held over the orbits' bounding box only (``.region()`` gives any
+    part as a ``(C, nz, ny, nx)`` array).  ``mirror``: see :func:`predict_vois`."""
     if isinstance(models, nn.Module):
         models = [models]
     preps = prepare_scan(scan, config)
     parts = [(p.box, p.fit, predict_vois(models, p.images, device, batch_size, mirror=mirror)) for p in preps]
     if not return_probabilities:
         return scan.like(labels_to_scan(parts, scan.geometry)), None
-    probs = probabilities_to_scan(parts, scan.geometry)
-    return scan.like(probs.argmax(axis=0).astype(np.uint8)), probs
+    probs = box_probabilities(parts, scan.geometry)
+    return scan.like(from_canonical(probs.argmax(), scan.geometry)), probs

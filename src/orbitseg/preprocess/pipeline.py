@@ -8,7 +8,8 @@ from consecutive slices with edge replication.
 
 Backward: per-slice class probabilities in the fitted space are unfitted,
 pasted into the canonical scan grid and reoriented onto the original grid
-(:func:`probabilities_to_scan`).  With the identity fit the round trip is
+(:func:`probabilities_to_scan`, or only over the VOIs' bounding box:
+:func:`box_probabilities`).  With the identity fit the round trip is
 exact.
 """
 
@@ -99,10 +100,59 @@ def prepare_scan(
     return out
 
 
-def probabilities_to_scan(
+@dataclass(frozen=True)
+class BoxProbabilities:
+    """Class probabilities on a scan's canonical grid, held only over the VOIs' bounding box.
+
+    Outside the box every voxel is background with probability 1, so the box is all
+    that needs memory: for a 512x512x300 scan a few tens of MB instead of ~1.2 GB.
+
+    Attributes
+    ----------
+    shape : canonical (nz, ny, nx) of the whole scan
+    start : canonical (z, y, x) index of the box's first voxel
+    values : (C, bz, by, bx) float32 probabilities, or uint8 in 1/255 steps (:meth:`quantized`)
+    """
+
+    shape: tuple[int, int, int]
+    start: tuple[int, int, int]
+    values: np.ndarray
+
+    def region(self, z: slice = slice(None), y: slice = slice(None), x: slice = slice(None)) -> np.ndarray:
+        """Float32 probabilities ``(C, nz', ny', nx')`` of the canonical sub-array ``[z, y, x]``
+        (step-1 slices; background 1 outside the box)."""
+        rng = [sl.indices(n)[:2] for sl, n in zip((z, y, x), self.shape)]
+        out = np.zeros((self.values.shape[0],) + tuple(max(0, b - a) for a, b in rng), dtype=np.float32)
+        out[0] = 1.0
+        src, dst = [], []
+        for (a, b), s0, n in zip(rng, self.start, self.values.shape[1:]):
+            lo, hi = max(a, s0), min(b, s0 + n)
+            if hi <= lo:
+                return out
+            src.append(slice(lo - s0, hi - s0))
+            dst.append(slice(lo - a, hi - a))
+        v = self.values[(slice(None), *src)]
+        out[(slice(None), *dst)] = v / np.float32(255.0) if v.dtype == np.uint8 else v
+        return out
+
+    def argmax(self) -> np.ndarray:
+        """Canonical uint8 labels ``(nz, ny, nx)``: the most probable class (0 outside the box)."""
+        out = np.zeros(self.shape, dtype=np.uint8)
+        out[tuple(slice(s, s + n) for s, n in zip(self.start, self.values.shape[1:]))] = self.values.argmax(axis=0)
+        return out
+
+    def quantized(self) -> BoxProbabilities:
+        """The same probabilities as uint8 (1/255 steps, a quarter of the memory)."""
+        if self.values.dtype == np.uint8:
+            return self
+        return BoxProbabilities(self.shape, self.start, np.round(self.values * 255.0).astype(np.uint8))
+
+
+def box_probabilities(
     parts: list[tuple[OrbitBox, SliceFit | None, np.ndarray]], scan_geometry: Geometry
-) -> np.ndarray:
-    """Map per-slice class probabilities of each VOI back onto the scan's own grid.
+) -> BoxProbabilities:
+    """Map per-slice class probabilities of each VOI back onto the canonical grid of the scan,
+    over the VOIs' bounding box only.
 
     Parameters
     ----------
@@ -112,25 +162,37 @@ def probabilities_to_scan(
 
     Returns
     -------
-    (C, nz, ny, nx) float32 probabilities on the original grid; background
-    probability 1 outside every VOI.  Where VOIs overlap, the VOI that is
-    more confident of a structure wins per voxel.
+    :class:`BoxProbabilities` (float32).  Where VOIs overlap, the VOI that is more
+    confident of a structure wins per voxel.
     """
     from orbitseg.io.orient import canonical_geometry
 
-    cgeom = canonical_geometry(scan_geometry)
+    shape = canonical_geometry(scan_geometry).shape
     c = parts[0][2].shape[1] if parts else N_CLASSES
-    full = np.zeros((c,) + cgeom.shape, dtype=np.float32)
-    full[0] = 1.0
+    if not parts:
+        return BoxProbabilities(shape, (0, 0, 0), np.zeros((c, 0, 0, 0), dtype=np.float32))
+    lo = np.min([b.index_min for b, _, _ in parts], axis=0)[::-1]  # (z, y, x)
+    hi = np.max([b.index_max for b, _, _ in parts], axis=0)[::-1]
+    values = np.zeros((c,) + tuple(int(n) for n in hi - lo), dtype=np.float32)
+    values[0] = 1.0
     for box, fit, probs in parts:
         on_voi = probs if fit is None else unfit_probabilities(probs, fit)
         voi_probs = np.moveaxis(on_voi, 1, 0)  # (C, nz, ny, nx)
-        sl = (slice(None),) + box.slices()
-        current = full[sl]
+        local = (slice(None),) + tuple(slice(s.start - o, s.stop - o) for s, o in zip(box.slices(), lo))
+        current = values[local]
         take = voi_probs[0] < current[0]  # more confident of some structure than what is there
         current[:, take] = voi_probs[:, take]
-        full[sl] = current
-    return from_canonical(full, scan_geometry)
+        values[local] = current
+    return BoxProbabilities(tuple(shape), tuple(int(v) for v in lo), values)
+
+
+def probabilities_to_scan(
+    parts: list[tuple[OrbitBox, SliceFit | None, np.ndarray]], scan_geometry: Geometry
+) -> np.ndarray:
+    """Per-slice class probabilities of each VOI on the scan's own grid: (C, nz, ny, nx)
+    float32, background probability 1 outside every VOI (see :func:`box_probabilities`,
+    which holds only the VOIs' bounding box)."""
+    return from_canonical(box_probabilities(parts, scan_geometry).region(), scan_geometry)
 
 
 def labels_to_scan(parts: list[tuple[OrbitBox, SliceFit | None, np.ndarray]], scan_geometry: Geometry) -> np.ndarray:
