@@ -113,6 +113,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from orbitseg.train.export import describe_export, export_model
+
+    out = export_model(args.run_dir, args.output, name=args.name, dataset=args.dataset, overwrite=args.overwrite)
+    print(describe_export(out))
+    print(f"use it with: orbitseg predict SCANS OUT --model {out}")
+    return 0
+
+
 def _cmd_label(args: argparse.Namespace) -> int:
     from orbitseg.app.server import serve
     from orbitseg.models import shipped_model_dir
@@ -237,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", type=Path, default=None, help="HTML file (default RUN_DIR/report.html)")
     s.add_argument("--dataset", type=Path, default=None, help="dataset folder, if the run has moved")
     s.set_defaults(func=_cmd_report)
+
+    s = sub.add_parser("export", help="package a cross-validation run as a compact model folder (float16 folds, "
+                                      "post-processing, re-scored CV metrics, model.json)")
+    s.add_argument("run_dir", type=Path, help="the run folder `orbitseg train --fold all` wrote (holds fold_*/)")
+    s.add_argument("output", type=Path, help="model folder to create (give it to `orbitseg predict --model`)")
+    s.add_argument("--name", default=None, help="model name recorded in model.json (default: the folder's name)")
+    s.add_argument("--dataset", type=Path, default=None,
+                   help="the run's dataset, if it has moved (used to re-score the float16 folds)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    s.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("label", help="open the browser labeling tool on a dataset")
     s.add_argument("dataset", type=Path)

@@ -1,0 +1,247 @@
+"""Package a cross-validation run as a compact model folder that ``orbitseg predict --model`` takes.
+
+``orbitseg export RUN_DIR OUT`` writes, from ``RUN_DIR/fold_k/`` (``checkpoint_best.pt``,
+``run.json``, ``postprocess.json``):
+
+* ``fold_k.pt``: the fold's best weights as float16 (a quarter of a training checkpoint:
+  no optimizer state), with the preset and preprocessing they need;
+* ``postprocess.json``: the folds' post-processing choices pooled over their validation
+  cases (never a test fold);
+* ``cv_per_case.json`` / ``cv_summary.json``: the exported float16 weights re-scored on each
+  fold's own test patients, post-processed with that fold's validation choice, in 3D in
+  each scan's geometry (needs the dataset; without it, the run's own CV metrics are copied);
+* ``model.json``: how it was made (commands to re-create it, seeds, splits, code commit,
+  versions, results), what the shipped model ``orbitseg/models/default`` holds.
+
+The folder appears complete or not at all, and an existing one is replaced only with
+``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from orbitseg.constants import CHECKPOINT_BEST, INPUT_SIZE, LABEL_ENDINGS, SEQ_LEN, SHORT_NAMES, STRUCTURES
+from orbitseg.errors import InputError
+from orbitseg.io.atomic import atomic_dir
+
+__all__ = ["export_model", "describe_export", "fold_runs"]
+
+MODEL_JSON = "model.json"
+CV_PER_CASE = "cv_per_case.json"
+CV_SUMMARY = "cv_summary.json"
+
+
+def fold_runs(run_dir: str | Path) -> dict[int, Path]:
+    """The trained folds of a cross-validation run: fold number -> ``fold_k`` folder (with
+    ``checkpoint_best.pt`` and ``run.json``)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(run_dir, "run folder does not exist")
+    found = {}
+    for d in sorted(run_dir.glob("fold_*")):
+        k = d.name.split("_", 1)[1]
+        if k.isdigit() and (d / CHECKPOINT_BEST).is_file() and (d / "run.json").is_file():
+            found[int(k)] = d
+    if not found:
+        raise InputError(run_dir, f"holds no trained fold (fold_*/{CHECKPOINT_BEST} with run.json); "
+                                  "give the folder `orbitseg train --fold all` wrote")
+    return found
+
+
+def _read_run(fold_dir: Path) -> dict:
+    try:
+        return json.loads((fold_dir / "run.json").read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(fold_dir / "run.json", f"is not valid JSON ({exc})") from None
+
+
+def _half_checkpoint(src: Path, dst: Path) -> None:
+    """The weights of a training checkpoint as float16 plus what loading them needs."""
+    from orbitseg.predict.core import load_checkpoint
+
+    ck = load_checkpoint(src)
+    if not isinstance(ck, dict) or "model" not in ck or "preset" not in ck:
+        raise InputError(src, "is not an orbitseg training checkpoint (no 'model'/'preset' entries)")
+    weights = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
+    torch.save({"model": weights, "preset": ck["preset"], "preprocess": ck["preprocess"], "fold": ck.get("fold")}, dst)
+
+
+def _dataset_cases(dataset: Path) -> dict:
+    from orbitseg.io.layout import list_cases
+
+    return {c.case_id: c for c in list_cases(dataset) if c.training and c.label is not None and c.label.exists()}
+
+
+def _rescore(folder: Path, runs: dict[int, Path], infos: dict[int, dict], dataset: Path,
+             progress: bool) -> tuple[list[dict], list[dict]]:
+    """Score the exported float16 folds on their own test cases (each post-processed with its
+    fold's validation choice): per-case rows and summary rows."""
+    from tqdm.auto import tqdm
+
+    from orbitseg.evaluate.folders import evaluate_folders
+    from orbitseg.io.read import read_scan
+    from orbitseg.io.write import write_label
+    from orbitseg.predict.core import load_model, predict_scan
+    from orbitseg.predict.postprocess import NO_POSTPROCESSING, apply_postprocessing, read_postprocessing
+
+    cases = _dataset_cases(dataset)
+    jobs = [(k, c) for k in sorted(runs) for c in infos[k]["split"]["test"]]
+    missing = [c for _, c in jobs if c not in cases]
+    if missing:
+        raise InputError(dataset, f"lacks the scan or label of test case(s) {', '.join(missing[:10])}; "
+                                  "give the dataset the run was trained on (--dataset)")
+    fold_of = {}
+    with tempfile.TemporaryDirectory(prefix=".rescore_", dir=folder.parent) as tmp:
+        pred, truth = Path(tmp) / "pred", Path(tmp) / "truth"
+        pred.mkdir(), truth.mkdir()
+        bar = tqdm(total=len(jobs), desc="re-scoring float16 folds", unit="scan", disable=not progress)
+        for k in sorted(runs):
+            model, config = load_model(folder / f"fold_{k}.pt")
+            choice = read_postprocessing(runs[k]) or dict(NO_POSTPROCESSING)
+            for case in infos[k]["split"]["test"]:
+                scan = read_scan(cases[case].image)
+                labels, _ = predict_scan([model], scan, config)
+                write_label(apply_postprocessing(labels, choice), pred / f"{case}.nii.gz", reference=scan)
+                label = cases[case].label
+                ending = next((e for e in LABEL_ENDINGS if label.name.endswith(e)), ".nii.gz")
+                os.symlink(label.resolve(), truth / f"{case}{ending}")
+                fold_of[case] = k
+                bar.update()
+        bar.close()
+        rows, summary = evaluate_folders(pred, truth, None, fold_of=fold_of)
+    # the temporary prediction / symlink paths mean nothing once the folder is gone
+    return [{k: v for k, v in r.items() if k not in ("pred", "truth")} for r in rows], summary
+
+
+def _copied_metrics(run_dir: Path) -> tuple[list[dict], list[dict]] | None:
+    """The CV metrics `orbitseg train --fold all` wrote into RUN_DIR/metrics/, if any."""
+    from orbitseg.evaluate.folders import METRICS_DIR
+
+    try:
+        rows = json.loads((run_dir / METRICS_DIR / "per_case.json").read_text(encoding="utf-8"))
+        summary = json.loads((run_dir / METRICS_DIR / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    rows = rows.get("cases", rows) if isinstance(rows, dict) else rows
+    summary = summary.get("summary", summary) if isinstance(summary, dict) else summary
+    return rows, summary
+
+
+def _recreate(dataset_info: dict | None, info: dict, epochs: int) -> list[str]:
+    """Commands that re-create the model from nothing (the dataset as DATA)."""
+    cmds = []
+    synth = (dataset_info or {}).get("synthetic")
+    if synth:
+        n = len({v["patient"] for v in synth.get("cases", {}).values()}) or None
+        cmds.append(f"orbitseg synth DATA --seed {synth['seed']}" + (f" --patients {n}" if n else "")
+                    + (" --small" if synth.get("small") else ""))
+    pp = info.get("preprocess", {})
+    extra = "".join(f" --{flag} {pp[key]}" for key, flag, default in
+                    (("size", "size", INPUT_SIZE), ("seq_len", "seq-len", SEQ_LEN)) if pp.get(key, default) != default)
+    cmds.append(f"orbitseg preprocess DATA{extra}")
+    cmds.append(f"orbitseg train DATA --fold all --preset {info['preset_name']} --epochs {epochs} "
+                f"--seed {info['seed']} --out RUN")
+    cmds.append("orbitseg export RUN MODEL_DIR")
+    return cmds
+
+
+def _means(summary: list[dict]) -> dict[str, float]:
+    return {r["metric"]: r["mean"] for r in summary
+            if r.get("group") == "all" and str(r.get("metric", "")).startswith("dice_")}
+
+
+def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = None,
+                 dataset: str | Path | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+    """Write the model folder ``out`` from the cross-validation run ``run_dir`` (see the module
+    docstring).  ``dataset``: where the run's dataset is now (default: the path its run.json
+    records); when it is not there, the run's own CV metrics are copied instead of re-scored.
+    Returns ``out``."""
+    from orbitseg.evaluate.folders import to_json
+    from orbitseg.predict.postprocess import pool_choices, read_postprocessing, write_postprocessing
+
+    run_dir, out = Path(run_dir), Path(out)
+    runs = fold_runs(run_dir)
+    infos = {k: _read_run(d) for k, d in runs.items()}
+    presets = {json.dumps(i.get("preset", {}).get("model"), sort_keys=True) for i in infos.values()}
+    if len(presets) > 1:
+        raise InputError(run_dir, "its folds were trained with different networks; export one run at a time")
+    if out.exists() and not overwrite:
+        raise InputError(out, "already exists; choose a new folder or pass --overwrite to replace that model")
+    first = infos[min(infos)]
+    ds = Path(dataset) if dataset is not None else Path(first.get("dataset", ""))
+    ds_info = None
+    if (ds / "dataset.json").is_file():
+        ds_info = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))
+    elif dataset is not None:
+        raise InputError(ds, "is not a dataset folder (no dataset.json)")
+
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        for k, d in runs.items():
+            _half_checkpoint(d / CHECKPOINT_BEST, tmp / f"fold_{k}.pt")
+        choices = [read_postprocessing(d) for d in runs.values()]
+        pooled = pool_choices(choices) if all(c is not None for c in choices) else None
+        if pooled is not None:
+            write_postprocessing(tmp, pooled)
+        if ds_info is not None:
+            rows, summary = _rescore(tmp, runs, infos, ds, progress)
+            how = ("the exported float16 weights re-scored on CPU: each fold's test patients, post-processed with "
+                   "the rules chosen on that fold's own validation cases; 3D, in each scan's geometry")
+        else:
+            copied = _copied_metrics(run_dir)
+            rows, summary = copied if copied is not None else (None, None)
+            how = "copied from the run's metrics/ (float32 checkpoints; the dataset was not found to re-score)"
+        if rows is not None:
+            (tmp / CV_PER_CASE).write_text(to_json(rows), encoding="utf-8")
+            (tmp / CV_SUMMARY).write_text(to_json(summary), encoding="utf-8")
+        epochs = max(i.get("result", {}).get("epochs", 0) for i in infos.values())
+        dice = {} if summary is None else _means(summary)
+        meta = {
+            "name": name or out.name,
+            "description": f"SEQ-UNET '{first['preset_name']}' preset: the {len(runs)} fold model(s) of a "
+                           "cross-validation by patient; `orbitseg predict` averages their probabilities",
+            "recreate": _recreate(ds_info, first, epochs),
+            "source_run": str(run_dir.resolve()),
+            "trained_on": sorted({f"{i['options'].get('device', '?')}, {i['result'].get('epochs')} epochs, "
+                                  f"{i['result'].get('train_seconds', 0) / 60:.0f} min" for i in infos.values()
+                                  if "options" in i and "result" in i}),
+            "code_commit": sorted({str(i.get("git_commit")) for i in infos.values()}),
+            "dataset": None if ds_info is None else {
+                "name": ds_info.get("name"), "cases": ds_info.get("numTraining"),
+                "synthetic": None if "synthetic" not in ds_info else {
+                    k: ds_info["synthetic"][k] for k in ("seed", "generator_version", "small") if k in ds_info["synthetic"]}},
+            "weights": "float16 (checkpoint_best.pt of each fold: chosen on its validation patients)",
+            "postprocess": None if pooled is None else {
+                "rules": pooled["rules"], "file": "postprocess.json",
+                "how": f"chosen per structure on the folds' validation cases pooled ({len(pooled.get('cases', []))}), "
+                       "never a test fold; `orbitseg predict --no-postprocess` turns it off"},
+            "cv_metrics": None if rows is None else {
+                "files": [CV_SUMMARY, CV_PER_CASE], "how": how,
+                "dice": {SHORT_NAMES[s]: dice.get(f"dice_{SHORT_NAMES[s]}") for s in STRUCTURES}
+                | {"all": dice.get("dice_all")}},
+            "folds": {str(k): {key: i.get(key) for key in ("split", "result", "seed", "split_seed", "command",
+                                                          "resumes", "versions")} for k, i in infos.items()},
+        }
+        (tmp / MODEL_JSON).write_text(to_json(meta), encoding="utf-8")
+    return out
+
+
+def describe_export(out: str | Path) -> str:
+    """A few lines on an exported model folder: folds, size, CV Dice."""
+    out = Path(out)
+    meta = json.loads((out / MODEL_JSON).read_text(encoding="utf-8"))
+    size = sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 1e6
+    lines = [f"model {meta['name']}: {len(meta['folds'])} fold(s), {size:.1f} MB -> {out}"]
+    cv = meta.get("cv_metrics")
+    if cv:
+        lines.append("cross-validation Dice: " + ", ".join(
+            f"{k} {v:.3f}" for k, v in cv["dice"].items() if isinstance(v, float) and np.isfinite(v)))
+    if meta.get("postprocess"):
+        lines.append("post-processing: " + ", ".join(f"{k} {v}" for k, v in meta["postprocess"]["rules"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""orbitseg export: a cross-validation run becomes a compact, re-scored model folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from orbitseg.cli import main
+from orbitseg.errors import InputError
+from orbitseg.evaluate.metrics import dice
+from orbitseg.io.layout import list_cases
+from orbitseg.io.read import read_label, read_scan
+from orbitseg.predict.core import load_model, predict_scan
+from orbitseg.predict.postprocess import apply_postprocessing, read_postprocessing
+from orbitseg.predict.run import model_checkpoints, predict_inputs
+from orbitseg.train import train_fold
+from orbitseg.train.export import export_model
+
+TINY = {"widths": (4, 8), "bottleneck_lstm_hidden": 4, "head_lstm_hidden": 4, "max_steps_per_epoch": 3,
+        "threads": 1, "evaluate_test": False}
+
+
+@pytest.fixture(scope="module")
+def cv_run(tiny_dataset, tmp_path_factory):
+    """Two folds of a tiny cross-validation run (as `orbitseg train --fold all` lays them out)."""
+    run = tmp_path_factory.mktemp("cv") / "run"
+    for k in (0, 1):
+        train_fold(tiny_dataset, k, epochs=1, batch_size=4, seed=0, out=run / f"fold_{k}", overrides=TINY,
+                   progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(cv_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    assert main(["export", str(cv_run), str(out), "--name", "tiny"]) == 0
+    return out
+
+
+def test_export_writes_float16_folds_that_predict_like_the_checkpoints(cv_run, exported, tiny_dataset):
+    assert sorted(p.name for p in exported.iterdir()) == [
+        "cv_per_case.json", "cv_summary.json", "fold_0.pt", "fold_1.pt", "model.json", "postprocess.json"]
+    for k in (0, 1):
+        half = torch.load(exported / f"fold_{k}.pt", weights_only=True)
+        full = torch.load(cv_run / f"fold_{k}" / "checkpoint_best.pt", weights_only=True)
+        assert "optimizer" not in half and half["fold"] == k and half["preprocess"] == full["preprocess"]
+        assert {v.dtype for v in half["model"].values() if v.is_floating_point()} == {torch.float16}
+        assert (exported / f"fold_{k}.pt").stat().st_size < 0.6 * (cv_run / f"fold_{k}" / "checkpoint_best.pt").stat().st_size
+    # the float16 weights give (nearly) the float32 checkpoint's probabilities
+    case = next(c for c in list_cases(tiny_dataset) if c.training)
+    scan = read_scan(case.image)
+    m16, cfg = load_model(exported / "fold_0.pt")
+    m32, _ = load_model(cv_run / "fold_0" / "checkpoint_best.pt")
+    p16 = predict_scan([m16], scan, cfg, return_probabilities=True)[1].values
+    p32 = predict_scan([m32], scan, cfg, return_probabilities=True)[1].values
+    assert np.abs(p16 - p32).max() < 0.02
+    # and the folder is a model `orbitseg predict --model` ensembles
+    assert [p.name for p in model_checkpoints(exported)] == ["fold_0.pt", "fold_1.pt"]
+
+
+def test_postprocessing_pools_the_folds_validation_cases(cv_run, exported):
+    pooled = json.loads((exported / "postprocess.json").read_text())
+    val = sorted(c for k in (0, 1) for c in json.loads((cv_run / f"fold_{k}" / "run.json").read_text())["split"]["val"])
+    assert sorted(pooled["cases"]) == val
+    meta = json.loads((exported / "model.json").read_text())
+    assert meta["postprocess"]["rules"] == pooled["rules"]
+
+
+def test_cv_metrics_score_each_fold_on_its_own_test_patients(cv_run, exported, tiny_dataset):
+    """Every test case appears once, under its fold, with the Dice that fold's exported model (and that
+    fold's own validation post-processing) gives it."""
+    rows = json.loads((exported / "cv_per_case.json").read_text())
+    infos = {k: json.loads((cv_run / f"fold_{k}" / "run.json").read_text()) for k in (0, 1)}
+    expected = {c: k for k, i in infos.items() for c in i["split"]["test"]}
+    assert {r["case"]: r["fold"] for r in rows} == expected
+    assert not any("pred" in r or "truth" in r for r in rows)
+    by_id = {c.case_id: c for c in list_cases(tiny_dataset)}
+    for r in rows[:2]:
+        k = r["fold"]
+        model, cfg = load_model(exported / f"fold_{k}.pt")
+        scan = read_scan(by_id[r["case"]].image)
+        labels = apply_postprocessing(predict_scan([model], scan, cfg)[0], read_postprocessing(cv_run / f"fold_{k}"))
+        truth = read_label(by_id[r["case"]].label, reference=scan).array
+        want = dice(labels.array, truth, 1)
+        assert r["dice_eyeball"] == pytest.approx(want, abs=1e-9) or (np.isnan(want) and np.isnan(r["dice_eyeball"]))
+    meta = json.loads((exported / "model.json").read_text())
+    summary = json.loads((exported / "cv_summary.json").read_text())
+    overall = next(s for s in summary if s["group"] == "all" and s["metric"] == "dice_eyeball")
+    assert meta["cv_metrics"]["dice"]["eyeball"] == pytest.approx(overall["mean"])
+    assert "re-scored" in meta["cv_metrics"]["how"]
+
+
+def test_model_json_says_how_to_recreate_it(exported):
+    meta = json.loads((exported / "model.json").read_text())
+    assert meta["name"] == "tiny" and set(meta["folds"]) == {"0", "1"}
+    cmds = meta["recreate"]
+    assert cmds[0] == "orbitseg synth DATA --seed 0 --patients 4 --small"
+    assert cmds[1] == "orbitseg preprocess DATA --size 32"
+    assert cmds[2].startswith("orbitseg train DATA --fold all --preset default --epochs 1 --seed 0")
+    assert cmds[3] == "orbitseg export RUN MODEL_DIR"
+    assert all(len(f["split"]["test"]) > 0 and f["seed"] == 0 for f in meta["folds"].values())
+
+
+def test_never_replaces_a_model_without_being_asked(cv_run, exported, capsys):
+    before = {p.name: p.read_bytes() for p in exported.iterdir()}
+    with pytest.raises(InputError, match="--overwrite"):
+        export_model(cv_run, exported)
+    assert {p.name: p.read_bytes() for p in exported.iterdir()} == before
+    shutil.rmtree(cv_run / "fold_1" / "segmented", ignore_errors=True)
+    assert main(["export", str(cv_run), str(exported), "--name", "tiny", "--overwrite"]) == 0
+    assert "2 fold(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in exported.iterdir()) == sorted(before)
+    assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_bad_run_folders_are_named(tmp_path, cv_run, tiny_dataset):
+    with pytest.raises(InputError, match="does not exist"):
+        export_model(tmp_path / "nope", tmp_path / "m")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no trained fold"):
+        export_model(tmp_path / "empty", tmp_path / "m")
+    with pytest.raises(InputError, match="no dataset.json"):
+        export_model(cv_run, tmp_path / "m", dataset=tmp_path / "empty")
+    assert not (tmp_path / "m").exists()
+    # a run whose dataset has gone still exports; its metrics are then not invented
+    moved = tmp_path / "moved"
+    shutil.copytree(cv_run / "fold_0", moved / "fold_0")
+    info = json.loads((moved / "fold_0" / "run.json").read_text())
+    info["dataset"] = str(tmp_path / "gone")
+    (moved / "fold_0" / "run.json").write_text(json.dumps(info))
+    export_model(moved, tmp_path / "m", progress=False)
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["cv_metrics"] is None and not (tmp_path / "m" / "cv_summary.json").exists()
+    rows, problems = predict_inputs(next(c for c in list_cases(tiny_dataset) if c.training).image,
+                                    tmp_path / "pred", model=tmp_path / "m", progress=False)
+    assert problems == [] and len(rows) > 0
