@@ -47,17 +47,23 @@ def test_every_slice_of_the_voi_is_kept(patient):
         assert empty > 0, "slices without any label are kept (false positives are learned and measured)"
 
 
+def _noisy_parts(ct, lab, seed):
+    """(box, fit, probabilities) per VOI: the true fractions plus noise, so that argmax ties are rare."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for p in prepare_scan(ct, PreprocessConfig(), lab):
+        noisy = p.fractions + rng.uniform(0, 0.3, p.fractions.shape).astype(np.float32)
+        parts.append((p.box, p.fit, noisy / noisy.sum(1, keepdims=True)))
+    return parts
+
+
 def test_labels_to_scan_equals_argmax_of_full_probabilities(patient):
     """The memory-light label path gives exactly the argmax of the full probability volume."""
     from orbitseg.preprocess.pipeline import probabilities_to_scan
 
     ct, lab = patient
     ct, lab = reverse_index_axis(ct, 0), reverse_index_axis(lab, 0)
-    rng = np.random.default_rng(0)
-    parts = []
-    for p in prepare_scan(ct, PreprocessConfig(), lab):
-        noisy = p.fractions + rng.uniform(0, 0.3, p.fractions.shape).astype(np.float32)
-        parts.append((p.box, p.fit, noisy / noisy.sum(1, keepdims=True)))
+    parts = _noisy_parts(ct, lab, seed=0)
     probs = probabilities_to_scan(parts, ct.geometry)
     assert probs.shape == (4,) + ct.shape
     np.testing.assert_allclose(probs.sum(0), 1, atol=1e-4)
@@ -72,11 +78,7 @@ def test_box_probabilities_hold_only_the_orbits_and_read_back_any_region(patient
 
     ct, lab = patient
     ct, lab = reverse_index_axis(ct, 2), reverse_index_axis(lab, 2)
-    rng = np.random.default_rng(1)
-    parts = []
-    for p in prepare_scan(ct, PreprocessConfig(), lab):
-        noisy = p.fractions + rng.uniform(0, 0.3, p.fractions.shape).astype(np.float32)
-        parts.append((p.box, p.fit, noisy / noisy.sum(1, keepdims=True)))
+    parts = _noisy_parts(ct, lab, seed=1)
     boxed = box_probabilities(parts, ct.geometry)
     full = to_canonical(ct.like(np.zeros(ct.shape)))  # canonical grid of the scan
     dense = np.stack([to_canonical(ct.like(c)).array for c in probabilities_to_scan(parts, ct.geometry)])
