@@ -70,6 +70,13 @@ def test_report_is_complete_and_self_contained(tiny_run):
     order = sorted(rows, key=lambda r: r["dice_all"])
     for role, r in (("Best", order[-1]), ("Median", order[(len(order) - 1) // 2]), ("Worst", order[0])):
         assert re.search(rf"<h3>{role}: {re.escape(r['case'])} ", text), role
+    # results by slice thickness: every test case lands in the group of its reference's slice spacing
+    assert "By slice thickness" in text
+    thin = [r for r in rows if r["slice_mm"] <= 1.25]
+    thick = [r for r in rows if r["slice_mm"] > 2.0]
+    mid = [r for r in rows if 1.25 < r["slice_mm"] <= 2.0]
+    for title, group in (("thin, &lt;= 1.25 mm", thin), ("1.5-2 mm", mid), ("thick, &gt; 2 mm", thick)):
+        assert (f'<td class="l">{title}</td><td>{len(group)}</td>' in text) == bool(group), title
     # every case is in the per-case table
     for r in rows:
         assert f">{r['case']}" in text

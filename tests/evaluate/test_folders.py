@@ -61,6 +61,7 @@ def test_matches_by_case_and_writes_files(folders, tmp_path):
     assert [r["case"] for r in rows] == ["case_001", "case_002"]
     assert rows[0]["dice_eyeball"] == 1.0 and rows[0]["hd95_eyeball"] == 0.0
     assert rows[1]["pred"] == "case_002_0000.nii.gz" and rows[1]["truth"] == "case_002.nrrd"
+    assert rows[1]["pixel_mm"] == pytest.approx(0.65) and rows[1]["slice_mm"] == 2.0  # the reference's grid
     # eyeball 4x4x4 shifted by one voxel along x: TP 48 of 64
     assert rows[1]["dice_eyeball"] == pytest.approx(2 * 48 / 128)
     assert rows[1]["vol_true_ml_eyeball"] == pytest.approx(64 * 0.8 / 1000)

@@ -16,7 +16,8 @@ Cases found in only one folder are not scored; they are listed in a warning
 Outputs (atomic writes) under ``OUT_DIR/metrics/``:
 
 * ``per_case.csv`` / ``per_case.json`` - one row per case: ``case``, ``fold``
-  (when ``fold_of`` is given), ``pred`` and ``truth`` file names, then
+  (when ``fold_of`` is given), ``pred`` and ``truth`` file names, ``pixel_mm`` and
+  ``slice_mm`` (the reference's in-plane and slice spacing), then
   :func:`~orbitseg.evaluate.metrics.metric_names`.
 * ``summary.csv`` / ``summary.json`` - :func:`~orbitseg.evaluate.metrics.summarise`
   rows (overall, and per fold when ``fold_of`` is given); the JSON also holds
@@ -170,6 +171,10 @@ def evaluate_folders(
             row["fold"] = fold_of.get(case)
         row["pred"] = pred_path.name
         row["truth"] = truth_path.name
+        # acquisition, so results can be read by slice thickness (thin structures suffer on thick slices)
+        sx, sy, sz = truth.geometry.spacing
+        row["pixel_mm"] = round(float(sx + sy) / 2, 4)
+        row["slice_mm"] = round(float(sz), 4)
         if not problems:  # once the run is refused, only look for further problems
             row.update(case_metrics(pred.array, truth.array, spacing=truth.geometry.spacing, surface=surface))
         rows.append(row)
