@@ -77,9 +77,23 @@ def test_report_is_complete_and_self_contained(tiny_run):
     mid = [r for r in rows if 1.25 < r["slice_mm"] <= 2.0]
     for title, group in (("thin, &lt;= 1.25 mm", thin), ("1.5-2 mm", mid), ("thick, &gt; 2 mm", thick)):
         assert (f'<td class="l">{title}</td><td>{len(group)}</td>' in text) == bool(group), title
+    assert "not in this table" not in text
     # every case is in the per-case table
     for r in rows:
         assert f">{r['case']}" in text
+
+
+def test_thickness_table_says_which_cases_it_lacks():
+    from orbitseg.report import _thickness_table
+
+    rows = [{"case": "a", "slice_mm": 1.0, "dice_eyeball": 0.9}, {"case": "b", "slice_mm": 3.0, "dice_eyeball": 0.8},
+            {"case": "c", "dice_eyeball": 0.7}]
+    html = _thickness_table(rows)
+    na = '<td><span class="na">n/a</span></td>'
+    assert f'thin, &lt;= 1.25 mm</td><td>1</td>{na}<td>0.900</td>' in html
+    assert f'thick, &gt; 2 mm</td><td>1</td>{na}<td>0.800</td>' in html and "1.5-2 mm" not in html
+    assert "1 test case(s) are not in this table" in html
+    assert _thickness_table([{"case": "c", "dice_eyeball": 0.7}]) is None
 
 
 def test_report_custom_out_and_missing_pieces(tiny_run, tmp_path):

@@ -535,7 +535,10 @@ def _thickness_table(rows: list[dict]) -> str | None:
         if group:
             body += (f'<tr><td class="l">{_e(title)}</td><td>{len(group)}</td>'
                      + "".join(f"<td>{_pm(group, f'dice_{k}')}</td>" for _, k in _BLOCKS) + "</tr>")
-    return f'<div class="scroll"><table>{head}{body}</table></div>'
+    lacking = sum(not _finite(r.get("slice_mm")) for r in rows)
+    gap = "" if not lacking else (f'<p class="warn">{lacking} test case(s) are not in this table: their metrics '
+                                  'were written before orbitseg recorded slice spacing.</p>')
+    return f'<div class="scroll"><table>{head}{body}</table></div>{gap}'
 
 
 def _legend() -> str:
