@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "chosen on the model's validation cases")
     s.add_argument("--mirror", action="store_true",
                    help="also predict the left-right mirrored scan and average (test-time augmentation: about "
-                        "twice the network time; on the shipped model's validation cases Dice +0.001 / +0.005 / "
+                        "twice the network time; on the 20-epoch shipped model's validation cases Dice +0.001 / +0.005 / "
                         "+0.007 for eyeball / muscles / nerve)")
     s.set_defaults(func=_cmd_predict)
 

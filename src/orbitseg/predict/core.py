@@ -62,7 +62,7 @@ def predict_vois(models: list[nn.Module], images: np.ndarray, device: str | torc
 
     ``mirror=True`` also predicts the left-right mirrored slices (training flips them half
     the time, so they are in distribution) and averages the mirrored-back result in:
-    twice the network time for a small gain (on the shipped model's 22 validation
+    twice the network time for a small gain (on the 20-epoch shipped model's 22 validation
     cases, Dice +0.001 / +0.005 / +0.007 for eyeball / muscles / nerve)."""
     from orbitseg.model import predict_volume_slices
 
