@@ -53,3 +53,22 @@ def test_atomic_dir(tmp_path):
 def test_write_text_atomic(tmp_path):
     p = write_text_atomic(tmp_path / "x.json", "{}")
     assert p.read_text() == "{}"
+
+
+def test_results_get_the_permissions_of_any_new_file(tmp_path):
+    """mkstemp/mkdtemp create 0600/0700; an atomically written label, report or model folder must be
+    readable by whoever may read a file the user writes normally (the umask decides)."""
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        write_text_atomic(tmp_path / "a.json", "{}")
+        with atomic_dir(tmp_path / "model") as d:
+            (d / "x").write_text("1")
+        (tmp_path / "plain").write_text("")
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(tmp_path / "a.json") == mode(tmp_path / "plain") == 0o640
+    assert mode(tmp_path / "model") == 0o750

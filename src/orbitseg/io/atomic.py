@@ -13,6 +13,20 @@ from orbitseg.constants import split_ending
 from orbitseg.errors import ExistsError
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the OS says it (Linux), since
+    setting it to read it back races with other threads creating files."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -34,6 +48,7 @@ def atomic_path(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ending}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should read like any new file
     try:
         yield tmp
         if path.exists() and not overwrite:  # appeared while we were writing
@@ -52,6 +67,7 @@ def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         raise ExistsError(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
         if path.exists():
