@@ -20,9 +20,10 @@ from torch import nn
 from orbitseg.errors import InputError
 from orbitseg.io.orient import from_canonical
 from orbitseg.io.volume import Volume
-from orbitseg.preprocess.pipeline import BoxProbabilities, PreprocessConfig, box_probabilities, labels_to_scan, prepare_scan
+from orbitseg.preprocess.pipeline import (BoxProbabilities, PreprocessConfig, box_probabilities, labels_to_scan,
+                                         prepare_scan)
 
-__all__ = ["load_checkpoint", "load_model", "predict_vois", "predict_scan"]
+__all__ = ["load_checkpoint", "load_training_checkpoint", "load_model", "predict_vois", "predict_scan"]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -36,14 +37,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise InputError(path, f"cannot be read as a torch checkpoint ({type(exc).__name__}: {exc})") from None
 
 
+def load_training_checkpoint(path: str | Path) -> dict:
+    """An orbitseg training checkpoint as a dict, refused by name unless it holds the
+    weights (``model``) and the ``preset`` that rebuilds the network."""
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "preset" not in ckpt:
+        raise InputError(path, "is not an orbitseg training checkpoint (no 'model'/'preset' entries)")
+    return ckpt
+
+
 def load_model(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, PreprocessConfig]:
     """Model (eval mode, on ``device``) and the preprocessing it was trained with, from an
     orbitseg training checkpoint (``checkpoint_best.pt`` / ``checkpoint_last.pt``)."""
     from orbitseg.model import build_model
 
-    ckpt = load_checkpoint(checkpoint_path)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "preset" not in ckpt:
-        raise InputError(checkpoint_path, "is not an orbitseg training checkpoint (no 'model'/'preset' entries)")
+    ckpt = load_training_checkpoint(checkpoint_path)
     model = build_model(ckpt["preset"]["model"])
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()

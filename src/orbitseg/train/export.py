@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orbitseg.constants import CHECKPOINT_BEST, INPUT_SIZE, LABEL_ENDINGS, SEQ_LEN, SHORT_NAMES, STRUCTURES
+from orbitseg.constants import CHECKPOINT_BEST, DATASET_JSON, INPUT_SIZE, SEQ_LEN, SHORT_NAMES, STRUCTURES
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_dir
 
@@ -64,19 +64,11 @@ def _read_run(fold_dir: Path) -> dict:
 
 def _half_checkpoint(src: Path, dst: Path) -> None:
     """The weights of a training checkpoint as float16 plus what loading them needs."""
-    from orbitseg.predict.core import load_checkpoint
+    from orbitseg.predict.core import load_training_checkpoint
 
-    ck = load_checkpoint(src)
-    if not isinstance(ck, dict) or "model" not in ck or "preset" not in ck:
-        raise InputError(src, "is not an orbitseg training checkpoint (no 'model'/'preset' entries)")
+    ck = load_training_checkpoint(src)
     weights = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
     torch.save({"model": weights, "preset": ck["preset"], "preprocess": ck["preprocess"], "fold": ck.get("fold")}, dst)
-
-
-def _dataset_cases(dataset: Path) -> dict:
-    from orbitseg.io.layout import list_cases
-
-    return {c.case_id: c for c in list_cases(dataset) if c.training and c.label is not None and c.label.exists()}
 
 
 def _rescore(folder: Path, runs: dict[int, Path], infos: dict[int, dict], dataset: Path,
@@ -86,14 +78,14 @@ def _rescore(folder: Path, runs: dict[int, Path], infos: dict[int, dict], datase
     from tqdm.auto import tqdm
 
     from orbitseg.evaluate.folders import evaluate_folders
-    from orbitseg.io.read import read_scan
+    from orbitseg.io.layout import list_cases
     from orbitseg.io.write import write_label
-    from orbitseg.predict.core import load_model, predict_scan
     from orbitseg.predict.postprocess import NO_POSTPROCESSING, apply_postprocessing, read_postprocessing
+    from orbitseg.train.loop import _segment_cases
 
-    cases = _dataset_cases(dataset)
-    jobs = [(k, c) for k in sorted(runs) for c in infos[k]["split"]["test"]]
-    missing = [c for _, c in jobs if c not in cases]
+    labelled = {c.case_id for c in list_cases(dataset) if c.training and c.label is not None and c.label.exists()}
+    tests = {k: infos[k]["split"]["test"] for k in sorted(runs)}
+    missing = [c for cases in tests.values() for c in cases if c not in labelled]
     if missing:
         raise InputError(dataset, f"lacks the scan or label of test case(s) {', '.join(missing[:10])}; "
                                   "give the dataset the run was trained on (--dataset)")
@@ -101,17 +93,13 @@ def _rescore(folder: Path, runs: dict[int, Path], infos: dict[int, dict], datase
     with tempfile.TemporaryDirectory(prefix=".rescore_", dir=folder.parent) as tmp:
         pred, truth = Path(tmp) / "pred", Path(tmp) / "truth"
         pred.mkdir(), truth.mkdir()
-        bar = tqdm(total=len(jobs), desc="re-scoring float16 folds", unit="scan", disable=not progress)
-        for k in sorted(runs):
-            model, config = load_model(folder / f"fold_{k}.pt")
+        bar = tqdm(total=sum(map(len, tests.values())), desc="re-scoring float16 folds", unit="scan",
+                   disable=not progress)
+        for k, cases in tests.items():
             choice = read_postprocessing(runs[k]) or dict(NO_POSTPROCESSING)
-            for case in infos[k]["split"]["test"]:
-                scan = read_scan(cases[case].image)
-                labels, _ = predict_scan([model], scan, config)
+            for case, scan, labels, label in _segment_cases(dataset, folder / f"fold_{k}.pt", cases, "cpu", print):
                 write_label(apply_postprocessing(labels, choice), pred / f"{case}.nii.gz", reference=scan)
-                label = cases[case].label
-                ending = next((e for e in LABEL_ENDINGS if label.name.endswith(e)), ".nii.gz")
-                os.symlink(label.resolve(), truth / f"{case}{ending}")
+                os.symlink(label.resolve(), truth / label.name)  # labelsTr/{case}{ending}
                 fold_of[case] = k
                 bar.update()
         bar.close()
@@ -126,11 +114,9 @@ def _copied_metrics(run_dir: Path) -> tuple[list[dict], list[dict]] | None:
 
     try:
         rows = json.loads((run_dir / METRICS_DIR / "per_case.json").read_text(encoding="utf-8"))
-        summary = json.loads((run_dir / METRICS_DIR / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        summary = json.loads((run_dir / METRICS_DIR / "summary.json").read_text(encoding="utf-8"))["summary"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    rows = rows.get("cases", rows) if isinstance(rows, dict) else rows
-    summary = summary.get("summary", summary) if isinstance(summary, dict) else summary
     return rows, summary
 
 
@@ -164,6 +150,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
     records); when it is not there, the run's own CV metrics are copied instead of re-scored.
     Returns ``out``."""
     from orbitseg.evaluate.folders import to_json
+    from orbitseg.io.layout import read_dataset_json
     from orbitseg.predict.postprocess import pool_choices, read_postprocessing, write_postprocessing
 
     run_dir, out = Path(run_dir), Path(out)
@@ -177,8 +164,8 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
     first = infos[min(infos)]
     ds = Path(dataset) if dataset is not None else Path(first.get("dataset", ""))
     ds_info = None
-    if (ds / "dataset.json").is_file():
-        ds_info = json.loads((ds / "dataset.json").read_text(encoding="utf-8"))
+    if (ds / DATASET_JSON).is_file():
+        ds_info = read_dataset_json(ds)
     elif dataset is not None:
         raise InputError(ds, "is not a dataset folder (no dataset.json)")
 

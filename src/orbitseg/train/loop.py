@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, LABEL_ENDINGS, SHORT_NAMES, STRUCTURES
+from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, SHORT_NAMES, STRUCTURES
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_path, write_text_atomic
 from orbitseg.train.augment import AugmentParams, augment
@@ -603,14 +603,14 @@ def train_fold(
     return run
 
 
-def _segment_cases(root: Path, run: Path, cases: list[str], dev, log):
+def _segment_cases(root: Path, checkpoint: Path, cases: list[str], dev, log):
     """Yield (case, scan Volume, predicted labels Volume, label path) for ``cases`` that have
-    a scan and a label, segmented by the run's best checkpoint."""
+    a scan and a label, segmented by ``checkpoint`` (e.g. the run's best)."""
     from orbitseg.io.layout import list_cases
     from orbitseg.io.read import read_scan
     from orbitseg.predict.core import load_model, predict_scan
 
-    model, pp = load_model(run / CHECKPOINT_BEST, dev)
+    model, pp = load_model(checkpoint, dev)
     by_id = {c.case_id: c for c in list_cases(root) if c.training}
     for case in cases:
         c = by_id.get(case)
@@ -629,7 +629,7 @@ def _choose_on_validation(root: Path, run: Path, cases: list[str], dev, log) -> 
 
     t0 = time.time()
     pairs = [(case, labels, read_label(label_path, reference=scan).array)
-             for case, scan, labels, label_path in _segment_cases(root, run, cases, dev, log)]
+             for case, scan, labels, label_path in _segment_cases(root, run / CHECKPOINT_BEST, cases, dev, log)]
     if not pairs:
         return dict(NO_POSTPROCESSING)
     choice = choose_postprocessing(pairs)
@@ -654,7 +654,7 @@ def _test_fold(root: Path, run: Path, cases: list[str], dev, surface: bool, log,
     seg = run / "segmented"
     seg.mkdir(parents=True, exist_ok=True)
     done, raw, measured = [], {s: [] for s in STRUCTURES}, []
-    for case, scan, labels, label_path in _segment_cases(root, run, cases, dev, log):
+    for case, scan, labels, label_path in _segment_cases(root, run / CHECKPOINT_BEST, cases, dev, log):
         truth = read_label(label_path, reference=scan)
         if choice is not None:
             for s, d in dice_per_structure(labels.array, truth.array).items():
@@ -667,8 +667,7 @@ def _test_fold(root: Path, run: Path, cases: list[str], dev, surface: bool, log,
         return {"cases": 0}
     with tempfile.TemporaryDirectory(prefix=".truth_", dir=run) as tmp:
         for case, label_path in done:
-            ending = next((e for e in LABEL_ENDINGS if label_path.name.endswith(e)), ".nii.gz")
-            os.symlink(label_path.resolve(), Path(tmp) / f"{case}{ending}")
+            os.symlink(label_path.resolve(), Path(tmp) / label_path.name)  # labelsTr/{case}{ending}
         rows, summary = evaluate_folders(seg, tmp, run, surface=surface)
     write_text_atomic(run / METRICS_DIR / MEASUREMENTS_CSV, rows_to_csv(measured, digits=4))
     log(f"test fold: {len(done)} case(s) segmented and evaluated in {time.time() - t0:.1f} s -> {run / 'metrics'}")
@@ -725,7 +724,7 @@ def _cross_validation_metrics(root: Path, runs: list[Path], progress: bool, surf
                 case = f.name[: -len(".nii.gz")]
                 if case in labels:
                     os.symlink(f.resolve(), pred / f.name)
-                    os.symlink(labels[case].resolve(), truth / f"{case}.nii.gz")
+                    os.symlink(labels[case].resolve(), truth / labels[case].name)  # its own ending
                     fold_of[case] = k
         if not fold_of:
             return
