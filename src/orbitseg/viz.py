@@ -153,4 +153,3 @@ def plot_training_history(ax_loss, ax_dice, history: list[dict], *, loss_title: 
     ax_dice.legend(fontsize=7, loc="lower right")
     for ax in (ax_loss, ax_dice):
         ax.set_xlabel("epoch"), ax.grid(alpha=0.3)
-

@@ -27,7 +27,6 @@ from orbitseg.preprocess.voi import OrbitBox, VOIMargins, locate_orbits
 from orbitseg.preprocess.window import apply_window
 
 
-
 @dataclass(frozen=True)
 class PreprocessConfig:
     """Everything that decides what the network sees; recorded in the manifest."""
