@@ -59,7 +59,8 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     from orbitseg.preprocess.dataset import preprocess_dataset
     from orbitseg.preprocess.pipeline import PreprocessConfig
 
-    config = PreprocessConfig(size=args.size, seq_len=args.seq_len, level=args.level, width=args.width)
+    config = PreprocessConfig(size=args.size, seq_len=args.seq_len, level=args.level, width=args.width,
+                              aspect=args.aspect)
     manifest = preprocess_dataset(args.dataset, config, workers=args.workers, overwrite=args.overwrite)
     n_voi = sum(len(c["vois"]) for c in manifest["cases"].values())
     print(f"{len(manifest['cases'])} cases, {n_voi} orbit VOIs in {args.dataset / 'preprocessed'}")
@@ -185,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("preprocess", help="crop each orbit's VOI, window, build slice sequences")
     s.add_argument("dataset", type=Path)
     s.add_argument("--size", type=int, default=INPUT_SIZE, help=f"network input size in pixels (default {INPUT_SIZE})")
+    s.add_argument("--aspect", choices=("pad", "stretch"), default="pad",
+                   help="fit each slice into size x size keeping its aspect ratio (pad, square pixels) or "
+                        "filling both axes (stretch, finer pixels across the orbit); default pad")
     s.add_argument("--seq-len", type=int, default=SEQ_LEN, help=f"slices per sequence, odd (default {SEQ_LEN})")
     s.add_argument("--level", type=float, default=WINDOW_LEVEL, help=f"window level HU (default {WINDOW_LEVEL:g})")
     s.add_argument("--width", type=float, default=WINDOW_WIDTH, help=f"window width HU (default {WINDOW_WIDTH:g})")

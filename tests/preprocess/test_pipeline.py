@@ -29,14 +29,27 @@ def test_native_round_trip_is_exact(patient, flips):
     np.testing.assert_array_equal(labels_to_scan(parts, ct.geometry), lab.array)
 
 
-def test_round_trip_through_64x64(patient):
+@pytest.mark.parametrize("aspect", ["pad", "stretch"])
+def test_round_trip_through_64x64(patient, aspect):
     ct, lab = patient
-    preps = prepare_scan(ct, PreprocessConfig(size=64), lab)
+    preps = prepare_scan(ct, PreprocessConfig(size=64, aspect=aspect), lab)
     assert all(p.images.shape[1:] == (64, 64) and p.fractions.shape[1:] == (4, 64, 64) for p in preps)
+    # an orbit's VOI is longer front to back than across: stretching gives finer pixels across only
+    rows, cols = zip(*(p.fit.pixel_spacing for p in preps))
+    assert all(r > c for r, c in zip(rows, cols)) if aspect == "stretch" else rows == cols
     assert all(0.0 <= p.images.min() and p.images.max() <= 1.0 for p in preps)
     back = labels_to_scan([(p.box, p.fit, p.fractions) for p in preps], ct.geometry)
     for s in STRUCTURES:
         assert _dice(lab.array, back, s) >= 0.97, s
+
+
+def test_config_reads_manifests_written_before_aspect_existed():
+    old = PreprocessConfig().to_dict()
+    del old["aspect"]
+    assert PreprocessConfig.from_dict(old).aspect == "pad"
+    assert PreprocessConfig.from_dict(PreprocessConfig(aspect="stretch").to_dict()).aspect == "stretch"
+    with pytest.raises(ValueError, match="aspect"):
+        PreprocessConfig(aspect="squash")
 
 
 def test_every_slice_of_the_voi_is_kept(patient):

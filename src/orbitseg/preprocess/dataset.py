@@ -53,12 +53,12 @@ def _write_voi(root: Path, out: Path, key: str, prep: PreparedVOI, config: Prepr
     write_label(prep.voi_labels, root / "VOIs" / f"{key}.nii.gz", overwrite=True)
     n = prep.images.shape[0]
     seq = sequence_indices(n, config.seq_len)
-    px, sz = prep.fit.pixel_mm, prep.voi.spacing[2]
+    (py, px), sz = prep.fit.pixel_spacing, prep.voi.spacing[2]
     # NIfTI axes (x=column, y=row, ...): transpose from (n, [t,] row, col)
     _save_nifti(out / "scans" / f"{key}.nii.gz",
-                np.transpose(prep.images[seq], (3, 2, 1, 0)).astype(np.float32), (px, px, sz, 1.0))
+                np.transpose(prep.images[seq], (3, 2, 1, 0)).astype(np.float32), (px, py, sz, 1.0))
     hard = prep.fractions.argmax(axis=1).astype(np.uint8)
-    _save_nifti(out / "masks" / f"{key}.nii.gz", np.transpose(hard, (2, 1, 0)), (px, px, sz))
+    _save_nifti(out / "masks" / f"{key}.nii.gz", np.transpose(hard, (2, 1, 0)), (px, py, sz))
     _save_npy(out / "store" / f"{key}_image.npy", prep.images.astype(np.float16))
     _save_npy(out / "store" / f"{key}_fractions.npy",
               np.round(prep.fractions[:, 1:] * 255).astype(np.uint8))

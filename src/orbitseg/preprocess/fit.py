@@ -1,9 +1,14 @@
-"""Fit a VOI's axial slices into the network's square input, keeping the aspect ratio — and back.
+"""Fit a VOI's axial slices into the network's square input — and back.
 
-The VOI's in-plane extent (``ny * sy`` by ``nx * sx`` mm) is scaled so its
-longer side fills ``size`` pixels, and the shorter side is padded equally on
-both sides (pad, don't stretch).  :class:`SliceFit` records the affine map so
-that :func:`unfit_probabilities` is the exact inverse map of coordinates.
+``aspect="pad"``: the VOI's in-plane extent (``ny * sy`` by ``nx * sx`` mm) is
+scaled so its longer side fills ``size`` pixels and the shorter side is padded
+equally on both sides (square pixels).  ``aspect="stretch"``: each axis fills
+``size`` pixels on its own (rectangular pixels, no padding): an orbit's VOI is
+about 79 mm front to back and 54 mm across, so stretching gives the
+left-right axis, across which the medial and lateral recti and the optic
+nerve are thinnest, 1.45x finer pixels for the same network cost.
+:class:`SliceFit` records the affine map so that :func:`unfit_probabilities`
+is the exact inverse map of coordinates.
 """
 
 from __future__ import annotations
@@ -39,25 +44,39 @@ class SliceFit:
     b_col: float
 
     @property
-    def pixel_mm(self) -> float:
-        """Size of one fitted pixel in mm (isotropic)."""
-        return self.a_row * self.spacing[0]
+    def pixel_spacing(self) -> tuple[float, float]:
+        """(row, column) size of one fitted pixel in mm (equal with ``aspect="pad"``)."""
+        return (self.a_row * self.spacing[0], self.a_col * self.spacing[1])
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def plan_fit(in_shape: tuple[int, int], spacing: tuple[float, float], size: int) -> SliceFit:
-    """Plan the aspect-preserving fit of ``in_shape`` slices with pixel ``spacing`` (sy, sx) mm into ``size``."""
+#: in-plane fits :func:`plan_fit` knows (see the module docstring)
+ASPECTS = ("pad", "stretch")
+
+
+def plan_fit(in_shape: tuple[int, int], spacing: tuple[float, float], size: int, *,
+             aspect: str = "pad") -> SliceFit:
+    """Plan the fit of ``in_shape`` slices with pixel ``spacing`` (sy, sx) mm into ``size x size``.
+
+    ``aspect="pad"`` keeps the aspect ratio (longer side fills, shorter side
+    padded); ``aspect="stretch"`` fills ``size`` along both axes.
+    """
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
+    if aspect not in ASPECTS:
+        raise ValueError(f"aspect must be one of {ASPECTS}, got {aspect!r}")
     ny, nx = in_shape
     sy, sx = spacing
-    extent = max(ny * sy, nx * sx)
-    px = extent / size  # mm per output pixel
-    pad_y, pad_x = (extent - ny * sy) / 2, (extent - nx * sx) / 2
-    a_row, a_col = px / sy, px / sx
-    b_row = (0.5 * px - pad_y) / sy - 0.5
+    if aspect == "pad":
+        extent_y = extent_x = max(ny * sy, nx * sx)
+    else:
+        extent_y, extent_x = ny * sy, nx * sx
+    py, px = extent_y / size, extent_x / size  # mm per output pixel
+    pad_y, pad_x = (extent_y - ny * sy) / 2, (extent_x - nx * sx) / 2
+    a_row, a_col = py / sy, px / sx
+    b_row = (0.5 * py - pad_y) / sy - 0.5
     b_col = (0.5 * px - pad_x) / sx - 0.5
     return SliceFit((int(ny), int(nx)), (float(sy), float(sx)), int(size), a_row, b_row, a_col, b_col)
 

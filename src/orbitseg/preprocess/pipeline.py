@@ -1,8 +1,8 @@
 """Preprocess scans into per-orbit slice stacks for SEQ-UNET, and map predictions back.
 
 Forward, per scan: canonical orientation -> find both orbits -> crop one VOI
-per orbit -> window -> fit every axial slice into ``size x size`` keeping the
-aspect ratio (labels as soft per-class fractions).  Slices keep their native
+per orbit -> window -> fit every axial slice into ``size x size`` (padded to
+keep the aspect ratio, or stretched; labels as soft per-class fractions).  Slices keep their native
 thickness (as the paper, which skipped interpolation); sequences are built
 from consecutive slices with edge replication.
 
@@ -22,7 +22,7 @@ import numpy as np
 from orbitseg.constants import INPUT_SIZE, N_CLASSES, SEQ_LEN, WINDOW_LEVEL, WINDOW_WIDTH
 from orbitseg.io.orient import from_canonical, to_canonical
 from orbitseg.io.volume import Geometry, Volume
-from orbitseg.preprocess.fit import SliceFit, fit_image, fit_label_fractions, plan_fit, unfit_probabilities
+from orbitseg.preprocess.fit import ASPECTS, SliceFit, fit_image, fit_label_fractions, plan_fit, unfit_probabilities
 from orbitseg.preprocess.voi import OrbitBox, VOIMargins, locate_orbits
 from orbitseg.preprocess.window import apply_window
 
@@ -36,6 +36,12 @@ class PreprocessConfig:
     level: float = WINDOW_LEVEL
     width: float = WINDOW_WIDTH
     margins: VOIMargins = field(default_factory=VOIMargins)
+    #: in-plane fit into ``size x size``: "pad" (square pixels) or "stretch" (see orbitseg.preprocess.fit)
+    aspect: str = "pad"
+
+    def __post_init__(self) -> None:
+        if self.aspect not in ASPECTS:
+            raise ValueError(f"aspect must be one of {ASPECTS}, got {self.aspect!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,7 +95,7 @@ def prepare_scan(
     for box in boxes:
         voi = crop(canon, box)
         sx, sy, _ = voi.spacing
-        fit = plan_fit(voi.shape[1:], (sy, sx), config.size)
+        fit = plan_fit(voi.shape[1:], (sy, sx), config.size, aspect=config.aspect)
         images = fit_image(apply_window(voi.array, level=config.level, width=config.width), fit)
         prep = PreparedVOI(box, fit, voi, images)
         if canon_lab is not None:
