@@ -18,7 +18,7 @@ from orbitseg.predict.core import load_model, predict_scan
 from orbitseg.predict.postprocess import apply_postprocessing, read_postprocessing
 from orbitseg.predict.run import model_checkpoints, predict_inputs
 from orbitseg.train import train_fold
-from orbitseg.train.export import export_model
+from orbitseg.train.export import _recreate, _train_seconds, export_model
 
 TINY = {"widths": (4, 8), "bottleneck_lstm_hidden": 4, "head_lstm_hidden": 4, "max_steps_per_epoch": 3,
         "threads": 1, "evaluate_test": False}
@@ -103,6 +103,22 @@ def test_model_json_says_how_to_recreate_it(exported):
     assert cmds[2].startswith("orbitseg train DATA --fold all --preset default --epochs 1 --seed 0")
     assert cmds[3] == "orbitseg export RUN MODEL_DIR"
     assert all(len(f["split"]["test"]) > 0 and f["seed"] == 0 for f in meta["folds"].values())
+
+
+def test_recreate_names_every_preprocessing_choice_that_differs_from_the_default():
+    info = {"preset_name": "default", "seed": 3,
+            "preprocess": {"size": 64, "seq_len": 3, "level": 40.0, "width": 400.0, "aspect": "stretch"}}
+    assert _recreate(None, info, 40)[0] == "orbitseg preprocess DATA --level 40 --aspect stretch"
+    info["preprocess"] = {"size": 96, "seq_len": 3}  # written before level/width/aspect were recorded
+    assert _recreate(None, info, 40)[0] == "orbitseg preprocess DATA --size 96"
+
+
+def test_training_time_counts_every_resumed_segment(tmp_path):
+    (tmp_path / "log.csv").write_text("epoch,seconds\n1,60.5\n2,59.5\n3,120\n")
+    info = {"result": {"train_seconds": 120.0}}  # an old run.json: the last segment only
+    assert _train_seconds(tmp_path, info) == pytest.approx(240.0)
+    (tmp_path / "log.csv").unlink()
+    assert _train_seconds(tmp_path, info) == 120.0
 
 
 def test_never_replaces_a_model_without_being_asked(cv_run, exported, capsys):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from orbitseg.train import train_fold
@@ -49,3 +51,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(tiny_dataset, tmp_path):
     ra = [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(ref / "log.csv"))]
     rb = [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(killed / "log.csv"))]
     assert ra == rb and len(ra) == 3
+    # the training time counts the epochs run before the kill too, not only the resumed part
+    result = json.load(open(killed / "run.json"))["result"]
+    assert result["train_seconds"] == pytest.approx(sum(h["seconds"] for h in b["history"]), abs=0.1)
+    assert result["train_seconds"] > sum(h["seconds"] for h in b["history"][1:]) > 0

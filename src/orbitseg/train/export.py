@@ -19,6 +19,7 @@ The folder appears complete or not at all, and an existing one is replaced only 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -27,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orbitseg.constants import CHECKPOINT_BEST, DATASET_JSON, INPUT_SIZE, SEQ_LEN, SHORT_NAMES, STRUCTURES
+from orbitseg.constants import CHECKPOINT_BEST, DATASET_JSON, SHORT_NAMES, STRUCTURES
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_dir
+from orbitseg.preprocess.pipeline import PreprocessConfig
 
 __all__ = ["export_model", "describe_export", "fold_runs"]
 
@@ -60,6 +62,16 @@ def _read_run(fold_dir: Path) -> dict:
         return json.loads((fold_dir / "run.json").read_text(encoding="utf-8"))
     except ValueError as exc:
         raise InputError(fold_dir / "run.json", f"is not valid JSON ({exc})") from None
+
+
+def _train_seconds(fold_dir: Path, info: dict) -> float:
+    """A fold's training time summed over its epochs from ``log.csv``, so time spent before a
+    resume counts (runs written before run.json did so recorded only the last segment)."""
+    try:
+        with open(fold_dir / "log.csv", newline="", encoding="utf-8") as fh:
+            return sum(float(r["seconds"]) for r in csv.DictReader(fh))
+    except (OSError, KeyError, ValueError):
+        return float(info.get("result", {}).get("train_seconds", 0.0))
 
 
 def _half_checkpoint(src: Path, dst: Path) -> None:
@@ -128,9 +140,10 @@ def _recreate(dataset_info: dict | None, info: dict, epochs: int) -> list[str]:
         n = len({v["patient"] for v in synth.get("cases", {}).values()}) or None
         cmds.append(f"orbitseg synth DATA --seed {synth['seed']}" + (f" --patients {n}" if n else "")
                     + (" --small" if synth.get("small") else ""))
-    pp = info.get("preprocess", {})
-    extra = "".join(f" --{flag} {pp[key]}" for key, flag, default in
-                    (("size", "size", INPUT_SIZE), ("seq_len", "seq-len", SEQ_LEN)) if pp.get(key, default) != default)
+    pp, default = info.get("preprocess", {}), PreprocessConfig().to_dict()
+    extra = "".join(f" --{key.replace('_', '-')} {pp[key]:g}" if isinstance(pp[key], float) else
+                    f" --{key.replace('_', '-')} {pp[key]}"
+                    for key in ("size", "seq_len", "level", "width", "aspect") if pp.get(key, default[key]) != default[key])
     cmds.append(f"orbitseg preprocess DATA{extra}")
     cmds.append(f"orbitseg train DATA --fold all --preset {info['preset_name']} --epochs {epochs} "
                 f"--seed {info['seed']} --out RUN")
@@ -196,7 +209,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
             "recreate": _recreate(ds_info, first, epochs),
             "source_run": str(run_dir.resolve()),
             "trained_on": sorted({f"{i['options'].get('device', '?')}, {i['result'].get('epochs')} epochs, "
-                                  f"{i['result'].get('train_seconds', 0) / 60:.0f} min" for i in infos.values()
+                                  f"{_train_seconds(runs[k], i) / 60:.0f} min" for k, i in infos.items()
                                   if "options" in i and "result" in i}),
             "code_commit": sorted({str(i.get("git_commit")) for i in infos.values()}),
             "dataset": None if ds_info is None else {

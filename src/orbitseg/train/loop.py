@@ -584,8 +584,10 @@ def train_fold(
 
     # ---- test fold
     if is_main:
+        # train_seconds: every epoch's time, summed across resumes; session_seconds: this call only
         result = {"best_epoch": best_epoch, "best_val_dice": best_metric, "epochs": len(history),
-                  "train_seconds": round(time.time() - t_start, 1)}
+                  "train_seconds": round(sum(float(h["seconds"]) for h in history), 1),
+                  "session_seconds": round(time.time() - t_start, 1)}
         choice = None
         if opts["postprocess"] and split["val"] and best_path.exists():
             choice = _choose_on_validation(root, run, split["val"], dev, log)
