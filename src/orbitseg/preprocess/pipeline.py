@@ -50,6 +50,7 @@ class PreprocessConfig:
     def from_dict(cls, d: dict) -> PreprocessConfig:
         d = dict(d)
         d["margins"] = VOIMargins(**d.get("margins", {}))
+        d.setdefault("aspect", "pad")  # what every manifest and checkpoint written before the option used
         return cls(**d)
 
 

@@ -140,10 +140,11 @@ def _recreate(dataset_info: dict | None, info: dict, epochs: int) -> list[str]:
         n = len({v["patient"] for v in synth.get("cases", {}).values()}) or None
         cmds.append(f"orbitseg synth DATA --seed {synth['seed']}" + (f" --patients {n}" if n else "")
                     + (" --small" if synth.get("small") else ""))
-    pp, default = info.get("preprocess", {}), PreprocessConfig().to_dict()
+    pp = PreprocessConfig.from_dict(info.get("preprocess", {})).to_dict()
+    default = PreprocessConfig().to_dict()
     extra = "".join(f" --{key.replace('_', '-')} {pp[key]:g}" if isinstance(pp[key], float) else
                     f" --{key.replace('_', '-')} {pp[key]}"
-                    for key in ("size", "seq_len", "level", "width", "aspect") if pp.get(key, default[key]) != default[key])
+                    for key in ("size", "seq_len", "level", "width", "aspect") if pp[key] != default[key])
     cmds.append(f"orbitseg preprocess DATA{extra}")
     cmds.append(f"orbitseg train DATA --fold all --preset {info['preset_name']} --epochs {epochs} "
                 f"--seed {info['seed']} --out RUN")
