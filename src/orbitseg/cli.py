@@ -142,7 +142,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     from orbitseg import __version__
-    from orbitseg.constants import INPUT_SIZE, SEQ_LEN, WINDOW_LEVEL, WINDOW_WIDTH
+    from orbitseg.constants import FIT_ASPECT, FIT_ASPECTS, INPUT_SIZE, SEQ_LEN, WINDOW_LEVEL, WINDOW_WIDTH
 
     p = argparse.ArgumentParser(
         prog="orbitseg",
@@ -186,9 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("preprocess", help="crop each orbit's VOI, window, build slice sequences")
     s.add_argument("dataset", type=Path)
     s.add_argument("--size", type=int, default=INPUT_SIZE, help=f"network input size in pixels (default {INPUT_SIZE})")
-    s.add_argument("--aspect", choices=("pad", "stretch"), default="pad",
-                   help="fit each slice into size x size keeping its aspect ratio (pad, square pixels) or "
-                        "filling both axes (stretch, finer pixels across the orbit); default pad")
+    s.add_argument("--aspect", choices=FIT_ASPECTS, default=FIT_ASPECT,
+                   help="fit each slice into size x size filling both axes (stretch: finer pixels across the "
+                        f"orbit) or keeping its aspect ratio (pad: square pixels); default {FIT_ASPECT}")
     s.add_argument("--seq-len", type=int, default=SEQ_LEN, help=f"slices per sequence, odd (default {SEQ_LEN})")
     s.add_argument("--level", type=float, default=WINDOW_LEVEL, help=f"window level HU (default {WINDOW_LEVEL:g})")
     s.add_argument("--width", type=float, default=WINDOW_WIDTH, help=f"window width HU (default {WINDOW_WIDTH:g})")

@@ -18,7 +18,7 @@ def test_window_bounds_are_exact():
 
 def test_fit_keeps_aspect_ratio_and_pads():
     # 40 x 20 mm VOI: the long side fills 64 px, the short side is padded equally
-    fit = plan_fit((100, 50), (0.4, 0.4), 64)
+    fit = plan_fit((100, 50), (0.4, 0.4), 64, aspect="pad")
     assert fit.pixel_spacing == pytest.approx((40 / 64, 40 / 64))
     img = np.ones((1, 100, 50), np.float32)
     out = fit_image(img, fit)
@@ -28,7 +28,7 @@ def test_fit_keeps_aspect_ratio_and_pads():
 
 
 def test_anisotropic_pixels_are_not_stretched():
-    fit = plan_fit((50, 100), (0.8, 0.4), 64)  # 40 x 40 mm: fills the square
+    fit = plan_fit((50, 100), (0.8, 0.4), 64, aspect="pad")  # 40 x 40 mm: fills the square
     assert fit.a_row * fit.spacing[0] == pytest.approx(fit.a_col * fit.spacing[1])
     out = fit_image(np.ones((1, 50, 100), np.float32), fit)
     assert out[0].min() > 0.99
@@ -36,7 +36,7 @@ def test_anisotropic_pixels_are_not_stretched():
 
 def test_stretch_fills_both_axes_with_finer_pixels_across():
     # 40 x 20 mm VOI (rows x columns): each axis fills 64 px, columns get pixels twice as fine
-    pad = plan_fit((100, 50), (0.4, 0.4), 64)
+    pad = plan_fit((100, 50), (0.4, 0.4), 64, aspect="pad")
     fit = plan_fit((100, 50), (0.4, 0.4), 64, aspect="stretch")
     assert fit.pixel_spacing == pytest.approx((40 / 64, 20 / 64))
     assert fit.pixel_spacing[1] < pad.pixel_spacing[1]
@@ -54,7 +54,7 @@ def test_stretched_soft_labels_round_trip():
     lab = _labelled_slice()
     fit = plan_fit(lab.shape[1:], (0.4, 0.4), 64, aspect="stretch")
     back = unfit_probabilities(fit_label_fractions(lab, fit), fit).argmax(1)
-    pad = plan_fit(lab.shape[1:], (0.4, 0.4), 64)
+    pad = plan_fit(lab.shape[1:], (0.4, 0.4), 64, aspect="pad")
     back_pad = unfit_probabilities(fit_label_fractions(lab, pad), pad).argmax(1)
     for c in (1, 2, 3):
         assert _dice(lab, back, c) >= 0.96, c

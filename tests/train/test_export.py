@@ -107,10 +107,12 @@ def test_model_json_says_how_to_recreate_it(exported):
 
 def test_recreate_names_every_preprocessing_choice_that_differs_from_the_default():
     info = {"preset_name": "default", "seed": 3,
-            "preprocess": {"size": 64, "seq_len": 3, "level": 40.0, "width": 400.0, "aspect": "stretch"}}
-    assert _recreate(None, info, 40)[0] == "orbitseg preprocess DATA --level 40 --aspect stretch"
-    info["preprocess"] = {"size": 96, "seq_len": 3}  # written before level/width/aspect were recorded
-    assert _recreate(None, info, 40)[0] == "orbitseg preprocess DATA --size 96"
+            "preprocess": {"size": 64, "seq_len": 3, "level": 40.0, "width": 400.0, "aspect": "pad"}}
+    assert _recreate(None, info, 40)[0] == "orbitseg preprocess DATA --level 40 --aspect pad"
+    info["preprocess"]["aspect"] = "stretch"
+    assert _recreate(None, info, 40)[0] == "orbitseg preprocess DATA --level 40"
+    info["preprocess"] = {"size": 96, "seq_len": 3}  # written before the aspect option: padded
+    assert _recreate(None, info, 40)[0] == "orbitseg preprocess DATA --size 96 --aspect pad"
 
 
 def test_training_time_counts_every_resumed_segment(tmp_path):

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from orbitseg.constants import LABEL_NAMES
+from orbitseg.constants import FIT_ASPECT, FIT_ASPECTS, LABEL_NAMES
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,8 @@ class SliceFit:
         return asdict(self)
 
 
-#: in-plane fits :func:`plan_fit` knows (see the module docstring)
-ASPECTS = ("pad", "stretch")
-
-
 def plan_fit(in_shape: tuple[int, int], spacing: tuple[float, float], size: int, *,
-             aspect: str = "pad") -> SliceFit:
+             aspect: str = FIT_ASPECT) -> SliceFit:
     """Plan the fit of ``in_shape`` slices with pixel ``spacing`` (sy, sx) mm into ``size x size``.
 
     ``aspect="pad"`` keeps the aspect ratio (longer side fills, shorter side
@@ -65,8 +61,8 @@ def plan_fit(in_shape: tuple[int, int], spacing: tuple[float, float], size: int,
     """
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
-    if aspect not in ASPECTS:
-        raise ValueError(f"aspect must be one of {ASPECTS}, got {aspect!r}")
+    if aspect not in FIT_ASPECTS:
+        raise ValueError(f"aspect must be one of {FIT_ASPECTS}, got {aspect!r}")
     ny, nx = in_shape
     sy, sx = spacing
     if aspect == "pad":

@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from orbitseg.constants import INPUT_SIZE, N_CLASSES, SEQ_LEN, WINDOW_LEVEL, WINDOW_WIDTH
+from orbitseg.constants import FIT_ASPECT, FIT_ASPECTS, INPUT_SIZE, N_CLASSES, SEQ_LEN, WINDOW_LEVEL, WINDOW_WIDTH
 from orbitseg.io.orient import from_canonical, to_canonical
 from orbitseg.io.volume import Geometry, Volume
-from orbitseg.preprocess.fit import ASPECTS, SliceFit, fit_image, fit_label_fractions, plan_fit, unfit_probabilities
+from orbitseg.preprocess.fit import SliceFit, fit_image, fit_label_fractions, plan_fit, unfit_probabilities
 from orbitseg.preprocess.voi import OrbitBox, VOIMargins, locate_orbits
 from orbitseg.preprocess.window import apply_window
 
@@ -36,12 +36,12 @@ class PreprocessConfig:
     level: float = WINDOW_LEVEL
     width: float = WINDOW_WIDTH
     margins: VOIMargins = field(default_factory=VOIMargins)
-    #: in-plane fit into ``size x size``: "pad" (square pixels) or "stretch" (see orbitseg.preprocess.fit)
-    aspect: str = "pad"
+    #: in-plane fit into ``size x size`` (orbitseg.constants.FIT_ASPECTS)
+    aspect: str = FIT_ASPECT
 
     def __post_init__(self) -> None:
-        if self.aspect not in ASPECTS:
-            raise ValueError(f"aspect must be one of {ASPECTS}, got {self.aspect!r}")
+        if self.aspect not in FIT_ASPECTS:
+            raise ValueError(f"aspect must be one of {FIT_ASPECTS}, got {self.aspect!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
