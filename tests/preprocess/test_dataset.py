@@ -62,8 +62,18 @@ def test_outputs_and_manifest(cohort, tmp_path):
     preprocess_dataset(ds, PreprocessConfig(size=48), progress=False)
     assert (ds / "preprocessed" / "store" / "orbit_001_right_image.npy").stat().st_mtime_ns == stamp
     # another configuration is refused instead of mixing
-    with pytest.raises(InputError, match="another configuration"):
+    with pytest.raises(InputError, match=r"another configuration \(size 48 \(asked 64\)\)"):
         preprocess_dataset(ds, PreprocessConfig(size=64), progress=False)
+    with pytest.raises(InputError, match=r"aspect stretch \(asked pad\)"):
+        preprocess_dataset(ds, PreprocessConfig(size=48, aspect="pad"), progress=False)
+    # a manifest from before the aspect option was padded: it matches pad, not the new default
+    mpath = ds / "preprocessed" / "manifest.json"
+    m = json.loads(mpath.read_text())
+    del m["config"]["aspect"]
+    mpath.write_text(json.dumps(m))
+    preprocess_dataset(ds, PreprocessConfig(size=48, aspect="pad"), progress=False)
+    with pytest.raises(InputError, match=r"aspect pad \(asked stretch\)"):
+        preprocess_dataset(ds, PreprocessConfig(size=48), progress=False)
 
 
 def test_mismatched_mask_is_refused_by_name(cohort, tmp_path):

@@ -144,8 +144,12 @@ def preprocess_dataset(
     manifest = {"config": config.to_dict(), "cases": {}}
     if mpath.exists() and not overwrite:
         old = json.loads(mpath.read_text())
-        if old.get("config") != manifest["config"]:
-            raise InputError(mpath, "was made with another configuration; pass --overwrite to redo it")
+        was = PreprocessConfig.from_dict(old.get("config", {})).to_dict()  # older manifests lack newer keys
+        differ = [f"{k} {was[k]} (asked {v})" for k, v in manifest["config"].items() if was.get(k) != v]
+        if differ:
+            raise InputError(mpath, f"was made with another configuration ({', '.join(differ)}); "
+                                    "pass --overwrite to redo it")
+        old["config"] = manifest["config"]
         manifest = old
     todo = [c for c in cases if c.case_id not in manifest["cases"]]
     failures = []
