@@ -1,10 +1,11 @@
 """Preprocess scans into per-orbit slice stacks for SEQ-UNET, and map predictions back.
 
 Forward, per scan: canonical orientation -> find both orbits -> crop one VOI
-per orbit -> window -> fit every axial slice into ``size x size`` (padded to
-keep the aspect ratio, or stretched; labels as soft per-class fractions).  Slices keep their native
-thickness (as the paper, which skipped interpolation); sequences are built
-from consecutive slices with edge replication.
+per orbit -> window -> fit every axial slice into ``size x size`` (stretched,
+or padded to keep the aspect ratio; labels as soft per-class fractions).
+Slices keep their native thickness (as the paper, which skipped
+interpolation); sequences are built from consecutive slices with edge
+replication.
 
 Backward: per-slice class probabilities in the fitted space are unfitted,
 pasted into the canonical scan grid and reoriented onto the original grid
