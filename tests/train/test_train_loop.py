@@ -11,7 +11,7 @@ import torch
 from orbitseg.errors import InputError
 from orbitseg.model import build_model
 from orbitseg.predict import load_model
-from orbitseg.train import train_fold
+from orbitseg.train import train, train_fold
 from orbitseg.train.loop import load_init
 
 TINY = {"widths": (4, 8), "bottleneck_lstm_hidden": 4, "head_lstm_hidden": 4, "max_steps_per_epoch": 3,
@@ -64,6 +64,16 @@ def test_refuses_to_overwrite(run):
     train_fold(root, 1, epochs=1, batch_size=4, out=r, overrides={**TINY, "evaluate_test": False},
                resume=True, progress=False)
     assert len(list(csv.DictReader(open(r / "log.csv")))) == 1
+
+
+
+def test_fold_all_refuses_up_front(run):
+    """A later fold already trained (e.g. in parallel) is named before any fold trains, and nothing is written."""
+    root, r = run
+    parent = r.parent
+    with pytest.raises(InputError, match=r"fold_1.*resume"):
+        train(root, "all", epochs=1, batch_size=4, out=parent, overrides=TINY, progress=False)
+    assert not (parent / "fold_0").exists()
 
 
 def test_init_from_reports_loaded_and_skipped(run, tmp_path_factory):

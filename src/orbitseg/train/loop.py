@@ -695,9 +695,18 @@ def train(
         fold = int(fold)
     folds = list(range(N_FOLDS)) if fold == "all" else [int(fold)]
     out = kwargs.pop("out", None)
+    outs = [None if out is None else (Path(out) / f"fold_{k}" if len(folds) > 1 else Path(out)) for k in folds]
+    if not (kwargs.get("resume") or kwargs.get("overwrite")):
+        # say it before hours of training, not when the loop reaches a fold trained elsewhere (e.g. in parallel)
+        held = [o if o is not None else run_dir_of(dataset, kwargs.get("preset", "default"), k)
+                for k, o in zip(folds, outs)]
+        held = [r for r in held if (r / CHECKPOINT_LAST).exists() or (r / CHECKPOINT_BEST).exists()]
+        if held:
+            raise InputError(held[0], f"already holds a training run ({len(held)} of the {len(folds)} fold folder(s) "
+                             f"do: {', '.join(r.name for r in held)}); pass resume to continue them (finished folds "
+                             "are only re-evaluated) or overwrite to start them again")
     runs = []
-    for k in folds:
-        o = None if out is None else (Path(out) / f"fold_{k}" if len(folds) > 1 else Path(out))
+    for k, o in zip(folds, outs):
         runs.append(train_fold(dataset, k, out=o, **kwargs))
     world, rank, _ = _dist()
     opts = kwargs.get("overrides") or {}
