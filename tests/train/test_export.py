@@ -115,6 +115,19 @@ def test_recreate_names_every_preprocessing_choice_that_differs_from_the_default
     assert _recreate(None, info, 40)[0] == "orbitseg preprocess DATA --size 96 --aspect pad"
 
 
+
+def test_recreate_repeats_a_resume_that_lengthened_the_schedule():
+    info = {"preset_name": "default", "seed": 0, "preprocess": {}, "preset": {"training": {"epochs": 40}},
+            "resumes": [{"from_epoch": 17, "epochs": 40},  # an interruption: same schedule, not a stage
+                        {"from_epoch": 40, "argv": ["orbitseg", "train", "D", "--epochs", "60", "--resume"]},
+                        {"from_epoch": 60, "epochs": 60}]}
+    train_cmds = [c for c in _recreate(None, info, 60) if c.startswith("orbitseg train")]
+    assert train_cmds == ["orbitseg train DATA --fold all --preset default --epochs 40 --seed 0 --out RUN",
+                          "orbitseg train DATA --fold all --preset default --epochs 60 --seed 0 --out RUN --resume"]
+    del info["resumes"]
+    assert [c for c in _recreate(None, info, 40) if c.startswith("orbitseg train")] == train_cmds[:1]
+
+
 def test_training_time_counts_every_resumed_segment(tmp_path):
     (tmp_path / "log.csv").write_text("epoch,seconds\n1,60.5\n2,59.5\n3,120\n")
     info = {"result": {"train_seconds": 120.0}}  # an old run.json: the last segment only

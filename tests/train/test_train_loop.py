@@ -64,6 +64,7 @@ def test_refuses_to_overwrite(run):
     train_fold(root, 1, epochs=1, batch_size=4, out=r, overrides={**TINY, "evaluate_test": False},
                resume=True, progress=False)
     assert len(list(csv.DictReader(open(r / "log.csv")))) == 1
+    assert json.loads((r / "run.json").read_text())["resumes"][-1]["epochs"] == 1
 
 
 

@@ -132,6 +132,20 @@ def _copied_metrics(run_dir: Path) -> tuple[list[dict], list[dict]] | None:
     return rows, summary
 
 
+def _epoch_stages(info: dict, epochs: int) -> list[int]:
+    """The ``--epochs`` of the first training call and of each resume that lengthened the run
+    (its cosine schedule was recomputed there), e.g. ``[40, 60]``; ``[epochs]`` for one call."""
+    stages = [int(info.get("preset", {}).get("training", {}).get("epochs") or epochs)]
+    for entry in info.get("resumes") or []:
+        e = entry.get("epochs")
+        argv = entry.get("argv") or []
+        if e is None and "--epochs" in argv[:-1]:  # resumes recorded before run.json kept "epochs"
+            e = argv[argv.index("--epochs") + 1]
+        if e is not None and int(e) > stages[-1]:
+            stages.append(int(e))
+    return stages
+
+
 def _recreate(dataset_info: dict | None, info: dict, epochs: int) -> list[str]:
     """Commands that re-create the model from nothing (the dataset as DATA)."""
     cmds = []
@@ -146,8 +160,9 @@ def _recreate(dataset_info: dict | None, info: dict, epochs: int) -> list[str]:
                     f" --{key.replace('_', '-')} {pp[key]}"
                     for key in ("size", "seq_len", "level", "width", "aspect") if pp[key] != default[key])
     cmds.append(f"orbitseg preprocess DATA{extra}")
-    cmds.append(f"orbitseg train DATA --fold all --preset {info['preset_name']} --epochs {epochs} "
-                f"--seed {info['seed']} --out RUN")
+    for i, e in enumerate(_epoch_stages(info, epochs)):
+        cmds.append(f"orbitseg train DATA --fold all --preset {info['preset_name']} --epochs {e} "
+                    f"--seed {info['seed']} --out RUN" + (" --resume" if i else ""))
     cmds.append("orbitseg export RUN MODEL_DIR")
     return cmds
 

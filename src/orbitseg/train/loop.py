@@ -466,7 +466,8 @@ def train_fold(
     # ---- run.json
     if is_main:
         rj = run / "run.json"
-        entry = {"argv": list(sys.argv), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_epoch": start_epoch}
+        entry = {"argv": list(sys.argv), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_epoch": start_epoch,
+                 "epochs": recipe.epochs}  # a resume with more epochs re-shapes the schedule: export's recreate needs it
         if resumed and rj.exists():
             info = json.loads(rj.read_text(encoding="utf-8"))
             info.setdefault("resumes", []).append(entry)
