@@ -1,6 +1,6 @@
 """What the network's input size alone costs: Dice of labels sent through preprocessing and back.
 
-    python bench/roundtrip_ceiling.py [--patients 8] [--sizes 64 96 128 160]
+    python bench/roundtrip_ceiling.py [--patients 8] [--sizes 64 96 128 160] [--aspect stretch|pad]
 
 For synthetic patients of the default cohort, every orbit VOI's labels are
 fitted into ``size x size`` and mapped back to the scan's own grid, (a) as
@@ -16,12 +16,15 @@ import argparse
 
 import numpy as np
 
+from orbitseg.constants import FIT_ASPECT, FIT_ASPECTS
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--patients", type=int, default=8)
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128, 160])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--aspect", choices=FIT_ASPECTS, default=FIT_ASPECT)
     args = ap.parse_args()
 
     from orbitseg.constants import LABEL_NAMES, STRUCTURES
@@ -36,8 +39,8 @@ def main() -> None:
     for i, ss in enumerate(seqs):
         ct, lab = render_patient(sample_patient(np.random.default_rng(ss)))
         for size in args.sizes:
-            preps = prepare_scan(ct, PreprocessConfig(size=size), lab)
-            px[size] += [p.fit.pixel_mm for p in preps]
+            preps = prepare_scan(ct, PreprocessConfig(size=size, aspect=args.aspect), lab)
+            px[size] += [p.fit.pixel_spacing for p in preps]  # (row, col) mm
             for kind in ("soft", "hard"):
                 parts = [(p.box, p.fit, p.fractions if kind == "soft" else one_hot(p.fractions.argmax(1)))
                          for p in preps]
@@ -45,12 +48,13 @@ def main() -> None:
                 res[(size, kind)].append(list(dice_per_structure(back, lab.array).values()))
         print(f"patient {i + 1}/{args.patients}: spacing {tuple(round(s, 2) for s in ct.spacing)}", flush=True)
     names = [LABEL_NAMES[c] for c in STRUCTURES]
-    print(f"\n{'size':>5} {'px mm':>6} {'target':>6}  " + "  ".join(f"{n:>20}" for n in names))
+    print(f"\n{'size':>5} {'px mm':>11} {'target':>6}  " + "  ".join(f"{n:>20}" for n in names))
     for size in args.sizes:
         for kind in ("soft", "hard"):
             d = np.array(res[(size, kind)])
             cells = "  ".join(f"{m:.3f} (min {lo:.3f})".rjust(20) for m, lo in zip(d.mean(0), d.min(0)))
-            print(f"{size:>5} {np.mean(px[size]):>6.2f} {kind:>6}  {cells}")
+            r, c = np.mean(px[size], axis=0)
+            print(f"{size:>5} {f'{r:.2f} x {c:.2f}':>11} {kind:>6}  {cells}")
 
 
 if __name__ == "__main__":
