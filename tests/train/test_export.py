@@ -115,7 +115,6 @@ def test_recreate_names_every_preprocessing_choice_that_differs_from_the_default
     assert _recreate(None, info, 40)[0] == "orbitseg preprocess DATA --size 96 --aspect pad"
 
 
-
 def test_recreate_repeats_a_resume_that_lengthened_the_schedule():
     info = {"preset_name": "default", "seed": 0, "preprocess": {}, "preset": {"training": {"epochs": 40}},
             "resumes": [{"from_epoch": 17, "epochs": 40},  # an interruption: same schedule, not a stage

@@ -67,7 +67,6 @@ def test_refuses_to_overwrite(run):
     assert json.loads((r / "run.json").read_text())["resumes"][-1]["epochs"] == 1
 
 
-
 def test_fold_all_refuses_up_front(run):
     """A later fold already trained (e.g. in parallel) is named before any fold trains, and nothing is written."""
     root, r = run

@@ -118,6 +118,11 @@ def run_dir_of(dataset: str | Path, preset: str, fold: int) -> Path:
     return Path(dataset) / "runs" / preset / f"fold_{fold}"
 
 
+def _holds_run(run: Path) -> bool:
+    """Whether the run folder already has a checkpoint (what resume continues / overwrite replaces)."""
+    return (run / CHECKPOINT_LAST).exists() or (run / CHECKPOINT_BEST).exists()
+
+
 def _split_overrides(overrides: dict | None) -> tuple[dict, dict, dict]:
     from orbitseg.model import ModelConfig, TrainingRecipe
 
@@ -415,7 +420,7 @@ def train_fold(
     # ---- run folder
     run = Path(out) if out is not None else run_dir_of(root, preset, fold)
     last, best_path = run / CHECKPOINT_LAST, run / CHECKPOINT_BEST
-    exists = last.exists() or best_path.exists()
+    exists = _holds_run(run)
     if exists and not (resume or overwrite):
         raise InputError(run, "already holds a training run (checkpoint_*.pt); pass resume to continue it or "
                               "overwrite to start it again")
@@ -701,7 +706,7 @@ def train(
         # say it before hours of training, not when the loop reaches a fold trained elsewhere (e.g. in parallel)
         held = [o if o is not None else run_dir_of(dataset, kwargs.get("preset", "default"), k)
                 for k, o in zip(folds, outs)]
-        held = [r for r in held if (r / CHECKPOINT_LAST).exists() or (r / CHECKPOINT_BEST).exists()]
+        held = [r for r in held if _holds_run(r)]
         if held:
             raise InputError(held[0], f"already holds a training run ({len(held)} of the {len(folds)} fold folder(s) "
                              f"do: {', '.join(r.name for r in held)}); pass resume to continue them (finished folds "
