@@ -348,7 +348,10 @@ def test_predict_with_a_checkpoint(dataset, tmp_path, monkeypatch):
     ckpt.write_bytes(b"stub")
     monkeypatch.setattr(core, "load_model", lambda p: ("net", "cfg"))
 
-    def fake_predict(net, scan, cfg, return_probabilities=False):
+    asked = {}
+
+    def fake_predict(net, scan, cfg, return_probabilities=False, precision="float32"):
+        asked["precision"] = precision
         lab = scan.like((scan.array > 0).astype(np.uint8))
         return lab, _one_hot_box(to_canonical(lab).array)
 
@@ -356,6 +359,7 @@ def test_predict_with_a_checkpoint(dataset, tmp_path, monkeypatch):
     c = TestClient(create_app(dataset, model=ckpt), raise_server_exceptions=False, base_url="http://127.0.0.1")
     r = c.post(f"/api/cases/{CASE}/predict")
     assert r.status_code == 200, r.text
+    assert asked["precision"] == "auto"  # bfloat16 where the CPU does it in hardware: Predict is interactive
     canon = to_canonical(_scan(dataset))
     np.testing.assert_array_equal(np.frombuffer(r.content, np.uint8).reshape(canon.shape),
                                   (canon.array > 0).astype(np.uint8))
@@ -425,7 +429,7 @@ def test_tools_use_the_networks_probabilities_after_predict(dataset, tmp_path, m
     scan = _scan(dataset)
     truth = read_label(dataset / "labelsTr" / f"{CASE}.nii.gz", reference=scan).array
     monkeypatch.setattr(core, "load_model", lambda p: ("net", "cfg"))
-    monkeypatch.setattr(core, "predict_scan", lambda net, scan, cfg, return_probabilities=False: (
+    monkeypatch.setattr(core, "predict_scan", lambda net, scan, cfg, return_probabilities=False, precision="auto": (
         scan.like(truth), _one_hot_box(to_canonical(scan.like(truth)).array)))
     c = TestClient(create_app(dataset, model=ckpt), raise_server_exceptions=False, base_url="http://127.0.0.1")
     gt, k, r, col, comp = _globe_click(dataset)

@@ -161,3 +161,19 @@ def test_mirrored_prediction_is_mirror_symmetric(run_dir):
     plain = predict_vois([model], images)
     assert both.shape == plain.shape and not np.allclose(both, plain, atol=1e-4)
     np.testing.assert_allclose(both.sum(axis=1), 1.0, atol=1e-4)  # still probabilities
+
+
+def test_bfloat16_and_float32_prediction_agree(inputs, tmp_path, capsys):
+    """--precision bfloat16 (auto's choice on CPUs with AMX / AVX512-BF16) labels what float32
+    labels, to a few boundary voxels; the run says which arithmetic it used."""
+    scan = inputs / "scans" / "flipped.nii.gz"
+    labels = {}
+    for precision in ("float32", "bfloat16"):
+        assert main(["predict", str(scan), str(tmp_path / precision), "--precision", precision]) == 0
+        assert f"network in {precision}" in capsys.readouterr().out
+        labels[precision] = read_label(tmp_path / precision / "flipped.nii.gz").array
+    a, b = labels["float32"], labels["bfloat16"]
+    for s in (1, 2, 3):
+        assert (a == s).sum() > 0
+        assert abs(int((a == s).sum()) - int((b == s).sum())) <= 0.01 * (a == s).sum(), s
+    assert (a != b).mean() < 1e-4  # measured on 28 new patients: Dice within 0.002 per structure

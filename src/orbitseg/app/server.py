@@ -504,7 +504,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
                 model_state["postprocess"] = model_postprocessing(ckpts)[0]
             nets = [net for net, _ in model_state["loaded"]]
             config = model_state["loaded"][0][1]
-            labels, probs = predict_scan(nets, o.scan, config, return_probabilities=True)
+            labels, probs = predict_scan(nets, o.scan, config, return_probabilities=True, precision="auto")
             labels = apply_postprocessing(labels, model_state["postprocess"])
             priors[case_id] = probs.quantized()
             priors.move_to_end(case_id)

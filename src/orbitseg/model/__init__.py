@@ -14,7 +14,8 @@ from orbitseg.model.config import (PRESETS, ModelConfig, Preset, TrainingRecipe,
                                    describe, get_preset, model_config, preset_names)
 from orbitseg.model.convlstm import BiConvLSTM, ConvLSTM, ConvLSTMCell
 from orbitseg.model.losses import LOSSES, dice_ce_loss, get_loss, paper_dice_loss
-from orbitseg.model.predict import build_sequences, predict_volume_slices, sequence_indices
+from orbitseg.model.predict import (PRECISIONS, build_sequences, native_bfloat16, predict_volume_slices,
+                                    resolve_precision, sequence_indices)
 from orbitseg.model.seq_unet import SeqUNet, UNet2D, probabilities
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "ModelConfig", "TrainingRecipe", "Preset", "PRESETS", "get_preset", "preset_names", "model_config",
     "build_model", "count_parameters", "describe",
     "paper_dice_loss", "dice_ce_loss", "LOSSES", "get_loss",
-    "sequence_indices", "build_sequences", "predict_volume_slices",
+    "sequence_indices", "build_sequences", "predict_volume_slices", "PRECISIONS", "native_bfloat16",
+    "resolve_precision",
 ]

@@ -65,13 +65,14 @@ def _as_slices(images: np.ndarray, device) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_vois(models: list[nn.Module], images: np.ndarray, device: str | torch.device = "cpu",
-                 batch_size: int = 64, *, mirror: bool = False) -> np.ndarray:
+                 batch_size: int = 64, *, mirror: bool = False, precision: str = "float32") -> np.ndarray:
     """Average probabilities ``(n, C, S, S)`` of ``models`` for one VOI's slices ``(n, S, S)``.
 
     ``mirror=True`` also predicts the left-right mirrored slices (training flips them half
     the time, so they are in distribution) and averages the mirrored-back result in:
     twice the network time for a small gain (on the 20-epoch shipped model's 22 validation
-    cases, Dice +0.001 / +0.005 / +0.007 for eyeball / muscles / nerve)."""
+    cases, Dice +0.001 / +0.005 / +0.007 for eyeball / muscles / nerve).  ``precision``: float32,
+    bfloat16 or auto (:data:`orbitseg.model.PRECISIONS`)."""
     from orbitseg.model import predict_volume_slices
 
     if not models:
@@ -81,7 +82,7 @@ def predict_vois(models: list[nn.Module], images: np.ndarray, device: str | torc
     acc = None
     for m in models:
         for v, xv in enumerate(views):
-            p = predict_volume_slices(m, xv, batch_size=batch_size).float()
+            p = predict_volume_slices(m, xv, batch_size=batch_size, precision=precision)
             p = torch.flip(p, dims=(-1,)) if v else p
             acc = p if acc is None else acc + p
     return (acc / (len(models) * len(views))).cpu().numpy()
@@ -89,15 +90,17 @@ def predict_vois(models: list[nn.Module], images: np.ndarray, device: str | torc
 
 def predict_scan(models: list[nn.Module] | nn.Module, scan: Volume, config: PreprocessConfig,
                  device: str | torch.device = "cpu", *, batch_size: int = 64,
-                 return_probabilities: bool = False, mirror: bool = False) -> tuple[Volume, BoxProbabilities | None]:
+                 return_probabilities: bool = False, mirror: bool = False,
+                 precision: str = "float32") -> tuple[Volume, BoxProbabilities | None]:
     """Segment ``scan``: (labels Volume on the scan's grid, the class probabilities when
     ``return_probabilities`` else None).  The probabilities are a :class:`BoxProbabilities` on
     the scan's canonical grid, held over the orbits' bounding box only (``.region()`` gives any
-    part as a ``(C, nz, ny, nx)`` array).  ``mirror``: see :func:`predict_vois`."""
+    part as a ``(C, nz, ny, nx)`` array).  ``mirror``, ``precision``: see :func:`predict_vois`."""
     if isinstance(models, nn.Module):
         models = [models]
     preps = prepare_scan(scan, config)
-    parts = [(p.box, p.fit, predict_vois(models, p.images, device, batch_size, mirror=mirror)) for p in preps]
+    parts = [(p.box, p.fit, predict_vois(models, p.images, device, batch_size, mirror=mirror,
+                                                  precision=precision)) for p in preps]
     if not return_probabilities:
         return scan.like(labels_to_scan(parts, scan.geometry)), None
     probs = box_probabilities(parts, scan.geometry)

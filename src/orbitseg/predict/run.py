@@ -107,6 +107,7 @@ def predict_inputs(
     series_uid: str | None = None,
     postprocess: bool = True,
     mirror: bool = False,
+    precision: str = "auto",
     resume: bool = False,
     progress: bool = True,
 ) -> tuple[list[dict], list[str]]:
@@ -118,6 +119,8 @@ def predict_inputs(
     ``postprocess=False`` writes the network's labels as they are, without the
     connected-component clean-up stored with the model (:func:`model_postprocessing`);
     ``mirror=True`` adds left-right mirrored test-time augmentation (twice the network time).
+    ``precision``: ``"auto"`` runs the network in bfloat16 on a CPU that does it in hardware
+    (about twice as fast) and in float32 elsewhere; ``"float32"`` or ``"bfloat16"`` forces one.
     ``resume=True`` continues an interrupted run: label files already in ``output``
     are kept (and measured) instead of refused.  ``measurements.csv`` is rewritten
     after every scan, so an interruption loses at most the scan in progress.
@@ -136,6 +139,9 @@ def predict_inputs(
                          "overwrite replaces them")
     if ending not in (".nii.gz", ".nii", ".seg.nrrd", ".nrrd"):
         raise InputError(None, f"output format {ending!r} is not one of .nii.gz, .nii, .seg.nrrd, .nrrd")
+    from orbitseg.model import resolve_precision
+
+    precision = resolve_precision(precision, device)
     inputs = find_inputs(input_path)
     ckpts = model_checkpoints(model, folds)
     loaded = [load_model(c, device) for c in ckpts]
@@ -146,7 +152,7 @@ def predict_inputs(
     config = loaded[0][1]
     choice, how = model_postprocessing(ckpts) if postprocess else (dict(NO_POSTPROCESSING), "no post-processing (turned off)")
     if progress:
-        print(how)
+        print(f"{how}; network in {precision}")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     rows, problems, kept = [], [], 0
@@ -161,7 +167,7 @@ def predict_inputs(
                 kept += 1
             else:
                 scan = read_scan(item.path, series_uid=series_uid)
-                labels, _ = predict_scan(models, scan, config, device, mirror=mirror)
+                labels, _ = predict_scan(models, scan, config, device, mirror=mirror, precision=precision)
                 labels = apply_postprocessing(labels, choice)
                 write_label(labels, target, reference=scan, overwrite=overwrite)
         except OrbitsegError as exc:
