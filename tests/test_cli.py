@@ -60,10 +60,12 @@ def test_train_preset_choices_are_the_presets():
     import argparse
 
     from orbitseg.cli import build_parser
-    from orbitseg.model.config import preset_names
+    from orbitseg.constants import DEFAULT_PRESET
+    from orbitseg.model.config import PRESETS, preset_names
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     train = sub.choices["train"]
     preset = next(a for a in train._actions if a.dest == "preset")
     assert sorted(preset.choices) == sorted(preset_names())
+    assert preset.default == DEFAULT_PRESET and DEFAULT_PRESET in PRESETS
 

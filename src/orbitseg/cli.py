@@ -142,8 +142,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     from orbitseg import __version__
-    from orbitseg.constants import (FIT_ASPECT, FIT_ASPECTS, INPUT_SIZE, PRECISIONS, SEQ_LEN, WINDOW_LEVEL,
-                                    WINDOW_WIDTH)
+    from orbitseg.constants import (DEFAULT_PRESET, FIT_ASPECT, FIT_ASPECTS, INPUT_SIZE, PRECISIONS, SEQ_LEN,
+                                    WINDOW_LEVEL, WINDOW_WIDTH)
 
     p = argparse.ArgumentParser(
         prog="orbitseg",
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dataset", type=Path, help="a preprocessed dataset (run `orbitseg preprocess` first)")
     s.add_argument("--fold", default="all", choices=["0", "1", "2", "3", "all"], help="fold to train (default all)")
     # the names of orbitseg.model.config.PRESETS, spelled out so that parsing does not import torch
-    s.add_argument("--preset", default="default", choices=["default", "paper", "unet2d"],
+    s.add_argument("--preset", default=DEFAULT_PRESET, choices=["default", "paper", "unet2d"],
                    help="default: CPU-sized improved SEQ-UNET; paper: the authors' settings; unet2d: the default "
                         "without its LSTMs (ablation)")
     s.add_argument("--epochs", type=int, default=None, help="epochs (default: the preset's; paper 500)")

@@ -76,6 +76,8 @@ FIT_ASPECTS: tuple[str, ...] = ("stretch", "pad")
 #: chosen on validation patients (fold 0 of the default cohort, 40 epochs, 3D Dice): muscles
 #: 0.891 -> 0.910 and optic nerve 0.892 -> 0.918 over pad, at the same network cost
 FIT_ASPECT: str = "stretch"
+#: the preset `orbitseg train` uses unless told (orbitseg.model.config.PRESETS)
+DEFAULT_PRESET: str = "default"
 #: network arithmetic at prediction: "auto" = bfloat16 where the CPU computes it in hardware, else float32
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
 

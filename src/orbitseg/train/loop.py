@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, SHORT_NAMES, STRUCTURES
+from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, DEFAULT_PRESET, SHORT_NAMES, STRUCTURES
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_path, write_text_atomic
 from orbitseg.train.augment import AugmentParams, augment
@@ -308,7 +308,7 @@ def train_fold(
     dataset: str | Path,
     fold: int,
     *,
-    preset: str = "default",
+    preset: str = DEFAULT_PRESET,
     epochs: int | None = None,
     batch_size: int | None = None,
     resume: bool = False,
@@ -704,7 +704,7 @@ def train(
     outs = [None if out is None else (Path(out) / f"fold_{k}" if len(folds) > 1 else Path(out)) for k in folds]
     if not (kwargs.get("resume") or kwargs.get("overwrite")):
         # say it before hours of training, not when the loop reaches a fold trained elsewhere (e.g. in parallel)
-        held = [o if o is not None else run_dir_of(dataset, kwargs.get("preset", "default"), k)
+        held = [o if o is not None else run_dir_of(dataset, kwargs.get("preset", DEFAULT_PRESET), k)
                 for k, o in zip(folds, outs)]
         held = [r for r in held if _holds_run(r)]
         if held:
