@@ -69,3 +69,15 @@ def test_train_preset_choices_are_the_presets():
     assert sorted(preset.choices) == sorted(preset_names())
     assert preset.default == DEFAULT_PRESET and DEFAULT_PRESET in PRESETS
 
+
+
+def test_train_precision_reaches_the_training_loop(monkeypatch):
+    """`train --precision bfloat16` is passed on as the loop option; the float32 default adds no override."""
+    import orbitseg.train
+    from orbitseg.cli import main
+
+    calls = []
+    monkeypatch.setattr(orbitseg.train, "train", lambda *a, **kw: calls.append(kw) or [])
+    assert main(["train", "D", "--fold", "0", "--precision", "bfloat16"]) == 0
+    assert main(["train", "D", "--fold", "0"]) == 0
+    assert calls[0]["overrides"] == {"precision": "bfloat16"} and calls[1]["overrides"] is None

@@ -95,3 +95,27 @@ def test_init_from_reports_loaded_and_skipped(run, tmp_path_factory):
                                                 "evaluate_test": False}, progress=False)
     info = json.loads((out / "run.json").read_text())
     assert info["init_report"]["loaded"] and info["init_report"]["shape_mismatch"]
+
+
+def test_bfloat16_training_is_recorded_kept_on_resume_and_differs_from_float32(run, tmp_path):
+    """--precision bfloat16 really trains under autocast (other weights than float32 from the same seed),
+    is written into run.json and the checkpoints, and a resume in another precision is refused."""
+    root, r = run
+    opts = {**TINY, "evaluate_test": False, "max_steps_per_epoch": 2}
+    out = train_fold(root, 1, epochs=1, batch_size=4, seed=0, out=tmp_path / "bf16",
+                     overrides={**opts, "precision": "bfloat16"}, progress=False)
+    info = json.loads((out / "run.json").read_text())
+    assert info["options"]["precision"] == "bfloat16"
+    ck = torch.load(out / "checkpoint_last.pt", weights_only=True)
+    assert ck["precision"] == "bfloat16"
+    f32 = train_fold(root, 1, epochs=1, batch_size=4, seed=0, out=tmp_path / "f32", overrides=opts, progress=False)
+    w32 = torch.load(f32 / "checkpoint_last.pt", weights_only=True)["model"]
+    assert any(not torch.equal(w32[k], ck["model"][k]) for k in w32)
+    for k in w32:  # one small step apart, not another network
+        torch.testing.assert_close(w32[k].float(), ck["model"][k].float(), atol=2e-2, rtol=0)
+    before = (out / "checkpoint_last.pt").read_bytes()
+    with pytest.raises(InputError, match="trained in bfloat16"):
+        train_fold(root, 1, epochs=2, batch_size=4, out=out, overrides=opts, resume=True, progress=False)
+    assert (out / "checkpoint_last.pt").read_bytes() == before
+    with pytest.raises(ValueError, match="precision must be float32 or bfloat16"):
+        train_fold(root, 1, epochs=1, out=tmp_path / "x", overrides={**opts, "precision": "auto"}, progress=False)

@@ -160,9 +160,11 @@ def _recreate(dataset_info: dict | None, info: dict, epochs: int) -> list[str]:
                     f" --{key.replace('_', '-')} {pp[key]}"
                     for key in ("size", "seq_len", "level", "width", "aspect") if pp[key] != default[key])
     cmds.append(f"orbitseg preprocess DATA{extra}")
+    precision = (info.get("options") or {}).get("precision", "float32")
     for i, e in enumerate(_epoch_stages(info, epochs)):
         cmds.append(f"orbitseg train DATA --fold all --preset {info['preset_name']} --epochs {e} "
-                    f"--seed {info['seed']} --out RUN" + (" --resume" if i else ""))
+                    f"--seed {info['seed']} --out RUN" + (f" --precision {precision}" if precision != "float32" else "")
+                    + (" --resume" if i else ""))
     cmds.append("orbitseg export RUN MODEL_DIR")
     return cmds
 

@@ -89,6 +89,9 @@ LOOP_OPTIONS: dict[str, Any] = {
     "evaluate_test": True,  # predict + evaluate the test fold after training
     "surface": True,  # HD95 / ASD in the test metrics
     "postprocess": True,  # choose connected-component post-processing on the validation cases
+    # "bfloat16": the training forward pass under bfloat16 autocast (loss, optimiser state and validation stay
+    # float32); about 1.9x the steps per second on a CPU with AMX, where float32 is the slow path
+    "precision": "float32",
 }
 
 
@@ -378,6 +381,8 @@ def train_fold(
         r_over["batch_size"] = int(batch_size)
     cfg = replace(base, model=replace(base.model, **m_over), training=replace(base.training, **r_over))
     recipe = cfg.training
+    if opts["precision"] not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be float32 or bfloat16 for training, got {opts['precision']!r}")
     aug_params = (AugmentParams(**opts["augment"]) if isinstance(opts["augment"], dict)
                   else AugmentParams() if opts["augment"] else AugmentParams.none())
     if opts["threads"]:
@@ -452,6 +457,9 @@ def train_fold(
         if ck.get("preset", {}).get("model") != asdict(cfg)["model"]:
             raise InputError(last, "was trained with another model configuration; resume with the same preset "
                                    "and overrides, or start a new run (overwrite / another out folder)")
+        if ck.get("precision", "float32") != opts["precision"]:
+            raise InputError(last, f"was trained in {ck.get('precision', 'float32')}; resume with that precision "
+                                   "(a run keeps one arithmetic, so that its record says how it was made)")
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -533,7 +541,9 @@ def train_fold(
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             x, y = augment(x, y, gen, aug_params)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=opts["precision"] == "bfloat16"):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * x.shape[0]
@@ -569,7 +579,7 @@ def train_fold(
                                  "rule": "per epoch e: derive_seed(seed, e, 1) sampling, derive_seed(seed, e, 2) augment"},
                   "best_metric": best_metric, "best_epoch": best_epoch, "history": history,
                   "preset": asdict(cfg), "preset_name": preset, "preprocess": pp.to_dict(), "seed": seed,
-                  "fold": fold}
+                  "fold": fold, "precision": opts["precision"]}
             if is_best:
                 _save(ck, best_path)
             _save(ck, last)
