@@ -24,6 +24,14 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path):
     # cross-validation ran and was scored; the shipped model segmented the new patient
     assert (tmp_path / "demo" / "dataset" / "runs" / "default" / "metrics" / "summary.csv").exists()
     assert (tmp_path / "demo" / "dataset" / "splits.json").exists()
+    # the slices were made as for the shipped model it fine-tunes
+    from orbitseg.models import shipped_model_dir
+    from orbitseg.predict.core import load_training_checkpoint
+    from orbitseg.preprocess.pipeline import PreprocessConfig
+    from orbitseg.train.data import read_manifest
+
+    shipped = PreprocessConfig.from_dict(load_training_checkpoint(shipped_model_dir() / "fold_0.pt")["preprocess"])
+    assert read_manifest(tmp_path / "demo" / "dataset")[1] == shipped
     assert (tmp_path / "demo" / "dataset" / "runs" / "default" / "report.html").exists() and "report" in r.stdout
     assert (tmp_path / "demo" / "new_patient" / "prediction" / "measurements.csv").exists()
     raw = {p.suffix for p in (tmp_path / "demo" / "raw" / "images").iterdir()}

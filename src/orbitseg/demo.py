@@ -45,8 +45,11 @@ def run_demo(
     from orbitseg.io.layout import list_cases
     from orbitseg.io.read import read_label, read_scan
     from orbitseg.io.write import write_label, write_scan
+    from orbitseg.models import shipped_model_dir
+    from orbitseg.predict.core import load_training_checkpoint
     from orbitseg.predict.run import predict_inputs
     from orbitseg.preprocess.dataset import preprocess_dataset
+    from orbitseg.preprocess.pipeline import PreprocessConfig
     from orbitseg.synth import make_cohort, render_patient, sample_patient
     from orbitseg.report import write_report
     from orbitseg.train import train
@@ -69,13 +72,16 @@ def run_demo(
         scan = read_scan(case.image)
         labels = read_label(case.label, reference=scan) if case.label else None
         render_views(scan, labels, pictures / f"{case.case_id}.png", title=f"{case.case_id} ({case.patient_id})")
-    print("[4/6] preprocessing: one VOI per orbit, window 48/400 HU, 3-slice sequences at 64 x 64")
-    preprocess_dataset(dataset, overwrite=overwrite)
-    from orbitseg.models import shipped_model_dir
+    shipped = shipped_model_dir() / "fold_0.pt"
+    # fine-tuning starts from the shipped weights, so the slices are made as they were for it
+    pp = PreprocessConfig.from_dict(load_training_checkpoint(shipped)["preprocess"])
+    print(f"[4/6] preprocessing as for the shipped model: one VOI per orbit, window {pp.level:g}/{pp.width:g} HU, "
+          f"{pp.seq_len}-slice sequences at {pp.size} x {pp.size} ({pp.aspect})")
+    preprocess_dataset(dataset, pp, overwrite=overwrite)
 
     print(f"[5/6] 4-fold cross-validation by patient: fine-tuning the shipped model, {epochs} epochs per fold")
     runs = train(dataset, "all", epochs=epochs, seed=seed, overwrite=overwrite,
-                 init_from=shipped_model_dir() / "fold_0.pt", overrides={"surface": False})
+                 init_from=shipped, overrides={"surface": False})
     report = write_report(runs[0].parent)
     print(f"[6/6] segmenting a new synthetic patient (seed {FRESH_SEED}) with the shipped model")
     fresh = out / "new_patient"
