@@ -80,6 +80,8 @@ FIT_ASPECT: str = "stretch"
 DEFAULT_PRESET: str = "default"
 #: network arithmetic at prediction: "auto" = bfloat16 where the CPU computes it in hardware, else float32
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
+#: training keeps one explicit arithmetic per run (no "auto": a run's record must not depend on the machine)
+TRAIN_PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
 
 # --- Hounsfield plausibility (used to tell CT from other volumes) -----------
 HU_AIR: float = -1000.0

@@ -64,7 +64,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, DEFAULT_PRESET, SHORT_NAMES, STRUCTURES
+from orbitseg.constants import (CHECKPOINT_BEST, CHECKPOINT_LAST, DEFAULT_PRESET, SHORT_NAMES, STRUCTURES,
+                                TRAIN_PRECISIONS)
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_path, write_text_atomic
 from orbitseg.train.augment import AugmentParams, augment
@@ -381,8 +382,8 @@ def train_fold(
         r_over["batch_size"] = int(batch_size)
     cfg = replace(base, model=replace(base.model, **m_over), training=replace(base.training, **r_over))
     recipe = cfg.training
-    if opts["precision"] not in ("float32", "bfloat16"):
-        raise ValueError(f"precision must be float32 or bfloat16 for training, got {opts['precision']!r}")
+    if opts["precision"] not in TRAIN_PRECISIONS:
+        raise ValueError(f"precision must be {' or '.join(TRAIN_PRECISIONS)} for training, got {opts['precision']!r}")
     aug_params = (AugmentParams(**opts["augment"]) if isinstance(opts["augment"], dict)
                   else AugmentParams() if opts["augment"] else AugmentParams.none())
     if opts["threads"]:
