@@ -100,6 +100,8 @@ CHANNEL_SUFFIX: str = "_0000"
 #: a training run's checkpoints: the best epoch on validation (what predict loads) and the latest (resume)
 CHECKPOINT_BEST: str = "checkpoint_best.pt"
 CHECKPOINT_LAST: str = "checkpoint_last.pt"
+#: written by `orbitseg predict` beside its label files: what made each of them
+PREDICTION_JSON: str = "prediction.json"
 #: ending of every file the project writes by default
 FILE_ENDING: str = ".nii.gz"
 #: endings of single-file scans we read (a DICOM series is a folder)

@@ -77,6 +77,43 @@ def test_predict_folder_writes_labels_on_each_scans_grid(run_dir, inputs, tmp_pa
         predict_inputs(inputs / "scans", out, model=run_dir, progress=False, resume=True, overwrite=True)
 
 
+def test_prediction_json_says_what_made_each_label_file(run_dir, inputs, tmp_path):
+    """prediction.json names the model files by SHA-256, the preprocessing, post-processing and precision of
+    every label file; --resume refuses to continue a folder another model or setting wrote, and keeps it."""
+    from orbitseg.io.read import file_sha256
+
+    out = tmp_path / "out"
+    _, problems = predict_inputs(inputs / "scans", out, model=run_dir, progress=False, precision="float32")
+    assert problems == []
+    record = json.loads((out / "prediction.json").read_text())
+    assert set(record["cases"]) == {"flipped", "series"}
+    (sid, settings), = record["settings"].items()
+    ckpt = run_dir / "fold_0" / "checkpoint_best.pt"
+    assert settings["checkpoints"] == [{"path": str(ckpt.resolve()), "sha256": file_sha256(ckpt)}]
+    assert settings["preprocess"]["size"] == 32 and settings["mirror"] is False
+    assert set(settings["postprocess"]) == {"eyeball", "muscles", "nerve"}
+    case = record["cases"]["flipped"]
+    assert case["settings"] == sid and case["precision"] == "float32" and case["labels"] == "flipped.nii.gz"
+    assert case["scan"] == str((inputs / "scans" / "flipped.nii.gz").resolve())
+    # resuming with another setting would mix two predictions in one folder: refused, nothing touched
+    (out / "series.nii.gz").unlink()
+    before = (out / "prediction.json").read_bytes()
+    with pytest.raises(InputError, match="prediction.json.*another prediction"):
+        predict_inputs(inputs / "scans", out, model=run_dir, progress=False, resume=True, mirror=True)
+    assert (out / "prediction.json").read_bytes() == before and not (out / "series.nii.gz").exists()
+    predict_inputs(inputs / "scans", out, model=run_dir, progress=False, resume=True, precision="float32")
+    assert json.loads((out / "prediction.json").read_text())["cases"]["series"]["settings"] == sid
+    # a record that cannot be read is named, not overwritten
+    (out / "prediction.json").write_text("{not json")
+    with pytest.raises(InputError, match="prediction.json.*not a prediction record"):
+        predict_inputs(inputs / "scans", out, model=run_dir, progress=False, resume=True)
+    # --overwrite starts a new record
+    predict_inputs(inputs / "scans", out, model=run_dir, progress=False, overwrite=True, postprocess=False)
+    record = json.loads((out / "prediction.json").read_text())
+    (settings,) = record["settings"].values()
+    assert settings["postprocess"] is None and set(record["cases"]) == {"flipped", "series"}
+
+
 def test_seg_nrrd_output_and_cli(run_dir, inputs, tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["predict", str(inputs / "scans" / "flipped.nii.gz"), str(out), "--model", str(run_dir),

@@ -8,7 +8,6 @@ symlink pointing elsewhere is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -53,13 +52,9 @@ def _inside(root: Path, path: Path) -> bool:
 
 def _file_token(path: Path) -> str:
     """Version token of a label file: a hash of its bytes ("none" when there is no file)."""
-    if not path.is_file():
-        return "none"
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    from orbitseg.io.read import file_sha256
+
+    return file_sha256(path)[:16] if path.is_file() else "none"
 
 
 def _quick_scan_check(path: Path) -> str | None:

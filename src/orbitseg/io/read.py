@@ -32,7 +32,7 @@ from orbitseg.io import validate
 from orbitseg.io.dicom import _short, is_dicom_file, read_dicom_series
 from orbitseg.io.volume import Geometry, Volume, geometry_of
 
-__all__ = ["read_scan", "read_label", "check_scan_header", "label_for_segment_name", "FORMATS"]
+__all__ = ["read_scan", "read_label", "check_scan_header", "label_for_segment_name", "file_sha256", "FORMATS"]
 
 #: file ending -> (format name, ITK ImageIO that must read it)
 FORMATS: dict[str, tuple[str, str]] = {
@@ -93,6 +93,17 @@ def read_scan(path: str | Path, *, series_uid: str | None = None, check: bool = 
     if check:
         validate.check_ct(vol, path)
     return vol
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB pieces (a model's or a label file's identity)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def hu_array(array: np.ndarray) -> np.ndarray:

@@ -2,15 +2,21 @@
 
 Every output label file is written on its own scan's grid (NIfTI by default,
 Slicer ``.seg.nrrd`` on request), so it opens aligned on the scan; per-orbit
-volumes and left/right asymmetry go to ``measurements.csv`` beside them.
+volumes and left/right asymmetry go to ``measurements.csv`` beside them, and
+``prediction.json`` says what made each label file (model files and their
+SHA-256, preprocessing, post-processing, precision, orbitseg version).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orbitseg.constants import CHANNEL_SUFFIX, CHECKPOINT_BEST, FILE_ENDING, split_ending
+from orbitseg.constants import CHANNEL_SUFFIX, CHECKPOINT_BEST, FILE_ENDING, PREDICTION_JSON, split_ending
 from orbitseg.errors import InputError, OrbitsegError
 from orbitseg.io.atomic import write_text_atomic
 
@@ -95,6 +101,31 @@ def model_postprocessing(checkpoints: list[Path]) -> tuple[dict, str]:
     return choice, f"post-processing chosen on {len(choice.get('cases', []))} validation case(s): {rules}"
 
 
+def prediction_settings(checkpoints: list[Path], config, postprocessing: dict | None, mirror: bool) -> dict:
+    """What decides a prediction's labels, for ``prediction.json``: the model files (path and
+    SHA-256), the preprocessing they were trained with, the post-processing rules (None when
+    turned off) and mirrored test-time augmentation.  (The precision is recorded per scan: it
+    moves Dice by about 1e-4 and ``auto`` depends on the machine.)"""
+    from orbitseg.io.read import file_sha256
+
+    return {"checkpoints": [{"path": str(Path(c).resolve()), "sha256": file_sha256(c)} for c in checkpoints],
+            "preprocess": config.to_dict(), "postprocess": postprocessing, "mirror": bool(mirror)}
+
+
+def _settings_id(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(record, dict) and isinstance(record.get("cases"), dict):
+            return record
+    except (OSError, ValueError):
+        pass
+    raise InputError(path, "is not a prediction record orbitseg can read; move it away (or pass --overwrite)")
+
+
 def predict_inputs(
     input_path: str | Path,
     output: str | Path,
@@ -122,11 +153,15 @@ def predict_inputs(
     ``precision``: ``"auto"`` runs the network in bfloat16 on a CPU that does it in hardware
     (about twice as fast) and in float32 elsewhere; ``"float32"`` or ``"bfloat16"`` forces one.
     ``resume=True`` continues an interrupted run: label files already in ``output``
-    are kept (and measured) instead of refused.  ``measurements.csv`` is rewritten
+    are kept (and measured) instead of refused; it is refused when ``output``'s
+    ``prediction.json`` was written with other model files or settings.  Each label file
+    written gets an entry in ``prediction.json`` (:func:`prediction_settings`, the precision,
+    device and time), rewritten atomically after every scan.  ``measurements.csv`` is rewritten
     after every scan, so an interruption loses at most the scan in progress.
     """
     from tqdm import tqdm
 
+    from orbitseg import __version__
     from orbitseg.evaluate.folders import rows_to_csv
     from orbitseg.evaluate.measure import MEASUREMENTS_CSV, orbit_measurements
     from orbitseg.io.read import read_label, read_scan
@@ -151,9 +186,19 @@ def predict_inputs(
         raise InputError(Path(model), "the fold models were trained with different preprocessing; cannot ensemble")
     config = loaded[0][1]
     choice, how = model_postprocessing(ckpts) if postprocess else (dict(NO_POSTPROCESSING), "no post-processing (turned off)")
+    output = Path(output)
+    settings = prediction_settings(ckpts, config, choice["rules"] if postprocess else None, mirror)
+    sid = _settings_id(settings)
+    record_path = output / PREDICTION_JSON
+    record = _read_record(record_path) if record_path.exists() and not overwrite else {"settings": {}, "cases": {}}
+    if resume and record["cases"] and sid not in record["settings"]:
+        raise InputError(record_path, "was written by another prediction (other model files, preprocessing, "
+                                      "post-processing or --mirror); --resume only continues the same one: use "
+                                      "another OUTPUT folder, or --overwrite to replace its label files")
+    record["settings"][sid] = settings
+    record.update({"orbitseg": __version__, "command": list(sys.argv)})
     if progress:
         print(f"{how}; network in {precision}")
-    output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     rows, problems, kept = [], [], 0
     for item in tqdm(inputs, desc="predict", unit="scan", disable=not progress):
@@ -170,6 +215,11 @@ def predict_inputs(
                 labels, _ = predict_scan(models, scan, config, device, mirror=mirror, precision=precision)
                 labels = apply_postprocessing(labels, choice)
                 write_label(labels, target, reference=scan, overwrite=overwrite)
+                record["cases"][item.case_id] = {
+                    "scan": str(Path(item.path).resolve()), "labels": target.name, "settings": sid,
+                    "precision": precision, "device": str(device),
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
         except OrbitsegError as exc:
             problems.append(str(exc))
             continue
