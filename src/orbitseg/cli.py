@@ -209,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=None, help="sequences per batch (default: the preset's; 32)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")
     s.add_argument("--overwrite", action="store_true", help="start an existing run folder afresh")
-    s.add_argument("--init-from", type=Path, default=None, help="initialise from a compatible checkpoint")
+    s.add_argument("--init-from", type=Path, default=None,
+                   help="initialise from a compatible checkpoint, or from a model or run folder: each fold from "
+                        "that folder's own fold (refused if it saw one of the fold's test cases)")
     s.add_argument("--device", default="cpu", help="cpu or cuda (multi-GPU: see `orbitseg.train.loop`)")
     s.add_argument("--seed", type=int, default=0, help="random seed (recorded in the run folder)")
     s.add_argument("--workers", type=int, default=0, help="data-loading worker processes")

@@ -171,3 +171,42 @@ def test_bad_run_folders_are_named(tmp_path, cv_run, tiny_dataset):
     rows, problems = predict_inputs(next(c for c in list_cases(tiny_dataset) if c.training).image,
                                     tmp_path / "pred", model=tmp_path / "m", progress=False)
     assert problems == [] and len(rows) > 0
+
+
+def test_recreate_of_a_run_fine_tuned_fold_by_fold_starts_with_its_parent(tmp_path):
+    """A run whose fold k started from fold k of a model folder is re-created by the parent's commands
+    (its folders renamed), the slices remade where they differ, then the fine-tuning from MODEL0."""
+    from orbitseg.train.export import _init_parent, _parent_commands
+
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    (parent / "model.json").write_text(json.dumps({"recreate": [
+        "orbitseg synth DATA --seed 0 --patients 46", "orbitseg preprocess DATA",
+        "orbitseg train DATA --fold all --preset default --epochs 40 --seed 0 --out RUN",
+        "orbitseg export RUN MODEL_DIR"]}))
+    infos = {k: {"init_from": str(parent / f"fold_{k}.pt")} for k in range(4)}
+    assert _init_parent(infos) == parent
+    assert _init_parent({**infos, 2: {"init_from": str(parent / "fold_0.pt")}}) is None  # not fold by fold
+    assert _init_parent({0: {"init_from": None}}) is None
+    assert _init_parent({1: {"init_from": str(tmp_path / "run" / "fold_1" / "checkpoint_best.pt")}}) == tmp_path / "run"
+    info = {"preset_name": "default", "seed": 0, "preprocess": {"size": 80, "aspect": "stretch"},
+            "preset": {"training": {"epochs": 20}},
+            "options": {"precision": "bfloat16"}}
+    cmds = _recreate({"synthetic": {"seed": 0}}, info, 20, parent=_parent_commands(parent, None))
+    assert cmds == ["orbitseg synth DATA --seed 0 --patients 46", "orbitseg preprocess DATA",
+                    "orbitseg train DATA --fold all --preset default --epochs 40 --seed 0 --out RUN0",
+                    "orbitseg export RUN0 MODEL0",
+                    "orbitseg preprocess DATA --size 80 --overwrite",
+                    "orbitseg train DATA --fold all --preset default --epochs 20 --seed 0 --out RUN --precision "
+                    "bfloat16 --init-from MODEL0",
+                    "orbitseg export RUN MODEL_DIR"]
+    # the same slices are not remade; a grandparent's folders move one name further
+    (parent / "model.json").write_text(json.dumps({"recreate": cmds}))
+    again = _recreate(None, info, 20, parent=_parent_commands(parent, None))
+    assert again[3:7] == ["orbitseg export RUN00 MODEL00", "orbitseg preprocess DATA --size 80 --overwrite",
+                          "orbitseg train DATA --fold all --preset default --epochs 20 --seed 0 --out RUN0 "
+                          "--precision bfloat16 --init-from MODEL00", "orbitseg export RUN0 MODEL0"]
+    assert again.count("orbitseg preprocess DATA --size 80 --overwrite") == 1
+    (parent / "model.json").write_text("{}")
+    with pytest.raises(InputError, match="re-create"):
+        _parent_commands(parent, None)

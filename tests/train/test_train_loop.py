@@ -119,3 +119,37 @@ def test_bfloat16_training_is_recorded_kept_on_resume_and_differs_from_float32(r
     assert (out / "checkpoint_last.pt").read_bytes() == before
     with pytest.raises(ValueError, match="precision must be float32 or bfloat16"):
         train_fold(root, 1, epochs=1, out=tmp_path / "x", overrides={**opts, "precision": "auto"}, progress=False)
+
+
+def test_init_from_a_folder_starts_each_fold_from_its_own_fold(run, tmp_path):
+    """`--init-from FOLDER` fine-tunes fold k from the folder's fold k, and refuses weights that saw a test case."""
+    import shutil
+
+    root, r = run
+    opts = {**TINY, "evaluate_test": False, "max_steps_per_epoch": 1}
+    out = train_fold(root, 1, epochs=1, batch_size=4, out=tmp_path / "ft1", init_from=r.parent, overrides=opts,
+                     progress=False)
+    info = json.loads((out / "run.json").read_text())
+    assert info["init_from"] == str(r / "checkpoint_best.pt")
+    assert info["init_report"]["loaded"] and not info["init_report"]["shape_mismatch"]
+    # the run folder has no fold 0: named, and no run folder is started
+    with pytest.raises(InputError, match="no weights for fold 0"):
+        train_fold(root, 0, epochs=1, out=tmp_path / "ft0", init_from=r.parent, overrides=opts, progress=False)
+    assert not (tmp_path / "ft0").exists()
+    # an exported-model layout whose fold 0 was trained on fold 1's split: it saw fold 0's test patients
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(r / "checkpoint_best.pt", model / "fold_0.pt")
+    with pytest.raises(InputError, match="records no split"):
+        train_fold(root, 0, epochs=1, out=tmp_path / "ft0", init_from=model, overrides=opts, progress=False)
+    split1 = json.loads((r / "run.json").read_text())["split"]
+    (model / "model.json").write_text(json.dumps({"folds": {"0": {"split": split1}}}))
+    test0 = json.loads((root / "splits.json").read_text())["folds"][0]["test"]
+    with pytest.raises(InputError, match=rf"test case\(s\) of fold 0 \({test0[0]}"):
+        train_fold(root, 0, epochs=1, out=tmp_path / "ft0", init_from=model, overrides=opts, progress=False)
+    assert not (tmp_path / "ft0").exists()
+    # with fold 0's own split it is accepted
+    (model / "model.json").write_text(json.dumps({"folds": {"0": {"split": {**split1, "train": [], "val": []}}}}))
+    out0 = train_fold(root, 0, epochs=1, batch_size=4, out=tmp_path / "ft0", init_from=model, overrides=opts,
+                      progress=False)
+    assert json.loads((out0 / "run.json").read_text())["init_from"] == str(model / "fold_0.pt")

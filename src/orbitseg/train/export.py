@@ -146,11 +146,14 @@ def _epoch_stages(info: dict, epochs: int) -> list[int]:
     return stages
 
 
-def _recreate(dataset_info: dict | None, info: dict, epochs: int) -> list[str]:
-    """Commands that re-create the model from nothing (the dataset as DATA)."""
-    cmds = []
+def _recreate(dataset_info: dict | None, info: dict, epochs: int, *,
+              parent: tuple[list[str], str] | None = None) -> list[str]:
+    """Commands that re-create the model from nothing (the dataset as DATA).  ``parent``: the
+    commands that re-create the folder the run was fine-tuned from fold by fold, and the name
+    they give it (:func:`_parent_commands`); they come first and make DATA."""
+    cmds = list(parent[0]) if parent else []
     synth = (dataset_info or {}).get("synthetic")
-    if synth:
+    if synth and not parent:
         n = len({v["patient"] for v in synth.get("cases", {}).values()}) or None
         cmds.append(f"orbitseg synth DATA --seed {synth['seed']}" + (f" --patients {n}" if n else "")
                     + (" --small" if synth.get("small") else ""))
@@ -159,14 +162,71 @@ def _recreate(dataset_info: dict | None, info: dict, epochs: int) -> list[str]:
     extra = "".join(f" --{key.replace('_', '-')} {pp[key]:g}" if isinstance(pp[key], float) else
                     f" --{key.replace('_', '-')} {pp[key]}"
                     for key in ("size", "seq_len", "level", "width", "aspect") if pp[key] != default[key])
-    cmds.append(f"orbitseg preprocess DATA{extra}")
+    preprocess = f"orbitseg preprocess DATA{extra}"
+    done = [c for c in cmds if c.startswith("orbitseg preprocess DATA")]
+    if not done:
+        cmds.append(preprocess)
+    elif done[-1].removesuffix(" --overwrite") != preprocess:  # the parent's slices were made otherwise
+        cmds.append(preprocess + " --overwrite")
     precision = (info.get("options") or {}).get("precision", "float32")
     for i, e in enumerate(_epoch_stages(info, epochs)):
         cmds.append(f"orbitseg train DATA --fold all --preset {info['preset_name']} --epochs {e} "
                     f"--seed {info['seed']} --out RUN" + (f" --precision {precision}" if precision != "float32" else "")
-                    + (" --resume" if i else ""))
+                    + (" --resume" if i else f" --init-from {parent[1]}" if parent else ""))
     cmds.append("orbitseg export RUN MODEL_DIR")
     return cmds
+
+
+def _init_parent(infos: dict[int, dict]) -> Path | None:
+    """The model or run folder that every fold k of a run started from its fold k
+    (``train --init-from FOLDER``), or None."""
+    parents = set()
+    for k, info in infos.items():
+        src = Path(info.get("init_from") or "")
+        if src.name == f"fold_{k}.pt":
+            parents.add(src.parent)
+        elif src.name == CHECKPOINT_BEST and src.parent.name == f"fold_{k}":
+            parents.add(src.parent.parent)
+        else:
+            return None
+    return parents.pop() if len(parents) == 1 else None
+
+
+def _parent_commands(parent: Path, dataset_info: dict | None) -> tuple[list[str], str]:
+    """The commands that re-create ``parent`` (its ``model.json``, or its run folders), with its
+    run and model folders renamed RUN0 / MODEL0 (and theirs RUN00 / MODEL00 ...), and the name
+    the child run's ``--init-from`` uses."""
+    import re
+
+    if (parent / MODEL_JSON).is_file():
+        cmds = json.loads((parent / MODEL_JSON).read_text(encoding="utf-8")).get("recreate") or []
+        name = "MODEL0"
+    else:
+        runs = fold_runs(parent)
+        infos = {k: _read_run(d) for k, d in runs.items()}
+        grand = _init_parent(infos)
+        first = infos[min(infos)]
+        cmds = _recreate(dataset_info, first, max(i.get("result", {}).get("epochs", 0) for i in infos.values()),
+                         parent=None if grand is None else _parent_commands(grand, dataset_info))[:-1]
+        name = "RUN0"
+    if not cmds:
+        raise InputError(parent, "records no commands that re-create it (model.json 'recreate')")
+    rename = [(r"\bRUN(0*)\b", r"RUN\g<1>0"), (r"\bMODEL(0+)\b", r"MODEL\g<1>0"), (r"\bMODEL_DIR\b", "MODEL0")]
+    out = []
+    for c in cmds:
+        for pat, rep in rename:
+            c = re.sub(pat, rep, c)
+        out.append(c)
+    return out, name
+
+
+def _parent_summary(parent: Path) -> dict:
+    """What ``model.json`` says of the folder a run was fine-tuned from fold by fold."""
+    meta = {}
+    if (parent / MODEL_JSON).is_file():
+        meta = json.loads((parent / MODEL_JSON).read_text(encoding="utf-8"))
+    return {"folder": str(parent.resolve()), "how": "each fold k started from that folder's fold k",
+            "name": meta.get("name"), "cv_dice": (meta.get("cv_metrics") or {}).get("dice")}
 
 
 def _means(summary: list[dict]) -> dict[str, float]:
@@ -200,6 +260,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
     elif dataset is not None:
         raise InputError(ds, "is not a dataset folder (no dataset.json)")
 
+    parent = _init_parent(infos)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for k, d in runs.items():
             _half_checkpoint(d / CHECKPOINT_BEST, tmp / f"fold_{k}.pt")
@@ -224,7 +285,9 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
             "name": name or out.name,
             "description": f"SEQ-UNET '{first['preset_name']}' preset: the {len(runs)} fold model(s) of a "
                            "cross-validation by patient; `orbitseg predict` averages their probabilities",
-            "recreate": _recreate(ds_info, first, epochs),
+            "recreate": _recreate(ds_info, first, epochs, parent=None if parent is None
+                                  else _parent_commands(parent, ds_info)),
+            "init_from": None if parent is None else _parent_summary(parent),
             "source_run": str(run_dir.resolve()),
             "trained_on": sorted({f"{i['options'].get('device', '?')}, {i['result'].get('epochs')} epochs, "
                                   f"{_train_seconds(runs[k], i) / 60:.0f} min" for k, i in infos.items()

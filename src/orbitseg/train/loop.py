@@ -74,7 +74,7 @@ from orbitseg.train.data import (SliceSequences, derive_seed, epoch_indices, rea
 from orbitseg.model.losses import get_loss
 from orbitseg.train.splits import N_FOLDS, fold_split, make_splits
 
-__all__ = ["train", "train_fold", "run_dir_of", "load_init", "LOOP_OPTIONS", "CHECKPOINT_LAST", "CHECKPOINT_BEST"]
+__all__ = ["train", "train_fold", "run_dir_of", "load_init", "fold_init_source", "init_split", "LOOP_OPTIONS", "CHECKPOINT_LAST", "CHECKPOINT_BEST"]
 
 FORMAT = "orbitseg-train-1"
 
@@ -246,6 +246,49 @@ def load_init(model: nn.Module, source: str | Path | dict, log=print) -> dict:
     return report
 
 
+def fold_init_source(folder: str | Path, fold: int) -> Path:
+    """The weights fold ``fold`` starts from when ``init_from`` is a folder: that folder's own
+    fold ``fold`` (``fold_k.pt`` of an exported model, or ``fold_k/checkpoint_best.pt`` of a run)."""
+    folder = Path(folder)
+    for cand in (folder / f"fold_{fold}.pt", folder / f"fold_{fold}" / CHECKPOINT_BEST):
+        if cand.is_file():
+            return cand
+    raise InputError(folder, f"holds no weights for fold {fold} (fold_{fold}.pt or fold_{fold}/{CHECKPOINT_BEST}); "
+                             "give a model folder from `orbitseg export`, a run folder, or one checkpoint file")
+
+
+def init_split(source: Path) -> dict | None:
+    """The split the weights in ``source`` were trained on, where it is recorded: ``model.json``
+    beside an exported ``fold_k.pt``, or ``run.json`` beside a run's checkpoint; else None."""
+    source = Path(source)
+    try:
+        if source.name.startswith("fold_") and source.suffix == ".pt" and (source.parent / "model.json").is_file():
+            meta = json.loads((source.parent / "model.json").read_text(encoding="utf-8"))
+            return meta["folds"][source.stem.split("_", 1)[1]]["split"]
+        if (source.parent / "run.json").is_file():
+            return json.loads((source.parent / "run.json").read_text(encoding="utf-8"))["split"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _per_fold_init(folder: Path, fold: int, split: dict) -> Path:
+    """:func:`fold_init_source`, refused when those weights were trained or validated on a test case
+    of this fold (fine-tuning a cross-validation fold by fold must not leak its test patients)."""
+    source = fold_init_source(folder, fold)
+    seen = init_split(source)
+    if seen is None:
+        raise InputError(source, "records no split (model.json / run.json), so it cannot be checked that fold "
+                                 f"{fold} does not start from weights that saw its test patients; pass one "
+                                 "checkpoint file to initialise every fold from it")
+    leaked = sorted(set(split["test"]) & set(seen.get("train", []) + seen.get("val", [])))
+    if leaked:
+        raise InputError(source, f"was trained or validated on {len(leaked)} test case(s) of fold {fold} "
+                                 f"({', '.join(leaked[:6])}): its split differs from this dataset's splits.json; "
+                                 "pass one checkpoint file to initialise every fold from it")
+    return source
+
+
 # -- validation --------------------------------------------------------------------------------
 @torch.no_grad()
 def validate(model: nn.Module, data: SliceSequences, device, batch_size: int = 64) -> dict[int, float]:
@@ -335,7 +378,9 @@ def train_fold(
     epochs, batch_size : override the preset recipe's (``batch_size`` is global across GPUs)
     resume : continue from ``checkpoint_last.pt`` (a finished run only redoes the test evaluation)
     overwrite : delete an existing run in the folder and start again
-    init_from : checkpoint or state_dict to initialise matching layers from (ignored when resuming)
+    init_from : checkpoint or state_dict to initialise matching layers from (ignored when resuming), or a
+        model / run folder: fold ``fold`` then starts from that folder's own fold ``fold``, refused if
+        those weights saw one of this fold's test cases (:func:`fold_init_source`)
     device : ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
     seed : drives the initial weights, the sample draws, augmentation and (unless ``split_seed``)
         the split
@@ -416,6 +461,8 @@ def train_fold(
         dist.broadcast_object_list(holder, src=0)
         splits = holder[0]
     split = fold_split(splits, fold)
+    if init_from is not None and Path(init_from).is_dir():  # a model or run folder: each fold from its own fold
+        init_from = _per_fold_init(Path(init_from), fold, split)
     missing = [c for c in split["train"] + split["val"] + split["test"] if c not in manifest["cases"]]
     if missing:
         log(f"warning: {len(missing)} case(s) of the split are not preprocessed and are left out: {missing[:8]}")
