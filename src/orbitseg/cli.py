@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mirror", action="store_true",
                    help="also predict the left-right mirrored scan and average (test-time augmentation: about "
                         "twice the network time; with the shipped model on 28 new synthetic patients Dice +0.000 / "
-                        "+0.001 / +0.002 for eyeball / muscles / nerve)")
+                        "+0.001 / +0.001 for eyeball / muscles / nerve)")
     s.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="network arithmetic: auto (default) is bfloat16 on a CPU that computes it in hardware "
                         "(AMX or AVX512-BF16; about twice as fast) and float32 elsewhere")

@@ -70,8 +70,8 @@ def predict_vois(models: list[nn.Module], images: np.ndarray, device: str | torc
 
     ``mirror=True`` also predicts the left-right mirrored slices (training flips them half
     the time, so they are in distribution) and averages the mirrored-back result in:
-    twice the network time for a small gain (the shipped 60-epoch ensemble on 28 new synthetic
-    patients: Dice +0.000 / +0.001 / +0.002 for eyeball / muscles / nerve).  ``precision``: float32,
+    twice the network time for a small gain (the shipped 80 x 80 ensemble on 28 new synthetic
+    patients: Dice +0.000 / +0.001 / +0.001 for eyeball / muscles / nerve).  ``precision``: float32,
     bfloat16 or auto (:data:`orbitseg.model.PRECISIONS`)."""
     from orbitseg.model import predict_volume_slices
 
