@@ -100,6 +100,8 @@ CHANNEL_SUFFIX: str = "_0000"
 #: a training run's checkpoints: the best epoch on validation (what predict loads) and the latest (resume)
 CHECKPOINT_BEST: str = "checkpoint_best.pt"
 CHECKPOINT_LAST: str = "checkpoint_last.pt"
+#: an exported model folder's record (how it was made, its splits and CV metrics), beside its fold_k.pt
+MODEL_JSON: str = "model.json"
 #: written by `orbitseg predict` beside its label files: what made each of them
 PREDICTION_JSON: str = "prediction.json"
 #: ending of every file the project writes by default

@@ -28,14 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orbitseg.constants import CHECKPOINT_BEST, DATASET_JSON, SHORT_NAMES, STRUCTURES
+from orbitseg.constants import CHECKPOINT_BEST, DATASET_JSON, MODEL_JSON, SHORT_NAMES, STRUCTURES
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_dir
 from orbitseg.preprocess.pipeline import PreprocessConfig
 
 __all__ = ["export_model", "describe_export", "fold_runs"]
 
-MODEL_JSON = "model.json"
 CV_PER_CASE = "cv_per_case.json"
 CV_SUMMARY = "cv_summary.json"
 
@@ -198,8 +197,9 @@ def _parent_commands(parent: Path, dataset_info: dict | None) -> tuple[list[str]
     the child run's ``--init-from`` uses."""
     import re
 
-    if (parent / MODEL_JSON).is_file():
-        cmds = json.loads((parent / MODEL_JSON).read_text(encoding="utf-8")).get("recreate") or []
+    meta = _model_meta(parent)
+    if meta is not None:
+        cmds = meta.get("recreate") or []
         name = "MODEL0"
     else:
         runs = fold_runs(parent)
@@ -220,11 +220,19 @@ def _parent_commands(parent: Path, dataset_info: dict | None) -> tuple[list[str]
     return out, name
 
 
+def _model_meta(folder: Path) -> dict | None:
+    """``folder``'s ``model.json`` when it is an exported model folder, else None."""
+    if not (folder / MODEL_JSON).is_file():
+        return None
+    try:
+        return json.loads((folder / MODEL_JSON).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(folder / MODEL_JSON, f"is not valid JSON ({exc})") from None
+
+
 def _parent_summary(parent: Path) -> dict:
     """What ``model.json`` says of the folder a run was fine-tuned from fold by fold."""
-    meta = {}
-    if (parent / MODEL_JSON).is_file():
-        meta = json.loads((parent / MODEL_JSON).read_text(encoding="utf-8"))
+    meta = _model_meta(parent) or {}
     return {"folder": str(parent.resolve()), "how": "each fold k started from that folder's fold k",
             "name": meta.get("name"), "cv_dice": (meta.get("cv_metrics") or {}).get("dice")}
 

@@ -64,8 +64,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from orbitseg.constants import (CHECKPOINT_BEST, CHECKPOINT_LAST, DEFAULT_PRESET, SHORT_NAMES, STRUCTURES,
-                                TRAIN_PRECISIONS)
+from orbitseg.constants import (CHECKPOINT_BEST, CHECKPOINT_LAST, DEFAULT_PRESET, MODEL_JSON, SHORT_NAMES,
+                                STRUCTURES, TRAIN_PRECISIONS)
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_path, write_text_atomic
 from orbitseg.train.augment import AugmentParams, augment
@@ -262,8 +262,8 @@ def init_split(source: Path) -> dict | None:
     beside an exported ``fold_k.pt``, or ``run.json`` beside a run's checkpoint; else None."""
     source = Path(source)
     try:
-        if source.name.startswith("fold_") and source.suffix == ".pt" and (source.parent / "model.json").is_file():
-            meta = json.loads((source.parent / "model.json").read_text(encoding="utf-8"))
+        if source.name.startswith("fold_") and source.suffix == ".pt" and (source.parent / MODEL_JSON).is_file():
+            meta = json.loads((source.parent / MODEL_JSON).read_text(encoding="utf-8"))
             return meta["folds"][source.stem.split("_", 1)[1]]["split"]
         if (source.parent / "run.json").is_file():
             return json.loads((source.parent / "run.json").read_text(encoding="utf-8"))["split"]
