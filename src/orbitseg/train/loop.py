@@ -74,7 +74,8 @@ from orbitseg.train.data import (SliceSequences, derive_seed, epoch_indices, rea
 from orbitseg.model.losses import get_loss
 from orbitseg.train.splits import N_FOLDS, fold_split, make_splits
 
-__all__ = ["train", "train_fold", "run_dir_of", "load_init", "fold_init_source", "init_split", "LOOP_OPTIONS", "CHECKPOINT_LAST", "CHECKPOINT_BEST"]
+__all__ = ["train", "train_fold", "run_dir_of", "load_init", "fold_init_source", "init_split", "LOOP_OPTIONS",
+           "CHECKPOINT_LAST", "CHECKPOINT_BEST"]
 
 FORMAT = "orbitseg-train-1"
 
