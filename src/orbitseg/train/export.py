@@ -56,6 +56,17 @@ def fold_runs(run_dir: str | Path) -> dict[int, Path]:
     return found
 
 
+def _fold_infos(run_dir: Path) -> tuple[dict[int, Path], dict[int, dict]]:
+    """A run's fold folders (:func:`fold_runs`) and their ``run.json`` records."""
+    runs = fold_runs(run_dir)
+    return runs, {k: _read_run(d) for k, d in runs.items()}
+
+
+def _trained_epochs(infos: dict[int, dict]) -> int:
+    """The most epochs any fold of a run trained."""
+    return max(i.get("result", {}).get("epochs", 0) for i in infos.values())
+
+
 def _read_run(fold_dir: Path) -> dict:
     try:
         return json.loads((fold_dir / "run.json").read_text(encoding="utf-8"))
@@ -202,11 +213,9 @@ def _parent_commands(parent: Path, dataset_info: dict | None) -> tuple[list[str]
         cmds = meta.get("recreate") or []
         name = "MODEL0"
     else:
-        runs = fold_runs(parent)
-        infos = {k: _read_run(d) for k, d in runs.items()}
+        _, infos = _fold_infos(parent)
         grand = _init_parent(infos)
-        first = infos[min(infos)]
-        cmds = _recreate(dataset_info, first, max(i.get("result", {}).get("epochs", 0) for i in infos.values()),
+        cmds = _recreate(dataset_info, infos[min(infos)], _trained_epochs(infos),
                          parent=None if grand is None else _parent_commands(grand, dataset_info))[:-1]
         name = "RUN0"
     if not cmds:
@@ -253,8 +262,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
     from orbitseg.predict.postprocess import pool_choices, read_postprocessing, write_postprocessing
 
     run_dir, out = Path(run_dir), Path(out)
-    runs = fold_runs(run_dir)
-    infos = {k: _read_run(d) for k, d in runs.items()}
+    runs, infos = _fold_infos(run_dir)
     presets = {json.dumps(i.get("preset", {}).get("model"), sort_keys=True) for i in infos.values()}
     if len(presets) > 1:
         raise InputError(run_dir, "its folds were trained with different networks; export one run at a time")
@@ -287,7 +295,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
         if rows is not None:
             (tmp / CV_PER_CASE).write_text(to_json(rows), encoding="utf-8")
             (tmp / CV_SUMMARY).write_text(to_json(summary), encoding="utf-8")
-        epochs = max(i.get("result", {}).get("epochs", 0) for i in infos.values())
+        epochs = _trained_epochs(infos)
         dice = {} if summary is None else _means(summary)
         meta = {
             "name": name or out.name,
