@@ -41,7 +41,7 @@ that structure in that orbit; runs that never get there count as the budget
 (and are reported as failures).
 
 Data: the synthetic cohort (``orbitseg.synth``) when it exists, else the
-simple phantom of ``orbitseg.labeling.phantom`` (say which in the output).
+simple phantom of ``orbitseg.synth.phantom`` (say which in the output).
 Patients are drawn from ``--seed`` on; the tools' defaults were tuned on
 ``--seed 100`` (patients 100-112) and are reported on ``--seed 0`` (patients
 0-12, two slices each), so the reported slices were not used for tuning.
@@ -96,7 +96,7 @@ def load_slices(n: int, seed: int):
 
 
 def _phantom_slices(n, seed):
-    from orbitseg.labeling.phantom import orbit_slice
+    from orbitseg.synth.phantom import orbit_slice
     out = []
     for k in range(n):
         img, lab = orbit_slice((512, 512), (0.45, 0.45), seed=seed + k)

@@ -54,7 +54,7 @@ def run_one(args: argparse.Namespace) -> dict:
     import torch
 
     from orbitseg.model import build_model, count_parameters, get_loss, get_preset, predict_volume_slices
-    from orbitseg.model.predict import build_sequences
+    from orbitseg.model.slice_inference import build_sequences
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -25,7 +25,7 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "dataset" / "runs" / "default" / "metrics" / "summary.csv").exists()
     assert (tmp_path / "demo" / "dataset" / "splits.json").exists()
     # the slices were made as for the shipped model it fine-tunes
-    from orbitseg.models import shipped_model_dir
+    from orbitseg.pretrained import shipped_model_dir
     from orbitseg.predict.core import load_training_checkpoint
     from orbitseg.preprocess.pipeline import PreprocessConfig
     from orbitseg.train.data import read_manifest

@@ -45,7 +45,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from orbitseg.io.read import read_label, read_scan
-    from orbitseg.viz import render_views
+    from orbitseg.report.pictures import render_views
 
     scan = read_scan(args.scan, series_uid=args.series)
     labels = read_label(args.labels, reference=scan) if args.labels else None
@@ -126,7 +126,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_label(args: argparse.Namespace) -> int:
     from orbitseg.app.server import serve
-    from orbitseg.models import shipped_model_dir
+    from orbitseg.pretrained import shipped_model_dir
 
     serve(args.dataset, host=args.host, port=args.port, model=args.model or shipped_model_dir())
     return 0

@@ -45,7 +45,7 @@ def run_demo(
     from orbitseg.io.layout import list_cases
     from orbitseg.io.read import read_label, read_scan
     from orbitseg.io.write import write_label, write_scan
-    from orbitseg.models import shipped_model_dir
+    from orbitseg.pretrained import shipped_model_dir
     from orbitseg.predict.core import load_training_checkpoint
     from orbitseg.predict.run import predict_inputs
     from orbitseg.preprocess.dataset import preprocess_dataset
@@ -53,7 +53,7 @@ def run_demo(
     from orbitseg.synth import make_cohort, render_patient, sample_patient
     from orbitseg.report import write_report
     from orbitseg.train import train
-    from orbitseg.viz import render_views
+    from orbitseg.report.pictures import render_views
 
     out = Path(out)
     t0 = time.perf_counter()

@@ -405,7 +405,7 @@ def test_serve_prints_address(dataset, monkeypatch, capsys):
 
 def test_predict_with_the_shipped_model(dataset):
     """Predict runs the shipped 4-fold ensemble (what `orbitseg label` uses without --model)."""
-    from orbitseg.models import shipped_model_dir
+    from orbitseg.pretrained import shipped_model_dir
 
     c = TestClient(create_app(dataset, model=shipped_model_dir()), raise_server_exceptions=False,
                    base_url="http://127.0.0.1")

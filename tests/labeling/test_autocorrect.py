@@ -4,7 +4,7 @@ from scipy import ndimage as ndi
 
 from orbitseg.labeling import auto_correct
 from orbitseg.labeling.autocorrect import border_distance, supported_changes
-from orbitseg.labeling.phantom import globe_slice, orbit_slice
+from orbitseg.synth.phantom import globe_slice, orbit_slice
 
 SP = np.array([0.5, 0.5])
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from orbitseg.labeling import SuperpixelCache
-from orbitseg.labeling.phantom import orbit_slice
+from orbitseg.synth.phantom import orbit_slice
 
 _PATH = Path(__file__).resolve().parents[2] / "bench" / "annotate.py"
 

@@ -3,7 +3,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from orbitseg.labeling import BACKGROUND_STROKE, smart_fill
-from orbitseg.labeling.phantom import globe_slice, orbit_slice
+from orbitseg.synth.phantom import globe_slice, orbit_slice
 
 
 def dice(a, b):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from orbitseg.labeling import RESOLUTIONS, SuperpixelCache, pencil_click, superpixels, supervoxels
-from orbitseg.labeling.phantom import orbit_slice
+from orbitseg.synth.phantom import orbit_slice
 
 
 @pytest.fixture(scope="module")

@@ -140,7 +140,7 @@ def test_model_resolution(run_dir, tmp_path):
 
 def test_shipped_model_segments_a_new_patient(inputs, tmp_path):
     """Without --model the shipped 4-fold ensemble is used, and it finds the orbits' structures."""
-    from orbitseg.models import shipped_model_dir
+    from orbitseg.pretrained import shipped_model_dir
 
     assert len(model_checkpoints(None)) == 4 and model_checkpoints(None)[0].parent == shipped_model_dir()
     assert sum(p.stat().st_size for p in shipped_model_dir().iterdir()) < 20e6

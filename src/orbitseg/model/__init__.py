@@ -14,7 +14,7 @@ from orbitseg.model.config import (PRESETS, ModelConfig, Preset, TrainingRecipe,
                                    describe, get_preset, model_config, preset_names)
 from orbitseg.model.convlstm import BiConvLSTM, ConvLSTM, ConvLSTMCell
 from orbitseg.model.losses import LOSSES, dice_ce_loss, get_loss, paper_dice_loss
-from orbitseg.model.predict import (PRECISIONS, build_sequences, native_bfloat16, predict_volume_slices,
+from orbitseg.model.slice_inference import (PRECISIONS, build_sequences, native_bfloat16, predict_volume_slices,
                                     resolve_precision, sequence_indices)
 from orbitseg.model.seq_unet import SeqUNet, UNet2D, probabilities
 

@@ -59,7 +59,7 @@ def model_checkpoints(model: str | Path | None, folds: str = "all") -> list[Path
     folder (``fold_k/checkpoint_best.pt``) or a shipped model folder (``fold_k.pt``);
     ``folds`` picks which folds to ensemble (``"all"`` or e.g. ``"0,2"``).  ``None`` means the
     model shipped with orbitseg."""
-    from orbitseg.models import shipped_model_dir
+    from orbitseg.pretrained import shipped_model_dir
 
     model = shipped_model_dir() if model is None else Path(model)
     if model.is_file():

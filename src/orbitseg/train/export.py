@@ -11,7 +11,7 @@
   fold's own test patients, post-processed with that fold's validation choice, in 3D in
   each scan's geometry (needs the dataset; without it, the run's own CV metrics are copied);
 * ``model.json``: how it was made (commands to re-create it, seeds, splits, code commit,
-  versions, results), what the shipped model ``orbitseg/models/default`` holds.
+  versions, results), what the shipped model ``orbitseg/pretrained/default`` holds.
 
 The folder appears complete or not at all, and an existing one is replaced only with
 ``overwrite=True``.

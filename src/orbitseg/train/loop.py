@@ -331,7 +331,7 @@ def _write_log(run: Path, history: list[dict]) -> None:
 def _write_curves(run: Path, history: list[dict], title: str) -> None:
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state touched
 
-    from orbitseg.viz import plot_training_history
+    from orbitseg.report.pictures import plot_training_history
 
     fig = Figure(figsize=(10, 3.8))
     plot_training_history(*fig.subplots(1, 2), history)

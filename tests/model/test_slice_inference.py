@@ -79,7 +79,7 @@ def test_bfloat16_prediction_is_close_to_float32_but_really_bfloat16():
 
 
 def test_resolve_precision(monkeypatch):
-    from orbitseg.model import predict as mp
+    from orbitseg.model import slice_inference as mp
 
     assert resolve_precision("float32", "cpu") == "float32"
     assert resolve_precision("bfloat16", "cpu") == "bfloat16"

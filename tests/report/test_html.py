@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from orbitseg.errors import InputError
-from orbitseg.report import PAPER_TABLE1, write_report
+from orbitseg.report.html import PAPER_TABLE1, write_report
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_report_is_complete_and_self_contained(tiny_run):
 
 
 def test_thickness_table_says_which_cases_it_lacks():
-    from orbitseg.report import _thickness_table
+    from orbitseg.report.html import _thickness_table
 
     rows = [{"case": "a", "slice_mm": 1.0, "dice_eyeball": 0.9}, {"case": "b", "slice_mm": 3.0, "dice_eyeball": 0.8},
             {"case": "c", "dice_eyeball": 0.7}]

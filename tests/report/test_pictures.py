@@ -8,7 +8,7 @@ from orbitseg.cli import main
 from orbitseg.constants import LABEL_COLOURS, EYEBALL
 from orbitseg.io.volume import Geometry, Volume
 from orbitseg.io.write import write_label, write_scan
-from orbitseg.viz import label_rgba, render_views
+from orbitseg.report.pictures import label_rgba, render_views
 
 
 def _scan_with_left_eye(direction):

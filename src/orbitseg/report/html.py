@@ -299,7 +299,7 @@ def _isfloat(v: str) -> bool:
 def _curves(folds: list[_Fold], problems: list[str]) -> str | None:
     from matplotlib.figure import Figure
 
-    from orbitseg.viz import plot_training_history
+    from orbitseg.report.pictures import plot_training_history
 
     logs = []
     for f in folds:
@@ -345,7 +345,7 @@ def _overlay(case: str, fold_dir: Path, root: Path | None) -> tuple[str | None, 
     from orbitseg.io.orient import to_canonical
     from orbitseg.io.read import read_label, read_scan
     from orbitseg.preprocess.window import apply_window
-    from orbitseg.viz import label_rgba
+    from orbitseg.report.pictures import label_rgba
 
     pred_p = fold_dir / "segmented" / f"{case}{FILE_ENDING}"
     if not pred_p.is_file():
