@@ -141,7 +141,7 @@ class CnnProbabilities:
     patient (cached): what the web tool's Predict gives."""
 
     def __init__(self):
-        self._models = None
+        self._segmenter = None
         self._cache: dict = {}
         self.seconds: list[float] = []
 
@@ -149,13 +149,11 @@ class CnnProbabilities:
         patient, z = scan_id.rsplit("_z", 1)
         if patient not in self._cache:
             from orbitseg.io.orient import from_canonical
-            from orbitseg.predict.core import load_model, predict_scan
-            from orbitseg.predict.run import model_checkpoints
-            if self._models is None:
-                loaded = [load_model(c) for c in model_checkpoints(None)]
-                self._models = ([m for m, _ in loaded], loaded[0][1])
+            from orbitseg.predict import Segmenter
+            if self._segmenter is None:  # what the web tool's Predict loads
+                self._segmenter = Segmenter.load(precision="auto")
             t = time.perf_counter()
-            _, probs = predict_scan(self._models[0], _SCANS[patient][0], self._models[1], return_probabilities=True)
+            probs = self._segmenter.segment(_SCANS[patient][0], probabilities=True).probabilities
             self.seconds.append(time.perf_counter() - t)
             self._cache[patient] = from_canonical(probs.region(), _SCANS[patient][0].geometry)
         return self._cache[patient][:, int(z)]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from orbitseg.io.volume import Geometry, Volume
+from tiny import TINY_TRAINING
 
 
 def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
@@ -96,3 +97,14 @@ def tiny_dataset(tmp_path_factory):
     make_cohort(root, patients=4, seed=0, small=True, workers=1)
     preprocess_dataset(root, PreprocessConfig(size=32), progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset, tmp_path_factory):
+    """A one-epoch tiny training run of fold 0 of :func:`tiny_dataset` (a real checkpoint, ~5 s),
+    laid out as a cross-validation run: ``RUN/fold_0/checkpoint_best.pt``.  Returns RUN."""
+    from orbitseg.train import train_fold
+
+    out = tmp_path_factory.getbasetemp() / "tiny_run" / "fold_0"
+    train_fold(tiny_dataset, 0, epochs=1, batch_size=4, seed=0, out=out, overrides=TINY_TRAINING, progress=False)
+    return out.parent

@@ -46,10 +46,10 @@ def run_demo(
     from orbitseg.io.read import read_label, read_scan
     from orbitseg.io.write import write_label, write_scan
     from orbitseg.pretrained import shipped_model_dir
-    from orbitseg.predict.core import load_training_checkpoint
+    from orbitseg.runs.checkpoint import preprocess_of
+    from orbitseg.runs.layout import fold_file_name
     from orbitseg.predict.run import predict_inputs
     from orbitseg.preprocess.dataset import preprocess_dataset
-    from orbitseg.preprocess.pipeline import PreprocessConfig
     from orbitseg.synth import make_cohort, render_patient, sample_patient
     from orbitseg.report import write_report
     from orbitseg.train import train
@@ -72,9 +72,9 @@ def run_demo(
         scan = read_scan(case.image)
         labels = read_label(case.label, reference=scan) if case.label else None
         render_views(scan, labels, pictures / f"{case.case_id}.png", title=f"{case.case_id} ({case.patient_id})")
-    shipped = shipped_model_dir() / "fold_0.pt"
+    shipped = shipped_model_dir() / fold_file_name(0)
     # fine-tuning starts from the shipped weights, so the slices are made as they were for it
-    pp = PreprocessConfig.from_dict(load_training_checkpoint(shipped)["preprocess"])
+    pp = preprocess_of(shipped)
     print(f"[4/6] preprocessing as for the shipped model: one VOI per orbit, window {pp.level:g}/{pp.width:g} HU, "
           f"{pp.seq_len}-slice sequences at {pp.size} x {pp.size} ({pp.aspect})")
     preprocess_dataset(dataset, pp, overwrite=overwrite)

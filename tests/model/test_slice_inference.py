@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import TINY_NETWORKS
 
 from orbitseg.model import (build_model, build_sequences, native_bfloat16, predict_volume_slices, probabilities,
                            resolve_precision, sequence_indices)
 
-TINY = dict(widths=(4, 8, 16), bottleneck_lstm_hidden=8, head_lstm_hidden=4, input_size=16)
+TINY = TINY_NETWORKS["paper"]
 
 
 def test_sequence_indices_replicate_edges():

@@ -11,19 +11,14 @@ from orbitseg.errors import InputError
 from orbitseg.io.read import read_label, read_scan
 from orbitseg.io.volume import Volume
 from orbitseg.io.write import write_dicom_series, write_scan
-from orbitseg.predict.run import find_inputs, model_checkpoints, predict_inputs
+from orbitseg.predict.run import find_inputs, predict_inputs
+from orbitseg.runs.layout import model_checkpoints
 from orbitseg.synth import render_patient, sample_patient
-from orbitseg.train import train_fold
-
-TINY = {"widths": (4, 8), "bottleneck_lstm_hidden": 4, "head_lstm_hidden": 4, "max_steps_per_epoch": 3,
-        "threads": 1, "evaluate_test": False}
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("predict_run") / "fold_0"
-    train_fold(tiny_dataset, 0, epochs=1, batch_size=4, seed=0, out=out, overrides=TINY, progress=False)
-    return out.parent
+def run_dir(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +140,7 @@ def test_shipped_model_segments_a_new_patient(inputs, tmp_path):
     assert len(model_checkpoints(None)) == 4 and model_checkpoints(None)[0].parent == shipped_model_dir()
     assert sum(p.stat().st_size for p in shipped_model_dir().iterdir()) < 20e6
     # its post-processing (chosen on the folds' validation cases) is found and is what model.json states
-    from orbitseg.predict.run import model_postprocessing
+    from orbitseg.predict.segmenter import model_postprocessing
 
     choice, how = model_postprocessing(model_checkpoints(None))
     stated = json.loads((shipped_model_dir() / "model.json").read_text())["postprocess"]["rules"]
@@ -188,9 +183,10 @@ def test_postprocessing_stored_with_the_model_is_applied_and_can_be_turned_off(r
 def test_mirrored_prediction_is_mirror_symmetric(run_dir):
     """With mirror=True, mirroring the input mirrors the output (the flipped view is flipped
     back before averaging) - and the result is not just the plain prediction."""
-    from orbitseg.predict.core import load_model, predict_vois
+    from orbitseg.predict.core import predict_vois
+    from orbitseg.runs.checkpoint import load_network
 
-    model, pp = load_model(run_dir / "fold_0" / "checkpoint_best.pt")
+    model, pp = load_network(run_dir / "fold_0" / "checkpoint_best.pt")
     images = np.random.default_rng(0).uniform(0, 1, (5, pp.size, pp.size)).astype(np.float32)
     both = predict_vois([model], images, mirror=True)
     both_of_flipped = predict_vois([model], images[:, :, ::-1].copy(), mirror=True)

@@ -8,20 +8,22 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from tiny import TINY_TRAINING
 
 from orbitseg.cli import main
 from orbitseg.errors import InputError
 from orbitseg.evaluate.metrics import dice
 from orbitseg.io.layout import list_cases
 from orbitseg.io.read import read_label, read_scan
-from orbitseg.predict.core import load_model, predict_scan
+from orbitseg.predict import Segmenter
+from orbitseg.predict.core import predict_scan
+from orbitseg.runs.checkpoint import load_network
 from orbitseg.predict.postprocess import apply_postprocessing, read_postprocessing
-from orbitseg.predict.run import model_checkpoints, predict_inputs
+from orbitseg.predict.run import predict_inputs
+from orbitseg.runs.layout import model_checkpoints
 from orbitseg.train import train_fold
 from orbitseg.train.export import _recreate, _train_seconds, export_model
 
-TINY = {"widths": (4, 8), "bottleneck_lstm_hidden": 4, "head_lstm_hidden": 4, "max_steps_per_epoch": 3,
-        "threads": 1, "evaluate_test": False}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def cv_run(tiny_dataset, tmp_path_factory):
     """Two folds of a tiny cross-validation run (as `orbitseg train --fold all` lays them out)."""
     run = tmp_path_factory.mktemp("cv") / "run"
     for k in (0, 1):
-        train_fold(tiny_dataset, k, epochs=1, batch_size=4, seed=0, out=run / f"fold_{k}", overrides=TINY,
+        train_fold(tiny_dataset, k, epochs=1, batch_size=4, seed=0, out=run / f"fold_{k}", overrides=TINY_TRAINING,
                    progress=False)
     return run
 
@@ -53,10 +55,9 @@ def test_export_writes_float16_folds_that_predict_like_the_checkpoints(cv_run, e
     # the float16 weights give (nearly) the float32 checkpoint's probabilities
     case = next(c for c in list_cases(tiny_dataset) if c.training)
     scan = read_scan(case.image)
-    m16, cfg = load_model(exported / "fold_0.pt")
-    m32, _ = load_model(cv_run / "fold_0" / "checkpoint_best.pt")
-    p16 = predict_scan([m16], scan, cfg, return_probabilities=True)[1].values
-    p32 = predict_scan([m32], scan, cfg, return_probabilities=True)[1].values
+    p16 = Segmenter.load(exported / "fold_0.pt", precision="float32").segment(scan, probabilities=True).probabilities.values
+    p32 = Segmenter.load(cv_run / "fold_0" / "checkpoint_best.pt", precision="float32").segment(
+        scan, probabilities=True).probabilities.values
     assert np.abs(p16 - p32).max() < 0.02
     # and the folder is a model `orbitseg predict --model` ensembles
     assert [p.name for p in model_checkpoints(exported)] == ["fold_0.pt", "fold_1.pt"]
@@ -81,9 +82,10 @@ def test_cv_metrics_score_each_fold_on_its_own_test_patients(cv_run, exported, t
     by_id = {c.case_id: c for c in list_cases(tiny_dataset)}
     for r in rows[:2]:
         k = r["fold"]
-        model, cfg = load_model(exported / f"fold_{k}.pt")
+        # recomputed below the Segmenter: the network, the scan prediction and the fold's own post-processing
+        model, cfg = load_network(exported / f"fold_{k}.pt")
         scan = read_scan(by_id[r["case"]].image)
-        labels = apply_postprocessing(predict_scan([model], scan, cfg)[0], read_postprocessing(cv_run / f"fold_{k}"))
+        labels = apply_postprocessing(predict_scan([model], scan, cfg).labels, read_postprocessing(cv_run / f"fold_{k}"))
         truth = read_label(by_id[r["case"]].label, reference=scan).array
         want = dice(labels.array, truth, 1)
         assert r["dice_eyeball"] == pytest.approx(want, abs=1e-9) or (np.isnan(want) and np.isnan(r["dice_eyeball"]))

@@ -7,15 +7,15 @@ import json
 
 import pytest
 import torch
+from tiny import TINY_TRAINING
 
 from orbitseg.errors import InputError
 from orbitseg.model import build_model
-from orbitseg.predict import load_model
+from orbitseg.runs.checkpoint import load_network
 from orbitseg.train import train, train_fold
 from orbitseg.train.loop import load_init
 
-TINY = {"widths": (4, 8), "bottleneck_lstm_hidden": 4, "head_lstm_hidden": 4, "max_steps_per_epoch": 3,
-        "threads": 1, "surface": False}
+TINY = {**TINY_TRAINING, "evaluate_test": True, "surface": False}  # these tests look at the test fold too
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_run_folder(run):
     assert pp_choice["cases"] == sorted(split["val"]) and set(pp_choice["rules"]) == {"eyeball", "muscles", "nerve"}
     assert info["result"]["postprocess"] == pp_choice["rules"]
     assert set(info["result"]["test"]["dice_before_postprocessing"]) == {"dice_eyeball", "dice_muscles", "dice_nerve"}
-    model, pp = load_model(r / "checkpoint_best.pt")
+    model, pp = load_network(r / "checkpoint_best.pt")
     assert pp.size == 32 and model.widths == (4, 8)
 
 

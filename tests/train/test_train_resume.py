@@ -11,11 +11,11 @@ import sys
 
 import pytest
 import torch
+from tiny import TINY_TRAINING
 
 from orbitseg.train import train_fold
 
-TINY = {"widths": (4, 8), "bottleneck_lstm_hidden": 4, "head_lstm_hidden": 4, "max_steps_per_epoch": 3,
-        "threads": 1, "evaluate_test": False}
+TINY = TINY_TRAINING
 ARGS = dict(epochs=3, batch_size=4, seed=7, split_seed=0)  # the shared dataset keeps split seed 0
 
 

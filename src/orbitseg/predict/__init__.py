@@ -1,5 +1,7 @@
-"""Segment scans with trained SEQ-UNET checkpoints (one model or an ensemble)."""
+"""Segment scans with trained SEQ-UNET models: the :class:`Segmenter` (one model object used by
+``orbitseg predict``, the labeling app, training's test-fold scoring and export) and
+``orbitseg predict``'s folder runner (:mod:`orbitseg.predict.run`)."""
 
-from orbitseg.predict.core import load_model, predict_scan, predict_vois
+from orbitseg.predict.segmenter import Segmentation, Segmenter
 
-__all__ = ["load_model", "predict_scan", "predict_vois"]
+__all__ = ["Segmenter", "Segmentation"]

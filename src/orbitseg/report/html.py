@@ -22,7 +22,6 @@ import html
 import io
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +40,8 @@ from orbitseg.constants import (
 )
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import write_text_atomic
+from orbitseg.evaluate.folders import METRICS_DIR
+from orbitseg.runs.layout import LOG_CSV, RUN_JSON, SEGMENTED_DIR, fold_number
 
 __all__ = ["write_report", "PAPER_TABLE1", "REPORT_NAME"]
 
@@ -80,11 +81,6 @@ class _Fold:
     problems: list[str] = field(default_factory=list)
 
 
-def _fold_number(path: Path) -> int | None:
-    m = re.fullmatch(r"fold_(\d+)", path.name)
-    return int(m.group(1)) if m else None
-
-
 def _read_json(path: Path, problems: list[str], what: str):
     if not path.is_file():
         problems.append(f"{what}: {path.name} is missing")
@@ -99,21 +95,21 @@ def _read_json(path: Path, problems: list[str], what: str):
 def _load_folds(run_dir: Path) -> list[_Fold]:
     if not run_dir.is_dir():
         raise InputError(run_dir, "is not a folder; give a training run folder (e.g. DATASET/runs/default)")
-    if (run_dir / "run.json").is_file():
+    if (run_dir / RUN_JSON).is_file():
         dirs = [run_dir]
     else:
-        dirs = sorted((d for d in run_dir.iterdir() if d.is_dir() and _fold_number(d) is not None
-                       and ((d / "run.json").is_file() or (d / "metrics").is_dir())), key=_fold_number)
+        dirs = sorted((d for d in run_dir.iterdir() if d.is_dir() and fold_number(d) is not None
+                       and ((d / RUN_JSON).is_file() or (d / METRICS_DIR).is_dir())), key=fold_number)
     if not dirs:
         raise InputError(run_dir, "is not a training run: it holds neither run.json nor fold_k/ folders "
                                   "with run.json (give e.g. DATASET/runs/default)")
     folds = []
     for d in dirs:
         f = _Fold(k=-1, path=d)
-        f.info = _read_json(d / "run.json", f.problems, f"{d.name}") or {}
-        k = f.info.get("fold", _fold_number(d))
+        f.info = _read_json(d / RUN_JSON, f.problems, f"{d.name}") or {}
+        k = f.info.get("fold", fold_number(d))
         f.k = int(k) if k is not None else 0
-        rows = _read_json(d / "metrics" / "per_case.json", f.problems, f"fold {f.k} metrics")
+        rows = _read_json(d / METRICS_DIR / "per_case.json", f.problems, f"fold {f.k} metrics")
         if isinstance(rows, list):
             f.rows = [dict(r, fold=f.k) for r in rows if isinstance(r, dict) and "case" in r]
         folds.append(f)
@@ -123,7 +119,7 @@ def _load_folds(run_dir: Path) -> list[_Fold]:
 def _dataset_root(run_dir: Path, folds: list[_Fold], dataset: Path | None) -> Path | None:
     cands = [dataset] if dataset is not None else []
     cands += [Path(f.info["dataset"]) for f in folds if f.info.get("dataset")]
-    base = run_dir if (run_dir / "run.json").is_file() is False else run_dir.parent
+    base = run_dir if (run_dir / RUN_JSON).is_file() is False else run_dir.parent
     cands += [base.parent.parent]
     for c in cands:
         if c is not None and (c / LABELS_TR).is_dir():
@@ -229,7 +225,7 @@ def _read_measurements(folds: list[_Fold]) -> list[dict]:
 
     rows = []
     for f in folds:
-        path = f.path / "metrics" / MEASUREMENTS_CSV
+        path = f.path / METRICS_DIR / MEASUREMENTS_CSV
         if path.is_file():
             rows += [r | {"fold": f.k} for r in _read_csv(path, text_columns=("case", "side"))]
     return rows
@@ -303,7 +299,7 @@ def _curves(folds: list[_Fold], problems: list[str]) -> str | None:
 
     logs = []
     for f in folds:
-        p = f.path / "log.csv"
+        p = f.path / LOG_CSV
         if not p.is_file():
             problems.append(f"fold {f.k}: log.csv is missing (no training curves)")
             continue
@@ -347,7 +343,7 @@ def _overlay(case: str, fold_dir: Path, root: Path | None) -> tuple[str | None, 
     from orbitseg.preprocess.window import apply_window
     from orbitseg.report.pictures import label_rgba
 
-    pred_p = fold_dir / "segmented" / f"{case}{FILE_ENDING}"
+    pred_p = fold_dir / SEGMENTED_DIR / f"{case}{FILE_ENDING}"
     if not pred_p.is_file():
         return None, f"no prediction {pred_p.relative_to(fold_dir.parent)}"
     if root is None:

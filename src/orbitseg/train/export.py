@@ -26,40 +26,18 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from orbitseg.constants import CHECKPOINT_BEST, DATASET_JSON, MODEL_JSON, SHORT_NAMES, STRUCTURES
+from orbitseg.constants import CHECKPOINT_BEST, DATASET_JSON, FILE_ENDING, MODEL_JSON, SHORT_NAMES, STRUCTURES
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_dir
 from orbitseg.preprocess.pipeline import PreprocessConfig
+from orbitseg.runs.checkpoint import export_half
+from orbitseg.runs.layout import LOG_CSV, fold_dir_name, fold_file_name, fold_infos, read_model_json
 
-__all__ = ["export_model", "describe_export", "fold_runs"]
+__all__ = ["export_model", "describe_export"]
 
 CV_PER_CASE = "cv_per_case.json"
 CV_SUMMARY = "cv_summary.json"
-
-
-def fold_runs(run_dir: str | Path) -> dict[int, Path]:
-    """The trained folds of a cross-validation run: fold number -> ``fold_k`` folder (with
-    ``checkpoint_best.pt`` and ``run.json``)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise InputError(run_dir, "run folder does not exist")
-    found = {}
-    for d in sorted(run_dir.glob("fold_*")):
-        k = d.name.split("_", 1)[1]
-        if k.isdigit() and (d / CHECKPOINT_BEST).is_file() and (d / "run.json").is_file():
-            found[int(k)] = d
-    if not found:
-        raise InputError(run_dir, f"holds no trained fold (fold_*/{CHECKPOINT_BEST} with run.json); "
-                                  "give the folder `orbitseg train --fold all` wrote")
-    return found
-
-
-def _fold_infos(run_dir: Path) -> tuple[dict[int, Path], dict[int, dict]]:
-    """A run's fold folders (:func:`fold_runs`) and their ``run.json`` records."""
-    runs = fold_runs(run_dir)
-    return runs, {k: _read_run(d) for k, d in runs.items()}
 
 
 def _trained_epochs(infos: dict[int, dict]) -> int:
@@ -67,30 +45,14 @@ def _trained_epochs(infos: dict[int, dict]) -> int:
     return max(i.get("result", {}).get("epochs", 0) for i in infos.values())
 
 
-def _read_run(fold_dir: Path) -> dict:
-    try:
-        return json.loads((fold_dir / "run.json").read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise InputError(fold_dir / "run.json", f"is not valid JSON ({exc})") from None
-
-
 def _train_seconds(fold_dir: Path, info: dict) -> float:
     """A fold's training time summed over its epochs from ``log.csv``, so time spent before a
     resume counts (runs written before run.json did so recorded only the last segment)."""
     try:
-        with open(fold_dir / "log.csv", newline="", encoding="utf-8") as fh:
+        with open(fold_dir / LOG_CSV, newline="", encoding="utf-8") as fh:
             return sum(float(r["seconds"]) for r in csv.DictReader(fh))
     except (OSError, KeyError, ValueError):
         return float(info.get("result", {}).get("train_seconds", 0.0))
-
-
-def _half_checkpoint(src: Path, dst: Path) -> None:
-    """The weights of a training checkpoint as float16 plus what loading them needs."""
-    from orbitseg.predict.core import load_training_checkpoint
-
-    ck = load_training_checkpoint(src)
-    weights = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
-    torch.save({"model": weights, "preset": ck["preset"], "preprocess": ck["preprocess"], "fold": ck.get("fold")}, dst)
 
 
 def _rescore(folder: Path, runs: dict[int, Path], infos: dict[int, dict], dataset: Path,
@@ -102,8 +64,9 @@ def _rescore(folder: Path, runs: dict[int, Path], infos: dict[int, dict], datase
     from orbitseg.evaluate.folders import evaluate_folders
     from orbitseg.io.layout import list_cases
     from orbitseg.io.write import write_label
-    from orbitseg.predict.postprocess import NO_POSTPROCESSING, apply_postprocessing, read_postprocessing
-    from orbitseg.train.loop import _segment_cases
+    from orbitseg.predict.postprocess import NO_POSTPROCESSING, read_postprocessing
+    from orbitseg.predict.segmenter import Segmenter
+    from orbitseg.train.scoring import segment_cases
 
     labelled = {c.case_id for c in list_cases(dataset) if c.training and c.label is not None and c.label.exists()}
     tests = {k: infos[k]["split"]["test"] for k in sorted(runs)}
@@ -119,8 +82,9 @@ def _rescore(folder: Path, runs: dict[int, Path], infos: dict[int, dict], datase
                    disable=not progress)
         for k, cases in tests.items():
             choice = read_postprocessing(runs[k]) or dict(NO_POSTPROCESSING)
-            for case, scan, labels, label in _segment_cases(dataset, folder / f"fold_{k}.pt", cases, "cpu", print):
-                write_label(apply_postprocessing(labels, choice), pred / f"{case}.nii.gz", reference=scan)
+            segmenter = Segmenter.load(folder / fold_file_name(k), precision="float32", postprocess=choice)
+            for case, scan, seg, label in segment_cases(dataset, segmenter, cases):
+                write_label(seg.labels, pred / f"{case}{FILE_ENDING}", reference=scan)
                 os.symlink(label.resolve(), truth / label.name)  # labelsTr/{case}{ending}
                 fold_of[case] = k
                 bar.update()
@@ -193,9 +157,9 @@ def _init_parent(infos: dict[int, dict]) -> Path | None:
     parents = set()
     for k, info in infos.items():
         src = Path(info.get("init_from") or "")
-        if src.name == f"fold_{k}.pt":
+        if src.name == fold_file_name(k):
             parents.add(src.parent)
-        elif src.name == CHECKPOINT_BEST and src.parent.name == f"fold_{k}":
+        elif src.name == CHECKPOINT_BEST and src.parent.name == fold_dir_name(k):
             parents.add(src.parent.parent)
         else:
             return None
@@ -208,12 +172,12 @@ def _parent_commands(parent: Path, dataset_info: dict | None) -> tuple[list[str]
     the child run's ``--init-from`` uses."""
     import re
 
-    meta = _model_meta(parent)
+    meta = read_model_json(parent)
     if meta is not None:
         cmds = meta.get("recreate") or []
         name = "MODEL0"
     else:
-        _, infos = _fold_infos(parent)
+        _, infos = fold_infos(parent)
         grand = _init_parent(infos)
         cmds = _recreate(dataset_info, infos[min(infos)], _trained_epochs(infos),
                          parent=None if grand is None else _parent_commands(grand, dataset_info))[:-1]
@@ -229,19 +193,9 @@ def _parent_commands(parent: Path, dataset_info: dict | None) -> tuple[list[str]
     return out, name
 
 
-def _model_meta(folder: Path) -> dict | None:
-    """``folder``'s ``model.json`` when it is an exported model folder, else None."""
-    if not (folder / MODEL_JSON).is_file():
-        return None
-    try:
-        return json.loads((folder / MODEL_JSON).read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise InputError(folder / MODEL_JSON, f"is not valid JSON ({exc})") from None
-
-
 def _parent_summary(parent: Path) -> dict:
     """What ``model.json`` says of the folder a run was fine-tuned from fold by fold."""
-    meta = _model_meta(parent) or {}
+    meta = read_model_json(parent) or {}
     return {"folder": str(parent.resolve()), "how": "each fold k started from that folder's fold k",
             "name": meta.get("name"), "cv_dice": (meta.get("cv_metrics") or {}).get("dice")}
 
@@ -262,7 +216,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
     from orbitseg.predict.postprocess import pool_choices, read_postprocessing, write_postprocessing
 
     run_dir, out = Path(run_dir), Path(out)
-    runs, infos = _fold_infos(run_dir)
+    runs, infos = fold_infos(run_dir)
     presets = {json.dumps(i.get("preset", {}).get("model"), sort_keys=True) for i in infos.values()}
     if len(presets) > 1:
         raise InputError(run_dir, "its folds were trained with different networks; export one run at a time")
@@ -279,7 +233,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
     parent = _init_parent(infos)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for k, d in runs.items():
-            _half_checkpoint(d / CHECKPOINT_BEST, tmp / f"fold_{k}.pt")
+            export_half(d / CHECKPOINT_BEST, tmp / fold_file_name(k))
         choices = [read_postprocessing(d) for d in runs.values()]
         pooled = pool_choices(choices) if all(c is not None for c in choices) else None
         if pooled is not None:

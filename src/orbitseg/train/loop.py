@@ -54,7 +54,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -64,20 +63,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from orbitseg.constants import (CHECKPOINT_BEST, CHECKPOINT_LAST, DEFAULT_PRESET, MODEL_JSON, SHORT_NAMES,
-                                STRUCTURES, TRAIN_PRECISIONS)
+from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, DEFAULT_PRESET, SHORT_NAMES, STRUCTURES, TRAIN_PRECISIONS
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_path, write_text_atomic
+from orbitseg.runs.checkpoint import load_checkpoint, save_checkpoint, state_dict_of, training_checkpoint
+from orbitseg.runs.layout import (CURVES_PNG, LOG_CSV, RUN_DIRS, RUN_FILES, RUN_JSON, fold_dir_name, fold_init_source,
+                                  holds_run, init_split, run_dir_of)
 from orbitseg.train.augment import AugmentParams, augment
 from orbitseg.train.data import (SliceSequences, derive_seed, epoch_indices, read_manifest, slice_weights,
                                  vois_of_cases)
 from orbitseg.model.losses import get_loss
+from orbitseg.train.scoring import choose_on_validation, cross_validation_metrics, score_test_fold
 from orbitseg.train.splits import N_FOLDS, fold_split, make_splits
 
-__all__ = ["train", "train_fold", "run_dir_of", "load_init", "fold_init_source", "init_split", "LOOP_OPTIONS",
-           "CHECKPOINT_LAST", "CHECKPOINT_BEST"]
-
-FORMAT = "orbitseg-train-1"
+__all__ = ["train", "train_fold", "load_init", "validate", "LOOP_OPTIONS"]
 
 #: loop options that ``overrides`` may set besides ModelConfig / TrainingRecipe fields
 LOOP_OPTIONS: dict[str, Any] = {
@@ -117,15 +116,6 @@ def _versions() -> dict:
 
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "orbitseg": getattr(orbitseg, "__version__", None), "platform": platform.platform()}
-
-
-def run_dir_of(dataset: str | Path, preset: str, fold: int) -> Path:
-    return Path(dataset) / "runs" / preset / f"fold_{fold}"
-
-
-def _holds_run(run: Path) -> bool:
-    """Whether the run folder already has a checkpoint (what resume continues / overwrite replaces)."""
-    return (run / CHECKPOINT_LAST).exists() or (run / CHECKPOINT_BEST).exists()
 
 
 def _split_overrides(overrides: dict | None) -> tuple[dict, dict, dict]:
@@ -208,16 +198,7 @@ def load_init(model: nn.Module, source: str | Path | dict, log=print) -> dict:
     Returns ``{"loaded": [...], "shape_mismatch": [...], "missing": [...], "unexpected": [...]}``
     (names); ``missing`` = in the model but not in the source, ``unexpected`` the other way.
     """
-    from orbitseg.predict.core import load_checkpoint
-
-    sd = load_checkpoint(source) if not isinstance(source, dict) else source
-    if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
-        sd = sd["model"]
-    elif isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not any(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise InputError(None if isinstance(source, dict) else source, "holds no state_dict of tensors")
-    sd = {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    sd = state_dict_of(source)
     own = model.state_dict()
     take, mismatch = {}, []
     for k, v in sd.items():
@@ -245,32 +226,6 @@ def load_init(model: nn.Module, source: str | Path | dict, log=print) -> dict:
         if report[key]:
             log(f"  {title}: {names(report[key])}")
     return report
-
-
-def fold_init_source(folder: str | Path, fold: int) -> Path:
-    """The weights fold ``fold`` starts from when ``init_from`` is a folder: that folder's own
-    fold ``fold`` (``fold_k.pt`` of an exported model, or ``fold_k/checkpoint_best.pt`` of a run)."""
-    folder = Path(folder)
-    for cand in (folder / f"fold_{fold}.pt", folder / f"fold_{fold}" / CHECKPOINT_BEST):
-        if cand.is_file():
-            return cand
-    raise InputError(folder, f"holds no weights for fold {fold} (fold_{fold}.pt or fold_{fold}/{CHECKPOINT_BEST}); "
-                             "give a model folder from `orbitseg export`, a run folder, or one checkpoint file")
-
-
-def init_split(source: Path) -> dict | None:
-    """The split the weights in ``source`` were trained on, where it is recorded: ``model.json``
-    beside an exported ``fold_k.pt``, or ``run.json`` beside a run's checkpoint; else None."""
-    source = Path(source)
-    try:
-        if source.name.startswith("fold_") and source.suffix == ".pt" and (source.parent / MODEL_JSON).is_file():
-            meta = json.loads((source.parent / MODEL_JSON).read_text(encoding="utf-8"))
-            return meta["folds"][source.stem.split("_", 1)[1]]["split"]
-        if (source.parent / "run.json").is_file():
-            return json.loads((source.parent / "run.json").read_text(encoding="utf-8"))["split"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
 
 
 def _per_fold_init(folder: Path, fold: int, split: dict) -> Path:
@@ -325,7 +280,7 @@ def _write_log(run: Path, history: list[dict]) -> None:
     w.writeheader()
     for h in history:
         w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in h.items()})
-    write_text_atomic(run / "log.csv", buf.getvalue())
+    write_text_atomic(run / LOG_CSV, buf.getvalue())
 
 
 def _write_curves(run: Path, history: list[dict], title: str) -> None:
@@ -337,18 +292,13 @@ def _write_curves(run: Path, history: list[dict], title: str) -> None:
     plot_training_history(*fig.subplots(1, 2), history)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(run / "curves.png", overwrite=True) as tmp:
+    with atomic_path(run / CURVES_PNG, overwrite=True) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
 
 
 def _fmt_time(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def _save(obj: dict, path: Path) -> None:
-    with atomic_path(path, overwrite=True) as tmp:
-        torch.save(obj, tmp)
 
 
 # -- the fold ----------------------------------------------------------------------------------
@@ -474,14 +424,14 @@ def train_fold(
     # ---- run folder
     run = Path(out) if out is not None else run_dir_of(root, preset, fold)
     last, best_path = run / CHECKPOINT_LAST, run / CHECKPOINT_BEST
-    exists = _holds_run(run)
+    exists = holds_run(run)
     if exists and not (resume or overwrite):
         raise InputError(run, "already holds a training run (checkpoint_*.pt); pass resume to continue it or "
                               "overwrite to start it again")
     if is_main and exists and overwrite and not resume:
-        for name in (CHECKPOINT_LAST, CHECKPOINT_BEST, "log.csv", "curves.png", "run.json"):
+        for name in RUN_FILES:
             (run / name).unlink(missing_ok=True)
-        for name in ("segmented", "metrics"):
+        for name in RUN_DIRS:
             shutil.rmtree(run / name, ignore_errors=True)
     run.mkdir(parents=True, exist_ok=True)
 
@@ -500,8 +450,6 @@ def train_fold(
     init_report = None
     resumed = resume and last.exists()
     if resumed:
-        from orbitseg.predict.core import load_checkpoint
-
         ck = load_checkpoint(last, map_location="cpu")
         if ck.get("preset", {}).get("model") != asdict(cfg)["model"]:
             raise InputError(last, "was trained with another model configuration; resume with the same preset "
@@ -527,7 +475,7 @@ def train_fold(
 
     # ---- run.json
     if is_main:
-        rj = run / "run.json"
+        rj = run / RUN_JSON
         entry = {"argv": list(sys.argv), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_epoch": start_epoch,
                  "epochs": recipe.epochs}  # a resume with more epochs re-shapes the schedule: export's recreate needs it
         if resumed and rj.exists():
@@ -622,16 +570,16 @@ def train_fold(
                         **{f"val_dice_{SHORT_NAMES[s]}": val[s] for s in STRUCTURES}, "val_dice_mean": mean,
                         "best": int(is_best), "steps": n_steps, "sequences": count, "seconds": round(sec, 3)})
         if is_main:
-            ck = {"format": FORMAT, "epoch": epoch + 1, "model": net.state_dict(),
-                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                  "generators": {"sample_seed": derive_seed(seed, epoch, 1), "augment_seed": derive_seed(seed, epoch, 2),
-                                 "rule": "per epoch e: derive_seed(seed, e, 1) sampling, derive_seed(seed, e, 2) augment"},
-                  "best_metric": best_metric, "best_epoch": best_epoch, "history": history,
-                  "preset": asdict(cfg), "preset_name": preset, "preprocess": pp.to_dict(), "seed": seed,
-                  "fold": fold, "precision": opts["precision"]}
+            ck = training_checkpoint(
+                epoch=epoch + 1, model=net.state_dict(), optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(), rng=_rng_state(),
+                generators={"sample_seed": derive_seed(seed, epoch, 1), "augment_seed": derive_seed(seed, epoch, 2),
+                            "rule": "per epoch e: derive_seed(seed, e, 1) sampling, derive_seed(seed, e, 2) augment"},
+                best_metric=best_metric, best_epoch=best_epoch, history=history, preset=asdict(cfg),
+                preset_name=preset, preprocess=pp.to_dict(), seed=seed, fold=fold, precision=opts["precision"])
             if is_best:
-                _save(ck, best_path)
-            _save(ck, last)
+                save_checkpoint(ck, best_path)
+            save_checkpoint(ck, last)
             _write_log(run, history)
             try:
                 _write_curves(run, history, f"{preset} fold {fold}")
@@ -655,11 +603,11 @@ def train_fold(
                   "session_seconds": round(time.time() - t_start, 1)}
         choice = None
         if opts["postprocess"] and split["val"] and best_path.exists():
-            choice = _choose_on_validation(root, run, split["val"], dev, log)
+            choice = choose_on_validation(root, run, split["val"], dev, log)
             result["postprocess"] = choice["rules"]
         if opts["evaluate_test"] and split["test"] and best_path.exists():
-            result["test"] = _test_fold(root, run, split["test"], dev, opts["surface"], log, choice)
-        rj = run / "run.json"
+            result["test"] = score_test_fold(root, run, split["test"], dev, opts["surface"], log, choice)
+        rj = run / RUN_JSON
         info = json.loads(rj.read_text(encoding="utf-8"))
         info["result"] = result
         write_text_atomic(rj, json.dumps(info, indent=1, default=str) + "\n")
@@ -668,83 +616,6 @@ def train_fold(
 
         dist.barrier()
     return run
-
-
-def _segment_cases(root: Path, checkpoint: Path, cases: list[str], dev, log):
-    """Yield (case, scan Volume, predicted labels Volume, label path) for ``cases`` that have
-    a scan and a label, segmented by ``checkpoint`` (e.g. the run's best)."""
-    from orbitseg.io.layout import list_cases
-    from orbitseg.io.read import read_scan
-    from orbitseg.predict.core import load_model, predict_scan
-
-    model, pp = load_model(checkpoint, dev)
-    by_id = {c.case_id: c for c in list_cases(root) if c.training}
-    for case in cases:
-        c = by_id.get(case)
-        if c is None or c.label is None or not c.label.exists():
-            log(f"warning: case {case} has no scan/label in {root}; skipped")
-            continue
-        scan = read_scan(c.image)
-        labels, _ = predict_scan([model], scan, pp, dev)
-        yield case, scan, labels, c.label
-
-
-def _choose_on_validation(root: Path, run: Path, cases: list[str], dev, log) -> dict:
-    """Choose post-processing on the fold's validation cases; writes ``postprocess.json``."""
-    from orbitseg.io.read import read_label
-    from orbitseg.predict.postprocess import NO_POSTPROCESSING, choose_postprocessing, write_postprocessing
-
-    t0 = time.time()
-    pairs = [(case, labels, read_label(label_path, reference=scan).array)
-             for case, scan, labels, label_path in _segment_cases(root, run / CHECKPOINT_BEST, cases, dev, log)]
-    if not pairs:
-        return dict(NO_POSTPROCESSING)
-    choice = choose_postprocessing(pairs)
-    write_postprocessing(run, choice)
-    text = "; ".join(f"{name}: {rule} (" + ", ".join(f"{r} {d:.4f}" for r, d in choice["validation"][name].items())
-                     + ")" for name, rule in choice["rules"].items())
-    log(f"post-processing chosen on {len(pairs)} validation case(s) in {time.time() - t0:.1f} s: {text}")
-    return choice
-
-
-def _test_fold(root: Path, run: Path, cases: list[str], dev, surface: bool, log, choice: dict | None = None) -> dict:
-    """Segment the test cases with the best checkpoint (post-processed by ``choice``);
-    evaluate against labelsTr."""
-    from orbitseg.evaluate.folders import METRICS_DIR, evaluate_folders, format_summary_table, rows_to_csv
-    from orbitseg.evaluate.measure import MEASUREMENTS_CSV, paired_measurements
-    from orbitseg.evaluate.metrics import dice_per_structure
-    from orbitseg.io.read import read_label
-    from orbitseg.io.write import write_label
-    from orbitseg.predict.postprocess import apply_postprocessing
-
-    t0 = time.time()
-    seg = run / "segmented"
-    seg.mkdir(parents=True, exist_ok=True)
-    done, raw, measured = [], {s: [] for s in STRUCTURES}, []
-    for case, scan, labels, label_path in _segment_cases(root, run / CHECKPOINT_BEST, cases, dev, log):
-        truth = read_label(label_path, reference=scan)
-        if choice is not None:
-            for s, d in dice_per_structure(labels.array, truth.array).items():
-                raw[s].append(d)
-            labels = apply_postprocessing(labels, choice)
-        write_label(labels, seg / f"{case}.nii.gz", reference=scan, overwrite=True)
-        measured += paired_measurements(labels, truth, case)
-        done.append((case, label_path))
-    if not done:
-        return {"cases": 0}
-    with tempfile.TemporaryDirectory(prefix=".truth_", dir=run) as tmp:
-        for case, label_path in done:
-            os.symlink(label_path.resolve(), Path(tmp) / label_path.name)  # labelsTr/{case}{ending}
-        rows, summary = evaluate_folders(seg, tmp, run, surface=surface)
-    write_text_atomic(run / METRICS_DIR / MEASUREMENTS_CSV, rows_to_csv(measured, digits=4))
-    log(f"test fold: {len(done)} case(s) segmented and evaluated in {time.time() - t0:.1f} s -> {run / 'metrics'}")
-    log(format_summary_table(summary, hd95=surface))
-    means = {r["metric"]: r["mean"] for r in summary if r["group"] == "all" and r["metric"].startswith("dice_")}
-    out = {"cases": len(done), "dice": means}
-    if choice is not None:
-        out["dice_before_postprocessing"] = {f"dice_{SHORT_NAMES[s]}": float(np.nanmean(v)) if v else None
-                                             for s, v in raw.items()}
-    return out
 
 
 def train(
@@ -760,12 +631,12 @@ def train(
         fold = int(fold)
     folds = list(range(N_FOLDS)) if fold == "all" else [int(fold)]
     out = kwargs.pop("out", None)
-    outs = [None if out is None else (Path(out) / f"fold_{k}" if len(folds) > 1 else Path(out)) for k in folds]
+    outs = [None if out is None else (Path(out) / fold_dir_name(k) if len(folds) > 1 else Path(out)) for k in folds]
     if not (kwargs.get("resume") or kwargs.get("overwrite")):
         # say it before hours of training, not when the loop reaches a fold trained elsewhere (e.g. in parallel)
         held = [o if o is not None else run_dir_of(dataset, kwargs.get("preset", DEFAULT_PRESET), k)
                 for k, o in zip(folds, outs)]
-        held = [r for r in held if _holds_run(r)]
+        held = [r for r in held if holds_run(r)]
         if held:
             raise InputError(held[0], f"already holds a training run ({len(held)} of the {len(folds)} fold folder(s) "
                              f"do: {', '.join(r.name for r in held)}); pass resume to continue them (finished folds "
@@ -776,35 +647,10 @@ def train(
     world, rank, _ = _dist()
     opts = kwargs.get("overrides") or {}
     if len(folds) > 1 and rank == 0 and opts.get("evaluate_test", True):
-        _cross_validation_metrics(Path(dataset), runs, kwargs.get("progress", True), opts.get("surface", True))
+        cross_validation_metrics(Path(dataset), runs, kwargs.get("progress", True), opts.get("surface", True))
     if world > 1:
         import torch.distributed as dist
 
         if dist.is_initialized():
             dist.destroy_process_group()
     return runs
-
-
-def _cross_validation_metrics(root: Path, runs: list[Path], progress: bool, surface: bool) -> None:
-    from orbitseg.evaluate.folders import evaluate_folders, format_summary_table
-    from orbitseg.io.layout import list_cases
-
-    parent = runs[0].parent
-    labels = {c.case_id: c.label for c in list_cases(root) if c.training and c.label is not None}
-    fold_of = {}
-    with tempfile.TemporaryDirectory(prefix=".cv_", dir=parent) as tmp:
-        pred, truth = Path(tmp) / "pred", Path(tmp) / "truth"
-        pred.mkdir(), truth.mkdir()
-        for k, r in enumerate(runs):
-            for f in sorted((r / "segmented").glob("*.nii.gz")):
-                case = f.name[: -len(".nii.gz")]
-                if case in labels:
-                    os.symlink(f.resolve(), pred / f.name)
-                    os.symlink(labels[case].resolve(), truth / labels[case].name)  # its own ending
-                    fold_of[case] = k
-        if not fold_of:
-            return
-        _, summary = evaluate_folders(pred, truth, parent, fold_of=fold_of, surface=surface)
-    if progress:
-        print(f"cross-validation over {len(fold_of)} test cases -> {parent / 'metrics'}")
-        print(format_summary_table(summary, hd95=surface))

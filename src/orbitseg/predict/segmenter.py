@@ -1,0 +1,179 @@
+"""The trained model as one object: every place that runs a trained network goes through it.
+
+::
+
+    from orbitseg.predict import Segmenter
+    seg = Segmenter.load()                               # the shipped model (its four folds averaged)
+    seg = Segmenter.load("RUN_DIR", folds="0,2")         # a cross-validation run, a model folder, one checkpoint
+    result = seg.segment(scan)                           # a Volume in, labels on the scan's grid out
+    result.labels, result.network_labels                 # post-processed / as the networks gave them
+    seg.segment(scan, probabilities=True, per_fold=True) # + class probabilities over the orbit boxes
+
+A :class:`Segmenter` holds the fold networks (loaded once, on one device), the preprocessing they
+were trained with, the post-processing stored with them, the arithmetic (float32 or bfloat16) and
+mirrored test-time augmentation.  ``orbitseg predict``, the labeling app's Predict button, the
+training loop's validation and test-fold scoring, ``orbitseg export``'s re-scoring and the demo all
+use it; nothing else loads a checkpoint to segment a scan.  (A later inference engine or new
+outputs plug in here.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from orbitseg.errors import InputError
+from orbitseg.io.volume import Volume
+from orbitseg.predict.core import predict_scan
+from orbitseg.preprocess.pipeline import BoxProbabilities, PreprocessConfig
+
+__all__ = ["Segmenter", "Segmentation", "model_postprocessing"]
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """One scan segmented by a :class:`Segmenter`.
+
+    Attributes
+    ----------
+    labels : uint8 label Volume on the scan's own grid (values 0..3), post-processed
+    network_labels : the same before post-processing (the ensemble's argmax)
+    probabilities : the ensemble's class probabilities ``(C, ...)`` over the orbits' bounding box of the
+        scan's canonical grid, or None unless asked
+    fold_probabilities : each fold network's own probabilities (same box), in fold order, or None
+    """
+
+    labels: Volume
+    network_labels: Volume
+    probabilities: BoxProbabilities | None = None
+    fold_probabilities: tuple[BoxProbabilities, ...] | None = None
+
+
+def model_postprocessing(checkpoints: Sequence[Path]) -> tuple[dict, str]:
+    """The post-processing stored with ``checkpoints`` and a line saying what it is.
+
+    Each checkpoint's folder may hold ``postprocess.json`` (chosen on that run's validation
+    cases; the shipped model's folder holds one pooled over its four folds).  One folder:
+    its choice; several (a cross-validation run's folds): their validation cases pooled.  A
+    model without the file (trained before orbitseg chose post-processing) gets none."""
+    from orbitseg.predict.postprocess import NO_POSTPROCESSING, pool_choices, read_postprocessing
+
+    folders = list(dict.fromkeys(Path(c).parent for c in checkpoints))
+    choices = [read_postprocessing(f) for f in folders]
+    if any(c is None for c in choices):
+        lacking = [str(f) for f, c in zip(folders, choices) if c is None]
+        return dict(NO_POSTPROCESSING), f"no post-processing ({', '.join(lacking)} hold(s) no postprocess.json)"
+    choice = choices[0] if len(choices) == 1 else pool_choices(choices)
+    rules = ", ".join(f"{k} {v}" for k, v in choice["rules"].items())
+    return choice, f"post-processing chosen on {len(choice.get('cases', []))} validation case(s): {rules}"
+
+
+class Segmenter:
+    """Fold networks loaded once, and everything their checkpoints imply.
+
+    Parameters
+    ----------
+    networks : the fold networks (eval mode, on ``device``); their probabilities are averaged
+    preprocess : the preprocessing the networks' slices were made with
+    checkpoints : the files the networks came from (recorded in ``prediction.json``); may be empty
+    postprocess : the connected-component post-processing choice (``{"rules": {...}}``), or None for
+        none at all (labels as the networks give them)
+    postprocess_note : a line saying where the post-processing came from
+    device : where the networks run
+    precision : ``"auto"``, ``"float32"`` or ``"bfloat16"`` (resolved once for ``device``)
+    mirror : also predict the left-right mirrored slices and average (twice the network time)
+    batch_size : sequences per forward pass
+    """
+
+    def __init__(self, networks: Sequence[nn.Module], preprocess: PreprocessConfig, *,
+                 checkpoints: Sequence[Path] = (), postprocess: dict | None = None, postprocess_note: str = "",
+                 device: str | torch.device = "cpu", precision: str = "auto", mirror: bool = False,
+                 batch_size: int = 64) -> None:
+        from orbitseg.model import resolve_precision
+
+        if not networks:
+            raise ValueError("a Segmenter needs at least one network")
+        self.networks = list(networks)
+        self.preprocess = preprocess
+        self.checkpoints = [Path(c) for c in checkpoints]
+        self.postprocess = postprocess
+        self.postprocess_note = postprocess_note or ("no post-processing" if postprocess is None else "")
+        self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.mirror = bool(mirror)
+        self.batch_size = int(batch_size)
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, *, folds: str = "all", device: str | torch.device = "cpu",
+             precision: str = "auto", mirror: bool = False, postprocess: bool | dict = True,
+             batch_size: int = 64) -> Segmenter:
+        """A Segmenter from a model folder (``fold_k.pt``), a cross-validation run folder
+        (``fold_k/checkpoint_best.pt``), a fold folder or one checkpoint file; None is the shipped
+        model.  ``folds``: ``"all"`` or e.g. ``"0,2"``.  ``postprocess``: True takes the choice
+        stored with the checkpoints (:func:`model_postprocessing`), False none, a dict that choice.
+
+        Raises
+        ------
+        InputError
+            ``model`` holds no usable checkpoint, or its folds were trained with different
+            preprocessing (they cannot be averaged).
+        """
+        from orbitseg.runs.checkpoint import load_network
+        from orbitseg.runs.layout import model_checkpoints
+
+        ckpts = model_checkpoints(model, folds)
+        loaded = [load_network(c, device) for c in ckpts]
+        if len({repr(c.to_dict()) for _, c in loaded}) > 1:
+            raise InputError(Path(model) if model is not None else ckpts[0].parent,
+                             "the fold models were trained with different preprocessing; cannot ensemble")
+        if postprocess is True:
+            choice, note = model_postprocessing(ckpts)
+        elif postprocess is False:
+            choice, note = None, "no post-processing (turned off)"
+        else:
+            choice, note = dict(postprocess), "post-processing given by the caller"
+        return cls([m for m, _ in loaded], loaded[0][1], checkpoints=ckpts, postprocess=choice,
+                   postprocess_note=note, device=device, precision=precision, mirror=mirror, batch_size=batch_size)
+
+    def segment(self, scan: Volume, *, probabilities: bool = False, per_fold: bool = False) -> Segmentation:
+        """Segment ``scan`` (a CT :class:`Volume`, any direction matrix): labels on its own grid.
+
+        ``probabilities=True`` also returns the ensemble's class probabilities over the orbits'
+        bounding box; ``per_fold=True`` each fold network's own (for uncertainty).
+
+        Raises
+        ------
+        InputError
+            no orbit can be found in ``scan`` (e.g. not a head CT).
+        """
+        from orbitseg.predict.postprocess import apply_postprocessing
+
+        pred = predict_scan(self.networks, scan, self.preprocess, self.device, batch_size=self.batch_size,
+                            probabilities=probabilities, per_model=per_fold, mirror=self.mirror,
+                            precision=self.precision)
+        labels = pred.labels if self.postprocess is None else apply_postprocessing(pred.labels, self.postprocess)
+        return Segmentation(labels, pred.labels, pred.probabilities, pred.member_probabilities)
+
+    def settings(self) -> dict:
+        """What decides this Segmenter's labels, for ``prediction.json``: the model files (path and
+        SHA-256), the preprocessing they were trained with, the post-processing rules (None when
+        turned off) and mirrored test-time augmentation.  (The precision is recorded per scan: it
+        moves Dice by about 1e-4 and ``auto`` depends on the machine.)"""
+        from orbitseg.io.read import file_sha256
+
+        return {"checkpoints": [{"path": str(c.resolve()), "sha256": file_sha256(c)} for c in self.checkpoints],
+                "preprocess": self.preprocess.to_dict(),
+                "postprocess": None if self.postprocess is None else self.postprocess["rules"],
+                "mirror": self.mirror}
+
+    def describe(self) -> str:
+        """One line: folds, post-processing, arithmetic."""
+        return f"{self.postprocess_note}; network in {self.precision}"
+
+    def __repr__(self) -> str:
+        return (f"Segmenter({len(self.networks)} network(s), size {self.preprocess.size}, device {self.device}, "
+                f"{self.precision}, mirror={self.mirror}, postprocess={None if self.postprocess is None else self.postprocess['rules']})")

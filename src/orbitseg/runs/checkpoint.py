@@ -1,0 +1,120 @@
+"""The one owner of orbitseg's checkpoint format.
+
+Two kinds of file hold a network's weights:
+
+* a **training checkpoint** (``checkpoint_best.pt`` / ``checkpoint_last.pt`` of a run folder):
+  ``{"format": FORMAT, "epoch", "model" (state_dict), "optimizer", "scheduler", "rng",
+  "generators", "best_metric", "best_epoch", "history", "preset" (asdict of the Preset),
+  "preset_name", "preprocess" (PreprocessConfig.to_dict()), "seed", "fold", "precision"}``;
+* an **exported fold** (``fold_k.pt`` of a model folder, :func:`export_half`): the same
+  ``model`` weights as float16 with ``preset``, ``preprocess`` and ``fold`` only.
+
+Both are read with ``weights_only`` loading (tensors and plain Python only), so a checkpoint
+cannot run code.  Every file is written atomically (temporary name, then rename).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from orbitseg.errors import InputError
+from orbitseg.io.atomic import atomic_path
+from orbitseg.preprocess.pipeline import PreprocessConfig
+
+__all__ = ["FORMAT", "load_checkpoint", "read_training_checkpoint", "save_checkpoint", "training_checkpoint",
+           "export_half", "state_dict_of", "load_network", "preprocess_of"]
+
+#: the ``format`` entry of a training checkpoint
+FORMAT = "orbitseg-train-1"
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint file as a dict (``weights_only`` loading: tensors and plain Python only).
+
+    Raises
+    ------
+    InputError
+        ``path`` is missing or is not a torch checkpoint (named, with the reason).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint file does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - corrupt / foreign files
+        raise InputError(path, f"cannot be read as a torch checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def read_training_checkpoint(path: str | Path) -> dict:
+    """An orbitseg checkpoint (training or exported) as a dict, refused by name unless it holds
+    the weights (``model``) and the ``preset`` that rebuilds the network."""
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "preset" not in ckpt:
+        raise InputError(path, "is not an orbitseg training checkpoint (no 'model'/'preset' entries)")
+    return ckpt
+
+
+def save_checkpoint(ckpt: dict, path: str | Path) -> None:
+    """Write ``ckpt`` to ``path`` atomically (replacing an older one)."""
+    with atomic_path(Path(path), overwrite=True) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def training_checkpoint(*, epoch: int, model: dict, optimizer: dict, scheduler: dict, rng: dict, generators: dict,
+                        best_metric: float, best_epoch: int, history: list[dict], preset: dict, preset_name: str,
+                        preprocess: dict, seed: int, fold: int, precision: str) -> dict[str, Any]:
+    """The dict a training checkpoint holds (see the module docstring); ``model``, ``optimizer``
+    and ``scheduler`` are state_dicts, ``preset`` and ``preprocess`` plain dicts."""
+    return {"format": FORMAT, "epoch": epoch, "model": model, "optimizer": optimizer, "scheduler": scheduler,
+            "rng": rng, "generators": generators, "best_metric": best_metric, "best_epoch": best_epoch,
+            "history": history, "preset": preset, "preset_name": preset_name, "preprocess": preprocess,
+            "seed": seed, "fold": fold, "precision": precision}
+
+
+def export_half(src: str | Path, dst: str | Path) -> None:
+    """Write the weights of checkpoint ``src`` as float16 to ``dst`` with what loading them needs
+    (``preset``, ``preprocess``, ``fold``): a quarter of a training checkpoint, no optimiser state."""
+    ck = read_training_checkpoint(src)
+    weights = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
+    save_checkpoint({"model": weights, "preset": ck["preset"], "preprocess": ck["preprocess"], "fold": ck.get("fold")},
+                    dst)
+
+
+def state_dict_of(source: str | Path | dict) -> dict[str, torch.Tensor]:
+    """The tensors of an orbitseg checkpoint or a bare state_dict (file or dict), with the
+    ``module.`` prefix of DistributedDataParallel removed.
+
+    Raises
+    ------
+    InputError
+        ``source`` holds no state_dict of tensors.
+    """
+    sd = load_checkpoint(source) if not isinstance(source, dict) else source
+    if isinstance(sd, dict) and isinstance(sd.get("model"), dict):
+        sd = sd["model"]
+    elif isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not any(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise InputError(None if isinstance(source, dict) else source, "holds no state_dict of tensors")
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+
+
+def load_network(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, PreprocessConfig]:
+    """The network of checkpoint ``path`` (built from its preset, weights loaded, eval mode, on
+    ``device``) and the preprocessing its slices were made with."""
+    from orbitseg.model import build_model
+
+    ckpt = read_training_checkpoint(path)
+    model = build_model(ckpt["preset"]["model"])
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    return model, PreprocessConfig.from_dict(ckpt["preprocess"])
+
+
+def preprocess_of(path: str | Path) -> PreprocessConfig:
+    """The preprocessing the slices of checkpoint ``path``'s network were made with."""
+    return PreprocessConfig.from_dict(read_training_checkpoint(path)["preprocess"])

@@ -1,0 +1,191 @@
+"""The one owner of the run-folder and model-folder layout.
+
+A cross-validation **run folder** (``orbitseg train --fold all``; default ``DATASET/runs/PRESET``)::
+
+    RUN/fold_k/run.json              how fold k was trained: preset, preprocessing, seeds, split, resumes, result
+    RUN/fold_k/checkpoint_best.pt    weights of the best epoch on validation (what predict loads)
+    RUN/fold_k/checkpoint_last.pt    the latest epoch (what --resume continues)
+    RUN/fold_k/log.csv, curves.png   one row per epoch; its picture
+    RUN/fold_k/postprocess.json      post-processing chosen on the fold's validation cases
+    RUN/fold_k/segmented/            the fold's test cases, segmented on each scan's grid
+    RUN/fold_k/metrics/              their evaluation (orbitseg.evaluate)
+    RUN/metrics/                     the four test folds scored together
+
+A **model folder** (``orbitseg export``; the shipped one is ``orbitseg/pretrained/default``)::
+
+    MODEL/fold_k.pt                  float16 weights of fold k (orbitseg.runs.checkpoint.export_half)
+    MODEL/postprocess.json           the folds' validation choices pooled
+    MODEL/model.json                 how it was made, splits, CV metrics
+    MODEL/cv_per_case.json, cv_summary.json
+
+The names live here and in :mod:`orbitseg.constants` (checkpoint and record names); the functions
+below find folds and read the records, so no other module globs ``fold_*`` or parses ``run.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, MODEL_JSON
+from orbitseg.errors import InputError
+
+__all__ = ["RUN_JSON", "LOG_CSV", "CURVES_PNG", "SEGMENTED_DIR", "RUN_FILES", "RUN_DIRS", "fold_dir_name",
+           "fold_file_name", "fold_number", "run_dir_of", "holds_run", "fold_runs", "read_run_json", "fold_infos",
+           "read_model_json", "model_checkpoints", "fold_init_source", "init_split"]
+
+RUN_JSON = "run.json"
+LOG_CSV = "log.csv"
+CURVES_PNG = "curves.png"
+#: a fold's test cases segmented by its best checkpoint
+SEGMENTED_DIR = "segmented"
+#: what a fold folder holds besides its sub-folders (removed when a run is started again with overwrite)
+RUN_FILES: tuple[str, ...] = (CHECKPOINT_LAST, CHECKPOINT_BEST, LOG_CSV, CURVES_PNG, RUN_JSON)
+#: a fold folder's sub-folders (segmented test cases and their metrics)
+RUN_DIRS: tuple[str, ...] = (SEGMENTED_DIR, "metrics")
+
+_FOLD = re.compile(r"fold_(\d+)(\.pt)?")
+
+
+def fold_dir_name(fold: int) -> str:
+    """``fold_k``: the folder of fold ``k`` in a run folder."""
+    return f"fold_{int(fold)}"
+
+
+def fold_file_name(fold: int) -> str:
+    """``fold_k.pt``: the weights of fold ``k`` in a model folder."""
+    return f"fold_{int(fold)}.pt"
+
+
+def fold_number(path: str | Path) -> int | None:
+    """``k`` of a ``fold_k`` folder or a ``fold_k.pt`` file, else None."""
+    m = _FOLD.fullmatch(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def run_dir_of(dataset: str | Path, preset: str, fold: int) -> Path:
+    """The default folder of fold ``fold`` of a run of ``preset`` on ``dataset``."""
+    return Path(dataset) / "runs" / preset / fold_dir_name(fold)
+
+
+def holds_run(run: str | Path) -> bool:
+    """Whether a fold folder already has a checkpoint (what resume continues / overwrite replaces)."""
+    run = Path(run)
+    return (run / CHECKPOINT_LAST).exists() or (run / CHECKPOINT_BEST).exists()
+
+
+def fold_runs(run_dir: str | Path) -> dict[int, Path]:
+    """The trained folds of a cross-validation run: fold number -> ``fold_k`` folder (with
+    ``checkpoint_best.pt`` and ``run.json``).
+
+    Raises
+    ------
+    InputError
+        ``run_dir`` is missing or holds no trained fold.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(run_dir, "run folder does not exist")
+    found = {}
+    for d in sorted(run_dir.glob("fold_*")):
+        k = fold_number(d)
+        if k is not None and d.is_dir() and (d / CHECKPOINT_BEST).is_file() and (d / RUN_JSON).is_file():
+            found[k] = d
+    if not found:
+        raise InputError(run_dir, f"holds no trained fold (fold_*/{CHECKPOINT_BEST} with {RUN_JSON}); "
+                                  "give the folder `orbitseg train --fold all` wrote")
+    return found
+
+
+def read_run_json(fold_dir: str | Path) -> dict:
+    """A fold folder's ``run.json`` (refused by name when it is not valid JSON)."""
+    path = Path(fold_dir) / RUN_JSON
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(path, f"is not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def fold_infos(run_dir: str | Path) -> tuple[dict[int, Path], dict[int, dict]]:
+    """A run's fold folders (:func:`fold_runs`) and their ``run.json`` records."""
+    runs = fold_runs(run_dir)
+    return runs, {k: read_run_json(d) for k, d in runs.items()}
+
+
+def read_model_json(folder: str | Path) -> dict | None:
+    """``folder``'s ``model.json`` when it is an exported model folder, else None."""
+    path = Path(folder) / MODEL_JSON
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(path, f"is not valid JSON ({exc})") from None
+
+
+def model_checkpoints(model: str | Path | None, folds: str = "all") -> list[Path]:
+    """Checkpoint files for ``model``: a checkpoint file, a fold folder, a cross-validation run
+    folder (``fold_k/checkpoint_best.pt``) or a model folder (``fold_k.pt``); ``folds`` picks
+    which folds to ensemble (``"all"`` or e.g. ``"0,2"``).  ``None`` means the model shipped
+    with orbitseg.
+
+    Raises
+    ------
+    InputError
+        ``model`` is missing, holds no checkpoint, or lacks a fold asked for.
+    """
+    from orbitseg.pretrained import shipped_model_dir
+
+    model = shipped_model_dir() if model is None else Path(model)
+    if model.is_file():
+        return [model]
+    if not model.is_dir():
+        raise InputError(model, "model does not exist (give a run folder or a checkpoint file)")
+    if (model / CHECKPOINT_BEST).is_file():
+        return [model / CHECKPOINT_BEST]
+    found = {}
+    for p in [*model.glob(f"fold_*/{CHECKPOINT_BEST}"), *model.glob("fold_*.pt")]:
+        k = fold_number(p.parent if p.name == CHECKPOINT_BEST else p)
+        if k is not None:
+            found[k] = p
+    if not found:
+        raise InputError(model, f"holds no {CHECKPOINT_BEST} (neither itself nor in fold_*/) and no fold_*.pt")
+    try:
+        wanted = sorted(found) if folds == "all" else [int(f) for f in str(folds).split(",")]
+    except ValueError:
+        raise InputError(model, f"folds must be 'all' or fold numbers like '0,2', got {folds!r}") from None
+    missing = [f for f in wanted if f not in found]
+    if missing:
+        raise InputError(model, f"has no trained fold(s) {missing}; trained: {sorted(found)}")
+    return [found[f] for f in wanted]
+
+
+def fold_init_source(folder: str | Path, fold: int) -> Path:
+    """The weights fold ``fold`` starts from when ``init_from`` is a folder: that folder's own
+    fold ``fold`` (``fold_k.pt`` of an exported model, or ``fold_k/checkpoint_best.pt`` of a run)."""
+    folder = Path(folder)
+    for cand in (folder / fold_file_name(fold), folder / fold_dir_name(fold) / CHECKPOINT_BEST):
+        if cand.is_file():
+            return cand
+    raise InputError(folder, f"holds no weights for fold {fold} ({fold_file_name(fold)} or "
+                             f"{fold_dir_name(fold)}/{CHECKPOINT_BEST}); give a model folder from `orbitseg "
+                             "export`, a run folder, or one checkpoint file")
+
+
+def init_split(source: str | Path) -> dict | None:
+    """The split the weights in ``source`` were trained on, where it is recorded: ``model.json``
+    beside an exported ``fold_k.pt``, or ``run.json`` beside a run's checkpoint; else None."""
+    source = Path(source)
+    try:
+        k = fold_number(source)
+        if k is not None and source.suffix == ".pt" and (source.parent / MODEL_JSON).is_file():
+            meta = json.loads((source.parent / MODEL_JSON).read_text(encoding="utf-8"))
+            return meta["folds"][str(k)]["split"]
+        if (source.parent / RUN_JSON).is_file():
+            return json.loads((source.parent / RUN_JSON).read_text(encoding="utf-8"))["split"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
