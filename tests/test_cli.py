@@ -26,11 +26,10 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "dataset" / "splits.json").exists()
     # the slices were made as for the shipped model it fine-tunes
     from orbitseg.pretrained import shipped_model_dir
-    from orbitseg.predict.core import load_training_checkpoint
-    from orbitseg.preprocess.pipeline import PreprocessConfig
+    from orbitseg.runs.checkpoint import preprocess_of
     from orbitseg.train.data import read_manifest
 
-    shipped = PreprocessConfig.from_dict(load_training_checkpoint(shipped_model_dir() / "fold_0.pt")["preprocess"])
+    shipped = preprocess_of(shipped_model_dir() / "fold_0.pt")
     assert read_manifest(tmp_path / "demo" / "dataset")[1] == shipped
     assert (tmp_path / "demo" / "dataset" / "runs" / "default" / "report.html").exists() and "report" in r.stdout
     assert (tmp_path / "demo" / "new_patient" / "prediction" / "measurements.csv").exists()
@@ -63,19 +62,47 @@ def test_errors_are_one_clear_line(tmp_path):
     assert r.returncode == 2 and "nowhere" in r.stderr and not (tmp_path / "ds").exists()
 
 
-def test_train_preset_choices_are_the_presets():
-    """The CLI spells the preset names out (parsing must not import torch); they must stay the presets."""
+def _option(command: str, dest: str):
     import argparse
 
     from orbitseg.cli import build_parser
-    from orbitseg.constants import DEFAULT_PRESET
-    from orbitseg.model.config import PRESETS, preset_names
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    train = sub.choices["train"]
-    preset = next(a for a in train._actions if a.dest == "preset")
-    assert sorted(preset.choices) == sorted(preset_names())
+    return next(a for a in sub.choices[command]._actions if a.dest == dest)
+
+
+def test_train_preset_choices_are_the_presets():
+    """The CLI offers constants.PRESET_NAMES (parsing must not import torch); they must stay the presets."""
+    from orbitseg.constants import DEFAULT_PRESET, PRESET_NAMES
+    from orbitseg.model.config import PRESETS, preset_names
+
+    preset = _option("train", "preset")
+    assert tuple(preset.choices) == tuple(PRESETS) == preset_names() == PRESET_NAMES
     assert preset.default == DEFAULT_PRESET and DEFAULT_PRESET in PRESETS
+
+
+def test_cli_choices_and_defaults_are_their_single_definitions():
+    from orbitseg.constants import FILE_ENDING, N_FOLDS, WINDOW_LEVEL, WINDOW_WIDTH
+    from orbitseg.demo import DEMO_SEED
+    from orbitseg.io.formats import LABEL_WRITE_ENDINGS
+    from orbitseg.train.splits import N_FOLDS as SPLITS_N_FOLDS
+
+    assert _option("train", "fold").choices == [str(k) for k in range(N_FOLDS)] + ["all"]
+    assert SPLITS_N_FOLDS == N_FOLDS
+    fmt = _option("predict", "format")
+    assert tuple(fmt.choices) == LABEL_WRITE_ENDINGS and fmt.default == FILE_ENDING
+    assert tuple(_option("show", "window").default) == (WINDOW_LEVEL, WINDOW_WIDTH)
+    assert _option("demo", "seed").default == DEMO_SEED
+
+
+def test_parsing_imports_no_heavy_module():
+    import subprocess
+    import sys
+
+    code = ("import sys; from orbitseg.cli import build_parser; build_parser().parse_args(['train', 'D']); "
+            "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'SimpleITK')]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 

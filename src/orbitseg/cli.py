@@ -143,8 +143,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     from orbitseg import __version__
-    from orbitseg.constants import (DEFAULT_PRESET, FIT_ASPECT, FIT_ASPECTS, INPUT_SIZE, PRECISIONS, SEQ_LEN,
-                                    TRAIN_PRECISIONS, WINDOW_LEVEL, WINDOW_WIDTH)
+    # light modules only: parsing must not import torch, SimpleITK or NumPy
+    from orbitseg.constants import (DEFAULT_PRESET, FILE_ENDING, FIT_ASPECT, FIT_ASPECTS, INPUT_SIZE, N_FOLDS,
+                                    PRECISIONS, PRESET_NAMES, SEQ_LEN, TRAIN_PRECISIONS, WINDOW_LEVEL, WINDOW_WIDTH)
+    from orbitseg.demo import DEMO_SEED
+    from orbitseg.io.formats import FORMATS, LABEL_WRITE_ENDINGS
 
     p = argparse.ArgumentParser(
         prog="orbitseg",
@@ -181,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("labels", type=Path, nargs="?", default=None, help="label volume on the scan's grid")
     s.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
     s.add_argument("--series", default=None, help="SeriesInstanceUID when a DICOM folder holds several")
-    s.add_argument("--window", type=float, nargs=2, metavar=("LEVEL", "WIDTH"), default=(48.0, 400.0),
-                   help="display window in HU (default: the paper's 48 400)")
+    s.add_argument("--window", type=float, nargs=2, metavar=("LEVEL", "WIDTH"), default=(WINDOW_LEVEL, WINDOW_WIDTH),
+                   help=f"display window in HU (default: the paper's {WINDOW_LEVEL:g} {WINDOW_WIDTH:g})")
     s.set_defaults(func=_cmd_show)
 
     s = sub.add_parser("preprocess", help="crop each orbit's VOI, window, build slice sequences")
@@ -200,9 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train SEQ-UNET with 4-fold cross-validation by patient")
     s.add_argument("dataset", type=Path, help="a preprocessed dataset (run `orbitseg preprocess` first)")
-    s.add_argument("--fold", default="all", choices=["0", "1", "2", "3", "all"], help="fold to train (default all)")
-    # the names of orbitseg.model.config.PRESETS, spelled out so that parsing does not import torch
-    s.add_argument("--preset", default=DEFAULT_PRESET, choices=["default", "paper", "unet2d"],
+    s.add_argument("--fold", default="all", choices=[*map(str, range(N_FOLDS)), "all"],
+                   help="fold to train (default all)")
+    s.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES,
                    help="default: CPU-sized improved SEQ-UNET; paper: the authors' settings; unet2d: the default "
                         "without its LSTMs (ablation)")
     s.add_argument("--epochs", type=int, default=None, help="epochs (default: the preset's; paper 500)")
@@ -229,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a cross-validation run folder (ensembles its folds) or a checkpoint file")
     s.add_argument("--folds", default="all", help="folds of a run to ensemble: all, or e.g. 0,2")
     s.add_argument("--device", default="cpu", help="cpu or cuda")
-    s.add_argument("--format", default=".nii.gz", choices=[".nii.gz", ".nii", ".seg.nrrd", ".nrrd"],
-                   help="label file format (default .nii.gz; .seg.nrrd opens as segments in 3D Slicer)")
+    segments = next(e for e in LABEL_WRITE_ENDINGS if FORMATS[e].segments)
+    s.add_argument("--format", default=FILE_ENDING, choices=LABEL_WRITE_ENDINGS,
+                   help=f"label file format (default {FILE_ENDING}; {segments} opens as segments in 3D Slicer)")
     s.add_argument("--series", default=None, help="SeriesInstanceUID when a DICOM folder holds several")
     existing = s.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true", help="replace existing label files")
@@ -283,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="run the main job on bundled synthetic data")
     s.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     s.add_argument("--patients", type=int, default=6, help="patients in the demo cohort")
-    s.add_argument("--seed", type=int, default=7, help="cohort seed (default 7; 0 made the shipped model's cohort)")
+    s.add_argument("--seed", type=int, default=DEMO_SEED,
+                   help=f"cohort seed (default {DEMO_SEED}; 0 made the shipped model's cohort)")
     s.add_argument("--small", action="store_true", help="coarse, fast cohort (a quick smoke run)")
     s.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs per fold (default 4)")
     s.add_argument("--overwrite", action="store_true", help="replace the output of an earlier demo")

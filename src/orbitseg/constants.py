@@ -1,8 +1,13 @@
 """Every fact that more than one module needs, in one place.
 
 Label ids and names, display colours, the paper's CT window, the sequence
-length and input size of SEQ-UNET, Hounsfield limits and file endings.  Other
-modules import from here instead of repeating a literal.
+length and input size of SEQ-UNET, the presets' names, the number of folds,
+Hounsfield limits and file names.  Other modules import from here instead of
+repeating a literal.  File formats (which endings are read and written as
+what) are in :mod:`orbitseg.io.formats`.
+
+Nothing here imports another orbitseg module (nor torch): the CLI reads these
+facts while it parses arguments.
 """
 
 from __future__ import annotations
@@ -76,8 +81,13 @@ FIT_ASPECTS: tuple[str, ...] = ("stretch", "pad")
 #: chosen on validation patients (fold 0 of the default cohort, 40 epochs, 3D Dice): muscles
 #: 0.891 -> 0.910 and optic nerve 0.892 -> 0.918 over pad, at the same network cost
 FIT_ASPECT: str = "stretch"
+#: names of the presets, in the order of orbitseg.model.config.PRESETS (which checks it has exactly these);
+#: here so that the CLI can offer them without importing torch
+PRESET_NAMES: tuple[str, ...] = ("paper", "default", "unet2d")
 #: the preset `orbitseg train` uses unless told (orbitseg.model.config.PRESETS)
 DEFAULT_PRESET: str = "default"
+#: cross-validation folds by patient (the paper's 4-fold CV; orbitseg.train.splits)
+N_FOLDS: int = 4
 #: network arithmetic at prediction: "auto" = bfloat16 where the CPU computes it in hardware, else float32
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
 #: training keeps one explicit arithmetic per run (no "auto": a run's record must not depend on the machine)
@@ -104,26 +114,26 @@ CHECKPOINT_LAST: str = "checkpoint_last.pt"
 MODEL_JSON: str = "model.json"
 #: written by `orbitseg predict` beside its label files: what made each of them
 PREDICTION_JSON: str = "prediction.json"
-#: ending of every file the project writes by default
+#: ending of every file the project writes by default (its format: orbitseg.io.formats.DEFAULT_FORMAT)
 FILE_ENDING: str = ".nii.gz"
-#: endings of single-file scans we read (a DICOM series is a folder)
-SCAN_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-#: endings a label volume may be written with
-LABEL_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd")
 DATASET_JSON: str = "dataset.json"
 IMAGES_TR, LABELS_TR, IMAGES_TS = "imagesTr", "labelsTr", "imagesTs"
 
 
-def split_ending(name: str, endings: tuple[str, ...] = SCAN_ENDINGS + (".seg.nrrd",)) -> tuple[str, str]:
-    """Split a file name into stem and its longest known ending.
+# --- Moved ------------------------------------------------------------------
+#: names that lived here and moved to the file-format registry (orbitseg.io.formats); this module must
+#: not import orbitseg.io, so they are looked up there only when asked for.  Transitional, until every
+#: caller imports them from orbitseg.io.formats.
+_MOVED_TO_IO_FORMATS: dict[str, str] = {
+    "SCAN_ENDINGS": "SCAN_ENDINGS",
+    "LABEL_ENDINGS": "LABEL_WRITE_ENDINGS",
+    "split_ending": "split_ending",
+}
 
-    >>> split_ending("case_001_0000.nii.gz")
-    ('case_001_0000', '.nii.gz')
-    >>> split_ending("a.seg.nrrd")
-    ('a', '.seg.nrrd')
-    """
-    lower = name.lower()
-    for ending in sorted(endings, key=len, reverse=True):
-        if lower.endswith(ending):
-            return name[: -len(ending)], name[-len(ending):]
-    return name, ""
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_IO_FORMATS:
+        from orbitseg.io import formats
+
+        return getattr(formats, _MOVED_TO_IO_FORMATS[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -53,6 +53,16 @@ def test_case_ids():
     assert case_id_of("notes.txt") is None
 
 
+def test_label_files_are_those_a_label_may_be_written_as():
+    """case ids come from the registry's label endings (every one `predict --format` may write), in any case."""
+    from orbitseg.constants import CHANNEL_SUFFIX
+    from orbitseg.io.formats import LABEL_WRITE_ENDINGS
+
+    for ending in LABEL_WRITE_ENDINGS:
+        assert case_id_of(f"c{CHANNEL_SUFFIX}{ending}") == "c" == case_id_of(f"c{ending.upper()}")
+    assert case_id_of("c.seg.nrrd") == "c"  # the longest ending, not .nrrd
+
+
 def test_matches_by_case_and_writes_files(folders, tmp_path):
     pred, truth = folders
     out = tmp_path / "run"

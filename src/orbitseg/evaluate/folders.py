@@ -1,8 +1,9 @@
 """Evaluate a folder of predicted label files against a folder of reference labels.
 
-Files are matched by case id: the file name without its label ending
-(``.nii.gz``, ``.nii``, ``.seg.nrrd``, ``.nrrd``) and without a trailing
-nnU-Net channel suffix ``_0000`` (so ``case_007_0000.nii.gz`` and
+Files are matched by case id: the file name without its label ending (one of
+:data:`orbitseg.io.formats.LABEL_WRITE_ENDINGS`, the endings a label file is
+written with: ``.nii.gz``, ``.nii``, ``.seg.nrrd``, ``.nrrd``) and without a
+trailing nnU-Net channel suffix ``_0000`` (so ``case_007_0000.nii.gz`` and
 ``case_007.seg.nrrd`` are one case).  Other files (``dataset.json``, CSV,
 hidden files) are ignored.
 
@@ -35,10 +36,11 @@ import math
 import warnings
 from pathlib import Path
 
-from orbitseg.constants import CHANNEL_SUFFIX, LABEL_ENDINGS, SHORT_NAMES, STRUCTURES, split_ending
+from orbitseg.constants import CHANNEL_SUFFIX, SHORT_NAMES, STRUCTURES
 from orbitseg.errors import GeometryMismatchError, InputError
 from orbitseg.evaluate.metrics import case_metrics, metric_names, summarise
 from orbitseg.io.atomic import write_text_atomic
+from orbitseg.io.formats import LABEL_WRITE_ENDINGS, split_ending
 
 __all__ = [
     "UnmatchedCasesWarning",
@@ -65,7 +67,7 @@ def case_id_of(path: str | Path) -> str | None:
     >>> case_id_of("case_007_0000.nii.gz"), case_id_of("case_007.seg.nrrd"), case_id_of("x.csv")
     ('case_007', 'case_007', None)
     """
-    stem, ending = split_ending(Path(path).name, LABEL_ENDINGS)
+    stem, ending = split_ending(Path(path).name, LABEL_WRITE_ENDINGS)
     if not ending or not stem:
         return None
     if stem.endswith(CHANNEL_SUFFIX) and len(stem) > len(CHANNEL_SUFFIX):
@@ -145,7 +147,7 @@ def evaluate_folders(
             pred_dir,
             f"no case has both a prediction here and a reference label in {truth_dir} "
             f"({_unmatched_text(pred_only, truth_only) or 'both folders hold no label file'}; "
-            "files are matched by name without ending and without a '_0000' suffix)",
+            f"files are matched by name without ending and without a {CHANNEL_SUFFIX!r} suffix)",
         )
     if pred_only or truth_only:
         warnings.warn(_unmatched_text(pred_only, truth_only), UnmatchedCasesWarning, stacklevel=2)

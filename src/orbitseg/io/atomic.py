@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from orbitseg.constants import split_ending
 from orbitseg.errors import ExistsError
+from orbitseg.io.formats import split_ending
 
 
 def _umask() -> int:

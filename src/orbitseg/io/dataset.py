@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from orbitseg.constants import LABELS_TR, IMAGES_TR, IMAGES_TS, STRUCTURES, LABEL_NAMES, split_ending
+from orbitseg.constants import LABELS_TR, IMAGES_TR, IMAGES_TS, STRUCTURES, LABEL_NAMES
 from orbitseg.errors import InputError, OrbitsegError
 from orbitseg.io.atomic import atomic_dir
+from orbitseg.io.formats import format_of, split_ending
 from orbitseg.io.layout import image_path, label_path, list_cases, make_dataset_json, write_dataset_json
 
 #: stem suffixes that mark a label file in a flat source folder
@@ -93,11 +94,12 @@ def find_source_cases(src: str | Path) -> list[SourceCase]:
         if lab_dir is not None:
             labels = _scan_entries(lab_dir)
     else:
-        entries = _scan_entries(src)
         scans = {}
-        for stem, path in entries.items():
+        # a list, not _scan_entries' dict: a scan and its label may share a stem (case1.nii.gz, case1.seg.nrrd)
+        for stem, path in scan_entries(src, skip_folders=_LABEL_FOLDERS + _IMAGE_FOLDERS):
             base = next((stem[: -len(m)] for m in _LABEL_MARKERS if stem.lower().endswith(m)), None)
-            if base is not None or path.name.lower().endswith(".seg.nrrd"):
+            fmt = format_of(path)
+            if base is not None or (fmt is not None and not fmt.reads_scan):  # e.g. a 3D Slicer .seg.nrrd
                 labels[base if base is not None else stem] = path
             else:
                 scans[stem] = path

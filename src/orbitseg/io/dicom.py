@@ -28,6 +28,7 @@ import numpy as np
 
 from orbitseg.errors import AmbiguousSeriesError, InputError, NotCTError
 from orbitseg.io.atomic import atomic_dir
+from orbitseg.io.formats import DICOM_SERIES
 from orbitseg.io.volume import Geometry, Volume
 
 __all__ = ["is_dicom_file", "list_dicom_series", "read_dicom_series", "write_dicom_series", "CT_IMAGE_STORAGE"]
@@ -364,7 +365,7 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
     padded = _replace_padding(array, headers)
     ds0 = headers[0]
     meta = {
-        "format": "dicom",
+        "format": DICOM_SERIES.name,
         "series_uid": chosen["uid"],
         "patient_id": str(ds0.get("PatientID", "") or ""),
         "study_uid": str(ds0.get("StudyInstanceUID", "") or ""),

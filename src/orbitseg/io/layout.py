@@ -26,10 +26,10 @@ from orbitseg.constants import (
     IMAGES_TS,
     LABEL_NAMES,
     LABELS_TR,
-    split_ending,
 )
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import write_text_atomic
+from orbitseg.io.formats import split_ending
 
 
 @dataclass(frozen=True)

@@ -23,28 +23,18 @@ from orbitseg.constants import (
     LABEL_TITLES,
     MUSCLES,
     NERVE,
-    SCAN_ENDINGS,
     STRUCTURES,
-    split_ending,
 )
 from orbitseg.errors import InputError
 from orbitseg.io import validate
 from orbitseg.io.dicom import _short, is_dicom_file, read_dicom_series
+from orbitseg.io.formats import FORMATS, LABEL_READ_ENDINGS, SCAN_ENDINGS, split_ending
 from orbitseg.io.volume import Geometry, Volume, geometry_of
 
 __all__ = ["read_scan", "read_label", "check_scan_header", "label_for_segment_name", "file_sha256", "FORMATS"]
 
-#: file ending -> (format name, ITK ImageIO that must read it)
-FORMATS: dict[str, tuple[str, str]] = {
-    ".nii.gz": ("nifti", "NiftiImageIO"),
-    ".nii": ("nifti", "NiftiImageIO"),
-    ".nrrd": ("nrrd", "NrrdImageIO"),
-    ".nhdr": ("nrrd", "NrrdImageIO"),
-    ".seg.nrrd": ("seg.nrrd", "NrrdImageIO"),
-    ".mha": ("metaimage", "MetaImageIO"),
-    ".mhd": ("metaimage", "MetaImageIO"),
-}
-_LABEL_ENDINGS = SCAN_ENDINGS + (".seg.nrrd",)
+#: the segmentation format: a labelmap whose segments are read by name (3D Slicer's .seg.nrrd)
+_SEGMENTS_FORMAT = next(f.name for f in FORMATS.values() if f.segments)
 
 
 # ---------------------------------------------------------------------------
@@ -87,7 +77,7 @@ def read_scan(path: str | Path, *, series_uid: str | None = None, check: bool = 
             raise InputError(
                 path, f"has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour or vector image); a CT has one"
             )
-        vol = Volume.from_sitk(image, path, format=FORMATS[ending][0])
+        vol = Volume.from_sitk(image, path, format=FORMATS[ending].name)
     validate.check_volume_3d(vol, path)
     vol.array = hu_array(vol.array)
     if check:
@@ -165,7 +155,7 @@ def _image_reader(path: Path, ending: str):
         raise InputError(path, "is not a file")
     if path.stat().st_size == 0:
         raise InputError(path, "is empty (0 bytes)")
-    fmt, io_name = FORMATS[ending]
+    fmt, io_name = FORMATS[ending].name, FORMATS[ending].itk_io
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.SetImageIO(io_name)
@@ -257,13 +247,13 @@ def read_label(path: str | Path, *, reference: Volume | Geometry | None = None, 
     if not path.exists():
         raise InputError(path, "does not exist")
     if path.is_dir():
-        raise InputError(path, "is a folder; a label volume is a single file (" + ", ".join(_LABEL_ENDINGS) + ")")
-    ending = _ending(path, _LABEL_ENDINGS)
+        raise InputError(path, "is a folder; a label volume is a single file (" + ", ".join(LABEL_READ_ENDINGS) + ")")
+    ending = _ending(path, LABEL_READ_ENDINGS)
     image = _read_image_file(path, ending)
-    meta: dict = {"format": FORMATS[ending][0]}
-    if _has_segments(image):
+    meta: dict = {"format": FORMATS[ending].name}
+    if _has_segments(image):  # whatever its ending: a labelmap NRRD with Slicer segment fields
         array = _segments_to_labels(path, image, meta)
-        meta["format"] = "seg.nrrd"
+        meta["format"] = _SEGMENTS_FORMAT
     else:
         if image.GetNumberOfComponentsPerPixel() != 1:
             raise InputError(path, f"has {image.GetNumberOfComponentsPerPixel()} values per voxel; a label map has one")
@@ -275,7 +265,7 @@ def read_label(path: str | Path, *, reference: Volume | Geometry | None = None, 
     labels = Volume(array.astype(np.uint8), geometry_of(image), path, meta)
     if reference is not None:
         ref = reference.geometry if isinstance(reference, Volume) else reference
-        if meta["format"] == "seg.nrrd" and ref.differences(labels.geometry):
+        if meta["format"] == _SEGMENTS_FORMAT and ref.differences(labels.geometry):
             labels = _embed(labels, ref)
         validate.check_same_geometry(labels, reference, path)
         # the label now sits on the reference grid: take its exact numbers

@@ -11,30 +11,28 @@ from pathlib import Path
 
 import numpy as np
 
-from orbitseg.constants import LABEL_COLOURS, LABEL_NAMES, STRUCTURES, split_ending
+from orbitseg.constants import LABEL_COLOURS, LABEL_NAMES, STRUCTURES
 from orbitseg.errors import ExistsError, GeometryMismatchError, InputError
 from orbitseg.io import validate
 from orbitseg.io.atomic import atomic_path
 from orbitseg.io.dicom import _short, write_dicom_series
+from orbitseg.io.formats import FORMATS, LABEL_WRITE_ENDINGS, SCAN_WRITE_ENDINGS, FileFormat, split_ending
 from orbitseg.io.volume import Geometry, Volume
 
 __all__ = ["write_scan", "write_label", "write_dicom_series", "SCAN_WRITE_ENDINGS", "LABEL_WRITE_ENDINGS"]
-
-#: endings write_scan accepts (.mhd / .nhdr are left out: they are two files, not atomic)
-SCAN_WRITE_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha")
-#: endings write_label accepts
-LABEL_WRITE_ENDINGS: tuple[str, ...] = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd")
+# SCAN_WRITE_ENDINGS / LABEL_WRITE_ENDINGS (what write_scan / write_label accept) come from orbitseg.io.formats
 
 
-def _check_target(path: Path, endings: tuple[str, ...], overwrite: bool) -> str:
-    _, ending = split_ending(path.name, endings)
-    if not ending:
+def _check_target(path: Path, endings: tuple[str, ...], overwrite: bool) -> FileFormat:
+    # the longest ending of all formats, so that a scan is not written as an NRRD named .seg.nrrd
+    _, ending = split_ending(path.name)
+    if ending.lower() not in endings:
         raise InputError(path, f"cannot write this file type; use one of {', '.join(endings)}")
     if path.exists() and not overwrite:
         raise ExistsError(path)
     if path.is_dir():
         raise InputError(path, "is a folder")
-    return ending.lower()
+    return FORMATS[ending.lower()]
 
 
 def _check_direction(path: Path, geom: Geometry) -> None:
@@ -90,9 +88,9 @@ def write_label(
     Parameters
     ----------
     labels : a label Volume, or a bare array (then ``reference`` is required)
-    path : ending ``.nii.gz`` (default format of the project), ``.nii``,
-        ``.nrrd`` (plain labelmap) or ``.seg.nrrd`` (3D Slicer segmentation
-        with segment names and colours)
+    path : one of :data:`~orbitseg.io.formats.LABEL_WRITE_ENDINGS`: ``.nii.gz``
+        (default format of the project), ``.nii``, ``.nrrd`` (plain labelmap) or
+        ``.seg.nrrd`` (3D Slicer segmentation with segment names and colours)
     reference : the scan (or grid) the labels belong to; the file gets exactly
         its geometry.  Without it the labels' own geometry is written.
 
@@ -104,7 +102,7 @@ def write_label(
     GeometryMismatchError : a label Volume whose grid differs from ``reference``
     """
     path = Path(path)
-    ending = _check_target(path, LABEL_WRITE_ENDINGS, overwrite)
+    fmt = _check_target(path, LABEL_WRITE_ENDINGS, overwrite)
     ref_geom = None
     if reference is not None:
         ref_geom = reference.geometry if isinstance(reference, Volume) else reference
@@ -134,10 +132,10 @@ def write_label(
     validate.check_label_values(array, path)
     _check_direction(path, geom)
     vol = Volume(np.asarray(array, dtype=np.uint8), geom)
-    if ending == ".seg.nrrd":
+    if fmt.writer == "slicer_seg":
         with atomic_path(path, overwrite=overwrite) as tmp:
             _write_seg_nrrd(vol, tmp)
-    else:
+    else:  # "sitk"
         image = vol.to_sitk()
         with atomic_path(path, overwrite=overwrite) as tmp:
             _sitk_write(image, tmp, path, True)
