@@ -7,7 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..constants import N_CLASSES, STRUCTURES, VALID_LABELS, WINDOW_LEVEL, WINDOW_WIDTH, window_bounds
+from ..constants import N_CLASSES, STRUCTURES, VALID_LABELS, WINDOW_LEVEL, WINDOW_WIDTH
+from ..preprocess.window import apply_window
 
 #: stroke value that marks background ("not any structure") pixels
 BACKGROUND_STROKE: int = 255
@@ -97,16 +98,14 @@ def check_probabilities(probabilities, shape: tuple[int, ...], *, name: str = "p
 
 
 def window01(image: np.ndarray, window: tuple[float, float] = (WINDOW_LEVEL, WINDOW_WIDTH)) -> np.ndarray:
-    """HU -> [0, 1] float32 through the (level, width) window."""
+    """HU -> [0, 1] float32 through the (level, width) window (:func:`orbitseg.preprocess.window.apply_window`)."""
     try:
         level, width = (float(v) for v in window)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"window must be (level, width) in HU, got {window!r}") from exc
     if not width > 0:
         raise ValueError(f"window width must be positive, got {width}")
-    lo, hi = window_bounds(level, width)
-    out = (np.asarray(image, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo)
-    return np.clip(out, 0.0, 1.0, out=out)
+    return apply_window(image, level=level, width=width)
 
 
 def half_offsets(ndim: int, connectivity: int | None = None) -> list[tuple[int, ...]]:
