@@ -174,3 +174,29 @@ def test_a_few_steps_fit_a_toy_problem(preset):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def _structure(m: torch.nn.Module) -> dict:
+    """What makes two networks the same: every tensor's name and shape, each module's type and settings."""
+    modules = {n: (type(x).__name__, x.extra_repr()) for n, x in m.named_modules()}
+    attrs = {a: getattr(m, a, None) for a in ("output", "head_reduce", "head_level", "num_classes", "seq_len",
+                                              "widths", "in_channels")}
+    return {"state": {k: tuple(v.shape) for k, v in m.state_dict().items()}, "modules": modules, "attrs": attrs}
+
+
+@pytest.mark.parametrize("cls,arch", [(SeqUNet, "sequnet"), (UNet2D, "unet2d")])
+def test_class_defaults_are_the_model_configs(cls, arch):
+    """Building a class directly gives the network build_model gives for ModelConfig's defaults
+    (SeqUNet() once defaulted to softmax, concat, unshared LSTMs and a centre head: another network)."""
+    import inspect
+
+    from orbitseg.model import ModelConfig
+
+    cfg = ModelConfig(arch=arch)
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name != "self":
+            assert p.default == getattr(cfg, name), name  # every keyword's default is the config's
+    torch.manual_seed(0)
+    direct = cls()
+    assert _structure(direct) == _structure(build_model(cfg))
+    assert (direct.output, getattr(direct, "head_reduce", cfg.head_reduce)) == (cfg.output, cfg.head_reduce)

@@ -13,8 +13,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from orbitseg.constants import INPUT_SIZE, SEQ_LEN
-from orbitseg.model.seq_unet import SeqUNet, UNet2D
+from orbitseg.constants import INPUT_SIZE, N_CLASSES, PRESET_NAMES, SEQ_LEN
 
 __all__ = ["ModelConfig", "TrainingRecipe", "Preset", "PRESETS", "get_preset", "preset_names",
            "build_model", "count_parameters", "describe", "asdict"]
@@ -22,11 +21,15 @@ __all__ = ["ModelConfig", "TrainingRecipe", "Preset", "PRESETS", "get_preset", "
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture.  ``arch="sequnet"`` -> :class:`SeqUNet`, ``"unet2d"`` -> :class:`UNet2D`."""
+    """Architecture.  ``arch="sequnet"`` -> :class:`SeqUNet`, ``"unet2d"`` -> :class:`UNet2D`.
+
+    These defaults (the paper's network) are also the keyword defaults of ``SeqUNet`` and
+    ``UNet2D``, so building a class directly gives the network ``build_model(ModelConfig())`` gives.
+    """
 
     arch: str = "sequnet"
     in_channels: int = 1
-    num_classes: int = 4
+    num_classes: int = N_CLASSES
     widths: tuple[int, ...] = (64, 128, 256)
     seq_len: int = SEQ_LEN
     #: in-plane size the data pipeline should resample slices to; must be divisible by 2**len(widths)
@@ -128,6 +131,8 @@ UNET2D = Preset(
 )
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (PAPER, DEFAULT, UNET2D)}
+if tuple(PRESETS) != PRESET_NAMES:  # the CLI offers constants.PRESET_NAMES without importing this module
+    raise AssertionError(f"PRESETS {tuple(PRESETS)} differ from orbitseg.constants.PRESET_NAMES {PRESET_NAMES}")
 
 
 def preset_names() -> tuple[str, ...]:
@@ -169,6 +174,8 @@ def build_model(spec: str | Preset | ModelConfig | Mapping[str, Any], **override
     ``overrides`` replace config fields (``build_model("default", widths=(8, 16))``).
     The returned module has ``.config`` (the :class:`ModelConfig` used).
     """
+    from orbitseg.model.seq_unet import SeqUNet, UNet2D  # here: seq_unet takes its defaults from ModelConfig
+
     cfg = model_config(spec, **overrides)
     model: nn.Module
     if cfg.arch == "sequnet":

@@ -7,6 +7,9 @@ index ``T // 2``).  Output of both: logits for the centre slice
 1 eyeball, 2 muscles, 3 nerve).  Turn logits into probabilities with
 :func:`probabilities` (softmax over channels, or a sigmoid per channel for
 ``output="sigmoid"``).
+
+The classes' keyword defaults are :class:`~orbitseg.model.config.ModelConfig`'s (the
+paper's network), so ``SeqUNet()`` is the network ``build_model(ModelConfig())`` builds.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from orbitseg.constants import SEQ_LEN
 from orbitseg.model.blocks import DoubleConv, Decoder, Encoder
+from orbitseg.model.config import ModelConfig
 from orbitseg.model.convlstm import BiConvLSTM
 
 __all__ = ["SeqUNet", "UNet2D", "probabilities"]
 
 OUTPUTS = ("softmax", "sigmoid")
 HEAD_REDUCE = ("sum", "mean", "centre")
+#: the one source of both classes' keyword defaults
+_D = ModelConfig()
 
 
 def probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
@@ -69,12 +74,15 @@ class SeqUNet(nn.Module):
     full-resolution decoder stage once per sequence instead of ``T`` times.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 4, widths: Sequence[int] = (64, 128, 256),
-                 seq_len: int = SEQ_LEN, bottleneck_lstm_hidden: int = 512, bottleneck_lstm_layers: int = 3,
-                 head_lstm_hidden: int = 64, head_lstm_layers: int = 3, lstm_kernel: int = 3,
-                 norm: str = "batch", act: str = "elu", output: str = "softmax", combine: str = "concat",
-                 shared_weights: bool = False, head_reduce: str = "centre", head_level: int = 0,
-                 upsample: str = "transpose", first_level_convs: int = 2) -> None:
+    def __init__(self, in_channels: int = _D.in_channels, num_classes: int = _D.num_classes,
+                 widths: Sequence[int] = _D.widths, seq_len: int = _D.seq_len,
+                 bottleneck_lstm_hidden: int = _D.bottleneck_lstm_hidden,
+                 bottleneck_lstm_layers: int = _D.bottleneck_lstm_layers,
+                 head_lstm_hidden: int = _D.head_lstm_hidden, head_lstm_layers: int = _D.head_lstm_layers,
+                 lstm_kernel: int = _D.lstm_kernel, norm: str = _D.norm, act: str = _D.act,
+                 output: str = _D.output, combine: str = _D.combine, shared_weights: bool = _D.shared_weights,
+                 head_reduce: str = _D.head_reduce, head_level: int = _D.head_level,
+                 upsample: str = _D.upsample, first_level_convs: int = _D.first_level_convs) -> None:
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
@@ -159,10 +167,11 @@ class UNet2D(nn.Module):
     ``bottleneck_channels=None`` leaves it out.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 4, widths: Sequence[int] = (64, 128, 256),
-                 seq_len: int = SEQ_LEN, norm: str = "batch", act: str = "elu", output: str = "softmax",
-                 bottleneck_channels: int | None = None, upsample: str = "transpose",
-                 first_level_convs: int = 2) -> None:
+    def __init__(self, in_channels: int = _D.in_channels, num_classes: int = _D.num_classes,
+                 widths: Sequence[int] = _D.widths, seq_len: int = _D.seq_len, norm: str = _D.norm,
+                 act: str = _D.act, output: str = _D.output,
+                 bottleneck_channels: int | None = _D.bottleneck_channels, upsample: str = _D.upsample,
+                 first_level_convs: int = _D.first_level_convs) -> None:
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
