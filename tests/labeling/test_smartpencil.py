@@ -109,3 +109,34 @@ def test_bad_inputs_name_the_argument(slice_):
         superpixels(img, n_segments=0)
     with pytest.raises(ValueError, match="mask"):
         pencil_click(np.full(img.shape, 9, np.uint8), spx, (1, 1), 1)
+
+
+def test_superpixel_borders_mark_a_change_to_the_left_or_above():
+    from orbitseg.labeling import superpixel_borders
+
+    spx = np.array([[0, 0, 1],
+                    [0, 0, 1],
+                    [2, 2, 1]], np.int32)
+    b = superpixel_borders(spx)
+    assert b.dtype == np.uint8 and b.shape == spx.shape
+    np.testing.assert_array_equal(b, [[0, 0, 1],
+                                      [0, 0, 1],
+                                      [1, 1, 1]])
+    assert not superpixel_borders(np.zeros((4, 5), np.int32)).any()
+    with pytest.raises(ValueError, match="2-D integer"):
+        superpixel_borders(np.zeros((2, 4, 5), np.int32))
+
+
+def test_superpixel_borders_of_a_slic_map(slice_):
+    from orbitseg.labeling import superpixel_borders
+
+    img, _ = slice_
+    spx = superpixels(img, n_segments=500, spacing=(0.9, 0.9))
+    b = superpixel_borders(spx)
+    assert set(np.unique(b)) == {0, 1}
+    # every pixel off the borders has its left and upper neighbour in the same superpixel
+    inner = b[1:, 1:] == 0
+    assert np.all(spx[1:, 1:][inner] == spx[1:, :-1][inner]) and np.all(spx[1:, 1:][inner] == spx[:-1, 1:][inner])
+    # and every superpixel but the one at the top-left corner starts at a border pixel
+    starts = {int(spx[y, x]) for y, x in np.argwhere(b == 1)}
+    assert starts >= set(np.unique(spx).tolist()) - {int(spx[0, 0])}

@@ -95,6 +95,31 @@ def _slic(img, sp, n_segments, window, compactness, sigma_mm, max_num_iter):
     return np.ascontiguousarray(lab, dtype=np.int32)
 
 
+def superpixel_borders(spx_map) -> np.ndarray:
+    """Map of the borders between superpixels, as the SmartPencil overlay draws them.
+
+    A pixel is a border pixel when its left or upper neighbour belongs to another superpixel
+    (so each border is one pixel wide, on the right / lower side of it).
+
+    Parameters
+    ----------
+    spx_map : (ny, nx) integer array
+        Superpixel ids, e.g. from :func:`superpixels`.
+
+    Returns
+    -------
+    (ny, nx) uint8 array
+        1 on borders, 0 elsewhere (row 0 / column 0 are borders only across the other axis).
+    """
+    spx = np.asarray(spx_map)
+    if spx.ndim != 2 or not np.issubdtype(spx.dtype, np.integer):
+        raise ValueError(f"spx_map must be a 2-D integer label map, got {spx.ndim}-D {spx.dtype}")
+    b = np.zeros(spx.shape, np.uint8)
+    b[:, 1:] |= spx[:, 1:] != spx[:, :-1]
+    b[1:, :] |= spx[1:, :] != spx[:-1, :]
+    return b
+
+
 class SuperpixelCache:
     """Bounded LRU cache of superpixel maps keyed by (scan_id, axis, slice index, n_segments).
 
