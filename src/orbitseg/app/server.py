@@ -23,19 +23,22 @@ import gzip
 import threading
 import zlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orbitseg.constants import LABEL_COLOURS, LABEL_TITLES, STRUCTURES, WINDOW_PRESETS, label_colour_hex
-from orbitseg.app.store import AppError, DatasetStore
+from orbitseg.app.store import AppError, DatasetStore, OpenScan
 from orbitseg.errors import InputError, OrbitsegError
+from orbitseg.preprocess.window import apply_window
 
 if TYPE_CHECKING:
     from orbitseg.preprocess.pipeline import BoxProbabilities
@@ -89,10 +92,23 @@ def _gunzip_bounded(data: bytes, expected: int) -> bytes:
     return out
 
 
-def _raw(a: np.ndarray, **headers) -> Response:
+def _array_response(a: np.ndarray, *, gzipped: bool = False, **headers) -> Response:
+    """The bytes of ``a`` (C order) with its shape in ``X-Shape``; gzip-encoded when ``gzipped``."""
+    body = np.ascontiguousarray(a).tobytes()
     h = {"X-Shape": ",".join(str(v) for v in a.shape), "Cache-Control": "no-store"}
+    if gzipped:
+        body = gzip.compress(body, compresslevel=1, mtime=0)
+        h = {"Content-Encoding": "gzip", **h}
     h.update({k: str(v) for k, v in headers.items()})
-    return Response(np.ascontiguousarray(a).tobytes(), media_type="application/octet-stream", headers=h)
+    return Response(body, media_type="application/octet-stream", headers=h)
+
+
+def _raw(a: np.ndarray, **headers) -> Response:
+    return _array_response(a, **headers)
+
+
+def _gzip_response(a: np.ndarray, **headers) -> Response:
+    return _array_response(a, gzipped=True, **headers)
 
 
 def _png_gray(img8: np.ndarray) -> bytes:
@@ -125,7 +141,7 @@ def _int(request: Request, name: str, default: int | None = None, lo: int | None
     return x
 
 
-def _float(request: Request, name: str, default: float) -> float:
+def _float(request: Request, name: str, default: float, *, positive: bool = False) -> float:
     v = request.query_params.get(name)
     if v is None:
         return default
@@ -135,7 +151,14 @@ def _float(request: Request, name: str, default: float) -> float:
         raise AppError(422, "bad_parameter", f"query parameter {name!r} must be a number, got {v[:40]!r}") from None
     if not np.isfinite(x):
         raise AppError(422, "bad_parameter", f"query parameter {name!r} must be finite")
+    if positive and x <= 0:
+        raise AppError(422, "bad_parameter", f"{name} must be positive")
     return x
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A yes/no query parameter: ``1`` or ``true`` is yes, anything else (or none) no."""
+    return request.query_params.get(name) in ("1", "true")
 
 
 def _labels_param(request: Request) -> tuple[int, ...]:
@@ -165,12 +188,43 @@ def _prior_header(prior: np.ndarray | None) -> dict:
     return {"X-Orbitseg-Prior": "none" if prior is None else "network"}
 
 
-async def _run_tool(run, code: str, what: str, **headers) -> Response:
+def _zyx_spacing(o: OpenScan) -> tuple[float, float, float]:
+    """Voxel size ``(sz, sy, sx)`` in mm of the canonical array (the order :mod:`orbitseg.labeling` takes)."""
+    sx, sy, sz = o.canon.geometry.spacing
+    return sz, sy, sx
+
+
+@dataclass(frozen=True)
+class _Slab:
+    """Slices ``z0..z1-1`` of an open scan and the uint8 layers a tool request sent for them."""
+
+    scan: OpenScan
+    z0: int
+    z1: int
+    layers: np.ndarray  # (n_layers, z1 - z0, ny, nx) uint8, read-only: layer 0 the mask, 1 the strokes
+
+    @property
+    def image(self) -> np.ndarray:
+        """(nz, ny, nx) HU of the slab."""
+        return self.scan.canon.array[self.z0:self.z1]
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.layers[0]
+
+    @property
+    def strokes(self) -> np.ndarray:
+        return self.layers[1]
+
+
+async def _run_tool(run: Callable[[], np.ndarray], code: str, what: str, **headers) -> Response:
     """Run a labeling algorithm off the event loop; its ValueError becomes a 422 the page shows."""
-    from starlette.concurrency import run_in_threadpool
+    from orbitseg.labeling import NoStrokesError
 
     try:
         out = await run_in_threadpool(run)
+    except NoStrokesError as exc:
+        raise AppError(422, "no_strokes", str(exc)) from None
     except ValueError as exc:
         raise AppError(422, code, f"{what}: {exc}") from None
     return _raw(out.astype(np.uint8), **headers)
@@ -197,9 +251,14 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
     def _prior(case_id: str, z0: int, z1: int) -> np.ndarray | None:
         q = priors.get(case_id)
         return None if q is None else q.region(slice(z0, z1))
-    from orbitseg.labeling import SuperpixelCache
+    from orbitseg.labeling import (RESOLUTIONS, SuperpixelCache, auto_correct_slab, pencil_click, smart_fill_slab,
+                                   superpixel_borders)
 
     spx_cache = SuperpixelCache(maxsize=256)
+
+    async def _open(case_id: str) -> OpenScan:
+        """The case's scan, opened (or taken from the store's cache) off the event loop."""
+        return await run_in_threadpool(store.open, case_id)
 
     # ---- errors: always JSON with an actionable message -------------------------------
     @app.exception_handler(AppError)
@@ -255,8 +314,6 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
     # ---- dataset -------------------------------------------------------------------------------
     @app.get("/api/info")
     def info():
-        from orbitseg.labeling import RESOLUTIONS
-
         return {
             "dataset": store.root.name,
             "labels": [{"id": s, "title": LABEL_TITLES[s], "colour": label_colour_hex(s), "rgb": LABEL_COLOURS[s]}
@@ -281,23 +338,16 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
         axis = _int(request, "axis", 0, 0, 2)
         index = _int(request, "index")
         s = store.slice(case_id, axis, index)
-        if request.query_params.get("format", "raw") == "png":
+        fmt = request.query_params.get("format", "raw")
+        if fmt == "png":
             level = _float(request, "level", WINDOW_PRESETS["orbit"][0])
-            width = _float(request, "width", WINDOW_PRESETS["orbit"][1])
-            if width <= 0:
-                raise AppError(422, "bad_parameter", "width must be positive")
-            x = np.clip((s.astype(np.float32) - (level - width / 2)) / width, 0, 1)
+            width = _float(request, "width", WINDOW_PRESETS["orbit"][1], positive=True)
+            x = apply_window(s, level=level, width=width)
             return Response(_png_gray((x * 255 + 0.5).astype(np.uint8)), media_type="image/png",
                             headers={"Cache-Control": "no-store"})
-        if request.query_params.get("format", "raw") != "raw":
+        if fmt != "raw":
             raise AppError(422, "bad_parameter", "format must be 'raw' or 'png'")
         return _raw(s)
-
-    def _gzip_response(a: np.ndarray, **headers) -> Response:
-        body = gzip.compress(np.ascontiguousarray(a).tobytes(), compresslevel=1, mtime=0)
-        h = {"Content-Encoding": "gzip", "X-Shape": ",".join(str(v) for v in a.shape), "Cache-Control": "no-store"}
-        h.update({k: str(v) for k, v in headers.items()})
-        return Response(body, media_type="application/octet-stream", headers=h)
 
     @app.get("/api/cases/{case_id}/label")
     def get_label(case_id: str):
@@ -309,10 +359,8 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
         base = request.query_params.get("base")
         if not base:
             raise AppError(422, "missing_parameter", "query parameter 'base' (the version you started from) is required")
-        force = request.query_params.get("force") in ("1", "true")
-        from starlette.concurrency import run_in_threadpool
-
-        o = await run_in_threadpool(store.open, case_id)
+        force = _flag(request, "force")
+        o = await _open(case_id)
         expected = int(np.prod(o.canon.shape))
         body = await _read_body(request)
         if request.headers.get("content-encoding", "").lower() == "gzip" or body[:2] == b"\x1f\x8b":
@@ -345,32 +393,26 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
         return _gzip_response(arr, **{"X-History-Version": token})
 
     # ---- labeling aids ---------------------------------------------------------------------------
-    def _spx(o, index: int, n: int):
-        sp = o.canon.geometry.spacing  # (sx, sy, sz)
-        return spx_cache.get(o.key, 0, index, o.canon.array[index], n_segments=n, spacing=(sp[1], sp[0]))
+    def _spx(o: OpenScan, index: int, n: int) -> np.ndarray:
+        """(ny, nx) superpixel map of axial slice ``index`` with about ``n`` superpixels (cached)."""
+        return spx_cache.get(o.key, 0, index, o.canon.array[index], n_segments=n, spacing=_zyx_spacing(o)[1:])
 
     def _n_param(request: Request) -> int:
-        from orbitseg.labeling import RESOLUTIONS
-
         n = _int(request, "n", 1000)
         if n not in RESOLUTIONS:
             raise AppError(422, "bad_parameter", f"n must be one of {list(RESOLUTIONS)}, got {n}")
         return n
 
     @app.get("/api/cases/{case_id}/superpixels")
-    def superpixel_borders(case_id: str, request: Request):
-        o = store.open(case_id)
+    async def superpixels(case_id: str, request: Request):
+        o = await _open(case_id)
         index = _int(request, "index", None, 0, o.canon.shape[0] - 1)
-        spx = _spx(o, index, _n_param(request))
-        b = np.zeros(spx.shape, np.uint8)
-        b[:, 1:] |= spx[:, 1:] != spx[:, :-1]
-        b[1:, :] |= spx[1:, :] != spx[:-1, :]
-        return _raw(b, **{"X-Superpixels": int(spx.max()) + 1})
+        spx = await run_in_threadpool(_spx, o, index, _n_param(request))
+        return _raw(superpixel_borders(spx), **{"X-Superpixels": int(spx.max()) + 1})
 
-    async def _slab(case_id: str, request: Request, layers: int):
-        from starlette.concurrency import run_in_threadpool
-
-        o = await run_in_threadpool(store.open, case_id)
+    async def _slab(case_id: str, request: Request, layers: int) -> _Slab:
+        """The slab ``z0..z1`` of a tool request: its query range and a body of ``layers`` uint8 volumes."""
+        o = await _open(case_id)
         nz, ny, nx = o.canon.shape
         z0 = _int(request, "z0", None, 0, nz - 1)
         z1 = _int(request, "z1", z0 + 1, z0 + 1, nz)
@@ -388,96 +430,43 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
         arr = np.frombuffer(body, np.uint8).reshape(layers, z1 - z0, ny, nx)
         if arr[0].max(initial=0) > 3:
             raise AppError(422, "bad_values", "mask values must be 0..3")
-        return o, z0, z1, arr
+        return _Slab(o, z0, z1, arr)
 
     @app.post("/api/cases/{case_id}/pencil")
     async def pencil(case_id: str, request: Request):
-        from orbitseg.labeling import pencil_click
-        from starlette.concurrency import run_in_threadpool
-
-        o, z0, z1, arr = await _slab(case_id, request, 1)
-        if z1 - z0 != 1:
+        slab = await _slab(case_id, request, 1)
+        if slab.z1 - slab.z0 != 1:
             raise AppError(422, "bad_parameter", "SmartPencil works on one slice: z1 must be z0 + 1")
         n = _n_param(request)
-        ny, nx = arr.shape[2:]
+        ny, nx = slab.mask.shape[1:]
         row, col = _int(request, "row", None, 0, ny - 1), _int(request, "col", None, 0, nx - 1)
         label = _int(request, "label", None, 1, 3)
-        eraser = request.query_params.get("eraser") in ("1", "true")
-        spx = await run_in_threadpool(_spx, o, z0, n)
-        out = pencil_click(arr[0, 0], spx, (row, col), label, eraser=eraser)
+        eraser = _flag(request, "eraser")
+        spx = await run_in_threadpool(_spx, slab.scan, slab.z0, n)
+        out = pencil_click(slab.mask[0], spx, (row, col), label, eraser=eraser)
         return _raw(out[None])
 
     @app.post("/api/cases/{case_id}/smartfill")
     async def smartfill(case_id: str, request: Request):
-        from orbitseg.labeling import smart_fill
-
-        o, z0, z1, arr = await _slab(case_id, request, 2)
+        slab = await _slab(case_id, request, 2)
         labels = _labels_param(request)
-        mask, strokes = arr[0], arr[1].copy()
-        if not strokes.any():  # no strokes: grow from the labels already drawn
-            strokes = np.where(np.isin(mask, labels), mask, strokes).astype(np.uint8)
-        # background strokes alone correct the labels already drawn (SmartFill's keep_weight)
-        if not np.isin(strokes, labels).any() and not (strokes.any() and np.isin(mask, labels).any()):
-            raise AppError(422, "no_strokes", "SmartFill needs strokes or a few labelled pixels of the chosen "
-                           "structure on these slices: draw a stroke (or a SmartPencil click) inside it first")
-        sp = o.canon.geometry.spacing
-        img = o.canon.array[z0:z1]
-        prior = _prior(case_id, z0, z1)
-
-        def run():
-            from scipy import ndimage as ndi
-
-            two_d = z1 - z0 == 1
-            im, st, cur = (img[0], strokes[0], mask[0]) if two_d else (img, strokes, mask)
-            pr = None if prior is None else (prior[:, 0] if two_d else prior)
-            spacing = (sp[1], sp[0]) if two_d else (sp[2], sp[1], sp[0])
-            # one fill per separate group of strokes (e.g. both globes): each cut then models its own
-            # orbit's intensities in a local ROI (globe Dice from a click per globe, 6 small synthetic
-            # patients: 0.70-0.91 with one cut over both orbits, 0.81-0.91 with a cut per group)
-            marked = st != 0
-            groups, n_groups = ndi.label(ndi.binary_dilation(marked, iterations=2))
-            if n_groups > 8:
-                n_groups = 1
-            for g in range(1, n_groups + 1):
-                cur = smart_fill(im, st, spacing=spacing, labels=labels, mask=cur, probabilities=pr,
-                                 focus=((groups == g) & marked) if n_groups > 1 else None)
-            return cur[None] if two_d else cur
-
-        return await _run_tool(run, "smartfill_failed", "SmartFill", **_prior_header(prior))
+        prior = _prior(case_id, slab.z0, slab.z1)
+        return await _run_tool(
+            lambda: smart_fill_slab(slab.image, slab.mask, slab.strokes, spacing=_zyx_spacing(slab.scan),
+                                    labels=labels, probabilities=prior),
+            "smartfill_failed", "SmartFill", **_prior_header(prior))
 
     @app.post("/api/cases/{case_id}/autocorrect")
     async def autocorrect(case_id: str, request: Request):
-        from orbitseg.labeling import auto_correct
-
-        o, z0, z1, arr = await _slab(case_id, request, 1)
+        slab = await _slab(case_id, request, 1)
         labels = _labels_param(request)
-        mask = arr[0]
-        if not np.isin(mask, labels).any():
-            return _raw(mask)
-        sp = o.canon.geometry.spacing
-        img = o.canon.array[z0:z1]
-        prior = _prior(case_id, z0, z1)
-
-        def run():
-            # work on the labels' bounding box plus a margin: the result only changes near borders
-            out = mask.copy()
-            nz_, ny, nx = mask.shape
-            idx = np.nonzero(mask)
-            my, mx = int(np.ceil(10 / sp[1])), int(np.ceil(10 / sp[0]))
-            y0, y1 = max(0, idx[1].min() - my), min(ny, idx[1].max() + 1 + my)
-            x0, x1 = max(0, idx[2].min() - mx), min(nx, idx[2].max() + 1 + mx)
-            pr = None if prior is None else prior[:, :, y0:y1, x0:x1]
-            if nz_ == 1:
-                r = auto_correct(img[0, y0:y1, x0:x1], mask[0, y0:y1, x0:x1], spacing=(sp[1], sp[0]), labels=labels,
-                                 probabilities=None if pr is None else pr[:, 0])
-                out[0, y0:y1, x0:x1] = r
-            else:
-                r = auto_correct(img[:, y0:y1, x0:x1], mask[:, y0:y1, x0:x1], spacing=(sp[2], sp[1], sp[0]),
-                                 labels=labels, probabilities=pr)
-                out[:, y0:y1, x0:x1] = r
-            return out
-
-        return await _run_tool(run, "autocorrect_failed", "AutoCorrection", **_prior_header(prior))
+        if not np.isin(slab.mask, labels).any():  # nothing to correct: no tool runs (and no prior header)
+            return _raw(slab.mask)
+        prior = _prior(case_id, slab.z0, slab.z1)
+        return await _run_tool(
+            lambda: auto_correct_slab(slab.image, slab.mask, spacing=_zyx_spacing(slab.scan), labels=labels,
+                                      probabilities=prior),
+            "autocorrect_failed", "AutoCorrection", **_prior_header(prior))
 
     @app.post("/api/cases/{case_id}/predict")
     def predict(case_id: str):
