@@ -340,29 +340,30 @@ def _one_hot_box(canonical_labels: np.ndarray):
     return BoxProbabilities(canonical_labels.shape, (0, 0, 0), values)
 
 
-def test_predict_with_a_checkpoint(dataset, tmp_path, monkeypatch):
-    """The Predict route with a (stubbed) model: labels come back canonical, on the scan's grid."""
-    import orbitseg.predict.core as core
+def test_predict_with_a_checkpoint(dataset, tiny_run, monkeypatch):
+    """The Predict route with a real (tiny) checkpoint: the Segmenter's labels come back canonical,
+    byte for byte, with the network in auto precision (Predict is interactive)."""
+    from orbitseg.predict.segmenter import Segmenter
 
-    ckpt = tmp_path / "checkpoint_best.pt"
-    ckpt.write_bytes(b"stub")
-    monkeypatch.setattr(core, "load_model", lambda p: ("net", "cfg"))
+    ckpt = tiny_run / "fold_0" / "checkpoint_best.pt"
+    asked, calls, real_load = {}, [], Segmenter.load
 
-    asked = {}
+    def recording_load(model, **kw):
+        asked.update(kw, model=model)
+        calls.append(model)
+        return real_load(model, **kw)
 
-    def fake_predict(net, scan, cfg, return_probabilities=False, precision="float32"):
-        asked["precision"] = precision
-        lab = scan.like((scan.array > 0).astype(np.uint8))
-        return lab, _one_hot_box(to_canonical(lab).array)
-
-    monkeypatch.setattr(core, "predict_scan", fake_predict)
+    monkeypatch.setattr(Segmenter, "load", staticmethod(recording_load))
     c = TestClient(create_app(dataset, model=ckpt), raise_server_exceptions=False, base_url="http://127.0.0.1")
     r = c.post(f"/api/cases/{CASE}/predict")
     assert r.status_code == 200, r.text
-    assert asked["precision"] == "auto"  # bfloat16 where the CPU does it in hardware: Predict is interactive
-    canon = to_canonical(_scan(dataset))
-    np.testing.assert_array_equal(np.frombuffer(r.content, np.uint8).reshape(canon.shape),
-                                  (canon.array > 0).astype(np.uint8))
+    assert asked["precision"] == "auto" and asked["model"] == ckpt  # bfloat16 where the CPU does it in hardware
+    expected = real_load(ckpt, precision="auto").segment(_scan(dataset)).labels
+    canon = to_canonical(expected)
+    got = np.frombuffer(r.content, np.uint8).reshape(canon.shape)
+    np.testing.assert_array_equal(got, canon.array)
+    assert c.post(f"/api/cases/{CASE}/predict").status_code == 200
+    assert calls == [ckpt]  # loaded once, reused by the second Predict
 
 
 def test_unknown_case_and_bad_dataset(client, tmp_path):
@@ -422,15 +423,19 @@ def test_tools_use_the_networks_probabilities_after_predict(dataset, tmp_path, m
     the globe better than the image alone does, and AutoCorrection pulls a dilated mask back."""
     from scipy import ndimage as ndi
 
-    import orbitseg.predict.core as core
+    from orbitseg.predict.segmenter import Segmentation, Segmenter
 
     ckpt = tmp_path / "checkpoint_best.pt"
-    ckpt.write_bytes(b"stub")
+    ckpt.write_bytes(b"stands for a perfect network")
     scan = _scan(dataset)
     truth = read_label(dataset / "labelsTr" / f"{CASE}.nii.gz", reference=scan).array
-    monkeypatch.setattr(core, "load_model", lambda p: ("net", "cfg"))
-    monkeypatch.setattr(core, "predict_scan", lambda net, scan, cfg, return_probabilities=False, precision="auto": (
-        scan.like(truth), _one_hot_box(to_canonical(scan.like(truth)).array)))
+
+    class PerfectSegmenter:
+        def segment(self, scan, probabilities=False, per_fold=False):
+            labels = scan.like(truth)
+            return Segmentation(labels, labels, _one_hot_box(to_canonical(labels).array))
+
+    monkeypatch.setattr(Segmenter, "load", staticmethod(lambda model, **kw: PerfectSegmenter()))
     c = TestClient(create_app(dataset, model=ckpt), raise_server_exceptions=False, base_url="http://127.0.0.1")
     gt, k, r, col, comp = _globe_click(dataset)
     ny, nx = gt.shape[1:]

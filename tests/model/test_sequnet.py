@@ -6,15 +6,13 @@ from dataclasses import asdict
 
 import pytest
 import torch
+from tiny import TINY_NETWORKS
 
 from orbitseg.model import (BiConvLSTM, ConvLSTM, SeqUNet, UNet2D, build_model, count_parameters, describe,
                             get_preset, model_config)
 
 # tiny versions of both presets' architecture (same layout, small widths)
-TINY = {
-    "paper": dict(widths=(4, 8, 16), bottleneck_lstm_hidden=8, head_lstm_hidden=4, input_size=16),
-    "default": dict(widths=(4, 8, 8, 16), bottleneck_lstm_hidden=8, head_lstm_hidden=4, input_size=32),
-}
+TINY = TINY_NETWORKS  # tiny versions of each preset (same layout, small widths)
 
 
 def tiny(preset: str, **kw) -> torch.nn.Module:

@@ -242,7 +242,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
     app = FastAPI(title="orbitseg label", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
     model_path = None if model is None else Path(model)
-    model_state: dict = {"lock": threading.Lock(), "loaded": None}
+    model_state: dict = {"lock": threading.Lock(), "segmenter": None}
     # the network's probabilities of the cases Predict ran on, over the orbits' bounding box of the
     # canonical grid as uint8 (1/255 steps; ~10 MB per case), the last PRIOR_CASES only: SmartFill
     # and AutoCorrection use them as prior / data term on those cases (issue 8)
@@ -478,28 +478,21 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             raise AppError(503, "no_model", f"model checkpoint {model_path} was not found; restart with "
                            "`orbitseg label DATASET --model CKPT` pointing at an existing checkpoint_best.pt")
         from orbitseg.io.orient import to_canonical
-        from orbitseg.predict.core import load_model, predict_scan
-        from orbitseg.predict.postprocess import apply_postprocessing
-        from orbitseg.predict.run import model_checkpoints, model_postprocessing
+        from orbitseg.predict.segmenter import Segmenter
 
-        try:
-            ckpts = model_checkpoints(model_path)  # a checkpoint, a run folder or a shipped model (folds ensembled)
-        except InputError as exc:
-            raise AppError(503, "no_model", f"{exc}; restart with `orbitseg label DATASET --model RUN_OR_CKPT`")
         o = store.open(case_id)
         with model_state["lock"]:
-            if model_state["loaded"] is None:
-                model_state["loaded"] = [load_model(c) for c in ckpts]
-                model_state["postprocess"] = model_postprocessing(ckpts)[0]
-            nets = [net for net, _ in model_state["loaded"]]
-            config = model_state["loaded"][0][1]
-            labels, probs = predict_scan(nets, o.scan, config, return_probabilities=True, precision="auto")
-            labels = apply_postprocessing(labels, model_state["postprocess"])
-            priors[case_id] = probs.quantized()
+            if model_state["segmenter"] is None:
+                try:  # a checkpoint, a run folder or a model folder (folds ensembled), loaded once
+                    model_state["segmenter"] = Segmenter.load(model_path, precision="auto")
+                except InputError as exc:
+                    raise AppError(503, "no_model", f"{exc}; restart with `orbitseg label DATASET --model RUN_OR_CKPT`")
+            result = model_state["segmenter"].segment(o.scan, probabilities=True)
+            priors[case_id] = result.probabilities.quantized()
             priors.move_to_end(case_id)
             while len(priors) > PRIOR_CASES:
                 priors.popitem(last=False)
-        return _gzip_response(np.ascontiguousarray(to_canonical(labels).array, dtype=np.uint8))
+        return _gzip_response(np.ascontiguousarray(to_canonical(result.labels).array, dtype=np.uint8))
 
     return app
 
