@@ -118,22 +118,3 @@ PREDICTION_JSON: str = "prediction.json"
 FILE_ENDING: str = ".nii.gz"
 DATASET_JSON: str = "dataset.json"
 IMAGES_TR, LABELS_TR, IMAGES_TS = "imagesTr", "labelsTr", "imagesTs"
-
-
-# --- Moved ------------------------------------------------------------------
-#: names that lived here and moved to the file-format registry (orbitseg.io.formats); this module must
-#: not import orbitseg.io, so they are looked up there only when asked for.  Transitional, until every
-#: caller imports them from orbitseg.io.formats.
-_MOVED_TO_IO_FORMATS: dict[str, str] = {
-    "SCAN_ENDINGS": "SCAN_ENDINGS",
-    "LABEL_ENDINGS": "LABEL_WRITE_ENDINGS",
-    "split_ending": "split_ending",
-}
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_IO_FORMATS:
-        from orbitseg.io import formats
-
-        return getattr(formats, _MOVED_TO_IO_FORMATS[name])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

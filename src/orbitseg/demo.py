@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from orbitseg.constants import FILE_ENDING
 from orbitseg.errors import InputError
 
 #: the demo cohort's seed: not 0, the seed of the cohort the shipped model was trained on
@@ -86,12 +87,12 @@ def run_demo(
     print(f"[6/6] segmenting a new synthetic patient (seed {FRESH_SEED}) with the shipped model")
     fresh = out / "new_patient"
     ct, truth = render_patient(sample_patient(np.random.default_rng(FRESH_SEED), small=small))
-    write_scan(ct, fresh / "scan" / "new_patient.nii.gz", overwrite=overwrite)
-    write_label(truth, fresh / "truth" / "new_patient.nii.gz", reference=ct, overwrite=overwrite)
+    write_scan(ct, fresh / "scan" / f"new_patient{FILE_ENDING}", overwrite=overwrite)
+    write_label(truth, fresh / "truth" / f"new_patient{FILE_ENDING}", reference=ct, overwrite=overwrite)
     _, problems = predict_inputs(fresh / "scan", fresh / "prediction", overwrite=overwrite, progress=False)
     if problems:
         raise InputError(fresh, "; ".join(problems))
-    pred = read_label(fresh / "prediction" / "new_patient.nii.gz", reference=ct)
+    pred = read_label(fresh / "prediction" / f"new_patient{FILE_ENDING}", reference=ct)
     render_views(ct, pred, pictures / "new_patient_prediction.png", title="new patient: shipped model")
     _, summary = evaluate_folders(fresh / "prediction", fresh / "truth", fresh)
     print(format_summary_table(summary))

@@ -45,13 +45,10 @@ def test_format_of(tmp_path):
     assert F.format_of(tmp_path / "notes.txt") is None
 
 
-def test_constants_keep_the_moved_names():
-    assert C.split_ending is F.split_ending
-    assert C.SCAN_ENDINGS is F.SCAN_ENDINGS and C.LABEL_ENDINGS is F.LABEL_WRITE_ENDINGS
-    from orbitseg.constants import split_ending  # noqa: F401 - the form predict/run.py uses
-    with pytest.raises(AttributeError):
-        C.NO_SUCH_FACT  # noqa: B018
-    # that orbitseg.constants itself imports no orbitseg.io: tests/test_constants.py
+def test_the_endings_are_defined_once():
+    """The registry is the one place: constants no longer holds (or forwards) endings lists."""
+    for name in ("SCAN_ENDINGS", "LABEL_ENDINGS", "split_ending"):
+        assert not hasattr(C, name), name
 
 
 @pytest.mark.parametrize("ending", F.ENDINGS)

@@ -30,7 +30,7 @@ from orbitseg.io.volume import Volume
 HISTORY_DIR = ".history"
 #: case ids the tool accepts (ids come from file names; anything else is not a case)
 CASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-HISTORY_NAME_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z\.nii\.gz$")
+HISTORY_NAME_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z" + re.escape(FILE_ENDING) + "$")
 STATUSES = ("unlabelled", "in_progress", "done")
 
 
@@ -289,7 +289,7 @@ class DatasetStore:
     def history_file(self, case_id: str, name: str) -> Path:
         if not isinstance(name, str) or not HISTORY_NAME_RE.match(name):
             raise AppError(404, "no_such_version", f"{name!r} is not a saved version name (they look like "
-                           "20260101T120000.000000Z.nii.gz; see the history list)")
+                           f"20260101T120000.000000Z{FILE_ENDING}; see the history list)")
         d = self.history_dir(self.case(case_id))
         path = d / name
         if not path.is_file() or not _inside(self.root, path):

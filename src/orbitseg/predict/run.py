@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orbitseg.constants import CHANNEL_SUFFIX, FILE_ENDING, PREDICTION_JSON, split_ending
+from orbitseg.constants import CHANNEL_SUFFIX, FILE_ENDING, PREDICTION_JSON
+from orbitseg.io.formats import LABEL_WRITE_ENDINGS, split_ending
 from orbitseg.errors import InputError, OrbitsegError
 from orbitseg.io.atomic import write_text_atomic
 
@@ -113,8 +114,8 @@ def predict_inputs(
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: resume keeps existing label files, "
                          "overwrite replaces them")
-    if ending not in (".nii.gz", ".nii", ".seg.nrrd", ".nrrd"):
-        raise InputError(None, f"output format {ending!r} is not one of .nii.gz, .nii, .seg.nrrd, .nrrd")
+    if ending not in LABEL_WRITE_ENDINGS:
+        raise InputError(None, f"output format {ending!r} is not one of {', '.join(LABEL_WRITE_ENDINGS)}")
     inputs = find_inputs(input_path)
     segmenter = Segmenter.load(model, folds=folds, device=device, precision=precision, mirror=mirror,
                                postprocess=postprocess)

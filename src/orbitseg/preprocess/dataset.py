@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from orbitseg.constants import CHANNEL_SUFFIX, FILE_ENDING
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_path, write_text_atomic
 from orbitseg.io.layout import list_cases
@@ -37,6 +38,10 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
             np.save(fh, array)
 
 
+#: the paper's preprocessed sequences and masks are NIfTI files written with nibabel, whatever FILE_ENDING is
+_NIFTI = ".nii.gz"
+
+
 def _save_nifti(path: Path, array: np.ndarray, zooms: tuple[float, ...]) -> None:
     import nibabel as nib
 
@@ -49,16 +54,16 @@ def _save_nifti(path: Path, array: np.ndarray, zooms: tuple[float, ...]) -> None
 def _write_voi(root: Path, out: Path, key: str, prep: PreparedVOI, config: PreprocessConfig) -> dict:
     from orbitseg.io.write import write_label, write_scan
 
-    write_scan(prep.voi, root / "VOIs" / f"{key}_0000.nii.gz", overwrite=True)
-    write_label(prep.voi_labels, root / "VOIs" / f"{key}.nii.gz", overwrite=True)
+    write_scan(prep.voi, root / "VOIs" / f"{key}{CHANNEL_SUFFIX}{FILE_ENDING}", overwrite=True)
+    write_label(prep.voi_labels, root / "VOIs" / f"{key}{FILE_ENDING}", overwrite=True)
     n = prep.images.shape[0]
     seq = sequence_indices(n, config.seq_len)
     (py, px), sz = prep.fit.pixel_spacing, prep.voi.spacing[2]
     # NIfTI axes (x=column, y=row, ...): transpose from (n, [t,] row, col)
-    _save_nifti(out / "scans" / f"{key}.nii.gz",
+    _save_nifti(out / "scans" / f"{key}{_NIFTI}",
                 np.transpose(prep.images[seq], (3, 2, 1, 0)).astype(np.float32), (px, py, sz, 1.0))
     hard = prep.fractions.argmax(axis=1).astype(np.uint8)
-    _save_nifti(out / "masks" / f"{key}.nii.gz", np.transpose(hard, (2, 1, 0)), (px, py, sz))
+    _save_nifti(out / "masks" / f"{key}{_NIFTI}", np.transpose(hard, (2, 1, 0)), (px, py, sz))
     _save_npy(out / "store" / f"{key}_image.npy", prep.images.astype(np.float16))
     _save_npy(out / "store" / f"{key}_fractions.npy",
               np.round(prep.fractions[:, 1:] * 255).astype(np.uint8))

@@ -29,6 +29,7 @@ import json
 import random
 from pathlib import Path
 
+from orbitseg.constants import N_FOLDS
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import write_text_atomic
 from orbitseg.io.layout import list_cases
@@ -36,7 +37,6 @@ from orbitseg.io.layout import list_cases
 __all__ = ["SPLITS", "N_FOLDS", "make_splits", "read_splits", "fold_split", "split_patients"]
 
 SPLITS = "splits.json"
-N_FOLDS = 4
 VAL_FRACTION = 0.15
 
 
