@@ -55,9 +55,10 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -75,6 +76,10 @@ from orbitseg.train.data import (SliceSequences, derive_seed, epoch_indices, rea
 from orbitseg.model.losses import get_loss
 from orbitseg.train.scoring import choose_on_validation, cross_validation_metrics, score_test_fold
 from orbitseg.train.splits import N_FOLDS, fold_split, make_splits
+
+if TYPE_CHECKING:
+    from orbitseg.model.config import Preset, TrainingRecipe
+    from orbitseg.preprocess.pipeline import PreprocessConfig
 
 __all__ = ["train", "train_fold", "load_init", "validate", "LOOP_OPTIONS"]
 
@@ -97,11 +102,6 @@ LOOP_OPTIONS: dict[str, Any] = {
 
 
 # -- small helpers ------------------------------------------------------------------------------
-def _dist() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-
-
 def _git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     try:
@@ -157,10 +157,6 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
     torch.manual_seed(seed)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def _lr_lambda(schedule: str, warmup: int, epochs: int):
@@ -301,6 +297,448 @@ def _fmt_time(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+# -- distributed set-up: every torch.distributed call of the loop is in this section --------------
+def _dist() -> tuple[int, int, int]:
+    """``(world size, rank, local rank)`` as ``torchrun`` sets them; ``(1, 0, 0)`` for one plain process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+@dataclass(frozen=True)
+class _Distributed:
+    """The processes of a run and this process's device.
+
+    One plain process (``world == 1``) never touches ``torch.distributed``: every collective
+    below is then the identity.
+    """
+
+    world: int
+    rank: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def ddp(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0, the only process that writes files and prints."""
+        return self.rank == 0
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.ddp:
+            return obj
+        import torch.distributed as dist
+
+        holder = [obj]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (on :attr:`device`) summed over the ranks, in place."""
+        if self.ddp:
+            import torch.distributed as dist
+
+            dist.all_reduce(values)
+        return values
+
+    def barrier(self) -> None:
+        if self.ddp:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """``model`` under DistributedDataParallel (``model`` itself in one process)."""
+        if not self.ddp:
+            return model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+
+def _setup_distributed(device: str) -> _Distributed:
+    """Join the process group when ``torchrun`` started several processes, pick this rank's GPU,
+    and make the device's algorithms deterministic.
+
+    Parameters
+    ----------
+    device : ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (``"cuda"`` becomes ``cuda:LOCAL_RANK`` under DDP)
+    """
+    world, rank, local_rank = _dist()
+    if device.startswith("cuda"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        if device.startswith("cuda"):
+            device = f"cuda:{local_rank}"
+            torch.cuda.set_device(local_rank)
+    dev = torch.device(device)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return _Distributed(world, rank, local_rank, dev)
+
+
+def _teardown_distributed() -> None:
+    """Leave the process group :func:`_setup_distributed` joined (once, after the last fold)."""
+    if _dist()[0] > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# -- the state passed between the steps of a fold ----------------------------------------------
+@dataclass(frozen=True)
+class _Config:
+    """What a fold trains with: the preprocessing it reads, the preset with its overrides, the loop options."""
+
+    manifest: dict
+    pp: PreprocessConfig
+    cfg: Preset  # model and training recipe, overrides applied
+    opts: dict[str, Any]  # LOOP_OPTIONS with overrides applied
+    aug_params: AugmentParams
+    threads: int  # torch threads this process trains with
+
+    @property
+    def recipe(self) -> TrainingRecipe:
+        return self.cfg.training
+
+
+@dataclass(frozen=True)
+class _Fold:
+    """The fixed facts of one fold's run, known once its folder is ready."""
+
+    root: Path
+    fold: int
+    preset: str
+    seed: int
+    run: Path
+    conf: _Config
+    dist: _Distributed
+    log: Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The fold's training and validation sequences; its test cases are not among them."""
+
+    train: SliceSequences
+    val: SliceSequences
+    weights: np.ndarray  # sampling weight per training item
+
+
+@dataclass(frozen=True)
+class _Training:
+    """The network (never DDP-wrapped here) and what trains it."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class _Progress:
+    """Where the fold stands: what a resume restores and every epoch updates."""
+
+    start_epoch: int = 0  # epochs done before this call
+    best_metric: float = -math.inf  # best mean validation Dice so far
+    best_epoch: int = 0
+    history: list[dict] = field(default_factory=list)  # one log.csv row per epoch, every session
+    resumed: bool = False
+    init_report: dict | None = None  # load_init's report when the weights came from init_from
+    epoch_times: list[float] = field(default_factory=list)  # this call's epochs, for the time left
+
+
+@dataclass(frozen=True)
+class _EpochStats:
+    """One training epoch, summed over the ranks."""
+
+    loss: float  # mean loss per sequence
+    lr: float  # the learning rate the epoch ran with
+    steps: int
+    sequences: int
+
+
+# -- the steps of a fold -----------------------------------------------------------------------
+def _configure(root: Path, preset: str, epochs: int | None, batch_size: int | None,
+               overrides: dict | None) -> _Config:
+    """The preset with the overrides and ``epochs`` / ``batch_size`` applied, the loop options, and the
+    augmentation; checked against the preprocessed data.  Sets torch's thread count when asked."""
+    from orbitseg.model import get_preset
+
+    manifest, pp = read_manifest(root)
+    base = get_preset(preset)
+    m_over, r_over, opts = _split_overrides(overrides)
+    m_over.setdefault("input_size", pp.size)
+    m_over.setdefault("seq_len", pp.seq_len)
+    if m_over["input_size"] != pp.size or m_over["seq_len"] != pp.seq_len:
+        raise InputError(root / "preprocessed", f"was made with size {pp.size}, seq_len {pp.seq_len}; the model "
+                         f"asks {m_over['input_size']}, {m_over['seq_len']}")
+    if epochs is not None:
+        r_over["epochs"] = int(epochs)
+    if batch_size is not None:
+        r_over["batch_size"] = int(batch_size)
+    cfg = replace(base, model=replace(base.model, **m_over), training=replace(base.training, **r_over))
+    if opts["precision"] not in TRAIN_PRECISIONS:
+        raise ValueError(f"precision must be {' or '.join(TRAIN_PRECISIONS)} for training, got {opts['precision']!r}")
+    aug_params = (AugmentParams(**opts["augment"]) if isinstance(opts["augment"], dict)
+                  else AugmentParams() if opts["augment"] else AugmentParams.none())
+    if opts["threads"]:
+        torch.set_num_threads(int(opts["threads"]))
+    return _Config(manifest, pp, cfg, opts, aug_params, torch.get_num_threads())
+
+
+def _read_split(root: Path, fold: int, split_seed: int, overwrite_splits: bool,
+                dist: _Distributed) -> tuple[dict, dict]:
+    """``splits.json`` (made or checked by rank 0 alone, then sent to every rank) and fold ``fold``'s entry."""
+    splits = make_splits(root, seed=split_seed, overwrite=overwrite_splits) if dist.is_main else None
+    splits = dist.broadcast(splits)
+    return splits, fold_split(splits, fold)
+
+
+def _prepare_data(root: Path, conf: _Config, split: dict, log: Callable[[str], None]) -> _Data:
+    """The sequences of the split's ``train`` and ``val`` cases (the test cases are not read) and the
+    training items' sampling weights; split cases that were not preprocessed are named and left out."""
+    missing = [c for c in split["train"] + split["val"] + split["test"] if c not in conf.manifest["cases"]]
+    if missing:
+        log(f"warning: {len(missing)} case(s) of the split are not preprocessed and are left out: {missing[:8]}")
+    train_data = SliceSequences(vois_of_cases(root, conf.manifest, split["train"]), conf.pp.seq_len)
+    val_data = SliceSequences(vois_of_cases(root, conf.manifest, split["val"]), conf.pp.seq_len)
+    weights = slice_weights(train_data.presence(), conf.opts["sampler_muscle"], conf.opts["sampler_nerve"])
+    return _Data(train_data, val_data, weights)
+
+
+def _prepare_run_folder(run: Path, resume: bool, overwrite: bool, is_main: bool) -> None:
+    """Create the run folder; one that holds a run is refused unless resuming, and emptied for ``overwrite``."""
+    exists = holds_run(run)
+    if exists and not (resume or overwrite):
+        raise InputError(run, "already holds a training run (checkpoint_*.pt); pass resume to continue it or "
+                              "overwrite to start it again")
+    if is_main and exists and overwrite and not resume:
+        for name in RUN_FILES:
+            (run / name).unlink(missing_ok=True)
+        for name in RUN_DIRS:
+            shutil.rmtree(run / name, ignore_errors=True)
+    run.mkdir(parents=True, exist_ok=True)
+
+
+def _build_training(conf: _Config, seed: int, device: torch.device, log: Callable[[str], None]) -> _Training:
+    """Seed every RNG, then build the network on ``device``, its optimiser, learning-rate schedule and loss."""
+    from orbitseg.model import build_model, describe
+
+    _seed_all(seed)  # the initial weights depend on the seed alone
+    model = build_model(conf.cfg.model).to(device)
+    log(describe(model))
+    recipe = conf.recipe
+    optimizer = _make_optimizer(model, recipe)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(recipe.schedule, recipe.warmup_epochs, recipe.epochs))
+    return _Training(model, optimizer, scheduler, get_loss(recipe.loss))
+
+
+def _resume_or_init(tr: _Training, conf: _Config, run: Path, resume: bool, init_from: str | Path | None,
+                    log: Callable[[str], None]) -> _Progress:
+    """Restore ``checkpoint_last.pt`` (weights, optimiser, schedule, RNG states, history) when resuming
+    and there is one; else load ``init_from``'s matching tensors when given; else keep the seeded weights.
+
+    Raises
+    ------
+    InputError : the checkpoint was trained with another model configuration or precision.
+    """
+    last = run / CHECKPOINT_LAST
+    state = _Progress()
+    if resume and last.exists():
+        ck = load_checkpoint(last, map_location="cpu")
+        if ck.get("preset", {}).get("model") != asdict(conf.cfg)["model"]:
+            raise InputError(last, "was trained with another model configuration; resume with the same preset "
+                                   "and overrides, or start a new run (overwrite / another out folder)")
+        if ck.get("precision", "float32") != conf.opts["precision"]:
+            raise InputError(last, f"was trained in {ck.get('precision', 'float32')}; resume with that precision "
+                                   "(a run keeps one arithmetic, so that its record says how it was made)")
+        tr.model.load_state_dict(ck["model"])
+        tr.optimizer.load_state_dict(ck["optimizer"])
+        tr.scheduler.load_state_dict(ck["scheduler"])
+        _set_rng_state(ck["rng"])
+        state.start_epoch, state.best_metric, state.best_epoch = (int(ck["epoch"]), float(ck["best_metric"]),
+                                                                  int(ck["best_epoch"]))
+        state.history = list(ck["history"])
+        state.resumed = True
+        # the schedule is a pure function of the epoch: recompute it for the (possibly longer) recipe
+        recipe = conf.recipe
+        tr.scheduler.lr_lambdas = [_lr_lambda(recipe.schedule, recipe.warmup_epochs, recipe.epochs)]
+        for grp, base_lr in zip(tr.optimizer.param_groups, tr.scheduler.base_lrs):
+            grp["lr"] = base_lr * tr.scheduler.lr_lambdas[0](state.start_epoch)
+        log(f"resuming from {last} after epoch {state.start_epoch}")
+    elif init_from is not None:
+        state.init_report = load_init(tr.model, init_from, log=log)
+    elif resume:
+        log(f"nothing to resume in {run}; starting a new run")
+    return state
+
+
+def _write_run_json(ctx: _Fold, splits: dict, split: dict, state: _Progress, model: nn.Module, *, workers: int,
+                    overrides: dict | None, init_from: str | Path | None) -> None:
+    """Write ``run.json`` for a new run, or append this call to a resumed run's ``resumes``."""
+    conf = ctx.conf
+    rj = ctx.run / RUN_JSON
+    entry = {"argv": list(sys.argv), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_epoch": state.start_epoch,
+             "epochs": conf.recipe.epochs}  # a resume with more epochs re-shapes the schedule: export's recreate needs it
+    if state.resumed and rj.exists():
+        info = json.loads(rj.read_text(encoding="utf-8"))
+        info.setdefault("resumes", []).append(entry)
+        info["recipe_now"] = asdict(conf.recipe)
+    else:
+        info = {
+            "dataset": str(ctx.root.resolve()), "fold": ctx.fold, "preset_name": ctx.preset,
+            "preset": asdict(conf.cfg), "preprocess": conf.pp.to_dict(), "seed": ctx.seed,
+            "split_seed": splits["seed"],
+            "options": {**conf.opts, "augment": conf.aug_params.to_dict(), "workers": workers,
+                        "device": str(ctx.dist.device), "world_size": ctx.dist.world, "threads": conf.threads,
+                        "deterministic": True},
+            "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in (overrides or {}).items()},
+            "init_from": None if init_from is None else str(init_from), "init_report": state.init_report,
+            "versions": _versions(), "git_commit": _git_commit(),
+            "split": {k: split[k] for k in ("train", "val", "test", "train_patients", "val_patients",
+                                             "test_patients")},
+            "command": list(sys.argv), "started": entry["time"], "parameters": sum(
+                p.numel() for p in model.parameters()),
+        }
+    write_text_atomic(rj, json.dumps(info, indent=1, default=str) + "\n")
+
+
+def _kill_point() -> tuple[int, int] | None:
+    """``(epoch, step)`` of the ``ORBITSEG_TRAIN_KILL_AT="E:S"`` testing hook, 1-based, or None."""
+    kill_at = os.environ.get("ORBITSEG_TRAIN_KILL_AT")
+    return tuple(int(v) for v in kill_at.split(":")) if kill_at else None
+
+
+def _train_epoch(ctx: _Fold, model: nn.Module, tr: _Training, data: _Data, epoch: int, *, workers: int,
+                 progress: bool) -> _EpochStats:
+    """Train epoch ``epoch`` (0-based) on this rank's shard of the epoch's draw of training items,
+    then step the schedule.
+
+    The draw and the augmentation come from generators seeded by ``(seed, epoch)``, so a resumed
+    run redoes an interrupted epoch exactly.  ``model`` is the DDP-wrapped network under DDP.
+    """
+    conf, dist, dev = ctx.conf, ctx.dist, ctx.dist.device
+    opts, recipe = conf.opts, conf.recipe
+    per_rank_batch = max(1, recipe.batch_size // dist.world)
+    idx = epoch_indices(data.weights, int(opts["epoch_size"] or len(data.train)), ctx.seed, epoch,
+                        rank=dist.rank, world_size=dist.world)
+    n_steps = max(1, len(idx) // per_rank_batch)
+    if opts["max_steps_per_epoch"]:
+        n_steps = min(n_steps, int(opts["max_steps_per_epoch"]))
+    idx = idx[:n_steps * per_rank_batch]
+    loader = torch.utils.data.DataLoader(data.train, batch_size=per_rank_batch, sampler=idx,
+                                         num_workers=workers, pin_memory=dev.type == "cuda",
+                                         persistent_workers=False)
+    gen = torch.Generator().manual_seed(derive_seed(ctx.seed, epoch, 2))
+    kill = _kill_point()
+    model.train()
+    total, count = 0.0, 0
+    bar = None
+    if progress and dist.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}", unit="batch", leave=False)
+    for step, (x, y) in enumerate(loader):
+        if kill is not None and kill == (epoch + 1, step + 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        x, y = augment(x, y, gen, conf.aug_params)
+        tr.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=opts["precision"] == "bfloat16"):
+            logits = model(x)
+        loss = tr.loss_fn(logits.float(), y)
+        loss.backward()
+        tr.optimizer.step()
+        total += float(loss.detach()) * x.shape[0]
+        count += x.shape[0]
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+    if bar is not None:
+        bar.close()
+    summed = dist.sum(torch.tensor([total, count], dtype=torch.float64, device=dev))
+    total, count = float(summed[0]), int(summed[1])
+    lr = tr.optimizer.param_groups[0]["lr"]
+    tr.scheduler.step()
+    return _EpochStats(total / max(count, 1), lr, n_steps, count)
+
+
+def _validate_and_checkpoint(ctx: _Fold, tr: _Training, data: _Data, state: _Progress, stats: _EpochStats,
+                             epoch: int, t0: float) -> None:
+    """Score the validation cases, keep the best epoch by their mean Dice, and (rank 0) write the
+    checkpoints, ``log.csv`` and ``curves.png``; print the epoch's line.  Only validation metrics
+    choose the checkpoint."""
+    conf, dev = ctx.conf, ctx.dist.device
+    val = validate(tr.model, data.val, dev, conf.opts["val_batch_size"])
+    vals = [v for v in val.values() if not math.isnan(v)]
+    mean = float(np.mean(vals)) if vals else 0.0
+    is_best = mean > state.best_metric
+    if is_best:
+        state.best_metric, state.best_epoch = mean, epoch + 1
+    sec = time.time() - t0
+    state.epoch_times.append(sec)
+    state.history.append({"epoch": epoch + 1, "train_loss": stats.loss, "lr": stats.lr,
+                          **{f"val_dice_{SHORT_NAMES[s]}": val[s] for s in STRUCTURES}, "val_dice_mean": mean,
+                          "best": int(is_best), "steps": stats.steps, "sequences": stats.sequences,
+                          "seconds": round(sec, 3)})
+    if ctx.dist.is_main:
+        seed = ctx.seed
+        ck = training_checkpoint(
+            epoch=epoch + 1, model=tr.model.state_dict(), optimizer=tr.optimizer.state_dict(),
+            scheduler=tr.scheduler.state_dict(), rng=_rng_state(),
+            generators={"sample_seed": derive_seed(seed, epoch, 1), "augment_seed": derive_seed(seed, epoch, 2),
+                        "rule": "per epoch e: derive_seed(seed, e, 1) sampling, derive_seed(seed, e, 2) augment"},
+            best_metric=state.best_metric, best_epoch=state.best_epoch, history=state.history,
+            preset=asdict(conf.cfg), preset_name=ctx.preset, preprocess=conf.pp.to_dict(), seed=seed, fold=ctx.fold,
+            precision=conf.opts["precision"])
+        if is_best:
+            save_checkpoint(ck, ctx.run / CHECKPOINT_BEST)
+        save_checkpoint(ck, ctx.run / CHECKPOINT_LAST)
+        _write_log(ctx.run, state.history)
+        try:
+            _write_curves(ctx.run, state.history, f"{ctx.preset} fold {ctx.fold}")
+        except Exception as exc:  # noqa: BLE001 - a plot must never stop training
+            ctx.log(f"warning: curves.png not written ({type(exc).__name__}: {exc})")
+    epochs = conf.recipe.epochs
+    left = (epochs - epoch - 1) * float(np.mean(state.epoch_times[-5:]))
+    dice_txt = "  ".join(f"{SHORT_NAMES[s]} {val[s]:.3f}" for s in STRUCTURES)
+    ctx.log(f"epoch {epoch + 1:>4}/{epochs}  loss {stats.loss:.4f}  val Dice {dice_txt}  "
+            f"mean {mean:.3f}{' *' if is_best else '  '}  {sec:6.1f} s/epoch ({stats.sequences / sec:.1f} seq/s)  "
+            f"ETA {_fmt_time(left)}")
+
+
+def _finish(ctx: _Fold, split: dict, state: _Progress, t_start: float) -> None:
+    """Rank 0, after the last epoch: choose the post-processing on the *validation* cases, segment and
+    score the *test* cases with the best checkpoint (:mod:`orbitseg.train.scoring`), and write
+    ``run.json``'s ``result``."""
+    opts, run, dev = ctx.conf.opts, ctx.run, ctx.dist.device
+    best_path = run / CHECKPOINT_BEST
+    # train_seconds: every epoch's time, summed across resumes; session_seconds: this call only
+    result = {"best_epoch": state.best_epoch, "best_val_dice": state.best_metric, "epochs": len(state.history),
+              "train_seconds": round(sum(float(h["seconds"]) for h in state.history), 1),
+              "session_seconds": round(time.time() - t_start, 1)}
+    choice = None
+    if opts["postprocess"] and split["val"] and best_path.exists():
+        choice = choose_on_validation(ctx.root, run, split["val"], dev, ctx.log)
+        result["postprocess"] = choice["rules"]
+    if opts["evaluate_test"] and split["test"] and best_path.exists():
+        result["test"] = score_test_fold(ctx.root, run, split["test"], dev, opts["surface"], ctx.log, choice)
+    rj = run / RUN_JSON
+    info = json.loads(rj.read_text(encoding="utf-8"))
+    info["result"] = result
+    write_text_atomic(rj, json.dumps(info, indent=1, default=str) + "\n")
+
+
 # -- the fold ----------------------------------------------------------------------------------
 def train_fold(
     dataset: str | Path,
@@ -352,269 +790,46 @@ def train_fold(
     InputError : no preprocessed data, a run already in ``out`` (without resume/overwrite),
         a resumed run with another model configuration, a splits.json made otherwise
     """
-    from orbitseg.model import build_model, describe, get_preset
-
     t_start = time.time()
     root = Path(dataset)
-    world, rank, local_rank = _dist()
-    is_main = rank == 0
+    is_main = _dist()[1] == 0
 
     def log(msg: str) -> None:
         if progress and is_main:
             print(msg, flush=True)
 
-    # ---- configuration
-    manifest, pp = read_manifest(root)
-    base = get_preset(preset)
-    m_over, r_over, opts = _split_overrides(overrides)
-    m_over.setdefault("input_size", pp.size)
-    m_over.setdefault("seq_len", pp.seq_len)
-    if m_over["input_size"] != pp.size or m_over["seq_len"] != pp.seq_len:
-        raise InputError(root / "preprocessed", f"was made with size {pp.size}, seq_len {pp.seq_len}; the model "
-                         f"asks {m_over['input_size']}, {m_over['seq_len']}")
-    if epochs is not None:
-        r_over["epochs"] = int(epochs)
-    if batch_size is not None:
-        r_over["batch_size"] = int(batch_size)
-    cfg = replace(base, model=replace(base.model, **m_over), training=replace(base.training, **r_over))
-    recipe = cfg.training
-    if opts["precision"] not in TRAIN_PRECISIONS:
-        raise ValueError(f"precision must be {' or '.join(TRAIN_PRECISIONS)} for training, got {opts['precision']!r}")
-    aug_params = (AugmentParams(**opts["augment"]) if isinstance(opts["augment"], dict)
-                  else AugmentParams() if opts["augment"] else AugmentParams.none())
-    if opts["threads"]:
-        torch.set_num_threads(int(opts["threads"]))
-    threads = torch.get_num_threads()
-
-    # ---- distributed
-    ddp = world > 1
-    if device.startswith("cuda"):
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-    if ddp:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-        if device.startswith("cuda"):
-            device = f"cuda:{local_rank}"
-            torch.cuda.set_device(local_rank)
-    dev = torch.device(device)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-    # ---- split and data
-    splits = make_splits(root, seed=seed if split_seed is None else split_seed,
-                                  overwrite=overwrite_splits) if is_main else None
-    if ddp:
-        import torch.distributed as dist
-
-        holder = [splits]
-        dist.broadcast_object_list(holder, src=0)
-        splits = holder[0]
-    split = fold_split(splits, fold)
+    conf = _configure(root, preset, epochs, batch_size, overrides)
+    dist = _setup_distributed(device)
+    splits, split = _read_split(root, fold, seed if split_seed is None else split_seed, overwrite_splits, dist)
     if init_from is not None and Path(init_from).is_dir():  # a model or run folder: each fold from its own fold
         init_from = _per_fold_init(Path(init_from), fold, split)
-    missing = [c for c in split["train"] + split["val"] + split["test"] if c not in manifest["cases"]]
-    if missing:
-        log(f"warning: {len(missing)} case(s) of the split are not preprocessed and are left out: {missing[:8]}")
-    train_data = SliceSequences(vois_of_cases(root, manifest, split["train"]), pp.seq_len)
-    val_data = SliceSequences(vois_of_cases(root, manifest, split["val"]), pp.seq_len)
-    weights = slice_weights(train_data.presence(), opts["sampler_muscle"], opts["sampler_nerve"])
-
-    # ---- run folder
+    data = _prepare_data(root, conf, split, log)
     run = Path(out) if out is not None else run_dir_of(root, preset, fold)
-    last, best_path = run / CHECKPOINT_LAST, run / CHECKPOINT_BEST
-    exists = holds_run(run)
-    if exists and not (resume or overwrite):
-        raise InputError(run, "already holds a training run (checkpoint_*.pt); pass resume to continue it or "
-                              "overwrite to start it again")
-    if is_main and exists and overwrite and not resume:
-        for name in RUN_FILES:
-            (run / name).unlink(missing_ok=True)
-        for name in RUN_DIRS:
-            shutil.rmtree(run / name, ignore_errors=True)
-    run.mkdir(parents=True, exist_ok=True)
+    _prepare_run_folder(run, resume, overwrite, dist.is_main)
+    ctx = _Fold(root, fold, preset, seed, run, conf, dist, log)
 
-    # ---- model, optimiser, schedule
-    _seed_all(seed)
-    model = build_model(cfg.model).to(dev)
-    log(f"fold {fold} of {root} - preset {preset!r}, device {dev}, {threads} thread(s)"
-        + (f", {world} processes" if ddp else ""))
-    log(describe(model))
-    optimizer = _make_optimizer(model, recipe)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(recipe.schedule, recipe.warmup_epochs, recipe.epochs))
-    loss_fn = get_loss(recipe.loss)
+    log(f"fold {fold} of {root} - preset {preset!r}, device {dist.device}, {conf.threads} thread(s)"
+        + (f", {dist.world} processes" if dist.ddp else ""))
+    tr = _build_training(conf, seed, dist.device, log)
+    state = _resume_or_init(tr, conf, run, resume, init_from, log)
+    if dist.is_main:
+        _write_run_json(ctx, splits, split, state, tr.model, workers=workers, overrides=overrides,
+                        init_from=init_from)
 
-    start_epoch, best_metric, best_epoch, history = 0, -math.inf, 0, []
-    init_report = None
-    resumed = resume and last.exists()
-    if resumed:
-        ck = load_checkpoint(last, map_location="cpu")
-        if ck.get("preset", {}).get("model") != asdict(cfg)["model"]:
-            raise InputError(last, "was trained with another model configuration; resume with the same preset "
-                                   "and overrides, or start a new run (overwrite / another out folder)")
-        if ck.get("precision", "float32") != opts["precision"]:
-            raise InputError(last, f"was trained in {ck.get('precision', 'float32')}; resume with that precision "
-                                   "(a run keeps one arithmetic, so that its record says how it was made)")
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        _set_rng_state(ck["rng"])
-        start_epoch, best_metric, best_epoch = int(ck["epoch"]), float(ck["best_metric"]), int(ck["best_epoch"])
-        history = list(ck["history"])
-        # the schedule is a pure function of the epoch: recompute it for the (possibly longer) recipe
-        scheduler.lr_lambdas = [_lr_lambda(recipe.schedule, recipe.warmup_epochs, recipe.epochs)]
-        for grp, base_lr in zip(optimizer.param_groups, scheduler.base_lrs):
-            grp["lr"] = base_lr * scheduler.lr_lambdas[0](start_epoch)
-        log(f"resuming from {last} after epoch {start_epoch}")
-    elif init_from is not None:
-        init_report = load_init(model, init_from, log=log)
-    elif resume:
-        log(f"nothing to resume in {run}; starting a new run")
-
-    # ---- run.json
-    if is_main:
-        rj = run / RUN_JSON
-        entry = {"argv": list(sys.argv), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_epoch": start_epoch,
-                 "epochs": recipe.epochs}  # a resume with more epochs re-shapes the schedule: export's recreate needs it
-        if resumed and rj.exists():
-            info = json.loads(rj.read_text(encoding="utf-8"))
-            info.setdefault("resumes", []).append(entry)
-            info["recipe_now"] = asdict(recipe)
-        else:
-            info = {
-                "dataset": str(root.resolve()), "fold": fold, "preset_name": preset, "preset": asdict(cfg),
-                "preprocess": pp.to_dict(), "seed": seed, "split_seed": splits["seed"],
-                "options": {**opts, "augment": aug_params.to_dict(), "workers": workers, "device": str(dev),
-                            "world_size": world, "threads": threads,
-                            "deterministic": True},
-                "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in (overrides or {}).items()},
-                "init_from": None if init_from is None else str(init_from), "init_report": init_report,
-                "versions": _versions(), "git_commit": _git_commit(),
-                "split": {k: split[k] for k in ("train", "val", "test", "train_patients", "val_patients",
-                                                 "test_patients")},
-                "command": list(sys.argv), "started": entry["time"], "parameters": sum(
-                    p.numel() for p in model.parameters()),
-            }
-        write_text_atomic(rj, json.dumps(info, indent=1, default=str) + "\n")
-
-    if ddp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    net = _unwrap(model)
-
-    # ---- epochs
-    n_draw = int(opts["epoch_size"] or len(train_data))
-    per_rank_batch = max(1, recipe.batch_size // world)
-    kill_at = os.environ.get("ORBITSEG_TRAIN_KILL_AT")
-    kill = tuple(int(v) for v in kill_at.split(":")) if kill_at else None
-    epoch_times: list[float] = []
-    log(f"{len(split['train'])} training cases ({len(train_data)} slices), {len(split['val'])} validation cases "
-        f"({len(val_data)} slices), {len(split['test'])} test cases; {recipe.epochs} epochs of {n_draw} sequences, "
-        f"batch {recipe.batch_size}")
-    for epoch in range(start_epoch, recipe.epochs):
+    model = dist.wrap(tr.model)
+    recipe = conf.recipe
+    log(f"{len(split['train'])} training cases ({len(data.train)} slices), {len(split['val'])} validation cases "
+        f"({len(data.val)} slices), {len(split['test'])} test cases; {recipe.epochs} epochs of "
+        f"{int(conf.opts['epoch_size'] or len(data.train))} sequences, batch {recipe.batch_size}")
+    for epoch in range(state.start_epoch, recipe.epochs):
         t0 = time.time()
-        idx = epoch_indices(weights, n_draw, seed, epoch, rank=rank, world_size=world)
-        n_steps = max(1, len(idx) // per_rank_batch)
-        if opts["max_steps_per_epoch"]:
-            n_steps = min(n_steps, int(opts["max_steps_per_epoch"]))
-        idx = idx[:n_steps * per_rank_batch]
-        loader = torch.utils.data.DataLoader(train_data, batch_size=per_rank_batch, sampler=idx,
-                                             num_workers=workers, pin_memory=dev.type == "cuda",
-                                             persistent_workers=False)
-        gen = torch.Generator().manual_seed(derive_seed(seed, epoch, 2))
-        model.train()
-        total, count = 0.0, 0
-        bar = None
-        if progress and is_main:
-            from tqdm import tqdm
+        stats = _train_epoch(ctx, model, tr, data, epoch, workers=workers, progress=progress)
+        _validate_and_checkpoint(ctx, tr, data, state, stats, epoch, t0)
+    dist.barrier()
 
-            bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}", unit="batch", leave=False)
-        for step, (x, y) in enumerate(loader):
-            if kill is not None and kill == (epoch + 1, step + 1):
-                os.kill(os.getpid(), signal.SIGKILL)
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            x, y = augment(x, y, gen, aug_params)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=opts["precision"] == "bfloat16"):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * x.shape[0]
-            count += x.shape[0]
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{total / count:.4f}")
-        if bar is not None:
-            bar.close()
-        if ddp:
-            import torch.distributed as dist
-
-            t = torch.tensor([total, count], dtype=torch.float64, device=dev)
-            dist.all_reduce(t)
-            total, count = float(t[0]), int(t[1])
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        val = validate(net, val_data, dev, opts["val_batch_size"])
-        vals = [v for v in val.values() if not math.isnan(v)]
-        mean = float(np.mean(vals)) if vals else 0.0
-        is_best = mean > best_metric
-        if is_best:
-            best_metric, best_epoch = mean, epoch + 1
-        sec = time.time() - t0
-        epoch_times.append(sec)
-        history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1), "lr": lr,
-                        **{f"val_dice_{SHORT_NAMES[s]}": val[s] for s in STRUCTURES}, "val_dice_mean": mean,
-                        "best": int(is_best), "steps": n_steps, "sequences": count, "seconds": round(sec, 3)})
-        if is_main:
-            ck = training_checkpoint(
-                epoch=epoch + 1, model=net.state_dict(), optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(), rng=_rng_state(),
-                generators={"sample_seed": derive_seed(seed, epoch, 1), "augment_seed": derive_seed(seed, epoch, 2),
-                            "rule": "per epoch e: derive_seed(seed, e, 1) sampling, derive_seed(seed, e, 2) augment"},
-                best_metric=best_metric, best_epoch=best_epoch, history=history, preset=asdict(cfg),
-                preset_name=preset, preprocess=pp.to_dict(), seed=seed, fold=fold, precision=opts["precision"])
-            if is_best:
-                save_checkpoint(ck, best_path)
-            save_checkpoint(ck, last)
-            _write_log(run, history)
-            try:
-                _write_curves(run, history, f"{preset} fold {fold}")
-            except Exception as exc:  # noqa: BLE001 - a plot must never stop training
-                log(f"warning: curves.png not written ({type(exc).__name__}: {exc})")
-        left = (recipe.epochs - epoch - 1) * float(np.mean(epoch_times[-5:]))
-        dice_txt = "  ".join(f"{SHORT_NAMES[s]} {val[s]:.3f}" for s in STRUCTURES)
-        log(f"epoch {epoch + 1:>4}/{recipe.epochs}  loss {total / max(count, 1):.4f}  val Dice {dice_txt}  "
-            f"mean {mean:.3f}{' *' if is_best else '  '}  {sec:6.1f} s/epoch ({count / sec:.1f} seq/s)  "
-            f"ETA {_fmt_time(left)}")
-    if ddp:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-    # ---- test fold
-    if is_main:
-        # train_seconds: every epoch's time, summed across resumes; session_seconds: this call only
-        result = {"best_epoch": best_epoch, "best_val_dice": best_metric, "epochs": len(history),
-                  "train_seconds": round(sum(float(h["seconds"]) for h in history), 1),
-                  "session_seconds": round(time.time() - t_start, 1)}
-        choice = None
-        if opts["postprocess"] and split["val"] and best_path.exists():
-            choice = choose_on_validation(root, run, split["val"], dev, log)
-            result["postprocess"] = choice["rules"]
-        if opts["evaluate_test"] and split["test"] and best_path.exists():
-            result["test"] = score_test_fold(root, run, split["test"], dev, opts["surface"], log, choice)
-        rj = run / RUN_JSON
-        info = json.loads(rj.read_text(encoding="utf-8"))
-        info["result"] = result
-        write_text_atomic(rj, json.dumps(info, indent=1, default=str) + "\n")
-    if ddp:
-        import torch.distributed as dist
-
-        dist.barrier()
+    if dist.is_main:
+        _finish(ctx, split, state, t_start)
+    dist.barrier()
     return run
 
 
@@ -644,13 +859,8 @@ def train(
     runs = []
     for k, o in zip(folds, outs):
         runs.append(train_fold(dataset, k, out=o, **kwargs))
-    world, rank, _ = _dist()
     opts = kwargs.get("overrides") or {}
-    if len(folds) > 1 and rank == 0 and opts.get("evaluate_test", True):
+    if len(folds) > 1 and _dist()[1] == 0 and opts.get("evaluate_test", True):
         cross_validation_metrics(Path(dataset), runs, kwargs.get("progress", True), opts.get("surface", True))
-    if world > 1:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    _teardown_distributed()
     return runs
