@@ -60,6 +60,13 @@ def _check_prior(probabilities, shape: tuple[int, ...]) -> np.ndarray | None:
     return p
 
 
+def _check_inputs(image, mask, labels, spacing, probabilities):
+    """The checked (image, mask, labels, spacing, prior) every slab tool starts from."""
+    img = _check_image(image)
+    return (img, _check_slab("mask", mask, img.shape), check_labels(labels), check_spacing(spacing, 3),
+            _check_prior(probabilities, img.shape))
+
+
 def smart_fill_slab(image, mask, strokes, *, spacing: Sequence[float], labels: Sequence[int],
                     probabilities=None) -> np.ndarray:
     """SmartFill of the page: fill ``labels`` on a slab from its strokes, one cut per group of strokes.
@@ -102,12 +109,8 @@ def smart_fill_slab(image, mask, strokes, *, spacing: Sequence[float], labels: S
     ValueError
         On inputs :func:`smart_fill` refuses (shapes, values, spacing).
     """
-    img = _check_image(image)
-    labs = check_labels(labels)
-    sp = check_spacing(spacing, 3)
-    mask = _check_slab("mask", mask, img.shape)
+    img, mask, labs, sp, prior = _check_inputs(image, mask, labels, spacing, probabilities)
     strokes = _check_slab("strokes", strokes, img.shape)
-    prior = _check_prior(probabilities, img.shape)
     if not strokes.any():  # no strokes: grow from the labels already drawn
         strokes = np.where(np.isin(mask, labs), mask, strokes).astype(np.uint8)
     # background strokes alone correct the labels already drawn (SmartFill's keep_weight)
@@ -163,11 +166,7 @@ def auto_correct_slab(image, mask, *, spacing: Sequence[float], labels: Sequence
     ValueError
         On inputs :func:`auto_correct` refuses (shapes, values, spacing).
     """
-    img = _check_image(image)
-    labs = check_labels(labels)
-    sp = check_spacing(spacing, 3)
-    mask = _check_slab("mask", mask, img.shape)
-    prior = _check_prior(probabilities, img.shape)
+    img, mask, labs, sp, prior = _check_inputs(image, mask, labels, spacing, probabilities)
     out = mask.astype(np.uint8)  # a copy
     if not np.isin(mask, labs).any():
         return out
