@@ -124,6 +124,37 @@ def test_non_ct_is_refused_by_name_and_others_go_on(run_dir, inputs, tmp_path, c
     assert not (out / "mr.nii.gz").exists()
 
 
+def test_refused_scans_between_good_ones_are_named_and_the_others_go_on(run_dir, inputs, tmp_path, capsys):
+    """A folder where bad scans sit between good ones (sorted order: a, b, c, d, e): an MR-like volume
+    (not CT) and a truncated NIfTI (unreadable).  Every good scan is segmented and measured, each bad one
+    is named on stderr, nothing is written for it, and the exit code is 1 (issue 24: a `break` in place of
+    the loop's `continue` stopped at the first bad scan and no test saw it)."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    good = inputs / "scans" / "flipped.nii.gz"
+    data = good.read_bytes()
+    for name in ("a_good.nii.gz", "c_good.nii.gz", "e_good.nii.gz"):
+        (folder / name).write_bytes(data)
+    (folder / "b_mr.nrrd").write_bytes((inputs / "bad" / "mr.nrrd").read_bytes())
+    (folder / "d_truncated.nii.gz").write_bytes(data[: len(data) // 2])
+    assert [i.case_id for i in find_inputs(folder)] == ["a_good", "b_mr", "c_good", "d_truncated", "e_good"]
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), str(out), "--model", str(run_dir)]) == 1
+    captured = capsys.readouterr()
+    refused = [line for line in captured.err.splitlines() if line.startswith("orbitseg predict: refused:")]
+    assert len(refused) == 2, captured.err
+    assert "b_mr.nrrd" in refused[0] and "CT" in refused[0]
+    assert "d_truncated.nii.gz" in refused[1] and "truncated" in refused[1]
+    assert "segmented 3 scan(s)" in captured.out
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["a_good.nii.gz", "c_good.nii.gz", "e_good.nii.gz"]
+    first = read_label(out / "a_good.nii.gz").array
+    for name in ("c_good", "e_good"):  # the same scan after a refused one: segmented the same way
+        np.testing.assert_array_equal(read_label(out / f"{name}.nii.gz").array, first)
+    with open(out / "measurements.csv") as fh:
+        assert sorted({r["case"] for r in csv.DictReader(fh)}) == ["a_good", "c_good", "e_good"]
+    assert sorted(json.loads((out / "prediction.json").read_text())["cases"]) == ["a_good", "c_good", "e_good"]
+
+
 def test_model_resolution(run_dir, tmp_path):
     assert model_checkpoints(run_dir) == [run_dir / "fold_0" / "checkpoint_best.pt"]
     assert model_checkpoints(run_dir / "fold_0") == [run_dir / "fold_0" / "checkpoint_best.pt"]
