@@ -183,6 +183,13 @@ def _host_name(value: str) -> str:
     return v.rsplit(":", 1)[0] if v.count(":") == 1 else v
 
 
+def _same_origin(origin: str, host: str) -> bool:
+    """Whether the Origin header names this server itself: same host name and port as the Host header
+    (``null`` and any other port, loopback included, are foreign)."""
+    netloc = origin.split("://", 1)[-1].split("/", 1)[0].lower()
+    return "://" in origin and netloc == host.lower()
+
+
 def _prior_header(prior: np.ndarray | None) -> dict:
     """Tells the page whether a tool ran with the network's probabilities."""
     return {"X-Orbitseg-Prior": "none" if prior is None else "network"}
@@ -293,10 +300,11 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             if host not in allowed:
                 return _err(400, "bad_host", f"this server answers only to {', '.join(sorted(allowed))}, not {host!r}; "
                             "open the address `orbitseg label` printed (or start it with --host)")
-            origin = request.headers.get("origin")
-            if request.method not in ("GET", "HEAD") and origin and _host_name(origin) not in allowed:
-                return _err(403, "bad_origin", f"requests from {origin} may not change labels here; "
-                            "use the page this server serves")
+        origin = request.headers.get("origin")
+        if request.method not in ("GET", "HEAD") and origin and not _same_origin(origin, request.headers.get("host", "")):
+            # another site, or another local server (any loopback port), may not change labels here
+            return _err(403, "bad_origin", f"requests from {origin} may not change labels here; "
+                        "use the page this server serves")
         n = request.headers.get("content-length")
         if n is not None and n.isdigit() and int(n) > MAX_BODY_BYTES:
             return _err(413, "too_large", f"request body of {n} bytes exceeds the limit of {MAX_BODY_BYTES} bytes")
