@@ -236,6 +236,64 @@ def test_save_history_and_conflict(client, dataset):
     _is_json_error(client.put(f"/api/cases/{CASE}/label", content=other.tobytes()), 422)  # no base
 
 
+def test_concurrent_saves_of_one_case_let_exactly_one_through(dataset, monkeypatch):
+    """Four tabs save the same case at the same moment, all from the same base version: the per-case
+    lock of the store lets exactly one through (200) and refuses the others (409, naming the winner's
+    version); the file is one submitted volume, whole; the history holds the one version it replaced.
+    Reading the file's version is slowed inside the store's critical section so that the saves would
+    overlap there without the lock (issue 24: removing the lock passed every test before)."""
+    import threading
+    import time
+
+    from orbitseg.app import store as store_module
+
+    real_token = store_module._file_token
+
+    def slow_token(path):
+        token = real_token(path)
+        time.sleep(0.3)  # between the version check and the write: the window a missing lock leaves open
+        return token
+
+    monkeypatch.setattr(store_module, "_file_token", slow_token)
+    client = TestClient(create_app(dataset), raise_server_exceptions=False, base_url="http://127.0.0.1:8000")
+    v0 = client.get(f"/api/cases/{CASE}").json()["version"]
+    gt = _canon_label(dataset)
+    volumes = []
+    for i in range(4):  # each tab's edit differs from the ground truth and from the others'
+        v = gt.copy()
+        v[2 * i: 2 * i + 2, :6, :6] = i % 3 + 1
+        volumes.append(v)
+    barrier = threading.Barrier(len(volumes))
+    responses: list = [None] * len(volumes)
+
+    def save(i):
+        body = gzip.compress(volumes[i].tobytes())
+        barrier.wait()
+        responses[i] = client.put(f"/api/cases/{CASE}/label?base={v0}", content=body,
+                                  headers={"content-encoding": "gzip"})
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(len(volumes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    codes = [r.status_code for r in responses]
+    assert sorted(codes) == [200, 409, 409, 409], [(r.status_code, r.text[:200]) for r in responses]
+    winner = codes.index(200)
+    won = responses[winner].json()
+    for r in responses:
+        if r.status_code == 409:
+            assert r.json()["error"] == "conflict" and r.json()["current"] == won["version"], r.json()
+    # the file holds the winner's volume, whole, on the scan's own grid
+    np.testing.assert_array_equal(_canon_label(dataset), volumes[winner])
+    assert real_token(dataset / "labelsTr" / f"{CASE}.nii.gz") == won["version"]
+    # the history holds exactly the version the winner replaced: the ground truth
+    hist = client.get(f"/api/cases/{CASE}/history").json()["versions"]
+    assert [h["name"] for h in hist] == [won["previous"]]
+    r = client.get(f"/api/cases/{CASE}/history/{won['previous']}")
+    np.testing.assert_array_equal(np.frombuffer(r.content, np.uint8).reshape(gt.shape), gt)
+
+
 def test_first_save_and_status(client, dataset):
     (dataset / "labelsTr" / f"{CASE}.nii.gz").unlink()
     body = _is_json_error(client.post(f"/api/cases/{CASE}/status", json={"status": "done"}), 409)
@@ -384,6 +442,12 @@ def test_foreign_host_and_origin_are_refused(client, dataset):
     _is_json_error(client.post(f"/api/cases/{CASE}/status", json={"status": "done"},
                                headers={"origin": "http://evil.example"}), 403)
     assert client.get("/api/info", headers={"origin": "http://evil.example"}).status_code == 200  # reads: CORS applies
+    # another local server (loopback, other port) or an opaque origin may not write either; the page's own may
+    for foreign in ("http://127.0.0.1:9999", "http://localhost:8000", "null"):
+        _is_json_error(client.post(f"/api/cases/{CASE}/status", json={"status": "done"},
+                                   headers={"origin": foreign}), 403)
+    assert client.post(f"/api/cases/{CASE}/status", json={"status": "done"},
+                       headers={"origin": "http://127.0.0.1:8000"}).status_code == 200
     assert client.get("/api/info", headers={"host": "[::1]:8000"}).status_code == 200
     open_app = TestClient(create_app(dataset, allowed_hosts=None), base_url="http://10.1.2.3:8000")
     assert open_app.get("/api/info").status_code == 200
