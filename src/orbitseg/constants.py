@@ -116,5 +116,7 @@ MODEL_JSON: str = "model.json"
 PREDICTION_JSON: str = "prediction.json"
 #: ending of every file the project writes by default (its format: orbitseg.io.formats.DEFAULT_FORMAT)
 FILE_ENDING: str = ".nii.gz"
+#: the folder `orbitseg evaluate` (and a training run's test scoring) writes its metrics into
+METRICS_DIR: str = "metrics"
 DATASET_JSON: str = "dataset.json"
 IMAGES_TR, LABELS_TR, IMAGES_TS = "imagesTr", "labelsTr", "imagesTs"

@@ -36,7 +36,7 @@ import math
 import warnings
 from pathlib import Path
 
-from orbitseg.constants import CHANNEL_SUFFIX, SHORT_NAMES, STRUCTURES
+from orbitseg.constants import CHANNEL_SUFFIX, METRICS_DIR, SHORT_NAMES, STRUCTURES
 from orbitseg.errors import GeometryMismatchError, InputError
 from orbitseg.evaluate.metrics import case_metrics, metric_names, summarise
 from orbitseg.io.atomic import write_text_atomic
@@ -52,9 +52,13 @@ __all__ = [
     "rows_to_csv",
     "to_json",
     "METRICS_DIR",
+    "PER_CASE_JSON",
+    "SUMMARY_JSON",
 ]
 
-METRICS_DIR = "metrics"
+#: files written into METRICS_DIR (see the module docstring)
+PER_CASE_CSV, PER_CASE_JSON = "per_case.csv", "per_case.json"
+SUMMARY_CSV, SUMMARY_JSON = "summary.csv", "summary.json"
 
 
 class UnmatchedCasesWarning(UserWarning):
@@ -192,10 +196,10 @@ def evaluate_folders(
                         metrics=metric_names(surface=surface))
     if out_dir is not None:
         mdir = Path(out_dir) / METRICS_DIR
-        write_text_atomic(mdir / "per_case.csv", rows_to_csv(rows))
-        write_text_atomic(mdir / "per_case.json", to_json(rows))
-        write_text_atomic(mdir / "summary.csv", rows_to_csv(summary))
-        write_text_atomic(mdir / "summary.json", to_json({
+        write_text_atomic(mdir / PER_CASE_CSV, rows_to_csv(rows))
+        write_text_atomic(mdir / PER_CASE_JSON, to_json(rows))
+        write_text_atomic(mdir / SUMMARY_CSV, rows_to_csv(summary))
+        write_text_atomic(mdir / SUMMARY_JSON, to_json({
             "pred_dir": str(pred_dir), "truth_dir": str(truth_dir), "n_cases": len(rows),
             "unmatched": {"pred_only": pred_only, "truth_only": truth_only},
             "summary": summary,

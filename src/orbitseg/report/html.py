@@ -40,7 +40,7 @@ from orbitseg.constants import (
 )
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import write_text_atomic
-from orbitseg.evaluate.folders import METRICS_DIR
+from orbitseg.evaluate.folders import METRICS_DIR, PER_CASE_JSON
 from orbitseg.runs.layout import LOG_CSV, RUN_JSON, SEGMENTED_DIR, fold_number
 
 __all__ = ["write_report", "PAPER_TABLE1", "REPORT_NAME"]
@@ -109,7 +109,7 @@ def _load_folds(run_dir: Path) -> list[_Fold]:
         f.info = _read_json(d / RUN_JSON, f.problems, f"{d.name}") or {}
         k = f.info.get("fold", fold_number(d))
         f.k = int(k) if k is not None else 0
-        rows = _read_json(d / METRICS_DIR / "per_case.json", f.problems, f"fold {f.k} metrics")
+        rows = _read_json(d / METRICS_DIR / PER_CASE_JSON, f.problems, f"fold {f.k} metrics")
         if isinstance(rows, list):
             f.rows = [dict(r, fold=f.k) for r in rows if isinstance(r, dict) and "case" in r]
         folds.append(f)

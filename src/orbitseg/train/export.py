@@ -96,11 +96,11 @@ def _rescore(folder: Path, runs: dict[int, Path], infos: dict[int, dict], datase
 
 def _copied_metrics(run_dir: Path) -> tuple[list[dict], list[dict]] | None:
     """The CV metrics `orbitseg train --fold all` wrote into RUN_DIR/metrics/, if any."""
-    from orbitseg.evaluate.folders import METRICS_DIR
+    from orbitseg.evaluate.folders import METRICS_DIR, PER_CASE_JSON, SUMMARY_JSON
 
     try:
-        rows = json.loads((run_dir / METRICS_DIR / "per_case.json").read_text(encoding="utf-8"))
-        summary = json.loads((run_dir / METRICS_DIR / "summary.json").read_text(encoding="utf-8"))["summary"]
+        rows = json.loads((run_dir / METRICS_DIR / PER_CASE_JSON).read_text(encoding="utf-8"))
+        summary = json.loads((run_dir / METRICS_DIR / SUMMARY_JSON).read_text(encoding="utf-8"))["summary"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return rows, summary
