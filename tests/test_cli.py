@@ -12,7 +12,12 @@ def run(*args, cwd=None):
     return subprocess.run([ORBITSEG, *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
-pytestmark = pytest.mark.skipif(ORBITSEG is None, reason="orbitseg is not installed on PATH")
+@pytest.fixture(autouse=True)
+def _entry_point_is_installed(require):
+    """Skipped with the reason locally, failed in CI (ORBITSEG_REQUIRE_ALL=1, set by .ci/run): an install
+    that lost the `orbitseg` command must not pass by skipping the tests of it."""
+    require(ORBITSEG is not None, "the orbitseg command is not on PATH (pip install -e . in an activated venv), "
+                                  "so the command-line tests cannot run")
 
 
 def test_demo_runs_the_main_job_end_to_end(tmp_path):
