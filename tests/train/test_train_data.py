@@ -66,3 +66,17 @@ def test_soft_losses_match_hard_losses_on_one_hot():
     # soft cross-entropy: mean over pixels of -sum_c g_c log p_c
     expected = -(soft * logits.log_softmax(1)).sum(1).mean()
     torch.testing.assert_close(dice_ce_loss(logits, soft, dice_weight=0.0), expected)
+
+
+def test_items_are_accounted_to_their_cases(data):
+    """voi_counts / per_case name the case of every item fetched (what data_access.json records)."""
+    ds, _ = data
+    first, second = ds.vois[0], ds.vois[1]
+    idx = [0, 1, first.n_slices - 1, first.n_slices, first.n_slices]  # 3 items of VOI 0, 2 of VOI 1
+    counts = ds.voi_counts(idx)
+    assert counts.tolist()[:2] == [3, 2] and counts.sum() == len(idx)
+    expected: dict[str, int] = {}
+    for v, n in ((first, 3), (second, 2)):
+        expected[v.case] = expected.get(v.case, 0) + n
+    assert ds.per_case(counts) == expected
+    assert ds.cases() == sorted({v.case for v in ds.vois})

@@ -51,6 +51,10 @@ def test_sigkill_mid_epoch_then_resume_is_exact(tiny_dataset, tmp_path):
     ra = [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(ref / "log.csv"))]
     rb = [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(killed / "log.csv"))]
     assert ra == rb and len(ra) == 3
+    # the accounting of the cases read keeps the epoch done before the kill and adds the resumed ones
+    da, db = (json.load(open(r / "data_access.json")) for r in (ref, killed))
+    assert da == db and [e["epoch"] for e in db["epochs"]] == [1, 2, 3]
+    assert sum(db["trained"].values()) == sum(h["sequences"] for h in hb)
     # the training time counts the epochs run before the kill too, not only the resumed part
     result = json.load(open(killed / "run.json"))["result"]
     assert result["train_seconds"] == pytest.approx(sum(h["seconds"] for h in b["history"]), abs=0.1)

@@ -6,6 +6,7 @@ A cross-validation **run folder** (``orbitseg train --fold all``; default ``DATA
     RUN/fold_k/checkpoint_best.pt    weights of the best epoch on validation (what predict loads)
     RUN/fold_k/checkpoint_last.pt    the latest epoch (what --resume continues)
     RUN/fold_k/log.csv, curves.png   one row per epoch; its picture
+    RUN/fold_k/data_access.json      the cases each epoch trained and validated on, read from the data itself
     RUN/fold_k/postprocess.json      post-processing chosen on the fold's validation cases
     RUN/fold_k/segmented/            the fold's test cases, segmented on each scan's grid
     RUN/fold_k/metrics/              their evaluation (orbitseg.evaluate)
@@ -31,17 +32,19 @@ from pathlib import Path
 from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, MODEL_JSON
 from orbitseg.errors import InputError
 
-__all__ = ["RUN_JSON", "LOG_CSV", "CURVES_PNG", "SEGMENTED_DIR", "RUN_FILES", "RUN_DIRS", "fold_dir_name",
-           "fold_file_name", "fold_number", "run_dir_of", "holds_run", "fold_runs", "read_run_json", "fold_infos",
-           "read_model_json", "model_checkpoints", "fold_init_source", "init_split"]
+__all__ = ["RUN_JSON", "LOG_CSV", "CURVES_PNG", "DATA_ACCESS_JSON", "SEGMENTED_DIR", "RUN_FILES", "RUN_DIRS",
+           "fold_dir_name", "fold_file_name", "fold_number", "run_dir_of", "holds_run", "fold_runs", "read_run_json",
+           "fold_infos", "read_model_json", "model_checkpoints", "fold_init_source", "init_split"]
 
 RUN_JSON = "run.json"
 LOG_CSV = "log.csv"
 CURVES_PNG = "curves.png"
+#: which cases the run's training batches and validation passes read (orbitseg.train.data.DataAccess)
+DATA_ACCESS_JSON = "data_access.json"
 #: a fold's test cases segmented by its best checkpoint
 SEGMENTED_DIR = "segmented"
 #: what a fold folder holds besides its sub-folders (removed when a run is started again with overwrite)
-RUN_FILES: tuple[str, ...] = (CHECKPOINT_LAST, CHECKPOINT_BEST, LOG_CSV, CURVES_PNG, RUN_JSON)
+RUN_FILES: tuple[str, ...] = (CHECKPOINT_LAST, CHECKPOINT_BEST, LOG_CSV, CURVES_PNG, DATA_ACCESS_JSON, RUN_JSON)
 #: a fold folder's sub-folders (segmented test cases and their metrics)
 RUN_DIRS: tuple[str, ...] = (SEGMENTED_DIR, "metrics")
 

@@ -12,12 +12,18 @@ item is one centre slice ``k`` of one VOI:
 ``1 + a * has_muscle + b * has_nerve`` so that the rare nerve and muscle slices
 are not starved while empty slices are still seen; the draw is a pure function
 of ``(seed, epoch)``.
+
+:class:`DataAccess` is the run's account of which cases it actually read: the cases of the
+items in every training batch and of the VOIs every validation pass scored, taken from the
+items fetched (:meth:`SliceSequences.voi_counts`), not from the split, so a loop that reads a
+test case shows it (``data_access.json`` in the run folder).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +32,13 @@ from torch.utils.data import Dataset
 
 from orbitseg.constants import EYEBALL, MUSCLES, NERVE
 from orbitseg.errors import InputError
+from orbitseg.io.atomic import write_text_atomic
 from orbitseg.preprocess.dataset import MANIFEST
 from orbitseg.preprocess.fit import sequence_indices
 from orbitseg.preprocess.pipeline import PreprocessConfig
 
 __all__ = ["VOIRef", "read_manifest", "vois_of_cases", "SliceSequences", "slice_weights", "epoch_indices",
-           "derive_seed"]
+           "derive_seed", "DataAccess"]
 
 #: a slice "has" a structure when this much of a pixel (in x255 units) belongs to it somewhere
 _PRESENT = 128
@@ -112,6 +119,23 @@ class SliceSequences(Dataset):
         bg = np.clip(1.0 - fg.sum(axis=0, keepdims=True), 0.0, 1.0)
         return x, torch.from_numpy(np.concatenate([bg, fg]))
 
+    def voi_counts(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """``(len(vois),)`` int64: how many of the items ``indices`` come from each VOI."""
+        voi = self.items[np.asarray(indices, dtype=np.int64), 0]
+        return np.bincount(voi, minlength=len(self.vois)).astype(np.int64)
+
+    def per_case(self, counts: np.ndarray | Sequence[int]) -> dict[str, int]:
+        """Per-VOI ``counts`` (e.g. :meth:`voi_counts`) summed per case id; cases with none left out."""
+        out: dict[str, int] = {}
+        for v, n in zip(self.vois, counts):
+            if int(n):
+                out[v.case] = out.get(v.case, 0) + int(n)
+        return dict(sorted(out.items()))
+
+    def cases(self) -> list[str]:
+        """The case ids of the VOIs, sorted (the cases any item can come from)."""
+        return sorted({v.case for v in self.vois})
+
     def presence(self) -> np.ndarray:
         """``(len, 3)`` bool: does item ``j`` hold eyeball / muscles / nerve."""
         out = np.zeros((len(self), 3), dtype=bool)
@@ -142,3 +166,72 @@ def epoch_indices(weights: np.ndarray, n: int, seed: int, epoch: int, *, rank: i
     g = torch.Generator().manual_seed(derive_seed(seed, epoch, 1))
     idx = torch.multinomial(torch.as_tensor(weights, dtype=torch.float64), n, replacement=True, generator=g)
     return idx[rank::world_size].tolist()
+
+
+def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for k, n in b.items():
+        out[k] = out.get(k, 0) + int(n)
+    return dict(sorted(out.items()))
+
+
+@dataclass
+class DataAccess:
+    """Which cases a fold's run read, epoch by epoch, as ``data_access.json`` records it::
+
+        {"version": 1, "fold": k,
+         "train_pool": [cases the training items were drawn from],
+         "trained": {case: sequences trained on, all epochs},
+         "validated": {case: VOIs scored, all validation passes (the metrics the best checkpoint is chosen by)},
+         "postprocess": [cases the post-processing was chosen on] or null,
+         "epochs": [{"epoch": e, "trained": {case: sequences}, "validated": {case: VOIs}}, ...]}
+
+    The counts come from the items the loop fetched, so they show what the loop did even when its
+    data were built from the wrong cases.  A resumed run keeps the epochs recorded before and adds
+    its own (an epoch redone after a kill replaces its earlier record: the same draw, the same cases).
+    """
+
+    fold: int
+    train_pool: list[str] = field(default_factory=list)
+    epochs: dict[int, dict] = field(default_factory=dict)
+    postprocess: list[str] | None = None
+
+    VERSION = 1
+
+    @classmethod
+    def read(cls, path: str | Path, fold: int) -> DataAccess:
+        """The record at ``path``, or an empty one for ``fold`` when there is none (a run started
+        before the record existed: its earlier epochs then show as missing from ``epochs``)."""
+        path = Path(path)
+        if not path.is_file():
+            return cls(fold)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise InputError(path, f"is not valid JSON ({exc})") from None
+        return cls(int(d.get("fold", fold)), list(d.get("train_pool", [])),
+                   {int(e["epoch"]): {"trained": dict(e["trained"]), "validated": dict(e["validated"])}
+                    for e in d.get("epochs", [])}, d.get("postprocess"))
+
+    def add_pool(self, cases: Iterable[str]) -> None:
+        """Record the cases the training items are drawn from (kept across resumes)."""
+        self.train_pool = sorted(set(self.train_pool) | set(cases))
+
+    def add_epoch(self, epoch: int, trained: dict[str, int], validated: dict[str, int]) -> None:
+        """Record epoch ``epoch`` (1-based): sequences trained on and VOIs validated, per case."""
+        self.epochs[int(epoch)] = {"trained": dict(sorted(trained.items())),
+                                   "validated": dict(sorted(validated.items()))}
+
+    def to_dict(self) -> dict:
+        trained: dict[str, int] = {}
+        validated: dict[str, int] = {}
+        for e in self.epochs.values():
+            trained = _add_counts(trained, e["trained"])
+            validated = _add_counts(validated, e["validated"])
+        return {"version": self.VERSION, "fold": self.fold, "train_pool": self.train_pool, "trained": trained,
+                "validated": validated, "postprocess": self.postprocess,
+                "epochs": [{"epoch": k, **self.epochs[k]} for k in sorted(self.epochs)]}
+
+    def write(self, path: str | Path) -> None:
+        """Write the record atomically (once per epoch and once at the end of a fold)."""
+        write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")

@@ -16,7 +16,11 @@ best checkpoint segments the held-out ``test`` cases from their original scans
 Run folder (default ``DATASET/runs/{preset}/fold_{k}/``)::
 
     run.json              preset (all fields), preprocess config, seeds, options, versions, git commit,
-                          split (train/val/test cases), command line; resumes appended
+                          split (train/val/test cases), command line; resumes appended; result at the end
+    data_access.json      what the loop read, from the items it fetched rather than the split: the cases of
+                          every epoch's training batches and validation pass, the cases the post-processing
+                          was chosen on (:class:`~orbitseg.train.data.DataAccess`; written before each
+                          epoch's checkpoint and at the end, kept across resumes)
     checkpoint_last.pt    written atomically after every epoch: model, optimiser, scheduler, RNG states,
     checkpoint_best.pt    epoch, best metric, history (best = highest mean validation Dice)
     log.csv, curves.png   one row per epoch: train loss, lr, validation Dice per structure, seconds
@@ -68,11 +72,11 @@ from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, DEFAULT_PRESET,
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_path, write_text_atomic
 from orbitseg.runs.checkpoint import load_checkpoint, save_checkpoint, state_dict_of, training_checkpoint
-from orbitseg.runs.layout import (CURVES_PNG, LOG_CSV, RUN_DIRS, RUN_FILES, RUN_JSON, fold_dir_name, fold_init_source,
-                                  holds_run, init_split, run_dir_of)
+from orbitseg.runs.layout import (CURVES_PNG, DATA_ACCESS_JSON, LOG_CSV, RUN_DIRS, RUN_FILES, RUN_JSON, fold_dir_name,
+                                  fold_init_source, holds_run, init_split, run_dir_of)
 from orbitseg.train.augment import AugmentParams, augment
-from orbitseg.train.data import (SliceSequences, derive_seed, epoch_indices, read_manifest, slice_weights,
-                                 vois_of_cases)
+from orbitseg.train.data import (DataAccess, SliceSequences, derive_seed, epoch_indices, read_manifest,
+                                 slice_weights, vois_of_cases)
 from orbitseg.model.losses import get_loss
 from orbitseg.train.scoring import choose_on_validation, cross_validation_metrics, score_test_fold
 from orbitseg.train.splits import N_FOLDS, fold_split, make_splits
@@ -243,9 +247,13 @@ def _per_fold_init(folder: Path, fold: int, split: dict) -> Path:
 
 # -- validation --------------------------------------------------------------------------------
 @torch.no_grad()
-def validate(model: nn.Module, data: SliceSequences, device, batch_size: int = 64) -> dict[int, float]:
+def validate(model: nn.Module, data: SliceSequences, device, batch_size: int = 64,
+             scored: list[str] | None = None) -> dict[int, float]:
     """3D Dice per structure (hard argmax vs argmax of the fractions) per VOI, averaged over VOIs
-    (a structure absent from both prediction and truth of a VOI is left out)."""
+    (a structure absent from both prediction and truth of a VOI is left out).
+
+    ``scored``, when given, gets the case id of every VOI scored appended (the loop's accounting).
+    """
     from orbitseg.evaluate.metrics import dice_per_structure
     from orbitseg.model import predict_volume_slices
 
@@ -258,6 +266,8 @@ def validate(model: nn.Module, data: SliceSequences, device, batch_size: int = 6
         truth = np.concatenate([np.clip(1.0 - fr.sum(1, keepdims=True), 0, 1), fr], axis=1).argmax(1)
         for s, d in dice_per_structure(pred, truth).items():
             per[s].append(d)
+        if scored is not None:
+            scored.append(data.vois[i].case)
     out = {}
     for s in STRUCTURES:
         vals = [v for v in per[s] if not math.isnan(v)]
@@ -464,6 +474,7 @@ class _EpochStats:
     lr: float  # the learning rate the epoch ran with
     steps: int
     sequences: int
+    trained: dict[str, int]  # case -> sequences its batches held, from the items fetched
 
 
 # -- the steps of a fold -----------------------------------------------------------------------
@@ -583,13 +594,23 @@ def _resume_or_init(tr: _Training, conf: _Config, run: Path, resume: bool, init_
     return state
 
 
+def _open_data_access(ctx: _Fold, data: _Data, state: _Progress) -> DataAccess:
+    """The fold's record of the cases it reads: a resumed run's earlier epochs kept, and the cases
+    the training items come from (from the data built, not from the split)."""
+    path = ctx.run / DATA_ACCESS_JSON
+    access = DataAccess.read(path, ctx.fold) if state.resumed else DataAccess(ctx.fold)
+    access.add_pool(data.train.cases())
+    return access
+
+
 def _write_run_json(ctx: _Fold, splits: dict, split: dict, state: _Progress, model: nn.Module, *, workers: int,
                     overrides: dict | None, init_from: str | Path | None) -> None:
     """Write ``run.json`` for a new run, or append this call to a resumed run's ``resumes``."""
     conf = ctx.conf
     rj = ctx.run / RUN_JSON
+    # "epochs": a resume with more epochs re-shapes the schedule, and export's recreate needs it
     entry = {"argv": list(sys.argv), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_epoch": state.start_epoch,
-             "epochs": conf.recipe.epochs}  # a resume with more epochs re-shapes the schedule: export's recreate needs it
+             "epochs": conf.recipe.epochs}
     if state.resumed and rj.exists():
         info = json.loads(rj.read_text(encoding="utf-8"))
         info.setdefault("resumes", []).append(entry)
@@ -636,19 +657,21 @@ def _train_epoch(ctx: _Fold, model: nn.Module, tr: _Training, data: _Data, epoch
     if opts["max_steps_per_epoch"]:
         n_steps = min(n_steps, int(opts["max_steps_per_epoch"]))
     idx = idx[:n_steps * per_rank_batch]
-    loader = torch.utils.data.DataLoader(data.train, batch_size=per_rank_batch, sampler=idx,
-                                         num_workers=workers, pin_memory=dev.type == "cuda",
-                                         persistent_workers=False)
+    # the batches as index lists, so each step knows which items (hence which cases) it trains on
+    batches = [idx[i:i + per_rank_batch] for i in range(0, len(idx), per_rank_batch)]
+    loader = torch.utils.data.DataLoader(data.train, batch_sampler=batches, num_workers=workers,
+                                         pin_memory=dev.type == "cuda", persistent_workers=False)
     gen = torch.Generator().manual_seed(derive_seed(ctx.seed, epoch, 2))
     kill = _kill_point()
     model.train()
     total, count = 0.0, 0
+    voi_counts = np.zeros(len(data.train.vois), dtype=np.int64)
     bar = None
     if progress and dist.is_main:
         from tqdm import tqdm
 
         bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}", unit="batch", leave=False)
-    for step, (x, y) in enumerate(loader):
+    for step, ((x, y), batch) in enumerate(zip(loader, batches)):
         if kill is not None and kill == (epoch + 1, step + 1):
             os.kill(os.getpid(), signal.SIGKILL)
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
@@ -661,25 +684,33 @@ def _train_epoch(ctx: _Fold, model: nn.Module, tr: _Training, data: _Data, epoch
         tr.optimizer.step()
         total += float(loss.detach()) * x.shape[0]
         count += x.shape[0]
+        voi_counts += data.train.voi_counts(batch)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{total / count:.4f}")
     if bar is not None:
         bar.close()
-    summed = dist.sum(torch.tensor([total, count], dtype=torch.float64, device=dev))
+    # one collective for the loss, the count and every rank's items (float64 holds the counts exactly)
+    summed = dist.sum(torch.tensor([total, count, *voi_counts.tolist()], dtype=torch.float64, device=dev))
     total, count = float(summed[0]), int(summed[1])
+    trained = data.train.per_case(summed[2:].round().long().tolist())
     lr = tr.optimizer.param_groups[0]["lr"]
     tr.scheduler.step()
-    return _EpochStats(total / max(count, 1), lr, n_steps, count)
+    return _EpochStats(total / max(count, 1), lr, n_steps, count, trained)
 
 
 def _validate_and_checkpoint(ctx: _Fold, tr: _Training, data: _Data, state: _Progress, stats: _EpochStats,
-                             epoch: int, t0: float) -> None:
+                             access: DataAccess, epoch: int, t0: float) -> None:
     """Score the validation cases, keep the best epoch by their mean Dice, and (rank 0) write the
-    checkpoints, ``log.csv`` and ``curves.png``; print the epoch's line.  Only validation metrics
-    choose the checkpoint."""
+    epoch's accounting, the checkpoints, ``log.csv`` and ``curves.png``; print the epoch's line.
+    Only validation metrics choose the checkpoint."""
     conf, dev = ctx.conf, ctx.dist.device
-    val = validate(tr.model, data.val, dev, conf.opts["val_batch_size"])
+    scored: list[str] = []
+    val = validate(tr.model, data.val, dev, conf.opts["val_batch_size"], scored=scored)
+    validated: dict[str, int] = {}
+    for case in scored:
+        validated[case] = validated.get(case, 0) + 1
+    access.add_epoch(epoch + 1, stats.trained, validated)
     vals = [v for v in val.values() if not math.isnan(v)]
     mean = float(np.mean(vals)) if vals else 0.0
     is_best = mean > state.best_metric
@@ -692,6 +723,9 @@ def _validate_and_checkpoint(ctx: _Fold, tr: _Training, data: _Data, state: _Pro
                           "best": int(is_best), "steps": stats.steps, "sequences": stats.sequences,
                           "seconds": round(sec, 3)})
     if ctx.dist.is_main:
+        # before the checkpoints: a kill in between leaves an epoch accounted that the resume redoes
+        # identically, never a checkpointed epoch unaccounted
+        access.write(ctx.run / DATA_ACCESS_JSON)
         seed = ctx.seed
         ck = training_checkpoint(
             epoch=epoch + 1, model=tr.model.state_dict(), optimizer=tr.optimizer.state_dict(),
@@ -717,10 +751,10 @@ def _validate_and_checkpoint(ctx: _Fold, tr: _Training, data: _Data, state: _Pro
             f"ETA {_fmt_time(left)}")
 
 
-def _finish(ctx: _Fold, split: dict, state: _Progress, t_start: float) -> None:
+def _finish(ctx: _Fold, split: dict, state: _Progress, access: DataAccess, t_start: float) -> None:
     """Rank 0, after the last epoch: choose the post-processing on the *validation* cases, segment and
     score the *test* cases with the best checkpoint (:mod:`orbitseg.train.scoring`), and write
-    ``run.json``'s ``result``."""
+    ``run.json``'s ``result`` and the accounting (which cases the choice read)."""
     opts, run, dev = ctx.conf.opts, ctx.run, ctx.dist.device
     best_path = run / CHECKPOINT_BEST
     # train_seconds: every epoch's time, summed across resumes; session_seconds: this call only
@@ -731,6 +765,8 @@ def _finish(ctx: _Fold, split: dict, state: _Progress, t_start: float) -> None:
     if opts["postprocess"] and split["val"] and best_path.exists():
         choice = choose_on_validation(ctx.root, run, split["val"], dev, ctx.log)
         result["postprocess"] = choice["rules"]
+        access.postprocess = list(choice.get("cases", []))  # the cases it segmented and read labels of
+    access.write(run / DATA_ACCESS_JSON)
     if opts["evaluate_test"] and split["test"] and best_path.exists():
         result["test"] = score_test_fold(ctx.root, run, split["test"], dev, opts["surface"], ctx.log, choice)
     rj = run / RUN_JSON
@@ -812,6 +848,7 @@ def train_fold(
         + (f", {dist.world} processes" if dist.ddp else ""))
     tr = _build_training(conf, seed, dist.device, log)
     state = _resume_or_init(tr, conf, run, resume, init_from, log)
+    access = _open_data_access(ctx, data, state)
     if dist.is_main:
         _write_run_json(ctx, splits, split, state, tr.model, workers=workers, overrides=overrides,
                         init_from=init_from)
@@ -824,11 +861,11 @@ def train_fold(
     for epoch in range(state.start_epoch, recipe.epochs):
         t0 = time.time()
         stats = _train_epoch(ctx, model, tr, data, epoch, workers=workers, progress=progress)
-        _validate_and_checkpoint(ctx, tr, data, state, stats, epoch, t0)
+        _validate_and_checkpoint(ctx, tr, data, state, stats, access, epoch, t0)
     dist.barrier()
 
     if dist.is_main:
-        _finish(ctx, split, state, t_start)
+        _finish(ctx, split, state, access, t_start)
     dist.barrier()
     return run
 
