@@ -478,7 +478,12 @@ def test_predict_with_the_shipped_model(dataset):
     assert r.status_code == 200, r.text
     canon = to_canonical(_scan(dataset))
     pred = np.frombuffer(r.content, np.uint8).reshape(canon.shape)
-    assert {1, 2, 3} <= set(np.unique(pred).tolist())
+    truth = _canon_label(dataset)  # the case's ground truth, canonical as the page holds it
+    # floors about 3 points under what the shipped ensemble measures on this (oblique) case: eyeball 0.982,
+    # muscles 0.897, nerve 0.938 (float32 and bfloat16 alike)
+    for s, floor in ((1, 0.955), (2, 0.87), (3, 0.91)):
+        d = 2 * ((pred == s) & (truth == s)).sum() / ((pred == s).sum() + (truth == s).sum())
+        assert d > floor, (s, d)
 
 
 def test_tools_use_the_networks_probabilities_after_predict(dataset, tmp_path, monkeypatch):

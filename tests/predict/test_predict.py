@@ -181,7 +181,10 @@ def test_shipped_model_segments_a_new_patient(inputs, tmp_path):
     rows, problems = predict_inputs(inputs / "scans" / "flipped.nii.gz", out, progress=False)
     assert problems == []
     pred = read_label(out / "flipped.nii.gz", reference=ct).array
-    for s, floor in ((1, 0.93), (2, 0.75), (3, 0.7)):  # measured 0.98 / 0.89 / 0.89
+    # floors 2.5-3 points under what the shipped 80 x 80 ensemble measures on this patient: 0.986 / 0.922 / 0.922
+    # (eyeball / muscles / nerve, float32 and bfloat16 alike); the same input shifted by one voxel gives
+    # 0.959 / 0.795 / 0.809, which the floors must catch
+    for s, floor in ((1, 0.96), (2, 0.895), (3, 0.895)):
         d = 2 * ((pred == s) & (truth.array == s)).sum() / ((pred == s).sum() + (truth.array == s).sum())
         assert d > floor, (s, d)
 
