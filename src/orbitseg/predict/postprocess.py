@@ -30,6 +30,7 @@ from orbitseg.constants import SHORT_NAMES, STRUCTURES
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import write_text_atomic
 from orbitseg.io.volume import Volume
+from orbitseg.runs.layout import POSTPROCESS_JSON as POSTPROCESS_FILE  # file name of a stored choice
 
 __all__ = [
     "RULES",
@@ -47,8 +48,6 @@ __all__ = [
 RULES = ("none", "largest", "islands")
 #: "islands" removes components smaller than this fraction of the largest on their side
 ISLAND_FRACTION = 0.1
-#: file name of a stored choice
-POSTPROCESS_FILE = "postprocess.json"
 #: a rule is adopted only when it raises the validation mean Dice by more than this
 MIN_GAIN = 1e-4
 #: the choice that changes nothing

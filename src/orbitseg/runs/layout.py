@@ -29,11 +29,11 @@ import json
 import re
 from pathlib import Path
 
-from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, MODEL_JSON
+from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, METRICS_DIR, MODEL_JSON
 from orbitseg.errors import InputError
 
 __all__ = ["RUN_JSON", "LOG_CSV", "CURVES_PNG", "DATA_ACCESS_JSON", "SEGMENTED_DIR", "RUN_FILES", "RUN_DIRS",
-           "fold_dir_name", "fold_file_name", "fold_number", "run_dir_of", "holds_run", "fold_runs", "read_run_json",
+           "POSTPROCESS_JSON", "CV_PER_CASE_JSON", "CV_SUMMARY_JSON", "fold_dir_name", "fold_file_name", "fold_number", "run_dir_of", "holds_run", "fold_runs", "read_run_json",
            "fold_infos", "read_model_json", "model_checkpoints", "fold_init_source", "init_split"]
 
 RUN_JSON = "run.json"
@@ -41,12 +41,17 @@ LOG_CSV = "log.csv"
 CURVES_PNG = "curves.png"
 #: which cases the run's training batches and validation passes read (orbitseg.train.data.DataAccess)
 DATA_ACCESS_JSON = "data_access.json"
+#: post-processing chosen on validation cases (a fold's own; a model folder's pooled over its folds)
+POSTPROCESS_JSON = "postprocess.json"
 #: a fold's test cases segmented by its best checkpoint
 SEGMENTED_DIR = "segmented"
 #: what a fold folder holds besides its sub-folders (removed when a run is started again with overwrite)
-RUN_FILES: tuple[str, ...] = (CHECKPOINT_LAST, CHECKPOINT_BEST, LOG_CSV, CURVES_PNG, DATA_ACCESS_JSON, RUN_JSON)
+RUN_FILES: tuple[str, ...] = (CHECKPOINT_LAST, CHECKPOINT_BEST, LOG_CSV, CURVES_PNG, DATA_ACCESS_JSON, POSTPROCESS_JSON,
+                              RUN_JSON)
 #: a fold folder's sub-folders (segmented test cases and their metrics)
-RUN_DIRS: tuple[str, ...] = (SEGMENTED_DIR, "metrics")
+RUN_DIRS: tuple[str, ...] = (SEGMENTED_DIR, METRICS_DIR)
+#: a model folder's cross-validation metrics: the exported weights re-scored on each fold's test cases
+CV_PER_CASE_JSON, CV_SUMMARY_JSON = "cv_per_case.json", "cv_summary.json"
 
 _FOLD = re.compile(r"fold_(\d+)(\.pt)?")
 

@@ -32,12 +32,11 @@ from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_dir
 from orbitseg.preprocess.pipeline import PreprocessConfig
 from orbitseg.runs.checkpoint import export_half
-from orbitseg.runs.layout import LOG_CSV, fold_dir_name, fold_file_name, fold_infos, read_model_json
+from orbitseg.runs.layout import (CV_PER_CASE_JSON, CV_SUMMARY_JSON, LOG_CSV, POSTPROCESS_JSON, fold_dir_name,
+                                  fold_file_name, fold_infos, read_model_json)
 
 __all__ = ["export_model", "describe_export"]
 
-CV_PER_CASE = "cv_per_case.json"
-CV_SUMMARY = "cv_summary.json"
 
 
 def _trained_epochs(infos: dict[int, dict]) -> int:
@@ -247,8 +246,8 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
             rows, summary = copied if copied is not None else (None, None)
             how = "copied from the run's metrics/ (float32 checkpoints; the dataset was not found to re-score)"
         if rows is not None:
-            (tmp / CV_PER_CASE).write_text(to_json(rows), encoding="utf-8")
-            (tmp / CV_SUMMARY).write_text(to_json(summary), encoding="utf-8")
+            (tmp / CV_PER_CASE_JSON).write_text(to_json(rows), encoding="utf-8")
+            (tmp / CV_SUMMARY_JSON).write_text(to_json(summary), encoding="utf-8")
         epochs = _trained_epochs(infos)
         dice = {} if summary is None else _means(summary)
         meta = {
@@ -269,11 +268,11 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
                     k: ds_info["synthetic"][k] for k in ("seed", "generator_version", "small") if k in ds_info["synthetic"]}},
             "weights": "float16 (checkpoint_best.pt of each fold: chosen on its validation patients)",
             "postprocess": None if pooled is None else {
-                "rules": pooled["rules"], "file": "postprocess.json",
+                "rules": pooled["rules"], "file": POSTPROCESS_JSON,
                 "how": f"chosen per structure on the folds' validation cases pooled ({len(pooled.get('cases', []))}), "
                        "never a test fold; `orbitseg predict --no-postprocess` turns it off"},
             "cv_metrics": None if rows is None else {
-                "files": [CV_SUMMARY, CV_PER_CASE], "how": how,
+                "files": [CV_SUMMARY_JSON, CV_PER_CASE_JSON], "how": how,
                 "dice": {SHORT_NAMES[s]: dice.get(f"dice_{SHORT_NAMES[s]}") for s in STRUCTURES}
                 | {"all": dice.get("dice_all")}},
             "folds": {str(k): {key: i.get(key) for key in ("split", "result", "seed", "split_seed", "command",
