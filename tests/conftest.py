@@ -142,3 +142,21 @@ def require():
         pytest.skip(what)
 
     return _require
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache(tmp_path_factory):
+    """ONNX graphs built on first use and the engine measurements go to a folder of this test session,
+    never the user's ~/.cache (subprocesses inherit the variable)."""
+    import os
+
+    from orbitseg.predict.engine import CACHE_ENV
+
+    folder = tmp_path_factory.getbasetemp() / "engine_cache"
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old

@@ -88,7 +88,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     rows, problems = predict_inputs(
         args.input, args.output, model=args.model, folds=args.folds, device=args.device,
         ending=args.format, overwrite=args.overwrite, series_uid=args.series, postprocess=not args.no_postprocess,
-        mirror=args.mirror, precision=args.precision, resume=args.resume,
+        mirror=args.mirror, precision=args.precision, engine=args.engine, resume=args.resume,
     )
     n = len({r["case"] for r in rows})
     print(f"segmented {n} scan(s) into {args.output}" + (f"; measurements in {args.output / MEASUREMENTS_CSV}" if n else ""))
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     from orbitseg import __version__
     # light modules only: parsing must not import torch, SimpleITK or NumPy
-    from orbitseg.constants import (DEFAULT_PRESET, FILE_ENDING, FIT_ASPECT, FIT_ASPECTS, INPUT_SIZE, N_FOLDS,
+    from orbitseg.constants import (DEFAULT_PRESET, ENGINES, FILE_ENDING, FIT_ASPECT, FIT_ASPECTS, INPUT_SIZE, N_FOLDS,
                                     PRECISIONS, PRESET_NAMES, SEQ_LEN, TRAIN_PRECISIONS, WINDOW_LEVEL, WINDOW_WIDTH)
     from orbitseg.demo import DEMO_SEED
     from orbitseg.io.formats import FORMATS, LABEL_WRITE_ENDINGS
@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="network arithmetic: auto (default) is bfloat16 on a CPU that computes it in hardware "
                         "(AMX or AVX512-BF16; about twice as fast) and float32 elsewhere")
+    s.add_argument("--engine", default="auto", choices=ENGINES,
+                   help="inference engine: auto (default) runs the faster of PyTorch and ONNX Runtime on this "
+                        "machine (measured once, remembered); torch is the reference; onnx computes in float32")
     s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("evaluate", help="score a folder of predicted labels against a folder of ground truth")

@@ -28,7 +28,8 @@ def test_shipped_model_labels_of_the_fixed_scan_are_unchanged(tmp_path):
     scan = read_scan(DATA / "fixed_scan.nii.gz")
     reference = read_label(DATA / "fixed_scan_shipped_labels.nii.gz", reference=scan).array
     assert hashlib.sha256(np.ascontiguousarray(reference, np.uint8).tobytes()).hexdigest() == SHA256
-    rows, problems = predict_inputs(DATA / "fixed_scan.nii.gz", tmp_path, precision="float32", progress=False)
+    rows, problems = predict_inputs(DATA / "fixed_scan.nii.gz", tmp_path, precision="float32", engine="torch",
+                                    progress=False)
     assert problems == []
     got = read_label(tmp_path / "fixed_scan.nii.gz", reference=scan).array
     differing = int((got != reference).sum())

@@ -45,7 +45,22 @@ def exported(cv_run, tmp_path_factory):
 
 def test_export_writes_float16_folds_that_predict_like_the_checkpoints(cv_run, exported, tiny_dataset):
     assert sorted(p.name for p in exported.iterdir()) == [
-        "cv_per_case.json", "cv_summary.json", "fold_0.pt", "fold_1.pt", "model.json", "postprocess.json"]
+        "cv_per_case.json", "cv_summary.json", "fold_0.encoder.onnx", "fold_0.pt", "fold_0.sequences.onnx",
+        "fold_1.encoder.onnx", "fold_1.pt", "fold_1.sequences.onnx", "model.json", "postprocess.json"]
+    # the ONNX engine's graphs beside the weights, their SHA-256 and the weights' in model.json, each
+    # graph recording the weights it was made from (so a later change of the weights is noticed)
+    from orbitseg.io.read import file_sha256
+    from orbitseg.predict.engine import _recorded_sha
+
+    meta = json.loads((exported / "model.json").read_text())
+    assert meta["engine"]["onnx"] == {p.name: file_sha256(p) for p in exported.glob("*.onnx")}
+    assert meta["weights_sha256"] == {f"fold_{k}.pt": file_sha256(exported / f"fold_{k}.pt") for k in (0, 1)}
+    for k in (0, 1):
+        for g in ("encoder", "sequences"):
+            assert _recorded_sha(exported / f"fold_{k}.{g}.onnx") == meta["weights_sha256"][f"fold_{k}.pt"]
+    lines = []
+    assert Segmenter.load(exported, engine="onnx", log=lines.append).engine.files()[0]["path"].startswith(
+        str(exported.resolve())) and not lines  # used from the model folder, nothing built
     for k in (0, 1):
         half = torch.load(exported / f"fold_{k}.pt", weights_only=True)
         full = torch.load(cv_run / f"fold_{k}" / "checkpoint_best.pt", weights_only=True)

@@ -77,17 +77,23 @@ class ScanPrediction:
 
 def predict_scan(models: list[nn.Module] | nn.Module, scan: Volume, config: PreprocessConfig,
                  device: str | torch.device = "cpu", *, batch_size: int = 64, probabilities: bool = False,
-                 per_model: bool = False, mirror: bool = False, precision: str = "float32") -> ScanPrediction:
+                 per_model: bool = False, mirror: bool = False, precision: str = "float32",
+                 engine=None) -> ScanPrediction:
     """Segment ``scan`` with ``models`` (averaged): labels on the scan's grid and, when asked, the
     class probabilities as :class:`BoxProbabilities` on the scan's canonical grid, held over the
     orbits' bounding box only (``.region()`` gives any part as a ``(C, nz, ny, nx)`` array).
-    ``mirror``, ``precision``: see :func:`predict_vois`."""
+    ``mirror``, ``precision``: see :func:`predict_vois`.  ``engine``: an
+    :mod:`orbitseg.predict.engine` engine to run instead of ``models`` on ``device`` (its
+    ``vois(images, mirror=, per_model=)`` replaces :func:`predict_vois`)."""
     if isinstance(models, nn.Module):
         models = [models]
+    if engine is not None:
+        models = list(engine.networks)
     parts, member_parts = [], [[] for _ in models]
     for p in prepare_scan(scan, config):
-        out = predict_vois(models, p.images, device, batch_size, mirror=mirror, precision=precision,
-                           per_model=per_model)
+        out = (engine.vois(p.images, mirror=mirror, per_model=per_model) if engine is not None else
+               predict_vois(models, p.images, device, batch_size, mirror=mirror, precision=precision,
+                            per_model=per_model))
         mean, each = out if per_model else (out, [])
         parts.append((p.box, p.fit, mean))
         for k, e in enumerate(each):

@@ -82,6 +82,7 @@ def predict_inputs(
     postprocess: bool = True,
     mirror: bool = False,
     precision: str = "auto",
+    engine: str = "auto",
     resume: bool = False,
     progress: bool = True,
 ) -> tuple[list[dict], list[str]]:
@@ -95,6 +96,8 @@ def predict_inputs(
     ``mirror=True`` adds left-right mirrored test-time augmentation (twice the network time).
     ``precision``: ``"auto"`` runs the network in bfloat16 on a CPU that does it in hardware
     (about twice as fast) and in float32 elsewhere; ``"float32"`` or ``"bfloat16"`` forces one.
+    ``engine``: ``"auto"`` runs the faster of PyTorch and ONNX Runtime on this machine (measured once,
+    :mod:`orbitseg.predict.engine`), ``"torch"`` or ``"onnx"`` forces one; the first line printed says which.
     ``resume=True`` continues an interrupted run: label files already in ``output``
     are kept (and measured) instead of refused; it is refused when ``output``'s
     ``prediction.json`` was written with other model files or settings.  Each label file
@@ -118,7 +121,7 @@ def predict_inputs(
         raise InputError(None, f"output format {ending!r} is not one of {', '.join(LABEL_WRITE_ENDINGS)}")
     inputs = find_inputs(input_path)
     segmenter = Segmenter.load(model, folds=folds, device=device, precision=precision, mirror=mirror,
-                               postprocess=postprocess)
+                               postprocess=postprocess, engine=engine, log=print if progress else lambda _: None)
     output = Path(output)
     settings = segmenter.settings()
     sid = _settings_id(settings)
@@ -149,7 +152,8 @@ def predict_inputs(
                 write_label(labels, target, reference=scan, overwrite=overwrite)
                 record["cases"][item.case_id] = {
                     "scan": str(Path(item.path).resolve()), "labels": target.name, "settings": sid,
-                    "precision": segmenter.precision, "device": str(device),
+                    "precision": segmenter.precision, "device": str(device), "engine": segmenter.engine.name,
+                    "engine_files": segmenter.engine.files(),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
                 write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
         except OrbitsegError as exc:

@@ -87,13 +87,17 @@ class Segmenter:
     precision : ``"auto"``, ``"float32"`` or ``"bfloat16"`` (resolved once for ``device``)
     mirror : also predict the left-right mirrored slices and average (twice the network time)
     batch_size : sequences per forward pass
+    engine : ``"torch"`` (the reference), ``"onnx"`` (ONNX Runtime) or ``"auto"`` (the faster on this
+        machine, measured once): see :mod:`orbitseg.predict.engine`
+    log : where a line about building or choosing the engine goes
     """
 
     def __init__(self, networks: Sequence[nn.Module], preprocess: PreprocessConfig, *,
                  checkpoints: Sequence[Path] = (), postprocess: dict | None = None, postprocess_note: str = "",
                  device: str | torch.device = "cpu", precision: str = "auto", mirror: bool = False,
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64, engine: str = "torch", log=print) -> None:
         from orbitseg.model import resolve_precision
+        from orbitseg.predict.engine import make_engine
 
         if not networks:
             raise ValueError("a Segmenter needs at least one network")
@@ -106,15 +110,21 @@ class Segmenter:
         self.precision = resolve_precision(precision, self.device)
         self.mirror = bool(mirror)
         self.batch_size = int(batch_size)
+        if engine == "onnx" and precision == "auto":
+            self.precision = "float32"  # ONNX Runtime computes in float32; auto asked for no particular arithmetic
+        self.engine = make_engine(engine, self.networks, self.checkpoints, size=preprocess.size, device=self.device,
+                                  precision=self.precision, batch_size=self.batch_size, log=log)
+        self.precision = self.engine.precision
 
     @classmethod
     def load(cls, model: str | Path | None = None, *, folds: str = "all", device: str | torch.device = "cpu",
              precision: str = "auto", mirror: bool = False, postprocess: bool | dict = True,
-             batch_size: int = 64) -> Segmenter:
+             batch_size: int = 64, engine: str = "torch", log=print) -> Segmenter:
         """A Segmenter from a model folder (``fold_k.pt``), a cross-validation run folder
         (``fold_k/checkpoint_best.pt``), a fold folder or one checkpoint file; None is the shipped
         model.  ``folds``: ``"all"`` or e.g. ``"0,2"``.  ``postprocess``: True takes the choice
         stored with the checkpoints (:func:`model_postprocessing`), False none, a dict that choice.
+        ``engine``: see the class.
 
         Raises
         ------
@@ -137,7 +147,8 @@ class Segmenter:
         else:
             choice, note = dict(postprocess), "post-processing given by the caller"
         return cls([m for m, _ in loaded], loaded[0][1], checkpoints=ckpts, postprocess=choice,
-                   postprocess_note=note, device=device, precision=precision, mirror=mirror, batch_size=batch_size)
+                   postprocess_note=note, device=device, precision=precision, mirror=mirror, batch_size=batch_size,
+                   engine=engine, log=log)
 
     def segment(self, scan: Volume, *, probabilities: bool = False, per_fold: bool = False) -> Segmentation:
         """Segment ``scan`` (a CT :class:`Volume`, any direction matrix): labels on its own grid.
@@ -152,9 +163,8 @@ class Segmenter:
         """
         from orbitseg.predict.postprocess import apply_postprocessing
 
-        pred = predict_scan(self.networks, scan, self.preprocess, self.device, batch_size=self.batch_size,
-                            probabilities=probabilities, per_model=per_fold, mirror=self.mirror,
-                            precision=self.precision)
+        pred = predict_scan(self.networks, scan, self.preprocess, self.device, probabilities=probabilities,
+                            per_model=per_fold, mirror=self.mirror, engine=self.engine)
         labels = pred.labels if self.postprocess is None else apply_postprocessing(pred.labels, self.postprocess)
         return Segmentation(labels, pred.labels, pred.probabilities, pred.member_probabilities)
 
@@ -171,9 +181,9 @@ class Segmenter:
                 "mirror": self.mirror}
 
     def describe(self) -> str:
-        """One line: folds, post-processing, arithmetic."""
-        return f"{self.postprocess_note}; network in {self.precision}"
+        """One line: engine, arithmetic, post-processing."""
+        return f"engine {self.engine.name}, network in {self.precision}; {self.postprocess_note}"
 
     def __repr__(self) -> str:
         return (f"Segmenter({len(self.networks)} network(s), size {self.preprocess.size}, device {self.device}, "
-                f"{self.precision}, mirror={self.mirror}, postprocess={None if self.postprocess is None else self.postprocess['rules']})")
+                f"{self.engine.name} {self.precision}, mirror={self.mirror}, postprocess={None if self.postprocess is None else self.postprocess['rules']})")

@@ -31,6 +31,8 @@ from orbitseg.constants import CHECKPOINT_BEST, DATASET_JSON, FILE_ENDING, MODEL
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_dir
 from orbitseg.preprocess.pipeline import PreprocessConfig
+from orbitseg.io.read import file_sha256
+from orbitseg.predict.engine import onnx_available, write_engine_files
 from orbitseg.runs.checkpoint import export_half
 from orbitseg.runs.layout import (CV_PER_CASE_JSON, CV_SUMMARY_JSON, LOG_CSV, POSTPROCESS_JSON, fold_dir_name,
                                   fold_file_name, fold_infos, read_model_json)
@@ -231,8 +233,12 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
 
     parent = _init_parent(infos)
     with atomic_dir(out, overwrite=overwrite) as tmp:
+        engine_files = {}
         for k, d in runs.items():
             export_half(d / CHECKPOINT_BEST, tmp / fold_file_name(k))
+            if onnx_available():  # the ONNX engine's graphs beside the weights they were made from
+                engine_files.update({p.name: file_sha256(p) for p in
+                                     write_engine_files(tmp / fold_file_name(k)).values()})
         choices = [read_postprocessing(d) for d in runs.values()]
         pooled = pool_choices(choices) if all(c is not None for c in choices) else None
         if pooled is not None:
@@ -267,6 +273,10 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
                 "synthetic": None if "synthetic" not in ds_info else {
                     k: ds_info["synthetic"][k] for k in ("seed", "generator_version", "small") if k in ds_info["synthetic"]}},
             "weights": "float16 (checkpoint_best.pt of each fold: chosen on its validation patients)",
+            "weights_sha256": {fold_file_name(k): file_sha256(tmp / fold_file_name(k)) for k in runs},
+            "engine": None if not engine_files else {
+                "onnx": engine_files, "how": "ONNX graphs of each fold (float32), each recording the SHA-256 of its "
+                                             "fold_k.pt; `orbitseg predict --engine onnx|auto` runs them"},
             "postprocess": None if pooled is None else {
                 "rules": pooled["rules"], "file": POSTPROCESS_JSON,
                 "how": f"chosen per structure on the folds' validation cases pooled ({len(pooled.get('cases', []))}), "

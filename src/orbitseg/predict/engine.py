@@ -1,0 +1,403 @@
+"""Inference engines behind the Segmenter: PyTorch (the reference) and ONNX Runtime.
+
+An engine turns one VOI's fitted slices ``(n, S, S)`` into class probabilities ``(n, C, S, S)``
+averaged over the fold networks (and the mirrored view), exactly as
+:func:`orbitseg.predict.core.predict_vois` does; everything around it (orbits, fitting, the way
+back to the scan, post-processing) is shared, so engines differ only in the arithmetic.
+
+* ``torch``: the networks as PyTorch modules, float32 or bfloat16 autocast
+  (:func:`orbitseg.model.predict_volume_slices`).
+* ``onnx``: each fold network exported as ONNX graphs and run by ONNX Runtime's CPU provider in
+  float32.  SEQ-UNET keeps the trick of encoding each slice once: an *encoder* graph runs on every
+  slice, a *sequences* graph gathers the encodings of each 3-slice sequence by index and runs
+  the bottleneck LSTM, decoder and head.  The graphs are written by ``orbitseg export`` beside the
+  float16 weights (``fold_k.encoder.onnx`` / ``fold_k.sequences.onnx``) or built on first use
+  into the cache folder (:func:`cache_dir`); every graph records the SHA-256 of the weights file
+  it was made from, and a graph whose record does not match its weights is never used (it is
+  rebuilt in the cache, with a line saying so).
+* ``auto``: the faster of the two on this machine, measured once (both engines on the same
+  slices, ONNX accepted only if it agrees with PyTorch) and remembered in the cache folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from orbitseg.constants import ENGINES
+from orbitseg.errors import InputError
+
+__all__ = ["ENGINES", "TorchEngine", "OnnxEngine", "make_engine", "export_onnx", "write_engine_files", "onnx_graph_paths",
+           "cache_dir", "onnx_available", "ONNX_TOLERANCE"]
+
+#: environment variable naming the cache folder (default ~/.cache/orbitseg)
+CACHE_ENV = "ORBITSEG_CACHE_DIR"
+#: largest difference of a probability between the ONNX and the PyTorch float32 engine that is
+#: accepted as "the same network": float32 reassociation in convolutions and LSTM gates moves
+#: probabilities by about 1e-5 (measured 1.7e-5 on the shipped fold 0); a wrong graph moves them by 0.1-1
+ONNX_TOLERANCE = 1e-3
+_META_SHA = "orbitseg_weights_sha256"
+_META_GRAPH = "orbitseg_graph"
+
+
+def _as_slices(images: np.ndarray) -> np.ndarray:
+    """``(n, S, S)`` -> ``(n, 1, S, S)`` float32, rounded through float16 as the training store holds slices."""
+    return np.asarray(images, dtype=np.float16).astype(np.float32)[:, None]
+
+
+def _sequence_index(n: int, seq_len: int) -> np.ndarray:
+    from orbitseg.preprocess.fit import sequence_indices
+
+    return np.ascontiguousarray(sequence_indices(n, seq_len), dtype=np.int64)
+
+
+class TorchEngine:
+    """The fold networks as PyTorch modules (the reference engine).
+
+    Parameters
+    ----------
+    networks : fold networks in eval mode on ``device``
+    device : where they run
+    precision : ``"float32"`` or ``"bfloat16"`` (already resolved)
+    batch_size : sequences per forward pass
+    """
+
+    name = "torch"
+
+    def __init__(self, networks: Sequence[nn.Module], device: torch.device, precision: str, batch_size: int = 64):
+        self.networks, self.device, self.precision, self.batch_size = list(networks), device, precision, batch_size
+
+    def vois(self, images: np.ndarray, *, mirror: bool = False,
+             per_model: bool = False) -> np.ndarray | tuple[np.ndarray, list[np.ndarray]]:
+        """Probabilities ``(n, C, S, S)`` of one VOI's slices ``(n, S, S)``; see
+        :func:`orbitseg.predict.core.predict_vois`."""
+        from orbitseg.predict.core import predict_vois
+
+        return predict_vois(self.networks, images, self.device, self.batch_size, mirror=mirror,
+                            precision=self.precision, per_model=per_model)
+
+    def files(self) -> list[dict]:
+        return []
+
+
+class _OnnxNetwork:
+    """One fold network as ONNX Runtime sessions: ``encoder`` + ``sequences`` (SEQ-UNET) or ``slices``."""
+
+    def __init__(self, paths: dict[str, Path], seq_len: int, threads: int, batch_size: int):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.paths = paths
+        self.sessions = {k: ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+                         for k, p in paths.items()}
+        self.seq_len, self.batch_size = seq_len, batch_size
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``(n, 1, S, S)`` float32 -> probabilities ``(n, C, S, S)`` float32."""
+        n = x.shape[0]
+        if "slices" in self.sessions:
+            s = self.sessions["slices"]
+            return np.concatenate([s.run(None, {"slices": x[i:i + self.batch_size]})[0]
+                                   for i in range(0, n, self.batch_size)])
+        enc, seq = self.sessions["encoder"], self.sessions["sequences"]
+        feats = []
+        for i in range(0, n, self.batch_size * self.seq_len):  # encode each slice once
+            feats.append(enc.run(None, {"slices": x[i:i + self.batch_size * self.seq_len]}))
+        feats = [np.concatenate(parts) for parts in zip(*feats)]
+        names = [f"f{k}" for k in range(len(feats))]
+        index = _sequence_index(n, self.seq_len)
+        out = [seq.run(None, {"index": index[i:i + self.batch_size], **dict(zip(names, feats))})[0]
+               for i in range(0, n, self.batch_size)]
+        return np.concatenate(out)
+
+
+class OnnxEngine:
+    """The fold networks as ONNX Runtime sessions on the CPU, float32.
+
+    Parameters
+    ----------
+    graphs : per fold network, its graph files (:func:`onnx_graph_paths`)
+    seq_len : slices per sequence
+    threads : ONNX Runtime intra-op threads (default: torch's thread count)
+    batch_size : sequences per run
+    """
+
+    name = "onnx"
+    precision = "float32"
+
+    def __init__(self, graphs: Sequence[dict[str, Path]], seq_len: int, threads: int | None = None,
+                 batch_size: int = 64):
+        threads = threads or torch.get_num_threads()
+        self.networks = [_OnnxNetwork(g, seq_len, threads, batch_size) for g in graphs]
+
+    def vois(self, images: np.ndarray, *, mirror: bool = False,
+             per_model: bool = False) -> np.ndarray | tuple[np.ndarray, list[np.ndarray]]:
+        """As :meth:`TorchEngine.vois`, summed in the same order."""
+        x = _as_slices(images)
+        views = [x, np.ascontiguousarray(x[..., ::-1])] if mirror else [x]
+        acc, each = None, []
+        for net in self.networks:
+            acc_m = None
+            for v, xv in enumerate(views):
+                p = net(xv)
+                p = np.ascontiguousarray(p[..., ::-1]) if v else p
+                acc = p if acc is None else acc + p
+                if per_model:
+                    acc_m = p if acc_m is None else acc_m + p
+            if per_model:
+                each.append(acc_m / len(views))
+        mean = acc / (len(self.networks) * len(views))
+        return (mean, each) if per_model else mean
+
+    def files(self) -> list[dict]:
+        """The graph files (path and SHA-256), for ``prediction.json``."""
+        from orbitseg.io.read import file_sha256
+
+        return [{"path": str(p.resolve()), "sha256": file_sha256(p)} for net in self.networks
+                for p in net.paths.values()]
+
+
+# -- graphs ----------------------------------------------------------------------------------------
+class _Encoder(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, slices: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(N, 1, S, S)`` -> the skips ``(N, w_k, S/2^k, S/2^k)`` and the bottom."""
+        skips, bottom = self.net.encode(slices)
+        return (*skips, bottom)
+
+
+class _Sequences(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, index: torch.Tensor, *feats: torch.Tensor) -> torch.Tensor:
+        """``index (B, T)`` into the encoded slices ``feats`` -> centre-slice probabilities ``(B, C, S, S)``."""
+        from orbitseg.model.seq_unet import probabilities
+
+        flat = index.reshape(-1)
+        logits = self.net.forward_encoded([f[flat] for f in feats[:-1]], feats[-1][flat], index.shape[0])
+        return probabilities(logits, self.net.output)
+
+
+class _Slices(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, slices: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, S, S)`` -> probabilities ``(N, C, S, S)`` (a U-Net on single slices)."""
+        from orbitseg.model.seq_unet import probabilities
+
+        return probabilities(self.net.forward_slices(slices), self.net.output)
+
+
+def onnx_graph_paths(folder: Path, stem: str, network: nn.Module) -> dict[str, Path]:
+    """The graph files of ``network`` named ``{stem}.{graph}.onnx`` in ``folder``."""
+    from orbitseg.model import UNet2D
+
+    kinds = ("slices",) if isinstance(network, UNet2D) else ("encoder", "sequences")
+    return {k: Path(folder) / f"{stem}.{k}.onnx" for k in kinds}
+
+
+def onnx_available() -> bool:
+    """Whether ONNX Runtime and the ONNX exporter's ``onnx`` package can be imported."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _recorded_sha(path: Path) -> str | None:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - a damaged graph is simply not used
+        return None
+    return {p.key: p.value for p in model.metadata_props}.get(_META_SHA)
+
+
+def export_onnx(network: nn.Module, folder: Path, stem: str, weights_sha256: str, *,
+                overwrite: bool = False) -> dict[str, Path]:
+    """Export ``network`` (eval mode, CPU, float32) as ONNX graphs ``{stem}.{graph}.onnx`` in
+    ``folder``, each recording ``weights_sha256`` (the weights file it was made from).  Written
+    atomically; existing files are kept unless ``overwrite``.  Returns graph name -> path."""
+    import onnx
+
+    from orbitseg.io.atomic import atomic_path
+
+    paths = onnx_graph_paths(folder, stem, network)
+    net = network.float().cpu().eval()
+    size, t = net.config.input_size if hasattr(net, "config") else 64, getattr(net, "seq_len", 3)
+    x = torch.zeros(2 * t, 1, size, size)
+    with torch.no_grad():
+        feats = _Encoder(net)(x) if "encoder" in paths else ()
+    index = torch.as_tensor(_sequence_index(2 * t, t)[:2])
+    nf = len(feats)
+    specs = {
+        "slices": (_Slices(net), (x,), ["slices"], ["probabilities"], {"slices": {0: "n"}, "probabilities": {0: "n"}}),
+        "encoder": (_Encoder(net), (x,), ["slices"], [f"f{k}" for k in range(nf)],
+                    {"slices": {0: "n"}, **{f"f{k}": {0: "n"} for k in range(nf)}}),
+        "sequences": (_Sequences(net), (index, *feats), ["index"] + [f"f{k}" for k in range(nf)], ["probabilities"],
+                      {"index": {0: "b"}, "probabilities": {0: "b"}, **{f"f{k}": {0: "n"} for k in range(nf)}}),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind, path in paths.items():
+        module, args, inputs, outputs, dynamic = specs[kind]
+        with atomic_path(path, overwrite=overwrite) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+            torch.onnx.export(module.eval(), args, str(tmp), dynamo=False, opset_version=17, input_names=inputs,
+                              output_names=outputs, dynamic_axes=dynamic)
+            model = onnx.load(str(tmp))
+            for key, value in ((_META_SHA, weights_sha256), (_META_GRAPH, kind)):
+                entry = model.metadata_props.add()
+                entry.key, entry.value = key, value
+            onnx.save(model, str(tmp))
+    return paths
+
+
+def write_engine_files(checkpoint: Path, *, overwrite: bool = False) -> dict[str, Path]:
+    """Write the ONNX graphs of ``checkpoint``'s network beside it (``orbitseg export`` does this for
+    every ``fold_k.pt``), recording the checkpoint's SHA-256.  Returns graph name -> path."""
+    from orbitseg.io.read import file_sha256
+    from orbitseg.runs.checkpoint import load_network
+
+    network, _ = load_network(checkpoint)
+    return export_onnx(network, Path(checkpoint).parent, Path(checkpoint).stem, file_sha256(checkpoint),
+                       overwrite=overwrite)
+
+
+def cache_dir() -> Path:
+    """Where engine graphs built on first use and the ``auto`` measurements are kept:
+    ``$ORBITSEG_CACHE_DIR``, else ``~/.cache/orbitseg``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "orbitseg"
+
+
+def _graphs_for(checkpoint: Path, network: nn.Module, sha: str, log: Callable[[str], None]) -> dict[str, Path]:
+    """The graphs of ``checkpoint``'s network: beside the weights when they record its SHA-256
+    (``orbitseg export`` writes them), else in the cache (built on first use)."""
+    beside = onnx_graph_paths(checkpoint.parent, checkpoint.stem, network)
+    if all(p.is_file() for p in beside.values()):
+        if all(_recorded_sha(p) == sha for p in beside.values()):
+            return beside
+        log(f"warning: {beside[next(iter(beside))].name} beside {checkpoint} was made from other weights; "
+            "not used (building the engine from the weights instead)")
+    cached = onnx_graph_paths(cache_dir() / "engines" / sha[:24], checkpoint.stem, network)
+    if all(p.is_file() and _recorded_sha(p) == sha for p in cached.values()):
+        return cached
+    log(f"building the ONNX engine for {checkpoint} (once; cached in {cache_dir()})")
+    try:
+        return export_onnx(network, next(iter(cached.values())).parent, checkpoint.stem, sha, overwrite=True)
+    except OSError as exc:
+        raise InputError(cache_dir(), f"cannot hold the ONNX engine's files ({exc.strerror or exc}); set "
+                                      f"{CACHE_ENV} to a writable folder or use --engine torch") from None
+
+
+def _cpu_signature() -> str:
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(("model name", "flags")):
+                    flags += line
+                if line.startswith("flags"):
+                    break
+    except OSError:
+        flags = platform.processor()
+    import hashlib
+
+    return hashlib.sha256(flags.encode()).hexdigest()[:16]
+
+
+def _measure(engines: list, images: np.ndarray, repeats: int = 2) -> dict[str, float]:
+    """Median seconds of each engine on the same slices (after one warm-up run)."""
+    out = {}
+    for e in engines:
+        e.vois(images[:4])
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            e.vois(images)
+            times.append(time.perf_counter() - t0)
+        out[e.name] = float(np.median(times))
+    return out
+
+
+def make_engine(engine: str, networks: Sequence[nn.Module], checkpoints: Sequence[Path], *, size: int,
+                device: torch.device, precision: str, batch_size: int = 64,
+                log: Callable[[str], None] = print) -> TorchEngine | OnnxEngine:
+    """The engine ``engine`` (one of :data:`ENGINES`) for ``networks`` loaded from ``checkpoints``.
+
+    ``auto``: on a CPU with ONNX Runtime installed, the faster of ``torch`` (in ``precision``,
+    already resolved) and ``onnx`` on these networks, measured once on this machine (24 random
+    slices) and remembered in the cache; ONNX is taken only if its probabilities agree with
+    PyTorch float32 within :data:`ONNX_TOLERANCE`.  Elsewhere ``torch``.
+
+    Raises
+    ------
+    InputError
+        ``onnx`` asked for where it cannot run (no ONNX Runtime, a GPU device, bfloat16, or
+        networks not loaded from files).
+    """
+    from orbitseg.io.read import file_sha256
+
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    reference = TorchEngine(networks, device, precision, batch_size)
+    if engine == "torch":
+        return reference
+    usable = device.type == "cpu" and onnx_available() and len(checkpoints) == len(networks)
+    if engine == "onnx":
+        if not usable:
+            raise InputError(None, "the onnx engine needs ONNX Runtime (pip install onnxruntime onnx), the CPU and a "
+                                   "model loaded from files; use --engine torch")
+        if precision != "float32":
+            raise InputError(None, "the onnx engine computes in float32; drop --precision bfloat16 or use --engine torch")
+    elif not usable:
+        return reference
+    shas = [file_sha256(c) for c in checkpoints]
+    graphs = [_graphs_for(Path(c), n, s, log) for c, n, s in zip(checkpoints, networks, shas)]
+    onnx_engine = OnnxEngine(graphs, getattr(networks[0], "seq_len", 3), batch_size=batch_size)
+    if engine == "onnx":
+        return onnx_engine
+    key = f"{_cpu_signature()}-{torch.get_num_threads()}t-{precision}-" + "-".join(s[:12] for s in shas)
+    record_path = cache_dir() / "engine_choice.json"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    if key not in record:
+        images = np.random.default_rng(0).uniform(0, 1, (24, size, size)).astype(np.float32)
+        ref32 = TorchEngine(networks, device, "float32", batch_size).vois(images)
+        agrees = float(np.abs(onnx_engine.vois(images) - ref32).max()) <= ONNX_TOLERANCE
+        seconds = _measure([reference, onnx_engine] if agrees else [reference], images)
+        record[key] = {"seconds": seconds, "onnx_agrees": agrees, "choice": min(seconds, key=seconds.get)}
+        try:
+            from orbitseg.io.atomic import write_text_atomic
+
+            record_path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
+        except OSError:
+            pass  # measured again next time
+        log("engine auto: measured " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
+            + " on 24 slices" + ("" if agrees else " (onnx disagreed with torch: not used)"))
+    return onnx_engine if record[key]["choice"] == "onnx" else reference

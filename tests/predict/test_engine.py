@@ -1,0 +1,132 @@
+"""Inference engines: ONNX Runtime agrees with PyTorch, graphs never outlive their weights, auto measures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from orbitseg.cli import main
+from orbitseg.io.read import file_sha256, read_label, read_scan
+from orbitseg.predict import Segmenter
+from orbitseg.predict import engine as E
+
+pytest.importorskip("onnxruntime")
+
+FIXED = Path(__file__).parent / "data" / "fixed_scan.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return read_scan(FIXED)
+
+
+def test_onnx_agrees_with_torch_on_the_shipped_model(scan):
+    """Probabilities within ONNX_TOLERANCE (float32 reassociation moves them by ~1e-5; a wrong graph by
+    0.1-1) and the same labels but for a handful of boundary voxels."""
+    onnx = Segmenter.load(engine="onnx").segment(scan, probabilities=True)
+    ref = Segmenter.load(engine="torch", precision="float32").segment(scan, probabilities=True)
+    diff = np.abs(onnx.probabilities.values - ref.probabilities.values)
+    assert diff.max() < E.ONNX_TOLERANCE, diff.max()
+    assert int((onnx.labels.array != ref.labels.array).sum()) <= 5  # measured: 0 of 950,069 voxels
+
+
+def test_a_plain_unet_runs_as_one_graph(tmp_path, scan):
+    """The unet2d preset (no sequences) exports as a single 'slices' graph and agrees too."""
+    from tiny import TINY_NETWORKS
+
+    from orbitseg.model import build_model, get_preset
+    from orbitseg.preprocess.pipeline import PreprocessConfig
+    from orbitseg.runs.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    tiny = {k: v for k, v in TINY_NETWORKS["default"].items()}
+    net = build_model("unet2d", **tiny)
+    preset = asdict(get_preset("unet2d"))
+    preset["model"] = asdict(net.config)
+    ckpt = tmp_path / "unet.pt"
+    save_checkpoint({"model": net.state_dict(), "preset": preset,
+                     "preprocess": PreprocessConfig(size=tiny["input_size"]).to_dict()}, ckpt)
+    seg = Segmenter.load(ckpt, engine="onnx", postprocess=False)
+    assert [Path(p).name for p in seg.engine.networks[0].paths.values()] == ["unet.slices.onnx"]
+    a = seg.segment(scan, probabilities=True).probabilities.values
+    b = Segmenter.load(ckpt, engine="torch", precision="float32", postprocess=False).segment(
+        scan, probabilities=True).probabilities.values
+    assert np.abs(a - b).max() < E.ONNX_TOLERANCE
+
+
+def test_graphs_made_from_other_weights_are_not_used(tiny_run, tmp_path, scan):
+    """Graphs beside a checkpoint record its SHA-256; after the weights change, those graphs are
+    refused (a line says so) and the engine is rebuilt from the new weights."""
+    ckpt = tmp_path / "fold_0.pt"
+    shutil.copy(tiny_run / "fold_0" / "checkpoint_best.pt", ckpt)
+    beside = E.write_engine_files(ckpt)
+    lines = []
+    seg = Segmenter.load(ckpt, engine="onnx", log=lines.append)
+    assert [p for p in seg.engine.networks[0].paths.values()] == list(beside.values()) and not lines
+    # new weights under the same name: another (perturbed) network
+    ck = torch.load(ckpt, weights_only=True)
+    ck["model"] = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v for k, v in ck["model"].items()}
+    torch.save(ck, ckpt)
+    lines.clear()
+    seg = Segmenter.load(ckpt, engine="onnx", log=lines.append)
+    assert any("made from other weights" in m for m in lines), lines
+    used = list(seg.engine.networks[0].paths.values())
+    assert used != list(beside.values()) and all(str(E.cache_dir()) in str(p) for p in used)
+    ref = Segmenter.load(ckpt, engine="torch", precision="float32")
+    a = seg.segment(scan, probabilities=True).probabilities.values
+    b = ref.segment(scan, probabilities=True).probabilities.values
+    assert np.abs(a - b).max() < E.ONNX_TOLERANCE  # the new weights' graphs, not the stale ones
+
+
+def test_auto_takes_the_faster_correct_engine_and_remembers(tiny_run, tmp_path, monkeypatch):
+    ckpt = tiny_run / "fold_0" / "checkpoint_best.pt"
+    monkeypatch.setenv(E.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(E, "_measure", lambda engines, images: {e.name: (1.0 if e.name == "onnx" else 2.0)
+                                                                  for e in engines})
+    assert Segmenter.load(ckpt, engine="auto", precision="float32").engine.name == "onnx"
+    record = json.loads((tmp_path / "cache" / "engine_choice.json").read_text())
+    assert [v["choice"] for v in record.values()] == ["onnx"]
+
+    def no_second_measurement(engines, images):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(E, "_measure", no_second_measurement)
+    assert Segmenter.load(ckpt, engine="auto", precision="float32").engine.name == "onnx"  # remembered
+    # torch faster (another machine: a new cache) -> torch
+    monkeypatch.setenv(E.CACHE_ENV, str(tmp_path / "cache2"))
+    monkeypatch.setattr(E, "_measure", lambda engines, images: {e.name: (3.0 if e.name == "onnx" else 2.0)
+                                                                  for e in engines})
+    assert Segmenter.load(ckpt, engine="auto", precision="float32").engine.name == "torch"
+    # an ONNX engine that disagrees with PyTorch is never chosen, however fast
+    monkeypatch.setenv(E.CACHE_ENV, str(tmp_path / "cache3"))
+    monkeypatch.setattr(E, "_measure", lambda engines, images: {e.name: (0.1 if e.name == "onnx" else 2.0)
+                                                                  for e in engines})
+    monkeypatch.setattr(E.OnnxEngine, "vois", lambda self, images, **kw: np.zeros((len(images), 4, 32, 32)))
+    assert Segmenter.load(ckpt, engine="auto", precision="float32").engine.name == "torch"
+
+
+def test_onnx_with_bfloat16_is_refused(tiny_run):
+    from orbitseg.errors import InputError
+
+    with pytest.raises(InputError, match="float32"):
+        Segmenter.load(tiny_run, engine="onnx", precision="bfloat16")
+
+
+def test_predict_says_the_engine_first_and_records_its_files(tiny_run, tmp_path, capsys):
+    assert main(["predict", str(FIXED), str(tmp_path / "o"), "--model", str(tiny_run), "--engine", "onnx"]) == 0
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if not line.startswith(("building the ONNX", "engine auto: measured"))]
+    assert said[0].startswith("engine onnx, network in float32"), out  # after building the graphs, first: which engine
+    record = json.loads((tmp_path / "o" / "prediction.json").read_text())
+    case = record["cases"]["fixed_scan"]
+    assert case["engine"] == "onnx" and case["precision"] == "float32"
+    files = case["engine_files"]
+    assert [Path(f["path"]).name for f in files] == ["checkpoint_best.encoder.onnx", "checkpoint_best.sequences.onnx"]
+    assert all(f["sha256"] == file_sha256(f["path"]) for f in files)
+    read_label(tmp_path / "o" / "fixed_scan.nii.gz", reference=read_scan(FIXED))
