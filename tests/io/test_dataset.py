@@ -88,6 +88,32 @@ def test_flat_folder_pairs_labels_by_suffix(tmp_path):
     assert json.loads((ds / "dataset.json").read_text())["numTraining"] == 1
 
 
+def test_flat_folder_pairs_seg_and_mask_suffixes(tmp_path):
+    """`case_seg.*` and `case_mask.*` next to their scans are labels of those scans (in any ending, any
+    case of the suffix), not scans of their own; import writes them as the cases' labels."""
+    src = tmp_path / "flat"
+    geoms = {"a": Geometry((14, 12, 5), (0.5, 0.5, 2.0), (0, 0, 0)),
+             "b": Geometry((14, 12, 5), (0.4, 0.4, 1.0), (5, -3, 7), FLIP),
+             "c": Geometry((14, 12, 5), (0.6, 0.6, 3.0), (1, 2, 3))}
+    pairs = {"a": ("a.nii.gz", "a_seg.nii.gz"), "b": ("b.nrrd", "b_mask.nrrd"), "c": ("c.mha", "c_Mask.nii.gz")}
+    labels = {}
+    for i, (case, (scan_name, label_name)) in enumerate(pairs.items()):
+        scan, lab = ct_and_labels(geoms[case], seed=i)
+        lab.array[0, 0, i] = 3  # each case's label differs from the others'
+        labels[case] = lab.array
+        _write(scan, src / scan_name)
+        _write(lab, src / label_name)
+    cases = {c.case_id: c for c in find_source_cases(src)}
+    assert {k: (c.scan.name, c.label and c.label.name) for k, c in cases.items()} == pairs
+    ds = tmp_path / "ds"
+    assert import_dataset(src, ds, progress=False) == ["a", "b", "c"]
+    info = json.loads((ds / "dataset.json").read_text())
+    assert info["numTraining"] == 3 and not (ds / "imagesTs").exists()
+    for case in list_cases(ds):
+        lab = read_label(case.label, reference=read_scan(case.image))
+        np.testing.assert_array_equal(lab.array, labels[case.case_id])
+
+
 def test_import_refuses_bad_pair_and_writes_nothing(source, tmp_path):
     g = Geometry((14, 12, 5), (0.5, 0.5, 2.5), (0, 0, 0))  # spacing differs from scan "a"
     _, lab = ct_and_labels(g)
