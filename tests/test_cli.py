@@ -20,6 +20,7 @@ def _entry_point_is_installed(require):
                                   "so the command-line tests cannot run")
 
 
+@pytest.mark.slow
 def test_demo_runs_the_main_job_end_to_end(tmp_path):
     r = run("demo", "--out", tmp_path / "demo", "--patients", "4", "--small", "--epochs", "1")
     assert r.returncode == 0, r.stderr

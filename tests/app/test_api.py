@@ -513,6 +513,7 @@ def test_serve_prints_address(dataset, monkeypatch, capsys):
     assert "http://127.0.0.1:8766/" in out and "other machines" in out
 
 
+@pytest.mark.slow
 def test_predict_with_the_shipped_model(dataset):
     """Predict runs the shipped 4-fold ensemble (what `orbitseg label` uses without --model)."""
     from orbitseg.pretrained import shipped_model_dir

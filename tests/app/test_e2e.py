@@ -122,6 +122,7 @@ def _targets(root, gt_path):
     return scan, k, centres
 
 
+@pytest.mark.slow
 def test_label_a_case_in_chromium(live, page, tmp_path):
     from orbitseg.io.read import read_label
 
@@ -191,6 +192,7 @@ def test_label_a_case_in_chromium(live, page, tmp_path):
     assert set(np.unique(saved.array)) <= {0, 1}
 
 
+@pytest.mark.slow
 def test_conflict_between_two_tabs_and_predict_message(live, page, tmp_path):
     url, root, _ = live
     ctx = page.context
@@ -227,6 +229,7 @@ def test_conflict_between_two_tabs_and_predict_message(live, page, tmp_path):
     _shot(page, tmp_path, "05_predict_without_model.png")
 
 
+@pytest.mark.slow
 def test_autosave_and_window_presets(live, page, tmp_path):
     from orbitseg.io.read import read_label, read_scan
 
@@ -297,6 +300,11 @@ def test_ci_fails_when_chromium_cannot_be_installed_or_run(tmp_path):
     assert [c for c in calls if not c.startswith("apt-get")] == [
         "python3 -m venv .venv", "pip install torch==2.13.0", "pip install -e .[test]",
         "pytest -q ORBITSEG_REQUIRE_ALL=1"], calls
+    # and pytest's own options deselect nothing: the long checks marked slow run in CI too
+    import tomllib
+
+    addopts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    assert "-m" not in addopts.split() and "slow" not in addopts, addopts
 
 
 @pytest.mark.parametrize("required", [True, False], ids=["ci", "local"])

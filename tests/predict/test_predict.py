@@ -294,6 +294,7 @@ def test_mirrored_prediction_is_mirror_symmetric(run_dir):
     np.testing.assert_allclose(both.sum(axis=1), 1.0, atol=1e-4)  # still probabilities
 
 
+@pytest.mark.slow
 def test_bfloat16_and_float32_prediction_agree(inputs, tmp_path, capsys):
     """--precision bfloat16 (auto's choice on CPUs with AMX / AVX512-BF16) labels what float32
     labels, to a few boundary voxels; the run says which arithmetic it used."""
