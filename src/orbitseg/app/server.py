@@ -492,7 +492,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
         with model_state["lock"]:
             if model_state["segmenter"] is None:
                 try:  # a checkpoint, a run folder or a model folder (folds ensembled), loaded once
-                    model_state["segmenter"] = Segmenter.load(model_path, precision="auto")
+                    model_state["segmenter"] = Segmenter.load(model_path, precision="auto", engine="auto")
                 except InputError as exc:
                     raise AppError(503, "no_model", f"{exc}; restart with `orbitseg label DATASET --model RUN_OR_CKPT`")
             result = model_state["segmenter"].segment(o.scan, probabilities=True)
