@@ -5,37 +5,17 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("httpx")
+from fastapi.testclient import TestClient
 
-from fastapi.testclient import TestClient  # noqa: E402
+from orbitseg.app.server import MAX_BODY_BYTES, create_app
+from orbitseg.io.orient import to_canonical
+from orbitseg.io.read import read_label, read_scan
 
-from orbitseg.app.server import MAX_BODY_BYTES, create_app  # noqa: E402
-from orbitseg.io.orient import to_canonical  # noqa: E402
-from orbitseg.io.read import read_label, read_scan  # noqa: E402
-
-CASE = "orbit_001"
-
-
-@pytest.fixture(scope="module")
-def master(tmp_path_factory) -> Path:
-    from orbitseg.synth import make_cohort
-
-    root = tmp_path_factory.mktemp("app_api") / "ds"
-    make_cohort(root, patients=1, seed=0, small=True, workers=1)
-    return root
-
-
-@pytest.fixture()
-def dataset(master, tmp_path) -> Path:
-    root = tmp_path / "ds"
-    shutil.copytree(master, root)
-    return root
+CASE = "orbit_001"  # the one case of the app_cohort fixture (tests/app/conftest.py)
 
 
 @pytest.fixture()

@@ -9,25 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("httpx")
+from fastapi.testclient import TestClient
 
-from fastapi.testclient import TestClient  # noqa: E402
+from orbitseg.app.server import create_app
+from orbitseg.io.orient import to_canonical
+from orbitseg.io.read import read_label, read_scan
 
-from orbitseg.app.server import create_app  # noqa: E402
-from orbitseg.io.orient import to_canonical  # noqa: E402
-from orbitseg.io.read import read_label, read_scan  # noqa: E402
-
-CASE = "orbit_001"
+CASE = "orbit_001"  # the one case of the app_cohort fixture (tests/app/conftest.py)
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    from orbitseg.synth import make_cohort
-
-    root = tmp_path_factory.mktemp("app_routes") / "ds"
-    make_cohort(root, patients=1, seed=0, small=True, workers=1)
-    return root
+def dataset(app_cohort) -> Path:
+    return app_cohort  # these tests only read
 
 
 @pytest.fixture(scope="module")
