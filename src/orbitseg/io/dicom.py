@@ -11,6 +11,15 @@ Reading
     which applies each file's RescaleSlope / RescaleIntercept; the geometry is
     computed here from the headers.
 
+    Before SimpleITK reads a pixel, every slice's header is checked here: its
+    tags decode (no invalid VR or value length), Rows / Columns are single
+    whole numbers, one sample per pixel of 8, 16 or 32 bits, a known transfer
+    syntax, pixel data present and, uncompressed, as long as Rows x Columns
+    promise and inside the file (a truncated file is named), positions and
+    spacings finite; the series' voxels stay under
+    :data:`orbitseg.io.guard.MAX_VOXELS`.  So memory is bounded by what the
+    files hold, and every problem is an InputError naming the folder and file.
+
 Writing
     :func:`write_dicom_series` writes one CT Image Storage file per slice
     ``volume.array[k]``, atomically.
@@ -27,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from orbitseg.errors import AmbiguousSeriesError, InputError, NotCTError
+from orbitseg.io import guard
 from orbitseg.io.atomic import atomic_dir
 from orbitseg.io.formats import DICOM_SERIES
 from orbitseg.io.volume import Geometry, Volume
@@ -44,6 +54,8 @@ _NON_VOLUME_SOP_PREFIXES = (
     "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated PDF / CDA
     "1.2.840.10008.5.1.4.1.1.481.",  # RT objects
 )
+#: the value length of an element of undefined length (encapsulated pixel data, sequences)
+_UNDEFINED = 0xFFFFFFFF
 #: relative tolerance on slice-to-slice spacing
 _SPACING_RTOL = 0.02
 #: header tags needed to sort and group slices
@@ -52,7 +64,8 @@ _HEADER_TAGS = [
     "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns",
     "NumberOfFrames", "PatientID", "InstanceNumber", "SeriesNumber", "RescaleSlope",
     "RescaleIntercept", "StudyInstanceUID", "SliceThickness", "BitsAllocated",
-    "PixelPaddingValue", "PixelPaddingRangeLimit", "PixelRepresentation",
+    "PixelPaddingValue", "PixelPaddingRangeLimit", "PixelRepresentation", "SamplesPerPixel",
+    "PhotometricInterpretation", "BitsStored", "HighBit",
 ]
 
 
@@ -81,17 +94,18 @@ def _candidate_files(folder: Path) -> list[Path]:
 
 
 def _read_header(path: Path):
-    """pydicom header of ``path`` without pixels, or None when it is not DICOM."""
+    """pydicom header of ``path``, every element undecoded and large values deferred (the pixel data's
+    length and place are known, its bytes not read), or None when it is not DICOM."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
         if is_dicom_file(path):
-            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+            return pydicom.dcmread(path, defer_size=256)
         # files without the preamble (old exports): accept only if they parse into an image header
         if path.suffix.lower() not in ("", ".dcm", ".ima", ".dicom"):
             return None
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=_HEADER_TAGS)
+        ds = pydicom.dcmread(path, defer_size=256, force=True)
         if "SeriesInstanceUID" not in ds or "Rows" not in ds:
             return None
         return ds
@@ -99,6 +113,36 @@ def _read_header(path: Path):
         return None
     except Exception:  # noqa: BLE001 - a broken file is simply not a slice
         return None
+
+
+def _undecodable(ds, path: Path) -> str | None:
+    """Why a header cannot be used, or None: an element whose declared length runs past the end of the
+    file (a truncated file, or garbage that would make a reader allocate up to 4 GB for it), or one of the
+    tags orbitseg uses that does not decode (invalid VR, wrong value length...).  pydicom decodes a value
+    when it is first used: decode them all now, while we can say which file."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.datadict import keyword_for_tag
+    from pydicom.uid import UID
+
+    meta = getattr(ds, "file_meta", None)
+    syntax = UID(str(meta.get("TransferSyntaxUID", "") or "")) if meta is not None else UID("")
+    if meta is not None and "TransferSyntaxUID" in meta and not syntax.is_transfer_syntax:
+        return f"unknown transfer syntax {_shown(str(syntax))}"
+    if not (syntax.is_transfer_syntax and syntax.is_deflated):
+        size = path.stat().st_size
+        for tag in list(ds.keys()):
+            elem = ds.get_item(tag, keep_deferred=True)
+            if isinstance(elem, RawDataElement) and elem.length != _UNDEFINED and elem.value_tell is not None \
+                    and elem.value_tell + elem.length > size:
+                name = keyword_for_tag(tag) or "private or unknown"
+                return (f"is truncated or corrupt: its element ({tag.group:04X},{tag.elem:04X}) ({name}) declares "
+                        f"{elem.length} bytes from byte {elem.value_tell}, past the end of the file ({size} bytes)")
+    for kw in _HEADER_TAGS:
+        try:
+            ds.get(kw)
+        except Exception as exc:  # noqa: BLE001 - pydicom's errors vary (NotImplementedError, BytesLengthException...)
+            return f"its {kw} cannot be decoded ({type(exc).__name__}: {guard.first_line(exc, 120)})"
+    return None
 
 
 def _why_not_slice(ds) -> str | None:
@@ -109,7 +153,7 @@ def _why_not_slice(ds) -> str | None:
     image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
     if "LOCALIZER" in image_type:
         return "localizer"
-    if "Rows" not in ds or "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+    if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
         return "no image position"
     return None
 
@@ -119,21 +163,21 @@ def _scan(folder: Path) -> dict[str, dict]:
     series: dict[str, dict] = {}
     for f in _candidate_files(folder):
         ds = _read_header(f)
-        if ds is None or "SeriesInstanceUID" not in ds:
+        try:
+            if ds is None or "SeriesInstanceUID" not in ds:
+                continue
+            uid = str(ds.SeriesInstanceUID)
+        except Exception:  # noqa: BLE001 - a series uid that cannot be decoded: the file belongs to no series
             continue
-        uid = str(ds.SeriesInstanceUID)
-        s = series.setdefault(
-            uid,
-            {
-                "uid": uid,
-                "modality": str(ds.get("Modality", "") or ""),
-                "description": str(ds.get("SeriesDescription", "") or ""),
-                "series_number": ds.get("SeriesNumber"),
-                "files": [],
-                "slices": [],
-                "skipped": defaultdict(int),
-            },
-        )
+        damage = _undecodable(ds, f)
+        if damage is not None:  # keep it with its series: reading that series names the file
+            s = series.setdefault(uid, dict(_new_series(uid, ds), names_unknown=True))
+            s["files"].append(f)
+            s["damaged"].append((f, damage))
+            continue
+        s = series.setdefault(uid, _new_series(uid, ds))
+        if s["names_unknown"]:  # the first file seen was damaged: take the names from a readable one
+            s.update({k: v for k, v in _new_series(uid, ds).items() if k in _SERIES_NAMES})
         s["files"].append(f)
         why = _why_not_slice(ds)
         if why is None:
@@ -143,6 +187,35 @@ def _scan(folder: Path) -> dict[str, dict]:
     return series
 
 
+_SERIES_NAMES = ("modality", "description", "series_number", "names_unknown")
+
+
+def _new_series(uid: str, ds) -> dict:
+    """A series' entry, named by the header ``ds`` of one of its files."""
+    def text(kw: str) -> str:
+        try:
+            return str(ds.get(kw, "") or "")
+        except Exception:  # noqa: BLE001 - undecodable: reading the series will name the file
+            return ""
+
+    try:
+        number = ds.get("SeriesNumber")
+        number = None if number is None or number == "" else int(number)
+    except Exception:  # noqa: BLE001
+        number = None
+    return {
+        "uid": uid,
+        "modality": text("Modality"),
+        "description": text("SeriesDescription"),
+        "series_number": number,
+        "names_unknown": False,
+        "files": [],
+        "slices": [],
+        "damaged": [],
+        "skipped": defaultdict(int),
+    }
+
+
 def _summary(s: dict) -> dict:
     return {
         "uid": s["uid"],
@@ -150,7 +223,7 @@ def _summary(s: dict) -> dict:
         "n_files": len(s["files"]),
         "description": s["description"],
         "n_images": len(s["slices"]),
-        "series_number": None if s["series_number"] is None else int(s["series_number"]),
+        "series_number": s["series_number"],
     }
 
 
@@ -164,10 +237,11 @@ def list_dicom_series(folder: str | Path) -> list[dict]:
     and ``series_number``; sorted by series number then uid.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(folder, "is not a folder")
-    out = [_summary(s) for s in _scan(folder).values()]
-    return sorted(out, key=lambda d: (d["series_number"] is None, d["series_number"] or 0, d["uid"]))
+    with guard.reader_boundary(folder):
+        if not folder.is_dir():
+            raise InputError(folder, "is not a folder")
+        out = [_summary(s) for s in _scan(folder).values()]
+        return sorted(out, key=lambda d: (d["series_number"] is None, d["series_number"] or 0, d["uid"]))
 
 
 def _choose_series(folder: Path, series: dict[str, dict], series_uid: str | None) -> dict:
@@ -178,10 +252,11 @@ def _choose_series(folder: Path, series: dict[str, dict], series_uid: str | None
             listing = ", ".join(f"{u} ({s['modality']}, {len(s['files'])} files)" for u, s in series.items())
             raise InputError(folder, f"holds no series with uid {series_uid}; found: {listing}")
         chosen = series[series_uid]
+        _refuse_damaged(folder, chosen)
         if not chosen["slices"]:
             raise InputError(folder, f"series {series_uid} holds no image slices ({dict(chosen['skipped'])})")
         return chosen
-    images = [s for s in series.values() if s["slices"]]
+    images = [s for s in series.values() if s["slices"] or s["damaged"]]
     ct = [s for s in images if s["modality"].upper() == "CT"]
     if not ct:
         if images:
@@ -190,7 +265,16 @@ def _choose_series(folder: Path, series: dict[str, dict], series_uid: str | None
         raise InputError(folder, "holds DICOM files but no image series (only reports, localizers or similar)")
     if len(ct) > 1:
         raise AmbiguousSeriesError(folder, [_summary(s) for s in ct])
+    _refuse_damaged(folder, ct[0])
     return ct[0]
+
+
+def _refuse_damaged(folder: Path, s: dict) -> None:
+    """A series with a file whose header cannot be decoded is not read (the file could be one of its slices)."""
+    if s["damaged"]:
+        f, why = s["damaged"][0]
+        more = f"; {len(s['damaged']) - 1} more damaged file(s)" if len(s["damaged"]) > 1 else ""
+        raise InputError(folder, f"{f.name}: {why} (series {s['uid']}{more})")
 
 
 # ---------------------------------------------------------------------------
@@ -199,17 +283,101 @@ def _choose_series(folder: Path, series: dict[str, dict], series_uid: str | None
 def _floats(value, n: int, folder: Path, name: str, f: Path) -> np.ndarray:
     try:
         arr = np.asarray([float(v) for v in value], dtype=float)
-    except (TypeError, ValueError):
-        raise InputError(folder, f"{f.name}: unreadable {name} {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(folder, f"{f.name}: unreadable {name} {_shown(value)}") from None
     if arr.shape != (n,):
         raise InputError(folder, f"{f.name}: {name} has {arr.size} values, expected {n}")
+    if not np.isfinite(arr).all() or np.abs(arr).max() > guard.MAX_MM:
+        raise InputError(folder, f"{f.name}: {name} {arr.tolist()} holds a non-finite or absurd value")
     return arr
+
+
+def _shown(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _get(ds, kw: str, folder: Path, f: Path):
+    """The value of tag ``kw`` (None when absent); a value pydicom cannot decode is an InputError naming the file."""
+    try:
+        return ds.get(kw, None)
+    except Exception as exc:  # noqa: BLE001 - pydicom's errors vary by problem
+        raise InputError(folder, f"{f.name}: its {kw} cannot be decoded ({type(exc).__name__}: "
+                                 f"{guard.first_line(exc, 120)})") from None
+
+
+def _is_multi(value) -> bool:
+    return isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
+
+
+def _count(ds, kw: str, folder: Path, f: Path, *, default: int | None = None, low: int = 1, high: int = 65535) -> int:
+    """A tag holding one whole number in [low, high] (Rows, Columns, BitsAllocated...)."""
+    value = _get(ds, kw, folder, f)
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise InputError(folder, f"{f.name}: has no {kw}")
+    if _is_multi(value):
+        raise InputError(folder, f"{f.name}: {kw} holds several values {_shown(list(value))}; one is needed")
+    try:
+        number = int(value)
+        if number != float(value):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(folder, f"{f.name}: unreadable {kw} {_shown(value)}") from None
+    if not low <= number <= high:
+        raise InputError(folder, f"{f.name}: {kw} is {number}, not in {low}..{high}")
+    return number
+
+
+def _check_pixels(folder: Path, f: Path, ds, rows: int, cols: int) -> None:
+    """Refuse a slice whose pixel data cannot be what Rows x Columns promise: no PixelData, colour,
+    an unknown transfer syntax, or uncompressed data shorter than promised or running past the end of the
+    file (a truncated file).  Nothing of the pixel data is read."""
+    from pydicom.uid import UID, ImplicitVRLittleEndian
+
+    samples = _count(ds, "SamplesPerPixel", folder, f, default=1, high=4)
+    if samples != 1:
+        raise InputError(folder, f"{f.name}: {samples} samples per pixel (a colour image); a CT slice has one")
+    bits = _count(ds, "BitsAllocated", folder, f, low=1, high=64)
+    if bits not in (8, 16, 32):
+        raise InputError(folder, f"{f.name}: BitsAllocated {bits}; CT pixels have 8, 16 or 32 bits")
+    _count(ds, "PixelRepresentation", folder, f, default=0, low=0, high=1)
+    meta = getattr(ds, "file_meta", None)
+    syntax = UID(str(meta.get("TransferSyntaxUID", ImplicitVRLittleEndian) if meta is not None
+                     else ImplicitVRLittleEndian))
+    if not syntax.is_transfer_syntax:
+        raise InputError(folder, f"{f.name}: unknown transfer syntax {_shown(str(syntax))}")
+    elem = ds.get_item(0x7FE00010, keep_deferred=True) if 0x7FE00010 in ds else None
+    if elem is None:
+        raise InputError(folder, f"{f.name}: has no pixel data")
+    length = getattr(elem, "length", None)  # a RawDataElement: the value is not read
+    undefined = length == _UNDEFINED or bool(getattr(elem, "is_undefined_length", False))
+    if length is None:  # a DataElement: a small value, read already
+        value = elem.value
+        length = len(value) if isinstance(value, (bytes, bytearray)) else 0
+    if syntax.is_encapsulated:
+        if not undefined:
+            raise InputError(folder, f"{f.name}: transfer syntax {syntax.name} needs encapsulated (compressed) pixel "
+                                     "data, but its pixel data is stored plain")
+        return
+    needed = rows * cols * bits // 8
+    if undefined or length < needed:
+        got = "undefined-length" if undefined else f"{length} bytes of"
+        raise InputError(folder, f"{f.name}: {got} pixel data where Rows x Columns ({rows} x {cols}, {bits} bits) "
+                                 f"need {needed}")
+    tell = getattr(elem, "value_tell", None)
+    if tell is not None and not syntax.is_deflated:
+        size = f.stat().st_size
+        if tell + needed > size:
+            raise InputError(folder, f"{f.name}: is truncated: its pixel data needs {needed} bytes from byte {tell}, "
+                                     f"the file has {size}")
 
 
 def _series_geometry(folder: Path, slices: list) -> tuple[list[Path], Geometry, list]:
     """Sort ``slices`` along the normal and compute the grid; checks regular spacing."""
     f0, ds0 = slices[0]
-    if int(ds0.get("NumberOfFrames", 1) or 1) > 1:
+    if _count(ds0, "NumberOfFrames", folder, f0, default=1, low=0, high=2**31) > 1:
         raise InputError(folder, f"{f0.name} is a multi-frame (enhanced) image; only one-slice-per-file series are supported")
     iop = _floats(ds0.ImageOrientationPatient, 6, folder, "ImageOrientationPatient", f0)
     row, col = iop[:3], iop[3:]
@@ -221,17 +389,24 @@ def _series_geometry(folder: Path, slices: list) -> tuple[list[Path], Geometry, 
     col = col / np.linalg.norm(col)
     normal = np.cross(row, col)
     ps = _floats(ds0.get("PixelSpacing", [1.0, 1.0]), 2, folder, "PixelSpacing", f0)
-    rows, cols = int(ds0.Rows), int(ds0.Columns)
+    if (ps <= 0).any():
+        raise InputError(folder, f"{f0.name}: PixelSpacing {ps.tolist()} is not positive")
+    rows, cols = _count(ds0, "Rows", folder, f0), _count(ds0, "Columns", folder, f0)
+    if rows * cols * len(slices) > guard.MAX_VOXELS:
+        raise InputError(folder, f"series of {len(slices)} slices of {rows} x {cols} pixels holds more voxels than "
+                                 f"orbitseg reads ({guard.MAX_VOXELS})")
 
     entries = []
     for f, ds in slices:
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        if _count(ds, "NumberOfFrames", folder, f, default=1, low=0, high=2**31) > 1:
             raise InputError(folder, f"{f.name} is a multi-frame image; only one-slice-per-file series are supported")
         o = _floats(ds.ImageOrientationPatient, 6, folder, "ImageOrientationPatient", f)
         if not np.allclose(o, iop, atol=1e-3):
             raise InputError(folder, f"slices have different orientations ({f.name}: {o.tolist()} vs {iop.tolist()})")
-        if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
-            raise InputError(folder, f"slices have different sizes ({f.name}: {ds.Rows}x{ds.Columns} vs {rows}x{cols})")
+        size = (_count(ds, "Rows", folder, f), _count(ds, "Columns", folder, f))
+        if size != (rows, cols):
+            raise InputError(folder, f"slices have different sizes ({f.name}: {size[0]}x{size[1]} vs {rows}x{cols})")
+        _check_pixels(folder, f, ds, rows, cols)
         p = _floats(ds.get("PixelSpacing", [1.0, 1.0]), 2, folder, "PixelSpacing", f)
         if not np.allclose(p, ps, rtol=1e-3):
             raise InputError(folder, f"slices have different pixel spacings ({f.name}: {p.tolist()} vs {ps.tolist()})")
@@ -290,14 +465,34 @@ def _check_rescale(folder: Path, files: list[Path], array: np.ndarray) -> None:
         stored = ds.pixel_array.astype(np.float64)
     except Exception:  # noqa: BLE001 - compressed data pydicom cannot decode: nothing to compare
         return
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    inter = float(ds.get("RescaleIntercept", 0) or 0)
+    slope, inter = _rescale(folder, files[k], ds)
     expected = stored * slope + inter
     if expected.shape != array[k].shape or not np.allclose(expected, array[k], atol=max(1e-3, abs(slope) * 1e-3)):
         raise InputError(folder, f"{files[k].name}: pixel values read by SimpleITK disagree with the stored values x RescaleSlope + RescaleIntercept")
 
 
-def _replace_padding(array: np.ndarray, headers: list) -> int:
+def _rescale(folder: Path, f: Path, ds) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) of a slice (1, 0 when absent or empty, as before; a zero slope is 1);
+    refuses several, unreadable or non-finite values."""
+    out = []
+    for kw, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        value = _get(ds, kw, folder, f)
+        if value is None or value == "":
+            out.append(default)
+            continue
+        if _is_multi(value):
+            raise InputError(folder, f"{f.name}: {kw} holds several values {_shown(list(value))}; one is needed")
+        try:
+            v = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(folder, f"{f.name}: unreadable {kw} {_shown(value)}") from None
+        if not np.isfinite(v) or abs(v) > 1e9:
+            raise InputError(folder, f"{f.name}: {kw} {v:g} is not a usable number")
+        out.append(v or default)
+    return out[0], out[1]
+
+
+def _replace_padding(array: np.ndarray, headers: list, folder: Path, files: list[Path]) -> int:
     """Set padding pixels (PixelPaddingValue, up to PixelPaddingRangeLimit when given; the
     area outside the reconstruction circle) to air, in place.  Scanners pad with values such
     as -32768 or 63536 that are no Hounsfield units.  Returns the number of voxels replaced."""
@@ -309,9 +504,11 @@ def _replace_padding(array: np.ndarray, headers: list) -> int:
         if pad is None or isinstance(pad, (bytes, bytearray)):
             continue
         limit = ds.get("PixelPaddingRangeLimit", None)
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        inter = float(ds.get("RescaleIntercept", 0) or 0)
-        ends = [float(pad), float(pad if limit is None or isinstance(limit, (bytes, bytearray)) else limit)]
+        slope, inter = _rescale(folder, files[k], ds)
+        try:
+            ends = [float(pad), float(pad if limit is None or isinstance(limit, (bytes, bytearray)) else limit)]
+        except (TypeError, ValueError, OverflowError):
+            continue  # several or unreadable padding values: nothing is marked as padding
         lo, hi = sorted(v * slope + inter for v in ends)
         tol = max(1e-3, abs(slope) * 1e-3)
         mask = (array[k] >= lo - tol) & (array[k] <= hi + tol)
@@ -334,9 +531,14 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
     ------
     InputError, NotCTError, AmbiguousSeriesError
     """
+    folder = Path(folder)
+    with guard.reader_boundary(folder):
+        return _read_dicom_series(folder, series_uid)
+
+
+def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
     import SimpleITK as sitk
 
-    folder = Path(folder)
     if folder.is_file() and folder.name.upper() == "DICOMDIR":
         folder = folder.parent
     if folder.is_file():
@@ -362,7 +564,7 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
     if array.shape != geom.shape:
         raise InputError(folder, f"pixel data shape {array.shape} does not match the headers ({geom.shape})")
     _check_rescale(folder, files, array)
-    padded = _replace_padding(array, headers)
+    padded = _replace_padding(array, headers, folder, files)
     ds0 = headers[0]
     meta = {
         "format": DICOM_SERIES.name,

@@ -29,6 +29,9 @@ __all__ = [
 
 #: how a format is written: SimpleITK, orbitseg's 3D Slicer segmentation writer, or a DICOM series writer
 WRITERS: tuple[str, ...] = ("sitk", "slicer_seg", "dicom")
+#: header layouts orbitseg checks itself before a library reads the file (orbitseg.io.guard.GUARDS; DICOM
+#: headers are checked by orbitseg.io.dicom)
+HEADERS: tuple[str, ...] = ("nifti", "nrrd", "metaimage", "dicom")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class FileFormat:
     writes_label: bool = False
     #: holds named segments (3D Slicer), read by name and always a label, never a scan
     segments: bool = False
+    #: the header layout checked before any library reads the file (one of HEADERS); a readable format
+    #: must name one, so that no file reaches ITK unchecked
+    header: str | None = None
 
     def __post_init__(self) -> None:
         if self.ending != self.ending.lower():
@@ -67,6 +73,9 @@ class FileFormat:
             raise ValueError(f"{self.ending}: a label format written must be readable and have a writer")
         if self.segments and self.reads_scan:
             raise ValueError(f"{self.ending}: a segmentation holds labels, not a scan")
+        if (self.reads_scan or self.reads_label) and self.header not in HEADERS:
+            raise ValueError(f"{self.ending}: a format that is read must name its header layout, one of {HEADERS}, "
+                             f"checked before any library reads it (got {self.header!r})")
 
 
 #: ending -> format, in the order messages and ``predict --format`` list them
@@ -74,26 +83,26 @@ FORMATS: dict[str, FileFormat] = {
     f.ending: f
     for f in (
         FileFormat(".nii.gz", "nifti", "NIfTI-1, gzip-compressed (the project's own format)", "NiftiImageIO",
-                   "sitk", reads_scan=True, reads_label=True, writes_scan=True, writes_label=True),
+                   "sitk", reads_scan=True, reads_label=True, writes_scan=True, writes_label=True, header="nifti"),
         FileFormat(".nii", "nifti", "NIfTI-1, uncompressed", "NiftiImageIO",
-                   "sitk", reads_scan=True, reads_label=True, writes_scan=True, writes_label=True),
+                   "sitk", reads_scan=True, reads_label=True, writes_scan=True, writes_label=True, header="nifti"),
         FileFormat(".seg.nrrd", "seg.nrrd", "3D Slicer segmentation (labelmap NRRD with named, coloured segments)",
                    "NrrdImageIO", "slicer_seg", reads_scan=False, reads_label=True, writes_label=True,
-                   segments=True),
+                   segments=True, header="nrrd"),
         FileFormat(".nrrd", "nrrd", "NRRD, one file", "NrrdImageIO",
-                   "sitk", reads_scan=True, reads_label=True, writes_scan=True, writes_label=True),
+                   "sitk", reads_scan=True, reads_label=True, writes_scan=True, writes_label=True, header="nrrd"),
         FileFormat(".nhdr", "nrrd", "NRRD header beside a separate data file", "NrrdImageIO",
-                   None, reads_scan=True, reads_label=True),
+                   None, reads_scan=True, reads_label=True, header="nrrd"),
         FileFormat(".mha", "metaimage", "MetaImage, one file", "MetaImageIO",
-                   "sitk", reads_scan=True, reads_label=True, writes_scan=True),
+                   "sitk", reads_scan=True, reads_label=True, writes_scan=True, header="metaimage"),
         FileFormat(".mhd", "metaimage", "MetaImage header beside a separate data file", "MetaImageIO",
-                   None, reads_scan=True, reads_label=True),
+                   None, reads_scan=True, reads_label=True, header="metaimage"),
     )
 }
 
 #: a DICOM CT series: a folder of one-slice files (read by orbitseg.io.dicom, written by write_dicom_series)
 DICOM_SERIES = FileFormat("", "dicom", "DICOM CT series (a folder of one-slice files)", None, "dicom",
-                          reads_scan=True, reads_label=False)
+                          reads_scan=True, reads_label=False, header="dicom")
 
 #: every file ending orbitseg knows
 ENDINGS: tuple[str, ...] = tuple(FORMATS)

@@ -5,7 +5,10 @@ MetaImage (``.mha``, ``.mhd``), a DICOM series folder (or one file of it),
 and for labels also 3D Slicer segmentations (``.seg.nrrd``).
 
 Every problem with a file is raised as :class:`~orbitseg.errors.InputError`
-(or a subclass) naming the file.
+(or a subclass) naming the file: each header is checked by :mod:`orbitseg.io.guard`
+before SimpleITK sees the file (finite geometry, sane sizes against the file's
+length, allowed encodings, data files only beside the header), and any other
+exception a library raises becomes an InputError at this boundary.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from orbitseg.constants import (
     STRUCTURES,
 )
 from orbitseg.errors import InputError
-from orbitseg.io import validate
+from orbitseg.io import guard, validate
 from orbitseg.io.dicom import _short, is_dicom_file, read_dicom_series
 from orbitseg.io.formats import FORMATS, LABEL_READ_ENDINGS, SCAN_ENDINGS, split_ending
 from orbitseg.io.volume import Geometry, Volume, geometry_of
@@ -66,22 +69,23 @@ def read_scan(path: str | Path, *, series_uid: str | None = None, check: bool = 
     AmbiguousSeriesError : several CT series and no ``series_uid``
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "does not exist")
-    if path.is_dir() or is_dicom_file(path):
-        vol = read_dicom_series(path, series_uid=series_uid)
-    else:
-        ending = _ending(path, SCAN_ENDINGS)
-        image = _read_image_file(path, ending)
-        if image.GetNumberOfComponentsPerPixel() != 1:
-            raise InputError(
-                path, f"has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour or vector image); a CT has one"
-            )
-        vol = Volume.from_sitk(image, path, format=FORMATS[ending].name)
-    validate.check_volume_3d(vol, path)
-    vol.array = hu_array(vol.array)
-    if check:
-        validate.check_ct(vol, path)
+    with guard.reader_boundary(path):
+        if not path.exists():
+            raise InputError(path, "does not exist")
+        if path.is_dir() or is_dicom_file(path):
+            vol = read_dicom_series(path, series_uid=series_uid)
+        else:
+            ending = _ending(path, SCAN_ENDINGS)
+            image = _read_image_file(path, ending)
+            if image.GetNumberOfComponentsPerPixel() != 1:
+                raise InputError(
+                    path, f"has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour or vector image); a CT has one"
+                )
+            vol = Volume.from_sitk(image, path, format=FORMATS[ending].name)
+        validate.check_volume_3d(vol, path)
+        vol.array = hu_array(vol.array)
+        if check:
+            validate.check_ct(vol, path)
     return vol
 
 
@@ -134,27 +138,33 @@ def check_scan_header(path: str | Path) -> None:
         naming the file and the problem.
     """
     path = Path(path)
-    _image_reader(path, _ending(path, SCAN_ENDINGS))
+    with guard.reader_boundary(path):
+        _image_reader(path, _ending(path, SCAN_ENDINGS))
 
 
 def _read_image_file(path: Path, ending: str):
     """SimpleITK image of ``path``, read by the ImageIO its ending calls for."""
-    reader = _image_reader(path, ending)
+    reader, promise = _image_reader(path, ending)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(path, f"is corrupt or truncated ({_short(exc)})") from None
+    if promise.floating and FORMATS[ending].header == "nifti" and guard.nifti_nonfinite(path):
+        # ITK reads NaN and infinity in a NIfTI as 0: a label would pass as background, a scan as water
+        raise InputError(path, "holds NaN or infinite voxel values")
     return image
 
 
 def _image_reader(path: Path, ending: str):
-    """A SimpleITK reader of ``path`` whose header was read and checked (3D; NIfTI complete)."""
+    """A SimpleITK reader of ``path`` whose header was checked by :mod:`orbitseg.io.guard` and then read
+    by ITK (3D; NIfTI complete), and what the header promises."""
     import SimpleITK as sitk
 
     if not path.is_file():
         raise InputError(path, "is not a file")
     if path.stat().st_size == 0:
         raise InputError(path, "is empty (0 bytes)")
+    promise = guard.check_header(path, FORMATS[ending], ending)
     fmt, io_name = FORMATS[ending].name, FORMATS[ending].itk_io
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -168,7 +178,7 @@ def _image_reader(path: Path, ending: str):
         raise InputError(path, f"is a {reader.GetDimension()}D image (size {size}); a 3D volume is needed")
     if fmt == "nifti":
         _check_nifti_complete(path, ending)
-    return reader
+    return reader, promise
 
 
 def _gzip_trailer_size(path: Path) -> int | None:
@@ -244,6 +254,11 @@ def read_label(path: str | Path, *, reference: Volume | Geometry | None = None, 
     if purpose not in ("view", "train"):
         raise ValueError(f"purpose must be 'view' or 'train', got {purpose!r}")
     path = Path(path)
+    with guard.reader_boundary(path):
+        return _read_label(path, reference, purpose)
+
+
+def _read_label(path: Path, reference: Volume | Geometry | None, purpose: str) -> Volume:
     if not path.exists():
         raise InputError(path, "does not exist")
     if path.is_dir():
