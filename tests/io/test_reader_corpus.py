@@ -206,6 +206,13 @@ def nhdr_dev_zero(tmp_path, make_ct):
     return _nhdr(tmp_path, make_ct, "dev_zero.nhdr", "/dev/zero")
 
 
+def nhdr_symlink_to_dev_zero(tmp_path, make_ct):
+    """A data file beside the header that is a link to /dev/zero."""
+    out = _nhdr(tmp_path, make_ct, "link.nhdr", "zero.raw")
+    (tmp_path / "zero.raw").symlink_to("/dev/zero")
+    return out
+
+
 def nhdr_absolute_path(tmp_path, make_ct):
     """An absolute data file path, even to a real file: only a file beside the header is read."""
     return _nhdr(tmp_path, make_ct, "absolute.nhdr", str(tmp_path / "voxels.raw"))
@@ -314,6 +321,14 @@ def dicom_huge_rows(tmp_path, make_ct):
     return folder
 
 
+def dicom_rows_over_voxel_cap(tmp_path, make_ct):
+    """Every slice says 65535 x 65535 pixels: 17 G voxels, refused before any file's pixel data is looked at."""
+    folder = _series(tmp_path, make_ct)
+    for f in sorted(folder.iterdir()):
+        _edit(f, lambda ds: (setattr(ds, "Rows", 65535), setattr(ds, "Columns", 65535)))
+    return folder
+
+
 def dicom_unknown_transfer_syntax(tmp_path, make_ct):
     folder = _series(tmp_path, make_ct)
     f = folder / "IM00002.dcm"
@@ -336,9 +351,12 @@ CORPUS = {
     "nrrd-sizes-beyond-gzip": (nrrd_sizes_beyond_gzip, ("read_scan",), r"compressed bytes can hold", True),
     "nrrd-raw-truncated": (nrrd_raw_truncated, ("read_scan", "check_scan_header"), r"is truncated", True),
     "nhdr-dev-zero-hang": (nhdr_dev_zero, ("read_scan", "check_scan_header"), r"only a file beside the header", True),
+    "nhdr-symlink-to-dev-zero": (nhdr_symlink_to_dev_zero, ("read_scan", "check_scan_header"),
+                                 r"data file 'zero\.raw' is not a regular file", True),
     "nhdr-absolute-path": (nhdr_absolute_path, ("read_scan",), r"only a file beside the header", True),
     "nhdr-parent-folder": (nhdr_parent_folder, ("read_label",), r"only a file beside the header", True),
-    "mha-ndims-negative-crash": (mha_ndims_negative, ("read_scan", "check_scan_header"), r"NDims", True),
+    "mha-ndims-negative-crash": (mha_ndims_negative, ("read_scan", "check_scan_header"), r"NDims '-1', not 1\.\.10",
+                                 True),
     "mha-dimsize-beyond-file": (mha_dimsize_beyond_file, ("read_scan",), r"is truncated", True),
     "mha-dimsize-huge": (mha_dimsize_huge, ("read_scan",), r"declares 8000000000 voxels", True),
     "mha-compressed-size-huge": (mha_compressed_size_huge, ("read_scan",), r"CompressedDataSize", True),
@@ -353,6 +371,8 @@ CORPUS = {
                                           r"IM00004\.dcm: is truncated or corrupt: its element \(9E3A,B174\)", True),
     "dicom-huge-rows-memory": (dicom_huge_rows, ("read_scan",), r"IM0000\d\.dcm: .*pixel data where Rows x Columns",
                                True),
+    "dicom-rows-over-voxel-cap": (dicom_rows_over_voxel_cap, ("read_scan",),
+                                  r"series of 4 slices of 65535 x 65535 pixels holds more voxels", True),
     "dicom-unknown-transfer-syntax": (dicom_unknown_transfer_syntax, ("read_scan", "list_dicom_series"),
                                       r"IM00002\.dcm: .*unknown transfer syntax '1\.2\.3\.4'", False),
 }

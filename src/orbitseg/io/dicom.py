@@ -126,8 +126,6 @@ def _undecodable(ds, path: Path) -> str | None:
 
     meta = getattr(ds, "file_meta", None)
     syntax = UID(str(meta.get("TransferSyntaxUID", "") or "")) if meta is not None else UID("")
-    if meta is not None and "TransferSyntaxUID" in meta and not syntax.is_transfer_syntax:
-        return f"unknown transfer syntax {_shown(str(syntax))}"
     if not (syntax.is_transfer_syntax and syntax.is_deflated):
         size = path.stat().st_size
         for tag in list(ds.keys()):
@@ -332,8 +330,8 @@ def _count(ds, kw: str, folder: Path, f: Path, *, default: int | None = None, lo
 
 def _check_pixels(folder: Path, f: Path, ds, rows: int, cols: int) -> None:
     """Refuse a slice whose pixel data cannot be what Rows x Columns promise: no PixelData, colour,
-    an unknown transfer syntax, or uncompressed data shorter than promised or running past the end of the
-    file (a truncated file).  Nothing of the pixel data is read."""
+    an unknown transfer syntax, encapsulated data stored plain, or uncompressed data shorter than promised.
+    Nothing of the pixel data is read."""
     from pydicom.uid import UID, ImplicitVRLittleEndian
 
     samples = _count(ds, "SamplesPerPixel", folder, f, default=1, high=4)
@@ -366,12 +364,7 @@ def _check_pixels(folder: Path, f: Path, ds, rows: int, cols: int) -> None:
         got = "undefined-length" if undefined else f"{length} bytes of"
         raise InputError(folder, f"{f.name}: {got} pixel data where Rows x Columns ({rows} x {cols}, {bits} bits) "
                                  f"need {needed}")
-    tell = getattr(elem, "value_tell", None)
-    if tell is not None and not syntax.is_deflated:
-        size = f.stat().st_size
-        if tell + needed > size:
-            raise InputError(folder, f"{f.name}: is truncated: its pixel data needs {needed} bytes from byte {tell}, "
-                                     f"the file has {size}")
+    # pixel data running past the end of the file was refused with the file's header (_undecodable)
 
 
 def _series_geometry(folder: Path, slices: list) -> tuple[list[Path], Geometry, list]:
