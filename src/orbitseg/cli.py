@@ -44,13 +44,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from orbitseg.errors import ExistsError
     from orbitseg.io.read import read_label, read_scan
     from orbitseg.report.pictures import render_views
 
+    if args.output.exists() and not args.overwrite:  # refused before the scan is read
+        raise ExistsError(args.output)
     scan = read_scan(args.scan, series_uid=args.series)
     labels = read_label(args.labels, reference=scan) if args.labels else None
     level, width = args.window
-    out = render_views(scan, labels, args.output, level=level, width=width)
+    out = render_views(scan, labels, args.output, level=level, width=width, overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
 
@@ -183,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("scan", type=Path, help="scan file or DICOM series folder")
     s.add_argument("labels", type=Path, nargs="?", default=None, help="label volume on the scan's grid")
     s.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
+    s.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     s.add_argument("--series", default=None, help="SeriesInstanceUID when a DICOM folder holds several")
     s.add_argument("--window", type=float, nargs=2, metavar=("LEVEL", "WIDTH"), default=(WINDOW_LEVEL, WINDOW_WIDTH),
                    help=f"display window in HU (default: the paper's {WINDOW_LEVEL:g} {WINDOW_WIDTH:g})")

@@ -15,6 +15,7 @@ from orbitseg.constants import (
     WINDOW_LEVEL,
     WINDOW_WIDTH,
 )
+from orbitseg.errors import ExistsError
 from orbitseg.io.atomic import atomic_path
 from orbitseg.io.orient import to_canonical
 from orbitseg.io.volume import Volume
@@ -69,6 +70,7 @@ def render_views(
     width: float = WINDOW_WIDTH,
     point: tuple[int, int, int] | None = None,
     dpi: int = 110,
+    overwrite: bool = True,
 ) -> Path:
     """Axial, coronal and sagittal views through the orbits, labels overlaid.
 
@@ -81,9 +83,16 @@ def render_views(
     ----------
     scan : CT volume (HU)
     labels : label volume on the scan's grid, or None
-    out : PNG path (written atomically, replaced if it exists)
+    out : PNG path (written atomically; an existing file is replaced only when ``overwrite``)
     point : canonical index (k, j, i) to cut through; default :func:`views_point`
+
+    Raises
+    ------
+    ExistsError : ``out`` exists and ``overwrite`` is False (checked before anything is drawn)
     """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ExistsError(out)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,10 +127,11 @@ def render_views(
     fig.suptitle(f"{sup}   window L{level:g}/W{width:g} HU   spacing {sx:.2f}x{sy:.2f}x{sz:.2f} mm",
                  color="white", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
-    out = Path(out)
-    with atomic_path(out, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=dpi, facecolor="black", format="png")
-    plt.close(fig)
+    try:
+        with atomic_path(out, overwrite=overwrite) as tmp:
+            fig.savefig(tmp, dpi=dpi, facecolor="black", format="png")
+    finally:
+        plt.close(fig)
     return out
 
 
