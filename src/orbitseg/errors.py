@@ -48,6 +48,22 @@ class AmbiguousSeriesError(InputError):
         )
 
 
+class OutputError(OrbitsegError, OSError):
+    """An output cannot be written where it was asked for: a file stands where a folder is needed,
+    a folder is not writable, a read-only file system...
+
+    Parameters
+    ----------
+    path : the output path that cannot be written
+    problem : what is wrong, in words a user can act on
+    """
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
 class ExistsError(OrbitsegError, FileExistsError):
     """Refusing to overwrite a user's file without --overwrite."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ from pathlib import Path
 
 from orbitseg.constants import CHANNEL_SUFFIX, FILE_ENDING, PREDICTION_JSON
 from orbitseg.io.formats import LABEL_WRITE_ENDINGS, split_ending
-from orbitseg.errors import InputError, OrbitsegError
-from orbitseg.io.atomic import write_text_atomic
+from orbitseg.errors import InputError, OrbitsegError, OutputError
+from orbitseg.io.atomic import remove_stale_temporaries, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,28 @@ def find_inputs(path: str | Path) -> list[ScanInput]:
     if not out:
         raise InputError(path, "holds no scans (NIfTI, NRRD, MetaImage files or DICOM series folders)")
     return out
+
+
+def check_output_folder(output: str | Path) -> Path:
+    """Refuse an OUTPUT that cannot become the folder of results, before any scan is read.  Nothing is
+    created: the folder is made with the first file written, so a run that writes nothing leaves none.
+
+    Raises
+    ------
+    OutputError
+        ``output`` is a file, lies under a file, or its nearest existing folder is not writable.
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise OutputError(output, "exists and is not a folder; OUTPUT is the folder the label files go to")
+    anc = output
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise OutputError(output, f"cannot be created: {anc} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise OutputError(output, f"cannot be written: no permission to write in {anc}")
+    return output
 
 
 def _settings_id(settings: dict) -> str:
@@ -120,9 +143,11 @@ def predict_inputs(
     if ending not in LABEL_WRITE_ENDINGS:
         raise InputError(None, f"output format {ending!r} is not one of {', '.join(LABEL_WRITE_ENDINGS)}")
     inputs = find_inputs(input_path)
+    output = check_output_folder(output)
+    if output.is_dir():  # temporaries of a killed run: a label file or record half written
+        remove_stale_temporaries(output)
     segmenter = Segmenter.load(model, folds=folds, device=device, precision=precision, mirror=mirror,
                                postprocess=postprocess, engine=engine, log=print if progress else lambda _: None)
-    output = Path(output)
     settings = segmenter.settings()
     sid = _settings_id(settings)
     record_path = output / PREDICTION_JSON
@@ -135,8 +160,7 @@ def predict_inputs(
     record.update({"orbitseg": __version__, "command": list(sys.argv)})
     if progress:
         print(segmenter.describe())
-    output.mkdir(parents=True, exist_ok=True)
-    rows, problems, kept = [], [], 0
+    rows, problems, kept = [], [], 0  # OUTPUT is created by the first file written (none: no folder left)
     for item in tqdm(inputs, desc="predict", unit="scan", disable=not progress):
         target = output / f"{item.case_id}{ending}"
         if target.exists() and not (overwrite or resume):
@@ -156,6 +180,8 @@ def predict_inputs(
                     "engine_files": segmenter.engine.files(),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
                 write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
+        except OutputError:
+            raise  # the next scans could not be written either
         except OrbitsegError as exc:
             problems.append(str(exc))
             continue
