@@ -149,7 +149,7 @@ def _read_image_file(path: Path, ending: str):
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(path, f"is corrupt or truncated ({_short(exc)})") from None
-    if promise.floating and FORMATS[ending].header == "nifti" and guard.nifti_nonfinite(path):
+    if promise.floating and FORMATS[ending].header == "nifti" and guard.nifti_nonfinite(path, promise):
         # ITK reads NaN and infinity in a NIfTI as 0: a label would pass as background, a scan as water
         raise InputError(path, "holds NaN or infinite voxel values")
     return image
