@@ -147,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     from orbitseg import __version__
     # light modules only: parsing must not import torch, SimpleITK or NumPy
-    from orbitseg.constants import (DEFAULT_PRESET, ENGINES, FILE_ENDING, FIT_ASPECT, FIT_ASPECTS, INPUT_SIZE, N_FOLDS,
-                                    PRECISIONS, PRESET_NAMES, SEQ_LEN, TRAIN_PRECISIONS, WINDOW_LEVEL, WINDOW_WIDTH)
+    from orbitseg.constants import (DEFAULT_PRESET, DICOM_OUTPUTS, ENGINES, FILE_ENDING, FIT_ASPECT, FIT_ASPECTS,
+                                    INPUT_SIZE, N_FOLDS, PRECISIONS, PRESET_NAMES, SEQ_LEN, TRAIN_PRECISIONS,
+                                    WINDOW_LEVEL, WINDOW_WIDTH)
     from orbitseg.demo import DEMO_SEED
     from orbitseg.io.formats import FORMATS, LABEL_WRITE_ENDINGS
 
@@ -237,8 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--folds", default="all", help="folds of a run to ensemble: all, or e.g. 0,2")
     s.add_argument("--device", default="cpu", help="cpu or cuda")
     segments = next(e for e in LABEL_WRITE_ENDINGS if FORMATS[e].segments)
-    s.add_argument("--format", default=FILE_ENDING, choices=LABEL_WRITE_ENDINGS,
-                   help=f"label file format (default {FILE_ENDING}; {segments} opens as segments in 3D Slicer)")
+    s.add_argument("--format", default=[FILE_ENDING], nargs="+", choices=(*LABEL_WRITE_ENDINGS, *DICOM_OUTPUTS),
+                   help=f"output format(s), one or several (default {FILE_ENDING}; {segments} opens as segments in "
+                        "3D Slicer; dicom-seg / rtstruct: DICOM objects referencing a DICOM series input, for a PACS "
+                        "viewer or a planning system)")
     s.add_argument("--series", default=None, help="SeriesInstanceUID when a DICOM folder holds several")
     existing = s.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true", help="replace existing label files")

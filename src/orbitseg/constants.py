@@ -118,6 +118,9 @@ MODEL_JSON: str = "model.json"
 PREDICTION_JSON: str = "prediction.json"
 #: ending of every file the project writes by default (its format: orbitseg.io.formats.DEFAULT_FORMAT)
 FILE_ENDING: str = ".nii.gz"
+#: DICOM objects `orbitseg predict --format` can write beside (or instead of) label volumes: name -> file ending.
+#: They refer to the scan's DICOM series, so they are written only for scans read from one.
+DICOM_OUTPUTS: dict[str, str] = {"dicom-seg": ".seg.dcm", "rtstruct": ".rtstruct.dcm"}
 #: the folder `orbitseg evaluate` (and a training run's test scoring) writes its metrics into
 METRICS_DIR: str = "metrics"
 DATASET_JSON: str = "dataset.json"

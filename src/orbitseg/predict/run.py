@@ -14,10 +14,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from orbitseg.constants import CHANNEL_SUFFIX, FILE_ENDING, PREDICTION_JSON
+from orbitseg.constants import CHANNEL_SUFFIX, DICOM_OUTPUTS, FILE_ENDING, PREDICTION_JSON
 from orbitseg.io.formats import LABEL_WRITE_ENDINGS, split_ending
 from orbitseg.errors import InputError, OrbitsegError, OutputError
 from orbitseg.io.atomic import remove_stale_temporaries, write_text_atomic
@@ -78,6 +79,43 @@ def check_output_folder(output: str | Path) -> Path:
     return output
 
 
+def _write_outputs(labels, scan, targets: dict[str, Path], *, overwrite: bool, problems: list[str]) -> list[Path]:
+    """Write ``labels`` in every format of ``targets`` (format -> file); the files written.  A DICOM
+    object for a scan that is not a DICOM series is named in ``problems``; the other formats go on."""
+    from orbitseg.io.dicomseg import write_dicom_seg
+    from orbitseg.io.rtstruct import write_rtstruct
+    from orbitseg.io.write import write_label
+
+    written = []
+    for fmt, target in targets.items():
+        if fmt in DICOM_OUTPUTS and not scan.meta.get("files"):
+            problems.append(f"{scan.path}: not a DICOM series (format {scan.meta.get('format', 'unknown')}), so no "
+                            f"{fmt} is written: it refers to the scan's DICOM slices; the other formats were written")
+            continue
+        if fmt == "dicom-seg":
+            write_dicom_seg(labels, scan, target, overwrite=overwrite)
+        elif fmt == "rtstruct":
+            write_rtstruct(labels, scan, target, overwrite=overwrite)
+        else:
+            write_label(labels, target, reference=scan, overwrite=overwrite)
+        written.append(target)
+    return written
+
+
+def _read_output(target: Path, fmt: str, item: ScanInput, series_uid: str | None):
+    """The labels of an output file already written (``--resume``)."""
+    from orbitseg.io.read import read_label, read_scan
+
+    if fmt not in DICOM_OUTPUTS:
+        return read_label(target)
+    if fmt == "dicom-seg":
+        from orbitseg.io.dicomseg import read_dicom_seg
+
+        return read_dicom_seg(target, reference=read_scan(item.path, series_uid=series_uid))
+    raise InputError(target, "an RTSTRUCT cannot be read back as labels; put a label format first in --format "
+                             "to resume, or --overwrite")
+
+
 def _settings_id(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -99,7 +137,7 @@ def predict_inputs(
     model: str | Path | None = None,
     folds: str = "all",
     device: str = "cpu",
-    ending: str = FILE_ENDING,
+    ending: str | Sequence[str] = FILE_ENDING,
     overwrite: bool = False,
     series_uid: str | None = None,
     postprocess: bool = True,
@@ -121,6 +159,10 @@ def predict_inputs(
     (about twice as fast) and in float32 elsewhere; ``"float32"`` or ``"bfloat16"`` forces one.
     ``engine``: ``"auto"`` runs the faster of PyTorch and ONNX Runtime on this machine (measured once,
     :mod:`orbitseg.predict.engine`), ``"torch"`` or ``"onnx"`` forces one; the first line printed says which.
+    ``ending``: one output format or several, each a label-volume ending (``.nii.gz``, ``.seg.nrrd``, ...)
+    or a DICOM object (``"dicom-seg"``, ``"rtstruct"``: :data:`~orbitseg.constants.DICOM_OUTPUTS`,
+    written only for scans read from a DICOM series, which they reference slice by slice); the first
+    is the file ``resume`` looks for.
     ``resume=True`` continues an interrupted run: label files already in ``output``
     are kept (and measured) instead of refused; it is refused when ``output``'s
     ``prediction.json`` was written with other model files or settings.  Each label file
@@ -133,15 +175,17 @@ def predict_inputs(
     from orbitseg import __version__
     from orbitseg.evaluate.folders import rows_to_csv
     from orbitseg.evaluate.measure import MEASUREMENTS_CSV, orbit_measurements
-    from orbitseg.io.read import read_label, read_scan
-    from orbitseg.io.write import write_label
+    from orbitseg.io.read import read_scan
     from orbitseg.predict.segmenter import Segmenter
 
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: resume keeps existing label files, "
                          "overwrite replaces them")
-    if ending not in LABEL_WRITE_ENDINGS:
-        raise InputError(None, f"output format {ending!r} is not one of {', '.join(LABEL_WRITE_ENDINGS)}")
+    formats = [ending] if isinstance(ending, str) else list(dict.fromkeys(ending))
+    known = (*LABEL_WRITE_ENDINGS, *DICOM_OUTPUTS)
+    bad = [f for f in formats if f not in known]
+    if bad or not formats:
+        raise InputError(None, f"output format {', '.join(map(repr, bad)) or 'none'} is not one of {', '.join(known)}")
     inputs = find_inputs(input_path)
     output = check_output_folder(output)
     if output.is_dir():  # temporaries of a killed run: a label file or record half written
@@ -162,20 +206,25 @@ def predict_inputs(
         print(segmenter.describe())
     rows, problems, kept = [], [], 0  # OUTPUT is created by the first file written (none: no folder left)
     for item in tqdm(inputs, desc="predict", unit="scan", disable=not progress):
-        target = output / f"{item.case_id}{ending}"
-        if target.exists() and not (overwrite or resume):
-            problems.append(f"{target}: already exists; pass --overwrite to replace it or --resume to keep it")
+        targets = {f: output / f"{item.case_id}{DICOM_OUTPUTS.get(f, f)}" for f in formats}
+        target = targets[formats[0]]
+        there = [t for t in targets.values() if t.exists()]
+        if there and not (overwrite or resume):
+            problems.append(f"{there[0]}: already exists; pass --overwrite to replace it or --resume to keep it")
             continue
         try:
-            if target.exists() and resume:
-                labels = read_label(target)
+            if resume and len(there) == len(targets):
+                labels = _read_output(target, formats[0], item, series_uid)
                 kept += 1
             else:
                 scan = read_scan(item.path, series_uid=series_uid)
                 labels = segmenter.segment(scan).labels
-                write_label(labels, target, reference=scan, overwrite=overwrite)
+                written = _write_outputs(labels, scan, targets, overwrite=overwrite or resume, problems=problems)
+                if not written:
+                    continue
                 record["cases"][item.case_id] = {
-                    "scan": str(Path(item.path).resolve()), "labels": target.name, "settings": sid,
+                    "scan": str(Path(item.path).resolve()), "labels": written[0].name,
+                    "outputs": [t.name for t in written], "settings": sid,
                     "precision": segmenter.precision, "device": str(device), "engine": segmenter.engine.name,
                     "engine_files": segmenter.engine.files(),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
