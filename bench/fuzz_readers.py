@@ -1,6 +1,7 @@
 """Seeded mutation fuzzer of orbitseg's readers: no file may hang, crash or exhaust a reader.
 
 Usage: python bench/fuzz_readers.py [--seconds 600] [--seed 0] [--out fuzz_out] [--timeout 10] [--mem-gb 2]
+                                   [--formats dicom,metaimage,nifti,nrrd]
 
 Seeds are files the project writes (NIfTI ``.nii`` / ``.nii.gz``, NRRD ``.nrrd`` gzip and raw, ``.nhdr`` with
 its data file, ``.seg.nrrd``, MetaImage ``.mha`` / ``.mhd``, a 4-slice DICOM series), scans and labels.  Each
@@ -201,6 +202,10 @@ def _mutate_nifti(rng: random.Random, data: bytes, ops: list) -> bytes:
         v = rng.choice([x for x in INTERESTING_INTS if lo <= x <= hi] + [rng.randint(lo, hi)])
     b[off:off + struct.calcsize(fmt)] = struct.pack(fmt, v)
     ops.append(f"nifti:{name}={v!r}")
+    if name.startswith(("quat", "srow", "pixdim")) and rng.random() < 0.5:  # make the reader use that geometry
+        codes = (rng.randint(0, 4), rng.randint(0, 4))
+        b[252:256] = struct.pack("<hh", *codes)
+        ops.append(f"nifti:qform_code,sform_code={codes}")
     return bytes(b)
 
 
@@ -208,8 +213,11 @@ def _nifti_float_data(rng: random.Random, data: bytes, ops: list) -> bytes:
     """Put a NaN / infinity into a float32 NIfTI's voxels."""
     b = bytearray(data)
     dtype = struct.unpack_from("<h", b, 70)[0] if len(b) > 72 else 0
-    off = int(struct.unpack_from("<f", b, 108)[0]) if len(b) > 112 else 0
-    if dtype != 16 or off <= 0 or off + 4 > len(b):
+    off = struct.unpack_from("<f", b, 108)[0] if len(b) > 112 else 0.0
+    if dtype != 16 or not 0 < off < len(b) - 4:  # also NaN / infinite vox_offset: nothing to put it in
+        return bytes(b)
+    off = int(off)
+    if off + 4 > len(b):
         return bytes(b)
     i = off + 4 * rng.randrange((len(b) - off) // 4)
     v = rng.choice([float("nan"), float("inf"), float("-inf")])
@@ -414,7 +422,7 @@ def mutate_case(rng: random.Random, seeds: Path, group: dict, case_dir: Path) ->
     gz = victim.name.endswith(".gz") and rng.random() < 0.8
     if gz:
         data = gzip.decompress(data)
-    for _ in range(rng.choice([1, 1, 1, 2, 3])):
+    for _ in range(rng.choice([1, 1, 2, 2, 3, 4])):
         r = rng.random()
         if victim is not target:
             data = _mutate_bytes(rng, data, ops, header_bias=len(data))
@@ -544,6 +552,8 @@ def main() -> None:
     ap.add_argument("--out", default="fuzz_out", help="folder for the reproducers (default fuzz_out)")
     ap.add_argument("--timeout", type=float, default=10, help="seconds one read may take (default 10)")
     ap.add_argument("--mem-gb", type=float, default=2.0, help="peak memory counted as a blow-up (default 2)")
+    ap.add_argument("--formats", default="dicom,metaimage,nifti,nrrd",
+                    help="format families to fuzz, comma-separated (default: all four)")
     ap.add_argument("--make-seeds", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.make_seeds:
@@ -556,7 +566,9 @@ def main() -> None:
         seeds = work / "seeds"
         subprocess.run([sys.executable, __file__, "--make-seeds", str(seeds)], check=True)
         groups = _seed_groups(seeds)
-        families = sorted({g["family"] for g in groups})
+        families = sorted({g["family"] for g in groups} & set(args.formats.split(",")))
+        if not families:
+            ap.error(f"--formats: none of {args.formats!r} is a family of the seeds")
         # import the readers and the libraries they import lazily here, once; the forked children inherit
         # them (no ITK call happens in this process, so no ITK thread pool exists to be forked)
         import nibabel  # noqa: F401

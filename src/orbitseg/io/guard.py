@@ -213,7 +213,7 @@ def check_nifti(path: Path, ending: str) -> Promise:
         raise _refuse(path, "NIfTI", f"only {len(head)} bytes, shorter than its {hsize}-byte header")
     try:
         hdr = cls.from_fileobj(BytesIO(head[:hsize]), check=False)
-        magic = bytes(hdr["magic"]).rstrip(b"\0")
+        magic = bytes(hdr["magic"])[:3]
         dims = [int(v) for v in hdr["dim"]]
         pixdim = [float(v) for v in hdr["pixdim"]]
         qform, sform = int(hdr["qform_code"]), int(hdr["sform_code"])
@@ -538,7 +538,9 @@ def check_metaimage(path: Path, ending: str) -> Promise:
                                    f"{available} bytes of data it has: truncated or corrupt")
     needed = n * itemsize
     where = "" if data_path == path else data_path.name
-    if not flags["BinaryData"]:  # text values, one or more characters and a separator each
+    if "BinaryData" not in fields and not flags["CompressedData"]:  # binary or text: whichever needs fewer bytes
+        _check_fits(path, min(needed, 2 * n - 1), available, compressed=False, where=where)
+    elif not flags["BinaryData"]:  # text values, one or more characters and a separator each
         if n * 2 - 1 > available:
             raise InputError(path, f"is truncated: {available} bytes of text data cannot hold {n} values")
     else:
