@@ -467,3 +467,16 @@ def test_no_format_reaches_itk_without_a_header_check():
     for f in F.FORMATS.values():
         if f.itk_io is not None and (f.reads_scan or f.reads_label):
             assert f.header in GUARDS, f.ending
+
+
+@pytest.mark.slow
+def test_the_fuzzer_runs_and_finds_nothing(tmp_path):
+    """bench/fuzz_readers.py stays runnable: a few seconds of it, every kind counted, no problem found."""
+    bench = Path(__file__).resolve().parents[2] / "bench" / "fuzz_readers.py"
+    proc = subprocess.run([sys.executable, str(bench), "--seconds", "4", "--seed", "1", "--timeout", "20",
+                           "--out", str(tmp_path / "repro")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for line in ("clean refusals", "foreign exception types:", "hangs", "crashes", "memory over 2 GB"):
+        assert line in proc.stdout
+    assert re.search(r"foreign exception types:\s+0\b", proc.stdout)
+    assert not (tmp_path / "repro").exists()
