@@ -560,6 +560,11 @@ def main() -> None:
         make_seeds(Path(args.make_seeds))
         return
 
+    import warnings
+
+    warnings.simplefilter("ignore")  # pydicom warns about the values the mutations write
+    # a kill (timeout, Ctrl-C) still removes the work folder and prints nothing half-done
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = Path(args.out)
     work = Path(tempfile.mkdtemp(prefix="orbitseg-fuzz-"))
     try:

@@ -213,6 +213,16 @@ def nhdr_symlink_to_dev_zero(tmp_path, make_ct):
     return out
 
 
+def mhd_data_is_a_folder(tmp_path, make_ct):
+    """ElementDataFile names a folder beside the header."""
+    seed = write_scan(_ct(make_ct), tmp_path / "seed_raw.mha", compress=False).read_bytes()
+    cut = seed.index(b"ElementDataFile = LOCAL\n")
+    (tmp_path / "voxels").mkdir()
+    out = tmp_path / "folder.mhd"
+    out.write_bytes(seed[:cut] + b"ElementDataFile = voxels\n")
+    return out
+
+
 def nhdr_absolute_path(tmp_path, make_ct):
     """An absolute data file path, even to a real file: only a file beside the header is read."""
     return _nhdr(tmp_path, make_ct, "absolute.nhdr", str(tmp_path / "voxels.raw"))
@@ -352,7 +362,8 @@ CORPUS = {
     "nrrd-raw-truncated": (nrrd_raw_truncated, ("read_scan", "check_scan_header"), r"is truncated", True),
     "nhdr-dev-zero-hang": (nhdr_dev_zero, ("read_scan", "check_scan_header"), r"only a file beside the header", True),
     "nhdr-symlink-to-dev-zero": (nhdr_symlink_to_dev_zero, ("read_scan", "check_scan_header"),
-                                 r"data file 'zero\.raw' is not a regular file", True),
+                                 r"data file 'zero\.raw' is a device or system file", True),
+    "mhd-data-is-a-folder": (mhd_data_is_a_folder, ("read_scan",), r"data file 'voxels' is not a regular file", True),
     "nhdr-absolute-path": (nhdr_absolute_path, ("read_scan",), r"only a file beside the header", True),
     "nhdr-parent-folder": (nhdr_parent_folder, ("read_label",), r"only a file beside the header", True),
     "mha-ndims-negative-crash": (mha_ndims_negative, ("read_scan", "check_scan_header"), r"NDims '-1', not 1\.\.10",

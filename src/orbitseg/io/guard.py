@@ -142,7 +142,8 @@ def _check_fits(path: Path, needed: int, available: int, *, compressed: bool, wh
         raise InputError(path, f"is truncated: {available} bytes of voxel data{where} where its header needs {needed}")
 
 
-_DEVICE_PREFIXES = ("/dev", "/proc", "/sys")
+#: top-level folders of devices and kernel files (a link beside the header may point there)
+_SYSTEM_FOLDERS = ("dev", "proc", "sys")
 
 
 def check_data_file(header: Path, name: str, fmt: str) -> Path:
@@ -165,7 +166,9 @@ def check_data_file(header: Path, name: str, fmt: str) -> Path:
         resolved = data.resolve()
     except (OSError, RuntimeError):
         raise InputError(header, f"its data file {name!r} cannot be resolved") from None
-    if str(resolved).startswith(_DEVICE_PREFIXES) or not data.is_file():
+    if len(resolved.parts) > 1 and resolved.parts[1] in _SYSTEM_FOLDERS:
+        raise InputError(header, f"its data file {name!r} is a device or system file ({resolved})")
+    if not data.is_file():
         what = "does not exist" if not data.exists() else "is not a regular file"
         raise InputError(header, f"its data file {name!r} {what}")
     return data
