@@ -15,15 +15,8 @@ import numpy as np
 import pytest
 
 from orbitseg.io.volume import Geometry, Volume
+from dicom_cases import rotation
 from tiny import TINY_TRAINING
-
-
-def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 #: name -> direction matrix (columns: LPS unit vectors of index axes i, j, k)
@@ -31,7 +24,7 @@ DIRECTIONS: dict[str, np.ndarray] = {
     "identity": np.eye(3),
     "flipped": np.diag([-1.0, -1.0, 1.0]),  # RAS-style NIfTI seen in LPS
     "reversed": np.diag([1.0, 1.0, -1.0]),  # k axis points inferior
-    "oblique": _rotation(0.25, -0.15, 0.4),
+    "oblique": rotation(0.25, -0.15, 0.4),
 }
 
 SPACING = (0.6, 0.5, 1.5)

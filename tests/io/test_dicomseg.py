@@ -9,8 +9,7 @@ column spacing mix-up, which square pixels hide)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,49 +22,13 @@ from orbitseg.constants import LABEL_COLOURS, LABEL_TITLES, STRUCTURES
 from orbitseg.errors import ExistsError, GeometryMismatchError, InputError
 from orbitseg.io.dicomseg import read_dicom_seg, write_dicom_seg
 from orbitseg.io.read import read_scan
-from orbitseg.io.volume import Geometry, Volume
-from orbitseg.io.write import write_dicom_series
-from orbitseg.synth import render_patient
-from orbitseg.synth.params import sample_patient
+from orbitseg.io.volume import Volume
+from dicom_cases import EXPECTED_TYPES, SEEDS, dciodvfy, source_headers
 
 # highdicom warns that the synthetic patient's name "anon" has no "^" (the test series' name, not ours)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:highdicom")
 
-#: case -> seed of orbitseg.synth.sample_patient(small=True); the seeds' own scan directions are
-#: identity (0), flip_all (4) and an 18-degree tilt with flipped rows (10)
-SEEDS = {"identity": 0, "flip_all": 4, "oblique": 10, "anisotropic": 0}
-#: the codes the issue asks for, written out here so that a changed code in the module fails
-EXPECTED_TYPES = {1: ("79652003", "SCT", "Eyeball"), 2: ("32725001", "SCT", "Extraocular muscle"),
-                  3: ("18234004", "SCT", "Optic nerve")}
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-
-
-def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def patient(name: str) -> tuple[Volume, Volume]:
-    """CT and truth labels of a case, on the grid the series will be written on."""
-    ct, labels = render_patient(sample_patient(np.random.default_rng(SEEDS[name]), small=True))
-    if name == "anisotropic":  # same voxels on a tilted grid with 0.7 x 1.1 mm pixels
-        g = Geometry(ct.geometry.size, (0.7, 1.1, 2.0), (-60.0, -80.0, -25.0), _rotation(0.3, -0.2, 0.5))
-        ct, labels = Volume(ct.array, g), Volume(labels.array, g)
-    return ct, labels
-
-
-def on_grid(labels: Volume, scan: Volume) -> Volume:
-    """``labels`` moved onto ``scan``'s grid (same voxels, axes possibly flipped), by position."""
-    import SimpleITK as sitk
-
-    img = sitk.Resample(labels.to_sitk(), scan.to_sitk(), sitk.Transform(), sitk.sitkNearestNeighbor, 255)
-    out = Volume.from_sitk(img)
-    assert out.geometry.differences(scan.geometry) == []
-    assert np.array_equal(np.bincount(out.array.ravel(), minlength=4)[:4], np.bincount(labels.array.ravel(), minlength=4)[:4])
-    return out
 
 
 @dataclass
@@ -80,27 +43,14 @@ class Case:
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory):
-    """``build(name)`` -> :class:`Case`, made once per module."""
-    cache: dict[str, Case] = {}
-
+def build(series_cases):
+    """``build(name)`` -> :class:`Case`: the series of ``series_cases`` with its truth written as DICOM-SEG."""
+    @functools.cache
     def _build(name: str) -> Case:
-        if name not in cache:
-            root = tmp_path_factory.mktemp(f"seg_{name}")
-            ct, truth_ct = patient(name)
-            folder = write_dicom_series(ct, root / "series", series_uid=f"orbitseg-test-{name}")
-            scan = read_scan(folder)
-            truth = on_grid(truth_ct, scan)
-            seg = write_dicom_seg(truth, folder, root / "seg.dcm")
-            cache[name] = Case(name, root, folder, scan, truth_ct, truth, seg)
-        return cache[name]
+        root, folder, scan, truth_ct, truth = series_cases(name)
+        return Case(name, root, folder, scan, truth_ct, truth, write_dicom_seg(truth, folder, root / "seg.dcm"))
 
     return _build
-
-
-def source_headers(scan: Volume) -> list:
-    """The scan's slice headers, in the scan's slice order (``scan.array[k]``)."""
-    return [pydicom.dcmread(f, stop_before_pixels=True) for f in scan.meta["files"]]
 
 
 def labels_by_source_reference(seg_path: Path, scan: Volume) -> np.ndarray:
@@ -351,18 +301,6 @@ def test_segments_of_other_tools(build, tmp_path):
 # ---------------------------------------------------------------------------
 # dciodvfy
 # ---------------------------------------------------------------------------
-def dciodvfy(path: Path, require) -> list[str]:
-    """dciodvfy's warnings for ``path``; fails on any error.  Without dciodvfy: skipped locally,
-    failed in CI (the ``require`` fixture)."""
-    exe = shutil.which("dciodvfy")
-    require(exe is not None, "dciodvfy is not installed (Debian package dicom3tools: apt-get install -y dicom3tools)")
-    run = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=120)
-    lines = [ln.strip() for ln in (run.stdout + run.stderr).splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("Error")]
-    assert not errors, f"dciodvfy {path.name}:\n" + "\n".join(lines)
-    warnings = [ln for ln in lines if ln.startswith("Warning")]
-    print(f"dciodvfy {path.name}: {len(warnings)} warning(s)", *warnings, sep="\n  ")
-    return warnings
 
 
 @pytest.mark.parametrize("name", ALL)

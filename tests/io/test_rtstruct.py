@@ -9,8 +9,7 @@ tilted with non-square pixels (a row / column spacing mix-up shows only there)."
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,46 +21,12 @@ from skimage.draw import polygon
 import orbitseg
 from orbitseg.constants import LABEL_COLOURS, LABEL_TITLES, STRUCTURES
 from orbitseg.errors import ExistsError, GeometryMismatchError
-from orbitseg.io.read import read_scan
 from orbitseg.io.rtstruct import mask_contours, write_rtstruct
-from orbitseg.io.volume import Geometry, Volume
-from orbitseg.io.write import write_dicom_series
-from orbitseg.synth import render_patient
-from orbitseg.synth.params import sample_patient
+from orbitseg.io.volume import Volume
+from dicom_cases import EXPECTED_TYPES, SEEDS, dciodvfy, source_headers
 
-#: case -> seed of orbitseg.synth.sample_patient(small=True) (identity, flip_all, 18-degree tilt)
-SEEDS = {"identity": 0, "flip_all": 4, "oblique": 10, "anisotropic": 0}
 ALL = list(SEEDS)
-EXPECTED_TYPES = {1: ("79652003", "SCT", "Eyeball"), 2: ("32725001", "SCT", "Extraocular muscle"),
-                  3: ("18234004", "SCT", "Optic nerve")}
 RT_STRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
-
-
-def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def patient(name: str) -> tuple[Volume, Volume]:
-    ct, labels = render_patient(sample_patient(np.random.default_rng(SEEDS[name]), small=True))
-    if name == "anisotropic":  # same voxels on a tilted grid with 0.7 x 1.1 mm pixels
-        g = Geometry(ct.geometry.size, (0.7, 1.1, 2.0), (-60.0, -80.0, -25.0), _rotation(0.3, -0.2, 0.5))
-        ct, labels = Volume(ct.array, g), Volume(labels.array, g)
-    return ct, labels
-
-
-def on_grid(labels: Volume, scan: Volume) -> Volume:
-    """``labels`` moved onto ``scan``'s grid (same voxels, axes possibly flipped), by position."""
-    import SimpleITK as sitk
-
-    img = sitk.Resample(labels.to_sitk(), scan.to_sitk(), sitk.Transform(), sitk.sitkNearestNeighbor, 255)
-    out = Volume.from_sitk(img)
-    assert out.geometry.differences(scan.geometry) == []
-    assert np.array_equal(np.bincount(out.array.ravel(), minlength=4)[:4], np.bincount(labels.array.ravel(), minlength=4)[:4])
-    return out
 
 
 @dataclass
@@ -74,25 +39,14 @@ class Case:
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory):
-    """``build(name)`` -> :class:`Case`, made once per module."""
-    cache: dict[str, Case] = {}
-
+def build(series_cases):
+    """``build(name)`` -> :class:`Case`: the series of ``series_cases`` with its truth written as RTSTRUCT."""
+    @functools.cache
     def _build(name: str) -> Case:
-        if name not in cache:
-            root = tmp_path_factory.mktemp(f"rt_{name}")
-            ct, truth_ct = patient(name)
-            folder = write_dicom_series(ct, root / "series", series_uid=f"orbitseg-test-{name}")
-            scan = read_scan(folder)
-            truth = on_grid(truth_ct, scan)
-            cache[name] = Case(name, folder, scan, truth, write_rtstruct(truth, folder, root / "rt.dcm"))
-        return cache[name]
+        root, folder, scan, _, truth = series_cases(name)
+        return Case(name, folder, scan, truth, write_rtstruct(truth, folder, root / "rt.dcm"))
 
     return _build
-
-
-def source_headers(scan: Volume) -> list:
-    return [pydicom.dcmread(f, stop_before_pixels=True) for f in scan.meta["files"]]
 
 
 def fill(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
@@ -193,11 +147,10 @@ def test_existing_file_refused_and_grid_checked(build, tmp_path):
     c = build("identity")
     out = tmp_path / "rt.dcm"
     out.write_bytes(b"keep me")
-    with pytest.raises(ExistsError):
+    with pytest.raises(ExistsError):  # refused before the series is read, as the SEG writer does
         write_rtstruct(c.truth, c.folder, out)
     assert out.read_bytes() == b"keep me"
-    write_rtstruct(c.truth, c.folder, out, overwrite=True)
-    assert pydicom.dcmread(out).Modality == "RTSTRUCT"
+    assert pydicom.dcmread(write_rtstruct(c.truth, c.folder, out, overwrite=True)).Modality == "RTSTRUCT"
     g = c.truth.geometry
     shifted = Volume(c.truth.array, g.with_(origin=tuple(np.asarray(g.origin) + 0.5 * g.spacing[1] * g.matrix[:, 1])))
     with pytest.raises(GeometryMismatchError):
@@ -226,20 +179,6 @@ def test_mask_contours_are_exact_pixel_edges(seed):
     ring = np.ones((5, 5), bool)
     ring[2, 2] = False
     assert len(mask_contours(ring)) == 2  # outer boundary and the hole
-
-
-def dciodvfy(path: Path, require) -> list[str]:
-    """dciodvfy's warnings for ``path``; fails on any error.  Without dciodvfy: skipped locally,
-    failed in CI (the ``require`` fixture)."""
-    exe = shutil.which("dciodvfy")
-    require(exe is not None, "dciodvfy is not installed (Debian package dicom3tools: apt-get install -y dicom3tools)")
-    run = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=120)
-    lines = [ln.strip() for ln in (run.stdout + run.stderr).splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("Error")]
-    assert not errors, f"dciodvfy {path.name}:\n" + "\n".join(lines)
-    warnings = [ln for ln in lines if ln.startswith("Warning")]
-    print(f"dciodvfy {path.name}: {len(warnings)} warning(s)", *warnings, sep="\n  ")
-    return warnings
 
 
 @pytest.mark.parametrize("name", ALL)

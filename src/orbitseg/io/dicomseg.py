@@ -29,7 +29,6 @@ Reading
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,24 +90,22 @@ def _read_headers(folder: Path) -> list:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    from orbitseg.io.dicom import _candidate_files
+
     out = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith(".") or name.upper() == "DICOMDIR":
-                continue
-            try:
-                ds = pydicom.dcmread(Path(root) / name, stop_before_pixels=True)
-            except (InvalidDicomError, OSError, ValueError, TypeError, KeyError, AttributeError, EOFError):
-                continue
-            if "ImagePositionPatient" not in ds or "Rows" not in ds or "SOPInstanceUID" not in ds:
-                continue
-            if str(ds.get("SOPClassUID", "")) in _SEG_SOP_CLASSES or int(ds.get("NumberOfFrames", 1) or 1) > 1:
-                continue
-            if "LOCALIZER" in [str(v).upper() for v in (ds.get("ImageType") or [])]:
-                continue  # a scout in the scan's series is no slice of the volume
-            ds.filename = str(Path(root) / name)
-            out.append(ds)
+    for path in _candidate_files(folder):  # the files the series reader looks at, in its order
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, TypeError, KeyError, AttributeError, EOFError):
+            continue
+        if "ImagePositionPatient" not in ds or "Rows" not in ds or "SOPInstanceUID" not in ds:
+            continue
+        if str(ds.get("SOPClassUID", "")) in _SEG_SOP_CLASSES or int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            continue
+        if "LOCALIZER" in [str(v).upper() for v in (ds.get("ImageType") or [])]:
+            continue  # a scout in the scan's series is no slice of the volume
+        ds.filename = str(path)
+        out.append(ds)
     return out
 
 
@@ -323,6 +320,18 @@ def label_frames(labels: Volume, datasets: list, what: Path | None = None) -> np
     return np.stack([arr[idx] for idx in _coverage(datasets, labels.geometry, what)])
 
 
+def prepare_frames(labels: Volume, source, out_path: Path, *, overwrite: bool,
+                   series_uid: str | None) -> tuple[list, np.ndarray]:
+    """What a DICOM object of ``labels`` on ``source``'s slices starts from: the source slice
+    datasets and the label frames ``(n_slices, rows, cols)`` in their order, refused (before the
+    series is read) when ``out_path`` exists and ``overwrite`` is False."""
+    if Path(out_path).exists() and not overwrite:
+        raise ExistsError(Path(out_path))
+    arr = checked_labels(labels, Path(out_path))
+    datasets = source_slices(source, labels.geometry, series_uid=series_uid)
+    return datasets, label_frames(labels.like(arr), datasets, Path(out_path))
+
+
 def checked_labels(labels: Volume, out_path: Path) -> np.ndarray:
     """``labels.array`` as uint8 after checking it is 3D and holds only orbitseg's label ids."""
     arr = np.asarray(labels.array)
@@ -420,11 +429,7 @@ def write_dicom_seg(
     import highdicom as hd
 
     out_path = Path(out_path)
-    if out_path.exists() and not overwrite:  # fail before reading the series
-        raise ExistsError(out_path)
-    arr = checked_labels(labels, out_path)
-    datasets = source_slices(source, labels.geometry, series_uid=series_uid)
-    frames = label_frames(labels.like(arr), datasets, out_path)
+    datasets, frames = prepare_frames(labels, source, out_path, overwrite=overwrite, series_uid=series_uid)
     try:
         seg = hd.seg.Segmentation(
             source_images=datasets,

@@ -31,9 +31,9 @@ import numpy as np
 
 from orbitseg import __version__
 from orbitseg.constants import LABEL_COLOURS, LABEL_NAMES, LABEL_TITLES, STRUCTURES
-from orbitseg.errors import ExistsError
 from orbitseg.io.atomic import atomic_path
-from orbitseg.io.dicomseg import STRUCTURE_CODES, checked_labels, label_frames, slice_plane, source_slices
+from orbitseg.io.dicom import _ds_str
+from orbitseg.io.dicomseg import STRUCTURE_CODES, prepare_frames, slice_plane
 from orbitseg.io.volume import Volume
 
 __all__ = ["write_rtstruct", "mask_contours", "RT_STRUCTURE_SET_STORAGE"]
@@ -146,15 +146,6 @@ def _split_at_repeats(pts: list[tuple[int, int]]) -> list[list[tuple[int, int]]]
 # ---------------------------------------------------------------------------
 # the structure set
 # ---------------------------------------------------------------------------
-def _ds_str(v: float) -> str:
-    """A number as a DICOM Decimal String (at most 16 characters)."""
-    for digits in range(10, 3, -1):
-        s = f"{v:.{digits}g}"
-        if len(s) <= 16:
-            return s
-    return f"{v:.4g}"
-
-
 def _raw_ds(tag, values: np.ndarray):
     """A DS element kept as its encoded bytes: pydicom's per-value DS objects and checks cost seconds
     for the ~10^5 coordinates of a scan's contours, and these strings are valid by construction."""
@@ -224,11 +215,7 @@ def write_rtstruct(
     from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
     out_path = Path(out_path)
-    if out_path.exists() and not overwrite:  # fail before reading the series
-        raise ExistsError(out_path)
-    arr = checked_labels(labels, out_path)
-    datasets = source_slices(source_series_dir, labels.geometry, series_uid=series_uid)
-    frames = label_frames(labels.like(arr), datasets, out_path)
+    datasets, frames = prepare_frames(labels, source_series_dir, out_path, overwrite=overwrite, series_uid=series_uid)
     first = datasets[0]
     frame_of_reference = str(first.FrameOfReferenceUID)
     now = _dt.datetime.now()
