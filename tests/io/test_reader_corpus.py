@@ -306,6 +306,28 @@ def dicom_invalid_vr(tmp_path, make_ct):
     return folder
 
 
+def dicom_wrong_value_length(tmp_path, make_ct):
+    """ImagePositionPatient's VR bytes changed to FD: 18 bytes are no whole number of doubles
+    (pydicom: BytesLengthException)."""
+    folder = _series(tmp_path, make_ct)
+    f = folder / "IM00002.dcm"
+    data = f.read_bytes()
+    i = data.index(b"\x20\x00\x32\x00DS")
+    f.write_bytes(data[: i + 4] + b"FD" + data[i + 6:])
+    return folder
+
+
+def dicom_invalid_vr_in_file_meta(tmp_path, make_ct):
+    """One byte of the file meta's ImplementationVersionName VR changed ('SH' -> 'S/'): pydicom reads a 2-byte
+    length, GDCM a 4-byte one ('PYDI' = 1.2 GB), which the series reader allocated."""
+    folder = _series(tmp_path, make_ct)
+    f = folder / "IM00003.dcm"
+    data = f.read_bytes()
+    i = data.index(b"\x02\x00\x13\x00SH")
+    f.write_bytes(data[: i + 4] + b"S/" + data[i + 6:])
+    return folder
+
+
 def dicom_truncated_pixels(tmp_path, make_ct):
     """The last file cut in the middle of its pixel data (the issue's reached 12.7 GB, then 'RuntimeError')."""
     folder = _series(tmp_path, make_ct)
@@ -375,8 +397,13 @@ CORPUS = {
     "dicom-missing-columns": (dicom_missing_columns, ("read_scan",), r"IM00002\.dcm: has no Columns", False),
     "dicom-multivalued-columns": (dicom_multivalued_columns, ("read_scan",),
                                   r"IM00002\.dcm: Columns holds several values", False),
-    "dicom-invalid-vr": (dicom_invalid_vr, ("read_scan",),
-                         r"IM00003\.dcm: .*ImageOrientationPatient cannot be decoded", False),
+    "dicom-invalid-vr": (dicom_invalid_vr, ("read_scan",), r"IM00003\.dcm: is corrupt: its element \(0020,0037\) "
+                         r"\(ImageOrientationPatient\) has an invalid value representation 'ZZ'", False),
+    "dicom-invalid-vr-in-file-meta-memory": (dicom_invalid_vr_in_file_meta, ("read_scan",),
+                                             r"IM00003\.dcm: is corrupt: its element \(0002,0013\) "
+                                             r"\(ImplementationVersionName\) has an invalid value representation", True),
+    "dicom-wrong-value-length": (dicom_wrong_value_length, ("read_scan",),
+                                 r"IM00002\.dcm: its ImagePositionPatient cannot be decoded \(BytesLengthException", False),
     "dicom-truncated-pixels-memory": (dicom_truncated_pixels, ("read_scan",), r"IM00004\.dcm: is truncated", True),
     "dicom-garbage-after-pixels-memory": (dicom_garbage_after_pixels, ("read_scan",),
                                           r"IM00004\.dcm: is truncated or corrupt: its element \(9E3A,B174\)", True),
@@ -459,7 +486,7 @@ def test_check_case_goes_on_past_every_damaged_dicom(tmp_path, make_ct):
     """``orbitseg check`` records each reader failure as a problem of its case, never raises."""
     from orbitseg.io.dataset import check_case
 
-    for name in ("dicom-missing-columns", "dicom-multivalued-columns", "dicom-invalid-vr",
+    for name in ("dicom-missing-columns", "dicom-multivalued-columns", "dicom-invalid-vr", "dicom-wrong-value-length",
                  "dicom-unknown-transfer-syntax"):
         build = CORPUS[name][0]
         folder = build(tmp_path / name, make_ct)

@@ -116,25 +116,34 @@ def _read_header(path: Path):
 
 
 def _undecodable(ds, path: Path) -> str | None:
-    """Why a header cannot be used, or None: an element whose declared length runs past the end of the
+    """Why a header cannot be used, or None: an element (file meta or data set) with an invalid value
+    representation (pydicom reads its length in 2 bytes, GDCM in 4: the series reader then allocates what
+    4 text bytes read as a number, up to 4 GB), an element whose declared length runs past the end of the
     file (a truncated file, or garbage that would make a reader allocate up to 4 GB for it), or one of the
-    tags orbitseg uses that does not decode (invalid VR, wrong value length...).  pydicom decodes a value
-    when it is first used: decode them all now, while we can say which file."""
+    tags orbitseg uses that does not decode (wrong value length...).  pydicom decodes a value when it is
+    first used: decode them all now, while we can say which file."""
     from pydicom.dataelem import RawDataElement
     from pydicom.datadict import keyword_for_tag
     from pydicom.uid import UID
+    from pydicom.valuerep import VR
 
     meta = getattr(ds, "file_meta", None)
     syntax = UID(str(meta.get("TransferSyntaxUID", "") or "")) if meta is not None else UID("")
-    if not (syntax.is_transfer_syntax and syntax.is_deflated):
-        size = path.stat().st_size
-        for tag in list(ds.keys()):
-            elem = ds.get_item(tag, keep_deferred=True)
-            if isinstance(elem, RawDataElement) and elem.length != _UNDEFINED and elem.value_tell is not None \
+    size = path.stat().st_size
+    check_ends = not (syntax.is_transfer_syntax and syntax.is_deflated)  # deflated: offsets are not the file's
+    for dataset, ends in ((meta, True), (ds, check_ends)):
+        for tag in list(dataset.keys()) if dataset is not None else []:
+            elem = dataset.get_item(tag, keep_deferred=True)
+            if not isinstance(elem, RawDataElement):
+                continue
+            name = keyword_for_tag(tag) or "private or unknown"
+            where = f"({tag.group:04X},{tag.elem:04X}) ({name})"
+            if elem.VR is not None and elem.VR not in VR.__members__:
+                return f"is corrupt: its element {where} has an invalid value representation {elem.VR!r}"
+            if ends and elem.length != _UNDEFINED and elem.value_tell is not None \
                     and elem.value_tell + elem.length > size:
-                name = keyword_for_tag(tag) or "private or unknown"
-                return (f"is truncated or corrupt: its element ({tag.group:04X},{tag.elem:04X}) ({name}) declares "
-                        f"{elem.length} bytes from byte {elem.value_tell}, past the end of the file ({size} bytes)")
+                return (f"is truncated or corrupt: its element {where} declares {elem.length} bytes from byte "
+                        f"{elem.value_tell}, past the end of the file ({size} bytes)")
     for kw in _HEADER_TAGS:
         try:
             ds.get(kw)
