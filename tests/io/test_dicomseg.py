@@ -308,3 +308,20 @@ def test_dciodvfy_finds_no_error_in_the_seg(build, name, require):
     warnings = dciodvfy(build(name).seg, require)
     # the only warning is about the synthetic series' patient name, which the SEG copies
     assert all("Patient's Name" in w for w in warnings), warnings
+
+
+def test_a_damaged_seg_is_refused_by_name_within_the_reader_boundary(build, tmp_path):
+    """A SEG that declares a billion frames is refused from its header before any frame is read; a
+    truncated one gives the project's error naming it, never a library's exception."""
+    c = build("identity")
+    ds = pydicom.dcmread(c.seg)
+    ds.NumberOfFrames = 10**9
+    huge = tmp_path / "huge.dcm"
+    ds.save_as(huge)
+    with pytest.raises(InputError, match="declares 1000000000 frames"):
+        read_dicom_seg(huge, c.scan)
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(c.seg.read_bytes()[: c.seg.stat().st_size * 2 // 3])
+    with pytest.raises(InputError) as err:
+        read_dicom_seg(cut, c.scan)
+    assert "cut.dcm" in str(err.value)

@@ -38,6 +38,7 @@ from orbitseg import __version__
 from orbitseg.constants import EYEBALL, LABEL_COLOURS, LABEL_NAMES, LABEL_TITLES, MUSCLES, NERVE, STRUCTURES
 from orbitseg.errors import ExistsError, GeometryMismatchError, InputError
 from orbitseg.io.atomic import atomic_path
+from orbitseg.io.guard import MAX_VOXELS, reader_boundary
 from orbitseg.io.volume import Geometry, Volume
 
 __all__ = [
@@ -518,7 +519,8 @@ def _frame_plane(seg, n: int, shared) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def read_dicom_seg(path: str | Path, reference: Volume | Geometry | str | Path | None = None) -> Volume:
-    """Read a DICOM Segmentation as an orbitseg label volume on its reference scan's grid.
+    """Read a DICOM Segmentation as an orbitseg label volume on its reference scan's grid (any
+    library failure becomes an :class:`InputError` naming the file: :func:`orbitseg.io.guard.reader_boundary`).
 
     Parameters
     ----------
@@ -540,6 +542,12 @@ def read_dicom_seg(path: str | Path, reference: Volume | Geometry | str | Path |
         structure, overlapping segments of different structures, no reference, a reference of
         another series, frames that are not on the reference's slices
     """
+    with reader_boundary(path):
+        return _read_dicom_seg(Path(path), reference)
+
+
+def _read_dicom_seg(path: Path, reference) -> Volume:
+    """:func:`read_dicom_seg` inside the reader boundary."""
     import highdicom as hd
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -555,6 +563,11 @@ def read_dicom_seg(path: str | Path, reference: Volume | Geometry | str | Path |
     if sop not in _SEG_SOP_CLASSES:
         what = getattr(pydicom.uid.UID(sop), "name", sop) if sop else "no SOP class"
         raise InputError(path, f"is a {what} (modality {head.get('Modality', '?')}), not a DICOM Segmentation")
+    with reader_boundary(path):  # what the header promises bounds memory before highdicom reads the frames
+        frames, rows, cols = (int(head.get(k, 1) or 1) for k in ("NumberOfFrames", "Rows", "Columns"))
+    if frames * rows * cols > MAX_VOXELS or min(frames, rows, cols) < 1:
+        raise InputError(path, f"declares {frames} frames of {rows} x {cols} pixels: not a segmentation orbitseg "
+                               f"reads (at most {MAX_VOXELS} voxels)")
     try:
         seg = hd.seg.segread(path)
     except Exception as exc:  # noqa: BLE001 - highdicom raises many kinds for a broken SEG
