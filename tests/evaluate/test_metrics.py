@@ -7,16 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from orbitseg.evaluate.metrics import (
-    Confusion,
-    case_metrics,
-    confusion,
-    dice,
-    metric_names,
-    summarise,
-    surface_distances,
-    volume_similarity,
-)
+from orbitseg.evaluate.metrics import (Confusion, case_metrics, confusion, dice, metric_names, summarise,
+                                      surface_distances, volume_similarity)
 
 
 def line(values) -> np.ndarray:

@@ -296,25 +296,24 @@ def dicom_multivalued_columns(tmp_path, make_ct):
     return folder
 
 
+def _revr(folder, name: str, element: bytes, vr: bytes):
+    """``folder`` with the two VR bytes of the explicit-VR ``element`` (tag + old VR) of file ``name`` replaced."""
+    f = folder / name
+    data = f.read_bytes()
+    i = data.index(element)
+    f.write_bytes(data[: i + 4] + vr + data[i + 6:])
+    return folder
+
+
 def dicom_invalid_vr(tmp_path, make_ct):
     """ImageOrientationPatient's VR bytes changed to 'ZZ' (pydicom: NotImplementedError)."""
-    folder = _series(tmp_path, make_ct)
-    f = folder / "IM00003.dcm"
-    data = f.read_bytes()
-    i = data.index(b"\x20\x00\x37\x00DS")
-    f.write_bytes(data[: i + 4] + b"ZZ" + data[i + 6:])
-    return folder
+    return _revr(_series(tmp_path, make_ct), "IM00003.dcm", b"\x20\x00\x37\x00DS", b"ZZ")
 
 
 def dicom_wrong_value_length(tmp_path, make_ct):
     """ImagePositionPatient's VR bytes changed to FD: 18 bytes are no whole number of doubles
     (pydicom: BytesLengthException)."""
-    folder = _series(tmp_path, make_ct)
-    f = folder / "IM00002.dcm"
-    data = f.read_bytes()
-    i = data.index(b"\x20\x00\x32\x00DS")
-    f.write_bytes(data[: i + 4] + b"FD" + data[i + 6:])
-    return folder
+    return _revr(_series(tmp_path, make_ct), "IM00002.dcm", b"\x20\x00\x32\x00DS", b"FD")
 
 
 def dicom_invalid_vr_in_file_meta(tmp_path, make_ct):
