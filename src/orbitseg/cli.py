@@ -94,7 +94,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         mirror=args.mirror, precision=args.precision, engine=args.engine, resume=args.resume,
     )
     n = len({r["case"] for r in rows})
-    print(f"segmented {n} scan(s) into {args.output}" + (f"; measurements in {args.output / MEASUREMENTS_CSV}" if n else ""))
+    print(f"segmented {n} scan(s) into {args.output}; measurements in {args.output / MEASUREMENTS_CSV}" if n
+          else "segmented no scan: nothing was written")
     for p in problems:
         print(f"orbitseg predict: refused: {p}", file=sys.stderr)
     return 1 if problems else 0
