@@ -144,6 +144,7 @@ class OnnxEngine:
                  batch_size: int = 64):
         threads = threads or torch.get_num_threads()
         self.networks = [_OnnxNetwork(g, seq_len, threads, batch_size) for g in graphs]
+        self._files: list[dict] | None = None
 
     def vois(self, images: np.ndarray, *, mirror: bool = False,
              per_model: bool = False) -> np.ndarray | tuple[np.ndarray, list[np.ndarray]]:
@@ -165,11 +166,14 @@ class OnnxEngine:
         return (mean, each) if per_model else mean
 
     def files(self) -> list[dict]:
-        """The graph files (path and SHA-256), for ``prediction.json``."""
+        """The graph files (path and SHA-256), for ``prediction.json``; hashed once (``predict`` records
+        them for every scan, and the four folds' graphs are about 30 MB)."""
         from orbitseg.io.read import file_sha256
 
-        return [{"path": str(p.resolve()), "sha256": file_sha256(p)} for net in self.networks
-                for p in net.paths.values()]
+        if self._files is None:
+            self._files = [{"path": str(p.resolve()), "sha256": file_sha256(p)} for net in self.networks
+                           for p in net.paths.values()]
+        return [dict(f) for f in self._files]
 
 
 # -- graphs ----------------------------------------------------------------------------------------

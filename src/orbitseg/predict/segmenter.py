@@ -107,14 +107,17 @@ class Segmenter:
         self.postprocess = postprocess
         self.postprocess_note = postprocess_note or ("no post-processing" if postprocess is None else "")
         self.device = torch.device(device)
-        self.precision = resolve_precision(precision, self.device)
         self.mirror = bool(mirror)
         self.batch_size = int(batch_size)
-        if engine == "onnx" and precision == "auto":
-            self.precision = "float32"  # ONNX Runtime computes in float32; auto asked for no particular arithmetic
+        # ONNX Runtime computes in float32, and "auto" asks for no particular arithmetic
+        resolved = "float32" if engine == "onnx" and precision == "auto" else resolve_precision(precision, self.device)
         self.engine = make_engine(engine, self.networks, self.checkpoints, size=preprocess.size, device=self.device,
-                                  precision=self.precision, batch_size=self.batch_size, log=log)
-        self.precision = self.engine.precision
+                                  precision=resolved, batch_size=self.batch_size, log=log)
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic the networks run in: the engine's (``auto`` may have chosen float32 ONNX)."""
+        return self.engine.precision
 
     @classmethod
     def load(cls, model: str | Path | None = None, *, folds: str = "all", device: str | torch.device = "cpu",
