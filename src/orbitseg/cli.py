@@ -62,8 +62,15 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     from orbitseg.preprocess.dataset import preprocess_dataset
     from orbitseg.preprocess.pipeline import PreprocessConfig
 
-    config = PreprocessConfig(size=args.size, seq_len=args.seq_len, level=args.level, width=args.width,
-                              aspect=args.aspect)
+    if args.like is not None:
+        from orbitseg.runs.checkpoint import preprocess_of
+
+        config = preprocess_of(args.like)
+        print(f"preprocessing of {args.like}: size {config.size}, seq_len {config.seq_len}, window "
+              f"{config.level:g}/{config.width:g}, aspect {config.aspect}")
+    else:
+        config = PreprocessConfig(size=args.size, seq_len=args.seq_len, level=args.level, width=args.width,
+                                  aspect=args.aspect)
     manifest = preprocess_dataset(args.dataset, config, workers=args.workers, overwrite=args.overwrite)
     n_voi = sum(len(c["vois"]) for c in manifest["cases"].values())
     print(f"{len(manifest['cases'])} cases, {n_voi} orbit VOIs in {args.dataset / 'preprocessed'}")
@@ -149,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     from orbitseg import __version__
     # light modules only: parsing must not import torch, SimpleITK or NumPy
     from orbitseg.constants import (DEFAULT_PRESET, DICOM_OUTPUTS, ENGINES, FILE_ENDING, FIT_ASPECT, FIT_ASPECTS,
-                                    INPUT_SIZE, N_FOLDS, PRECISIONS, PRESET_NAMES, SEQ_LEN, TRAIN_PRECISIONS,
+                                    FULL_FOLD, INPUT_SIZE, N_FOLDS, PRECISIONS, PRESET_NAMES, SEQ_LEN, TRAIN_PRECISIONS,
                                     WINDOW_LEVEL, WINDOW_WIDTH)
     from orbitseg.demo import DEMO_SEED
     from orbitseg.io.formats import FORMATS, LABEL_WRITE_ENDINGS
@@ -203,14 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seq-len", type=int, default=SEQ_LEN, help=f"slices per sequence, odd (default {SEQ_LEN})")
     s.add_argument("--level", type=float, default=WINDOW_LEVEL, help=f"window level HU (default {WINDOW_LEVEL:g})")
     s.add_argument("--width", type=float, default=WINDOW_WIDTH, help=f"window width HU (default {WINDOW_WIDTH:g})")
+    s.add_argument("--like", type=Path, default=None, metavar="MODEL",
+                   help="take every setting above from a model, run folder or checkpoint (what fine-tuning it with "
+                        "`orbitseg train --init-from MODEL` needs)")
     s.add_argument("--workers", type=int, default=1, help="parallel processes (each holds one case)")
     s.add_argument("--overwrite", action="store_true", help="redo cases already preprocessed")
     s.set_defaults(func=_cmd_preprocess)
 
     s = sub.add_parser("train", help="train SEQ-UNET with 4-fold cross-validation by patient")
     s.add_argument("dataset", type=Path, help="a preprocessed dataset (run `orbitseg preprocess` first)")
-    s.add_argument("--fold", default="all", choices=[*map(str, range(N_FOLDS)), "all"],
-                   help="fold to train (default all)")
+    s.add_argument("--fold", default="all", choices=[*map(str, range(N_FOLDS)), "all", FULL_FOLD],
+                   help=f"fold to train (default all: the {N_FOLDS} cross-validation folds); {FULL_FOLD}: one model "
+                        "on every labelled case, without validation or test (nnU-Net's -f all), in RUNS/PRESET/full")
     s.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES,
                    help="default: CPU-sized improved SEQ-UNET; paper: the authors' settings; unet2d: the default "
                         "without its LSTMs (ablation)")

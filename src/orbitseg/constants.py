@@ -88,6 +88,9 @@ PRESET_NAMES: tuple[str, ...] = ("paper", "default", "unet2d")
 DEFAULT_PRESET: str = "default"
 #: cross-validation folds by patient (the paper's 4-fold CV; orbitseg.train.splits)
 N_FOLDS: int = 4
+#: ``orbitseg train --fold full``: one model on every labelled case, no test or validation part
+#: (nnU-Net's ``-f all``); its run folder is ``runs/PRESET/full``
+FULL_FOLD: str = "full"
 #: network arithmetic at prediction: "auto" = bfloat16 where the CPU computes it in hardware, else float32
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
 #: training keeps one explicit arithmetic per run (no "auto": a run's record must not depend on the machine)

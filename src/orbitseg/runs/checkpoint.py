@@ -115,6 +115,19 @@ def load_network(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     return model, PreprocessConfig.from_dict(ckpt["preprocess"])
 
 
-def preprocess_of(path: str | Path) -> PreprocessConfig:
-    """The preprocessing the slices of checkpoint ``path``'s network were made with."""
-    return PreprocessConfig.from_dict(read_training_checkpoint(path)["preprocess"])
+def preprocess_of(path: str | Path | None) -> PreprocessConfig:
+    """The preprocessing the slices of a network were made with: ``path`` is a checkpoint file, or a
+    model / run / fold folder (:func:`orbitseg.runs.layout.model_checkpoints`; ``None``: the shipped
+    model), whose folds must agree.
+
+    Raises
+    ------
+    InputError : no checkpoint there, or folds made with different preprocessing.
+    """
+    from orbitseg.runs.layout import model_checkpoints
+
+    files = model_checkpoints(path)
+    configs = [PreprocessConfig.from_dict(read_training_checkpoint(f)["preprocess"]) for f in files]
+    if any(c != configs[0] for c in configs[1:]):
+        raise InputError(path, "holds folds made with different preprocessing; give one checkpoint file")
+    return configs[0]

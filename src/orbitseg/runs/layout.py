@@ -11,6 +11,8 @@ A cross-validation **run folder** (``orbitseg train --fold all``; default ``DATA
     RUN/fold_k/segmented/            the fold's test cases, segmented on each scan's grid
     RUN/fold_k/metrics/              their evaluation (orbitseg.evaluate)
     RUN/metrics/                     the four test folds scored together
+    RUN/full/                        ``--fold full``: one model on every labelled case (same files as a fold
+                                     folder; no validation or test part, so no metrics/ and no post-processing)
 
 A **model folder** (``orbitseg export``; the shipped one is ``orbitseg/pretrained/default``)::
 
@@ -29,7 +31,7 @@ import json
 import re
 from pathlib import Path
 
-from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, METRICS_DIR, MODEL_JSON
+from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, FULL_FOLD, METRICS_DIR, MODEL_JSON
 from orbitseg.errors import InputError
 
 __all__ = ["RUN_JSON", "LOG_CSV", "CURVES_PNG", "DATA_ACCESS_JSON", "SEGMENTED_DIR", "RUN_FILES", "RUN_DIRS",
@@ -56,9 +58,10 @@ CV_PER_CASE_JSON, CV_SUMMARY_JSON = "cv_per_case.json", "cv_summary.json"
 _FOLD = re.compile(r"fold_(\d+)(\.pt)?")
 
 
-def fold_dir_name(fold: int) -> str:
-    """``fold_k``: the folder of fold ``k`` in a run folder."""
-    return f"fold_{int(fold)}"
+def fold_dir_name(fold: int | str) -> str:
+    """``fold_k``: the folder of fold ``k`` in a run folder; ``full`` for the model trained on every
+    labelled case (:data:`~orbitseg.constants.FULL_FOLD`)."""
+    return FULL_FOLD if fold == FULL_FOLD else f"fold_{int(fold)}"
 
 
 def fold_file_name(fold: int) -> str:
@@ -72,7 +75,7 @@ def fold_number(path: str | Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def run_dir_of(dataset: str | Path, preset: str, fold: int) -> Path:
+def run_dir_of(dataset: str | Path, preset: str, fold: int | str) -> Path:
     """The default folder of fold ``fold`` of a run of ``preset`` on ``dataset``."""
     return Path(dataset) / "runs" / preset / fold_dir_name(fold)
 

@@ -84,11 +84,12 @@ class SliceSequences(Dataset):
     included), so the dataset pickles cheaply.
     """
 
-    def __init__(self, vois: list[VOIRef], seq_len: int):
-        if not vois:
+    def __init__(self, vois: list[VOIRef], seq_len: int, *, allow_empty: bool = False):
+        if not vois and not allow_empty:  # allow_empty: the full model's validation part, which has no case
             raise InputError(None, "no preprocessed VOIs to train on")
         self.vois, self.seq_len = list(vois), int(seq_len)
-        self.items = np.array([(i, k) for i, v in enumerate(self.vois) for k in range(v.n_slices)], dtype=np.int64)
+        self.items = np.array([(i, k) for i, v in enumerate(self.vois) for k in range(v.n_slices)],
+                              dtype=np.int64).reshape(-1, 2)
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __getstate__(self):

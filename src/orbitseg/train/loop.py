@@ -68,7 +68,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, DEFAULT_PRESET, SHORT_NAMES, STRUCTURES, TRAIN_PRECISIONS
+from orbitseg.constants import (CHECKPOINT_BEST, CHECKPOINT_LAST, DEFAULT_PRESET, FULL_FOLD, SHORT_NAMES, STRUCTURES,
+                                TRAIN_PRECISIONS)
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_path, write_text_atomic
 from orbitseg.runs.checkpoint import load_checkpoint, save_checkpoint, state_dict_of, training_checkpoint
@@ -79,7 +80,7 @@ from orbitseg.train.data import (DataAccess, SliceSequences, derive_seed, epoch_
                                  slice_weights, vois_of_cases)
 from orbitseg.model.losses import get_loss
 from orbitseg.train.scoring import choose_on_validation, cross_validation_metrics, score_test_fold
-from orbitseg.train.splits import N_FOLDS, fold_split, make_splits
+from orbitseg.train.splits import N_FOLDS, fold_split, full_split, make_splits
 
 if TYPE_CHECKING:
     from orbitseg.model.config import Preset, TrainingRecipe
@@ -228,9 +229,14 @@ def load_init(model: nn.Module, source: str | Path | dict, log=print) -> dict:
     return report
 
 
-def _per_fold_init(folder: Path, fold: int, split: dict) -> Path:
+def _per_fold_init(folder: Path, fold: int | str, split: dict, log: Callable[[str], None] = print) -> Path:
     """:func:`fold_init_source`, refused when those weights were trained or validated on a test case
-    of this fold (fine-tuning a cross-validation fold by fold must not leak its test patients)."""
+    of this fold (fine-tuning a cross-validation fold by fold must not leak its test patients).  The
+    ``full`` model (no test case) starts from the folder's fold 0."""
+    if fold == FULL_FOLD:
+        source = fold_init_source(folder, 0)
+        log(f"init-from: the {FULL_FOLD} model starts from fold 0 of {folder} ({source.name})")
+        return source
     source = fold_init_source(folder, fold)
     seen = init_split(source)
     if seen is None:
@@ -243,6 +249,26 @@ def _per_fold_init(folder: Path, fold: int, split: dict) -> Path:
                                  f"({', '.join(leaked[:6])}): its split differs from this dataset's splits.json; "
                                  "pass one checkpoint file to initialise every fold from it")
     return source
+
+
+def _check_init_preprocessing(source: str | Path | dict, pp: PreprocessConfig, root: Path) -> None:
+    """Refuse to fine-tune weights on slices made otherwise than the slices they learnt from (another
+    input size, window, VOI margins or fit: the layers would load and then see other pixels).  A bare
+    state_dict records no preprocessing and is not checked."""
+    from orbitseg.preprocess.pipeline import PreprocessConfig
+
+    if isinstance(source, dict):
+        return
+    ck = load_checkpoint(source)
+    if not isinstance(ck, dict) or "preprocess" not in ck:
+        return
+    theirs = PreprocessConfig.from_dict(ck["preprocess"]).to_dict()
+    ours = pp.to_dict()
+    diff = [f"{k} {ours[k]} here, {theirs[k]} there" for k in ours if ours[k] != theirs.get(k)]
+    if diff:
+        raise InputError(root / "preprocessed", f"was made with other preprocessing than the weights it would "
+                         f"fine-tune ({source}): {'; '.join(diff)}; preprocess the dataset as they were made: "
+                         f"orbitseg preprocess {root} --like {source} --overwrite")
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -506,9 +532,12 @@ def _configure(root: Path, preset: str, epochs: int | None, batch_size: int | No
     return _Config(manifest, pp, cfg, opts, aug_params, torch.get_num_threads())
 
 
-def _read_split(root: Path, fold: int, split_seed: int, overwrite_splits: bool,
+def _read_split(root: Path, fold: int | str, split_seed: int, overwrite_splits: bool,
                 dist: _Distributed) -> tuple[dict, dict]:
-    """``splits.json`` (made or checked by rank 0 alone, then sent to every rank) and fold ``fold``'s entry."""
+    """``splits.json`` (made or checked by rank 0 alone, then sent to every rank) and fold ``fold``'s entry;
+    for the ``full`` model, every labelled case trains and no ``splits.json`` is read or written."""
+    if fold == FULL_FOLD:
+        return {"seed": split_seed, "n_folds": 0}, full_split(root)
     splits = make_splits(root, seed=split_seed, overwrite=overwrite_splits) if dist.is_main else None
     splits = dist.broadcast(splits)
     return splits, fold_split(splits, fold)
@@ -521,7 +550,8 @@ def _prepare_data(root: Path, conf: _Config, split: dict, log: Callable[[str], N
     if missing:
         log(f"warning: {len(missing)} case(s) of the split are not preprocessed and are left out: {missing[:8]}")
     train_data = SliceSequences(vois_of_cases(root, conf.manifest, split["train"]), conf.pp.seq_len)
-    val_data = SliceSequences(vois_of_cases(root, conf.manifest, split["val"]), conf.pp.seq_len)
+    val_data = SliceSequences(vois_of_cases(root, conf.manifest, split["val"]), conf.pp.seq_len,
+                              allow_empty=not split["val"])
     weights = slice_weights(train_data.presence(), conf.opts["sampler_muscle"], conf.opts["sampler_nerve"])
     return _Data(train_data, val_data, weights)
 
@@ -707,13 +737,16 @@ def _validate_and_checkpoint(ctx: _Fold, tr: _Training, data: _Data, state: _Pro
     conf, dev = ctx.conf, ctx.dist.device
     scored: list[str] = []
     val = validate(tr.model, data.val, dev, conf.opts["val_batch_size"], scored=scored)
+    # no validation cases (the full model): nothing to choose by, so every epoch is kept as the best and
+    # the model is the last epoch's, as nnU-Net's -f all does
+    unvalidated = len(data.val.vois) == 0
     validated: dict[str, int] = {}
     for case in scored:
         validated[case] = validated.get(case, 0) + 1
     access.add_epoch(epoch + 1, stats.trained, validated)
     vals = [v for v in val.values() if not math.isnan(v)]
     mean = float(np.mean(vals)) if vals else 0.0
-    is_best = mean > state.best_metric
+    is_best = mean > state.best_metric or unvalidated
     if is_best:
         state.best_metric, state.best_epoch = mean, epoch + 1
     sec = time.time() - t0
@@ -803,9 +836,12 @@ def train_fold(
     epochs, batch_size : override the preset recipe's (``batch_size`` is global across GPUs)
     resume : continue from ``checkpoint_last.pt`` (a finished run only redoes the test evaluation)
     overwrite : delete an existing run in the folder and start again
+    fold : 0..3, or ``"full"`` (:data:`~orbitseg.constants.FULL_FOLD`): one model on every labelled case,
+        without validation (the last epoch is kept), post-processing choice or test scoring
     init_from : checkpoint or state_dict to initialise matching layers from (ignored when resuming), or a
         model / run folder: fold ``fold`` then starts from that folder's own fold ``fold``, refused if
-        those weights saw one of this fold's test cases (:func:`fold_init_source`)
+        those weights saw one of this fold's test cases (:func:`fold_init_source`); the ``full`` model
+        starts from fold 0.  Refused when the dataset was preprocessed otherwise than those weights' data
     device : ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
     seed : drives the initial weights, the sample draws, augmentation and (unless ``split_seed``)
         the split
@@ -838,7 +874,9 @@ def train_fold(
     dist = _setup_distributed(device)
     splits, split = _read_split(root, fold, seed if split_seed is None else split_seed, overwrite_splits, dist)
     if init_from is not None and Path(init_from).is_dir():  # a model or run folder: each fold from its own fold
-        init_from = _per_fold_init(Path(init_from), fold, split)
+        init_from = _per_fold_init(Path(init_from), fold, split, log)
+    if init_from is not None:
+        _check_init_preprocessing(init_from, conf.pp, root)
     data = _prepare_data(root, conf, split, log)
     run = Path(out) if out is not None else run_dir_of(root, preset, fold)
     _prepare_run_folder(run, resume, overwrite, dist.is_main)
@@ -875,13 +913,14 @@ def train(
     fold: int | str = "all",
     **kwargs: Any,
 ) -> list[Path]:
-    """Train one fold (0..3) or ``"all"`` of them in turn; same keyword arguments as
+    """Train one fold (0..3), ``"all"`` of them in turn, or the ``"full"`` model on every labelled case;
+    same keyword arguments as
     :func:`train_fold`.  With ``"all"`` and a default run folder, the four test folds'
     segmentations are also scored together into ``DATASET/runs/{preset}/metrics/``
     (per-fold rows and a cross-validation summary).  Returns the run folders."""
-    if isinstance(fold, str) and fold != "all":
+    if isinstance(fold, str) and fold not in ("all", FULL_FOLD):
         fold = int(fold)
-    folds = list(range(N_FOLDS)) if fold == "all" else [int(fold)]
+    folds = list(range(N_FOLDS)) if fold == "all" else [fold]
     out = kwargs.pop("out", None)
     outs = [None if out is None else (Path(out) / fold_dir_name(k) if len(folds) > 1 else Path(out)) for k in folds]
     if not (kwargs.get("resume") or kwargs.get("overwrite")):

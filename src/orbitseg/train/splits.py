@@ -29,12 +29,12 @@ import json
 import random
 from pathlib import Path
 
-from orbitseg.constants import N_FOLDS
+from orbitseg.constants import FULL_FOLD, N_FOLDS
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import write_text_atomic
 from orbitseg.io.layout import list_cases
 
-__all__ = ["SPLITS", "N_FOLDS", "make_splits", "read_splits", "fold_split", "split_patients"]
+__all__ = ["SPLITS", "N_FOLDS", "make_splits", "read_splits", "fold_split", "full_split", "split_patients"]
 
 SPLITS = "splits.json"
 VAL_FRACTION = 0.15
@@ -129,3 +129,19 @@ def fold_split(splits: dict, fold: int) -> dict:
         if f["fold"] == fold:
             return f
     raise InputError(None, f"fold {fold} is not in splits.json (folds 0..{splits['n_folds'] - 1})")
+
+
+def full_split(dataset: str | Path) -> dict:
+    """The "split" of ``orbitseg train --fold full``: every labelled case of ``dataset`` trains, none
+    validates or is tested (nnU-Net's ``-f all``).  It needs no ``splits.json`` (so it works with fewer
+    patients than cross-validation needs) and has the keys of a :func:`fold_split` entry.
+
+    Raises
+    ------
+    InputError : the dataset holds no labelled case.
+    """
+    cases = sorted((c.case_id, str(c.patient_id)) for c in list_cases(dataset) if c.training)
+    if not cases:
+        raise InputError(Path(dataset), "holds no labelled case (imagesTr with labelsTr) to train on")
+    return {"fold": FULL_FOLD, "train": [c for c, _ in cases], "val": [], "test": [],
+            "train_patients": sorted({p for _, p in cases}), "val_patients": [], "test_patients": []}
