@@ -64,8 +64,9 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 
     if args.like is not None:
         from orbitseg.runs.checkpoint import preprocess_of
+        from orbitseg.runs.layout import resolve_model
 
-        config = preprocess_of(args.like)
+        config = preprocess_of(resolve_model(args.like))
         print(f"preprocessing of {args.like}: size {config.size}, seq_len {config.seq_len}, window "
               f"{config.level:g}/{config.width:g}, aspect {config.aspect}")
     else:
@@ -78,11 +79,13 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from orbitseg.runs.layout import resolve_model
     from orbitseg.train import train
 
     runs = train(
         args.dataset, args.fold, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
-        resume=args.resume, overwrite=args.overwrite, init_from=args.init_from, device=args.device,
+        resume=args.resume, overwrite=args.overwrite, device=args.device,
+        init_from=None if args.init_from is None else resolve_model(args.init_from),
         seed=args.seed, workers=args.workers, out=args.out,
         overrides={"precision": args.precision} if args.precision != "float32" else None,
     )
@@ -211,8 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--level", type=float, default=WINDOW_LEVEL, help=f"window level HU (default {WINDOW_LEVEL:g})")
     s.add_argument("--width", type=float, default=WINDOW_WIDTH, help=f"window width HU (default {WINDOW_WIDTH:g})")
     s.add_argument("--like", type=Path, default=None, metavar="MODEL",
-                   help="take every setting above from a model, run folder or checkpoint (what fine-tuning it with "
-                        "`orbitseg train --init-from MODEL` needs)")
+                   help="take every setting above from a model, run folder or checkpoint, or `shipped` (what "
+                        "fine-tuning it with `orbitseg train --init-from MODEL` needs)")
     s.add_argument("--workers", type=int, default=1, help="parallel processes (each holds one case)")
     s.add_argument("--overwrite", action="store_true", help="redo cases already preprocessed")
     s.set_defaults(func=_cmd_preprocess)
@@ -230,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue an interrupted run where it stopped")
     s.add_argument("--overwrite", action="store_true", help="start an existing run folder afresh")
     s.add_argument("--init-from", type=Path, default=None,
-                   help="initialise from a compatible checkpoint, or from a model or run folder: each fold from "
-                        "that folder's own fold (refused if it saw one of the fold's test cases)")
+                   help="initialise from a compatible checkpoint, or from a model or run folder (`shipped`: the model "
+                        "shipped with orbitseg): each fold from that folder's own fold (refused if it saw one of the "
+                        "fold's test cases)")
     s.add_argument("--device", default="cpu", help="cpu or cuda (multi-GPU: see `orbitseg.train.loop`)")
     s.add_argument("--seed", type=int, default=0, help="random seed (recorded in the run folder)")
     s.add_argument("--workers", type=int, default=0, help="data-loading worker processes")

@@ -80,7 +80,7 @@ def test_fine_tuning_refuses_slices_made_otherwise_and_preprocess_like_fixes_it(
     # the command the message names (through the installed CLI where there is one, else the library)
     orbitseg = shutil.which("orbitseg")
     if orbitseg:
-        r = subprocess.run([orbitseg, "preprocess", str(ds), "--like", str(shipped), "--overwrite"],
+        r = subprocess.run([orbitseg, "preprocess", str(ds), "--like", "shipped", "--overwrite"],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert "size 80" in r.stdout

@@ -36,7 +36,7 @@ from orbitseg.errors import InputError
 
 __all__ = ["RUN_JSON", "LOG_CSV", "CURVES_PNG", "DATA_ACCESS_JSON", "SEGMENTED_DIR", "RUN_FILES", "RUN_DIRS",
            "POSTPROCESS_JSON", "CV_PER_CASE_JSON", "CV_SUMMARY_JSON", "fold_dir_name", "fold_file_name", "fold_number", "run_dir_of", "holds_run", "fold_runs", "read_run_json",
-           "fold_infos", "read_model_json", "model_checkpoints", "fold_init_source", "init_split"]
+           "fold_infos", "read_model_json", "SHIPPED_MODEL", "resolve_model", "model_checkpoints", "fold_init_source", "init_split"]
 
 RUN_JSON = "run.json"
 LOG_CSV = "log.csv"
@@ -137,6 +137,20 @@ def read_model_json(folder: str | Path) -> dict | None:
         raise InputError(path, f"is not valid JSON ({exc})") from None
 
 
+#: the word that names the model shipped with orbitseg where a model path is asked for (``--init-from shipped``)
+SHIPPED_MODEL = "shipped"
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """``model`` as a path; ``None`` or the word ``shipped`` (when no such file or folder exists here) is the
+    model shipped with orbitseg (``orbitseg/pretrained/default``)."""
+    from orbitseg.pretrained import shipped_model_dir
+
+    if model is None or (str(model) == SHIPPED_MODEL and not Path(model).exists()):
+        return shipped_model_dir()
+    return Path(model)
+
+
 def model_checkpoints(model: str | Path | None, folds: str = "all") -> list[Path]:
     """Checkpoint files for ``model``: a checkpoint file, a fold folder, a cross-validation run
     folder (``fold_k/checkpoint_best.pt``) or a model folder (``fold_k.pt``); ``folds`` picks
@@ -148,9 +162,7 @@ def model_checkpoints(model: str | Path | None, folds: str = "all") -> list[Path
     InputError
         ``model`` is missing, holds no checkpoint, or lacks a fold asked for.
     """
-    from orbitseg.pretrained import shipped_model_dir
-
-    model = shipped_model_dir() if model is None else Path(model)
+    model = resolve_model(model)
     if model.is_file():
         return [model]
     if not model.is_dir():
