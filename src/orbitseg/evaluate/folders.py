@@ -2,12 +2,17 @@
 
 Files are matched by case id: the file name without its label ending (one of
 :data:`orbitseg.io.formats.LABEL_WRITE_ENDINGS`, the endings a label file is
-written with: ``.nii.gz``, ``.nii``, ``.seg.nrrd``, ``.nrrd``) and without a
-trailing nnU-Net channel suffix ``_0000`` (so ``case_007_0000.nii.gz`` and
-``case_007.seg.nrrd`` are one case).  Other files (``dataset.json``, CSV,
-hidden files) are ignored.
+written with: ``.nii.gz``, ``.nii``, ``.seg.nrrd``, ``.nrrd``; or ``.seg.dcm`` /
+``.dcm`` for a DICOM Segmentation, recognised by its content) and without a
+trailing nnU-Net channel suffix ``_0000`` (so ``case_007_0000.nii.gz``,
+``case_007.seg.nrrd`` and ``case_007.seg.dcm`` are one case).  Other files
+(``dataset.json``, CSV, an RTSTRUCT, hidden files) are ignored.
 
 Each truth file is read first, then its prediction with ``reference=truth``.
+A DICOM-SEG stores frames only where there is a structure, so it is placed on
+the grid of the other file of its pair (read first); two DICOM-SEGs are both
+placed on the grid spanning their frames
+(:func:`orbitseg.io.dicomseg.frames_geometry`), and must refer to the same series.
 If any pair cannot be scored - geometry that differs (size, spacing, origin or
 direction), an unreadable file, invalid label values - the whole run is
 refused: one error lists every bad pair by file name and nothing is written.
@@ -36,7 +41,7 @@ import math
 import warnings
 from pathlib import Path
 
-from orbitseg.constants import CHANNEL_SUFFIX, METRICS_DIR, SHORT_NAMES, STRUCTURES
+from orbitseg.constants import CHANNEL_SUFFIX, DICOM_OUTPUTS, METRICS_DIR, SHORT_NAMES, STRUCTURES
 from orbitseg.errors import GeometryMismatchError, InputError
 from orbitseg.evaluate.metrics import case_metrics, metric_names, summarise
 from orbitseg.io.atomic import write_text_atomic
@@ -61,6 +66,11 @@ PER_CASE_CSV, PER_CASE_JSON = "per_case.csv", "per_case.json"
 SUMMARY_CSV, SUMMARY_JSON = "summary.csv", "summary.json"
 
 
+#: endings of a DICOM Segmentation file (the one orbitseg predict writes, and any other ``.dcm``), listed
+#: only when the file is a SEG by its content
+SEG_ENDINGS: tuple[str, ...] = (DICOM_OUTPUTS["dicom-seg"], ".dcm")
+
+
 class UnmatchedCasesWarning(UserWarning):
     """Some cases have a prediction but no reference label, or the other way round."""
 
@@ -68,10 +78,11 @@ class UnmatchedCasesWarning(UserWarning):
 def case_id_of(path: str | Path) -> str | None:
     """Case id of a label file name, or None when it has no label ending.
 
-    >>> case_id_of("case_007_0000.nii.gz"), case_id_of("case_007.seg.nrrd"), case_id_of("x.csv")
-    ('case_007', 'case_007', None)
+    >>> case_id_of("case_007_0000.nii.gz"), case_id_of("case_007.seg.nrrd"), case_id_of("case_007.seg.dcm")
+    ('case_007', 'case_007', 'case_007')
+    >>> case_id_of("x.csv")
     """
-    stem, ending = split_ending(Path(path).name, LABEL_WRITE_ENDINGS)
+    stem, ending = split_ending(Path(path).name, LABEL_WRITE_ENDINGS + SEG_ENDINGS)
     if not ending or not stem:
         return None
     if stem.endswith(CHANNEL_SUFFIX) and len(stem) > len(CHANNEL_SUFFIX):
@@ -89,10 +100,14 @@ def list_label_files(folder: str | Path) -> dict[str, Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "is not a folder of label files")
+    from orbitseg.io.dicomseg import is_dicom_seg
+
     found: dict[str, list[Path]] = {}
     for f in sorted(folder.iterdir()):
         if f.name.startswith(".") or not f.is_file():
             continue
+        if f.name.lower().endswith(SEG_ENDINGS) and not is_dicom_seg(f):
+            continue  # an RTSTRUCT or an image slice: not a label volume
         cid = case_id_of(f)
         if cid is not None:
             found.setdefault(cid, []).append(f)
@@ -141,7 +156,6 @@ def evaluate_folders(
         bad pair; :class:`~orbitseg.errors.GeometryMismatchError` when all of
         them are geometry mismatches).  Nothing is written then.
     """
-    from orbitseg.io.read import read_label
     from orbitseg.io.validate import EmptyLabelWarning
 
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
@@ -167,8 +181,7 @@ def evaluate_folders(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", EmptyLabelWarning)  # an empty label is a valid answer here
-                truth = read_label(truth_path)
-                pred = read_label(pred_path, reference=truth)
+                truth, pred = _read_pair(truth_path, pred_path)
         except InputError as exc:
             problems.append(exc)
             continue
@@ -205,6 +218,23 @@ def evaluate_folders(
             "summary": summary,
         }))
     return rows, summary
+
+
+def _read_pair(truth_path: Path, pred_path: Path):
+    """(truth, prediction) label volumes on one grid: a DICOM-SEG on the grid of the other file (its frames
+    cover only the slices with a structure), two SEGs on the grid spanning both."""
+    from orbitseg.io.dicomseg import frames_geometry, is_dicom_seg
+    from orbitseg.io.read import read_label
+
+    truth_seg, pred_seg = is_dicom_seg(truth_path), is_dicom_seg(pred_path)
+    if truth_seg and pred_seg:
+        grid = frames_geometry(truth_path, pred_path)
+        return read_label(truth_path, reference=grid), read_label(pred_path, reference=grid)
+    if truth_seg:
+        pred = read_label(pred_path)
+        return read_label(truth_path, reference=pred), pred
+    truth = read_label(truth_path)
+    return truth, read_label(pred_path, reference=truth)
 
 
 def _names(cases: list[str], limit: int = 20) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orbitseg.constants import LABELS_TR, IMAGES_TR, IMAGES_TS, STRUCTURES, LABEL_NAMES
+from orbitseg.constants import DICOM_OUTPUTS, LABELS_TR, IMAGES_TR, IMAGES_TS, STRUCTURES, LABEL_NAMES
 from orbitseg.errors import InputError, OrbitsegError
 from orbitseg.io.atomic import atomic_dir
 from orbitseg.io.formats import format_of, split_ending
@@ -67,6 +67,38 @@ def _scan_entries(folder: Path) -> dict[str, Path]:
     return dict(scan_entries(folder, skip_folders=_LABEL_FOLDERS + _IMAGE_FOLDERS))
 
 
+#: endings of a DICOM Segmentation file: orbitseg predict's, and any DICOM file (a SEG by its content)
+_SEG_ENDINGS = (DICOM_OUTPUTS["dicom-seg"], ".dcm")
+
+
+def _seg_entries(folder: Path) -> list[tuple[str, Path]]:
+    """(stem, path) of the DICOM Segmentation files directly in ``folder`` (``CASE.seg.dcm``,
+    ``CASE_seg.dcm``...: a ``.dcm`` file that is a SEG by its content, an image slice is not)."""
+    from orbitseg.io.dicomseg import is_dicom_seg
+
+    out = []
+    for entry in sorted(folder.iterdir()):
+        stem, ending = split_ending(entry.name, _SEG_ENDINGS)
+        if ending and stem and not entry.name.startswith(".") and entry.is_file() and is_dicom_seg(entry):
+            out.append((stem, entry))
+    return out
+
+
+def _label_entries(folder: Path) -> dict[str, Path]:
+    """case stem -> label file of a labels folder: label files, DICOM-SEG files, and a folder (a PACS
+    export) holding exactly one DICOM-SEG file."""
+    from orbitseg.io.dicomseg import is_dicom_seg
+
+    out = _scan_entries(folder)
+    for stem, path in list(out.items()):
+        if path.is_dir():
+            segs = [f for f in sorted(path.rglob("*")) if f.is_file() and is_dicom_seg(f)]
+            if len(segs) == 1:
+                out[stem] = segs[0]
+    out.update(_seg_entries(folder))
+    return out
+
+
 def find_source_cases(src: str | Path) -> list[SourceCase]:
     """Pair scans with label files in a source folder.
 
@@ -76,6 +108,11 @@ def find_source_cases(src: str | Path) -> list[SourceCase]:
       ``SRC/labels/`` with label files of the same stem;
     * a flat folder whose label files end in ``_label``, ``_seg``, ``_mask``
       (any supported ending, ``.seg.nrrd`` included) next to their scans.
+
+    A DICOM Segmentation is a label file too: ``CASE.seg.dcm`` (as ``orbitseg
+    predict`` names it), ``CASE_seg.dcm`` or, in ``labels/``, ``CASE.dcm`` or a
+    folder ``CASE/`` holding one SEG (a PACS export); it is read on its scan's
+    grid and must refer to that scan's series when the scan is DICOM.
 
     An optional ``SRC/patients.csv`` with columns ``case,patient`` says which
     scans belong to the same patient; otherwise each scan is its own patient.
@@ -92,14 +129,16 @@ def find_source_cases(src: str | Path) -> list[SourceCase]:
     if img_dir is not None:
         scans = _scan_entries(img_dir)
         if lab_dir is not None:
-            labels = _scan_entries(lab_dir)
+            labels = _label_entries(lab_dir)
     else:
         scans = {}
         # a list, not _scan_entries' dict: a scan and its label may share a stem (case1.nii.gz, case1.seg.nrrd)
-        for stem, path in scan_entries(src, skip_folders=_LABEL_FOLDERS + _IMAGE_FOLDERS):
+        segs = _seg_entries(src)
+        for stem, path in scan_entries(src, skip_folders=_LABEL_FOLDERS + _IMAGE_FOLDERS) + segs:
             base = next((stem[: -len(m)] for m in _LABEL_MARKERS if stem.lower().endswith(m)), None)
             fmt = format_of(path)
-            if base is not None or (fmt is not None and not fmt.reads_scan):  # e.g. a 3D Slicer .seg.nrrd
+            if base is not None or (fmt is not None and not fmt.reads_scan) or (stem, path) in segs:
+                # e.g. a 3D Slicer .seg.nrrd, a DICOM-SEG
                 labels[base if base is not None else stem] = path
             else:
                 scans[stem] = path
@@ -245,10 +284,15 @@ def check_dataset(dataset: str | Path, *, progress: bool = True) -> list[CaseChe
 
     dataset = Path(dataset)
     cases = list_cases(dataset)
-    reports = [
-        check_case(c.case_id, c.patient_id, c.image, c.label, c.training)
-        for c in tqdm(cases, desc="check", unit="case", disable=not progress)
-    ]
+    reports, other_labels = [], set()
+    for c in tqdm(cases, desc="check", unit="case", disable=not progress):
+        other = _other_label(c.label) if c.training and c.label is not None and not c.label.exists() else None
+        rep = check_case(c.case_id, c.patient_id, c.image, other or c.label, c.training)
+        if other is not None:  # e.g. a DICOM-SEG put there by hand: checked, but training reads c.label
+            other_labels.add(other.name)
+            rep.problems.append(f"{c.label}: missing; {other.name} was checked instead, but training reads "
+                                f"{c.label.name}: bring the labels in with `orbitseg import` (it converts them)")
+        reports.append(rep)
     from orbitseg.io.layout import read_dataset_json
 
     info = read_dataset_json(dataset)
@@ -258,13 +302,28 @@ def check_dataset(dataset: str | Path, *, progress: bool = True) -> list[CaseChe
             f"numTraining is {info.get('numTraining')} but {IMAGES_TR}/ holds {n_train} scans"]))
     lab_dir = dataset / LABELS_TR
     if lab_dir.is_dir():
-        known = {c.label.name for c in cases if c.label is not None}
+        known = {c.label.name for c in cases if c.label is not None} | other_labels
         for f in sorted(lab_dir.iterdir()):
             if f.is_file() and f.name not in known and not f.name.startswith("."):
                 reports.append(CaseCheck(f.name, "-", problems=[f"{f}: label without a scan in {IMAGES_TR}/"]))
     if not cases:
         reports.append(CaseCheck("(dataset)", "-", problems=[f"{dataset}: no scans in {IMAGES_TR}/ or {IMAGES_TS}/"]))
     return reports
+
+
+def _other_label(label: Path) -> Path | None:
+    """The case's label file beside ``label`` in another format orbitseg reads (a DICOM-SEG
+    ``CASE.seg.dcm`` / ``CASE.dcm``, a ``.seg.nrrd``...), or None."""
+    from orbitseg.io.formats import LABEL_READ_ENDINGS
+
+    case_id, _ = split_ending(label.name)
+    if not label.parent.is_dir():
+        return None
+    for f in sorted(label.parent.iterdir()):
+        stem, ending = split_ending(f.name, LABEL_READ_ENDINGS + _SEG_ENDINGS)
+        if stem == case_id and ending and f != label and f.is_file():
+            return f
+    return None
 
 
 def format_check_table(reports: list[CaseCheck]) -> str:

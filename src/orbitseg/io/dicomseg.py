@@ -52,6 +52,8 @@ __all__ = [
     "STRUCTURE_CODES",
     "CATEGORY_CODE",
     "SEGMENTATION_STORAGE",
+    "is_dicom_seg",
+    "frames_geometry",
 ]
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -631,3 +633,118 @@ def _read_dicom_seg(path: Path, reference) -> Volume:
     refs = [str(it.SeriesInstanceUID) for it in seg.get("ReferencedSeriesSequence", []) or []]
     meta = {"format": "dicom-seg", "series_uid": refs[0] if refs else ref_uid, "segments": dict(to_label)}
     return Volume(out, geometry, path, meta)
+
+
+# ---------------------------------------------------------------------------
+# a SEG without its scan (read_label, evaluate)
+# ---------------------------------------------------------------------------
+def is_dicom_seg(path: str | Path) -> bool:
+    """True for a DICOM Part 10 file whose SOP class is a Segmentation (whatever its name)."""
+    import pydicom
+
+    from orbitseg.io.dicom import is_dicom_file
+
+    path = Path(path)
+    if not path.is_file() or not is_dicom_file(path):
+        return False
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        return str(ds.get("SOPClassUID", "")) in _SEG_SOP_CLASSES
+    except Exception:  # noqa: BLE001 - unreadable: not a SEG orbitseg can use
+        return False
+
+
+def frames_geometry(path: str | Path, *more: str | Path) -> Geometry:
+    """The grid a SEG's own frames lie on, when its scan is not at hand.
+
+    A SEG stores frames only on the source slices that hold a structure; their planes (orientation,
+    pixel spacing, rows x columns) and the slice spacing (``SpacingBetweenSlices``, else the smallest
+    gap between frames) give the source series' grid cropped, along the slice normal, to the first
+    and last frame: the way :func:`orbitseg.io.read.read_label` reads a cropped 3D Slicer
+    ``.seg.nrrd``.  With ``more`` SEGs (e.g. a prediction and its reference in ``orbitseg evaluate``)
+    the grid spans the frames of all of them, which must refer to the same series and lie on one stack.
+
+    Returns
+    -------
+    Geometry : size (columns, rows, planes); axis i along a row, j down a column, k the slice normal
+
+    Raises
+    ------
+    InputError : not a SEG, no frames, frames off one stack of planes, SEGs of different series,
+        naming the file
+    """
+    paths = [Path(path), *map(Path, more)]
+    planes: list[tuple[Path, np.ndarray]] = []
+    first = None  # (rows, columns, row step, column step, slice spacing, series, path)
+    for p in paths:
+        with reader_boundary(p):
+            seg, n_frames = _seg_header(p)
+            shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
+            refs = sorted(str(it.SeriesInstanceUID) for it in seg.get("ReferencedSeriesSequence", []) or [])
+            if first is not None and refs and first[5] and refs != first[5]:
+                raise InputError(p, f"refers to series {', '.join(refs)}, while {first[6]} refers to series "
+                                    f"{', '.join(first[5])}: they segment different scans")
+            if n_frames == 0:
+                raise InputError(p, "holds no frames (no structure segmented): without its scan its grid is unknown")
+            for n in range(n_frames):
+                try:
+                    origin, row_step, col_step = _frame_plane(seg, n, shared)
+                except (KeyError, AttributeError, IndexError, TypeError, ValueError):
+                    raise InputError(p, f"frame {n + 1} has no plane position / orientation / pixel spacing") from None
+                if first is None:
+                    first = (int(seg.Rows), int(seg.Columns), row_step, col_step, _slice_spacing(seg, shared), refs, p)
+                elif (int(seg.Rows), int(seg.Columns)) != first[:2] or not (
+                        np.allclose(row_step, first[2], atol=1e-4) and np.allclose(col_step, first[3], atol=1e-4)):
+                    other = "its first frame" if first[6] == p else f"the frames of {first[6]}"
+                    raise InputError(p, f"frame {n + 1} lies on other planes (size, orientation or pixel "
+                                        f"spacing) than {other}")
+                planes.append((p, origin))
+    rows, cols, row_step, col_step, spacing, _, _ = first
+    u, v = col_step / np.linalg.norm(col_step), row_step / np.linalg.norm(row_step)
+    normal = np.cross(u, v)
+    depth = np.array([float(o @ normal) for _, o in planes])
+    if spacing is None:
+        gaps = np.diff(np.unique(np.round(depth, 4)))
+        spacing = float(gaps.min()) if gaps.size else 1.0
+    k0 = int(np.argmin(depth))
+    origin0 = planes[k0][1]
+    for p, o in planes:
+        d = o - origin0
+        steps = float(d @ normal) / spacing
+        in_plane = d - (d @ normal) * normal
+        if abs(steps - round(steps)) > _GRID_TOL or np.linalg.norm(in_plane) > _GRID_TOL * min(
+                np.linalg.norm(row_step), np.linalg.norm(col_step)):
+            raise InputError(p, f"a frame at {np.round(o, 2).tolist()} mm is not on the stack of planes "
+                                f"{spacing:g} mm apart that the other frames lie on")
+    n_planes = int(round((depth.max() - depth.min()) / spacing)) + 1
+    return Geometry(size=(cols, rows, n_planes),
+                    spacing=(float(np.linalg.norm(col_step)), float(np.linalg.norm(row_step)), spacing),
+                    origin=tuple(float(x) for x in origin0), direction=np.stack([u, v, normal], axis=1))
+
+
+def _seg_header(path: Path):
+    """(header without pixels, number of frames) of a SEG, refused by name when it is none."""
+    import pydicom
+
+    if not path.is_file():
+        raise InputError(path, "does not exist")
+    try:
+        seg = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - any parse failure: not DICOM
+        raise InputError(path, "is not a DICOM file") from None
+    if str(seg.get("SOPClassUID", "")) not in _SEG_SOP_CLASSES:
+        raise InputError(path, f"is not a DICOM Segmentation (modality {seg.get('Modality', '?')})")
+    return seg, int(seg.get("NumberOfFrames", 0) or 0)
+
+
+def _slice_spacing(seg, shared) -> float | None:
+    """SpacingBetweenSlices of the SEG's pixel measures (shared, else the first frame's), when positive."""
+    for group in (shared, seg.PerFrameFunctionalGroupsSequence[0]):
+        if group is not None and "PixelMeasuresSequence" in group:
+            value = group.PixelMeasuresSequence[0].get("SpacingBetweenSlices")
+            try:
+                if value is not None and float(value) > 0:
+                    return float(value)
+            except (TypeError, ValueError):
+                return None
+    return None

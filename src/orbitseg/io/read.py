@@ -31,6 +31,7 @@ from orbitseg.constants import (
 from orbitseg.errors import InputError
 from orbitseg.io import guard, validate
 from orbitseg.io.dicom import _short, is_dicom_file, read_dicom_series
+from orbitseg.io.dicomseg import frames_geometry, is_dicom_seg, read_dicom_seg
 from orbitseg.io.formats import FORMATS, LABEL_READ_ENDINGS, SCAN_ENDINGS, split_ending
 from orbitseg.io.volume import Geometry, Volume, geometry_of
 
@@ -236,19 +237,27 @@ def read_label(path: str | Path, *, reference: Volume | Geometry | None = None, 
 
     Parameters
     ----------
-    path : NIfTI / NRRD / MetaImage labelmap, or a 3D Slicer ``.seg.nrrd``
+    path : NIfTI / NRRD / MetaImage labelmap, a 3D Slicer ``.seg.nrrd``
         (segments are mapped to orbitseg's ids by name - "eyeball",
         "extraocular muscles", "optic nerve" and common synonyms - or, for an
-        unknown name, by their label value).  A ``.seg.nrrd`` cropped to its
-        segments' extent is placed back on the reference grid.
-    reference : the scan (or its grid) the label must sit on
+        unknown name, by their label value), or a DICOM Segmentation (recognised
+        by its content, any file name; segments mapped by their SNOMED CT type
+        code, :func:`orbitseg.io.dicomseg.read_dicom_seg`).  A ``.seg.nrrd``
+        cropped to its segments' extent is placed back on the reference grid.
+    reference : the scan (or its grid) the label must sit on.  A DICOM-SEG's
+        frames are placed on it by their plane positions (and a DICOM scan must
+        be the series the SEG refers to); without one, a DICOM-SEG is read on
+        the grid of its own frames (:func:`orbitseg.io.dicomseg.frames_geometry`:
+        the source series' grid cropped to the slices that hold a structure,
+        since a SEG stores no frame for the others)
     purpose : ``"view"`` warns (:class:`~orbitseg.io.validate.EmptyLabelWarning`)
         about an empty label; ``"train"`` refuses it
 
     Raises
     ------
     InputError : unreadable file, values outside {0..3}, non-integer values,
-        empty label when ``purpose == "train"``
+        empty label when ``purpose == "train"``; a DICOM-SEG of another series
+        than a DICOM ``reference``, or whose frames are not on its slices
     GeometryMismatchError : the label's grid differs from ``reference``'s
     """
     if purpose not in ("view", "train"):
@@ -262,7 +271,12 @@ def _read_label(path: Path, reference: Volume | Geometry | None, purpose: str) -
     if not path.exists():
         raise InputError(path, "does not exist")
     if path.is_dir():
-        raise InputError(path, "is a folder; a label volume is a single file (" + ", ".join(LABEL_READ_ENDINGS) + ")")
+        raise InputError(path, "is a folder; a label volume is a single file (" + ", ".join(LABEL_READ_ENDINGS)
+                         + " or a DICOM-SEG)")
+    if is_dicom_seg(path):
+        labels = read_dicom_seg(path, reference if reference is not None else frames_geometry(path))
+        validate.check_label_not_empty(labels, path, purpose=purpose)
+        return labels
     ending = _ending(path, LABEL_READ_ENDINGS)
     image = _read_image_file(path, ending)
     meta: dict = {"format": FORMATS[ending].name}
