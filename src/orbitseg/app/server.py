@@ -10,7 +10,10 @@ rows run anterior -> posterior, columns patient right -> left):
   encoded, version token in ``X-Label-Version``
 * ``PUT  /api/cases/{case}/label?base=TOKEN`` - the same bytes (gzip allowed)
   back; 409 when the file changed since ``base``
-* ``GET  /api/cases/{case}/superpixels?index=&n=`` - uint8 map of superpixel borders
+* ``GET  /api/cases/{case}`` - shape, spacing, status, history and ``orbits``: where the orbits are
+  (slices to open, region to frame; :meth:`DatasetStore.orbits`)
+* ``GET  /api/cases/{case}/superpixels?index=&n=`` - uint8 map of superpixel borders (in the orbits,
+  not in air, bone or brain)
 * ``POST /api/cases/{case}/pencil|smartfill|autocorrect`` - body: raw uint8 mask
   (and strokes) of a slab ``z0..z1``; answer: the new mask slab
 
@@ -259,7 +262,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
         q = priors.get(case_id)
         return None if q is None else q.region(slice(z0, z1))
     from orbitseg.labeling import (RESOLUTIONS, SuperpixelCache, auto_correct_slab, pencil_click, smart_fill_slab,
-                                   superpixel_borders)
+                                   soft_tissue, superpixel_borders, visible_borders)
 
     spx_cache = SuperpixelCache(maxsize=256)
 
@@ -413,10 +416,23 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
 
     @app.get("/api/cases/{case_id}/superpixels")
     async def superpixels(case_id: str, request: Request):
+        """Borders where they help: in the orbits (:meth:`OrbitFrame.border_region`), or, when no orbit is
+        known, in the slice's soft tissue.  SmartPencil itself still uses the whole slice's map."""
         o = await _open(case_id)
         index = _int(request, "index", None, 0, o.canon.shape[0] - 1)
-        spx = await run_in_threadpool(_spx, o, index, _n_param(request))
-        return _raw(superpixel_borders(spx), **{"X-Superpixels": int(spx.max()) + 1})
+        n = _n_param(request)
+        frame, _ = await run_in_threadpool(store.orbit_frame, case_id)
+        if frame is not None and not frame.crosses(index):  # no orbit on this slice: no borders, no SLIC
+            return _raw(np.zeros(o.canon.shape[1:], np.uint8), **{"X-Superpixels": 0})
+        image = o.canon.array[index]
+
+        def run() -> tuple[np.ndarray, int]:
+            spx = _spx(o, index, n)
+            region = soft_tissue(image) if frame is None else frame.border_region(image, index, _zyx_spacing(o))
+            return visible_borders(superpixel_borders(spx), region), int(spx.max()) + 1
+
+        borders, count = await run_in_threadpool(run)
+        return _raw(borders, **{"X-Superpixels": count})
 
     async def _slab(case_id: str, request: Request, layers: int) -> _Slab:
         """The slab ``z0..z1`` of a tool request: its query range and a body of ``layers`` uint8 volumes."""

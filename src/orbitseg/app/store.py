@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from orbitseg.io.atomic import atomic_path, write_text_atomic
 from orbitseg.io.layout import Case, list_cases
 from orbitseg.io.orient import from_canonical, to_canonical
 from orbitseg.io.volume import Volume
+
+if TYPE_CHECKING:
+    from orbitseg.labeling.orbit_view import OrbitFrame
 
 #: folder (inside labelsTr/) that keeps earlier versions of every label and the case status
 HISTORY_DIR = ".history"
@@ -81,6 +85,30 @@ class OpenScan:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def _finder_frame(o: OpenScan) -> tuple[OrbitFrame | None, str]:
+    """The orbit frame of an open scan from the orbit finder prediction uses, or None and why."""
+    from orbitseg.labeling.orbit_view import OrbitExtent, orbit_frame
+    from orbitseg.preprocess.voi import locate_orbits
+
+    try:
+        boxes = locate_orbits(o.canon)
+    except (InputError, ValueError) as exc:
+        return None, exc.problem if isinstance(exc, InputError) else str(exc)
+    g = o.canon.geometry
+    extents = [OrbitExtent(b.side, tuple(float(v) for v in g.physical_to_index(b.globe_centre)[::-1]),
+                           tuple(b.index_min[::-1]), tuple(b.index_max[::-1])) for b in boxes]
+    return orbit_frame(extents, o.canon.shape, g.spacing[::-1], source="finder"), ""
+
+
+def _label_frame(o: OpenScan, canon_labels: np.ndarray) -> OrbitFrame | None:
+    """The orbit frame from labelled structures (None when the label is empty)."""
+    from orbitseg.labeling.orbit_view import LABEL_MARGIN_MM, extents_from_labels, orbit_frame
+
+    spacing = o.canon.geometry.spacing[::-1]
+    extents = extents_from_labels(canon_labels, spacing)
+    return orbit_frame(extents, o.canon.shape, spacing, margin_mm=LABEL_MARGIN_MM, source="labels") if extents else None
+
+
 class DatasetStore:
     """Cases of one dataset folder, a small cache of open scans, label reading and saving."""
 
@@ -95,6 +123,8 @@ class DatasetStore:
         self._case_locks: dict[str, threading.Lock] = {}
         self._summary_cache: dict[tuple, dict] = {}
         self._problems: dict[tuple, str] = {}
+        #: where each case's orbits are (scan key, or scan key + label version -> (frame, why)), see orbit_frame()
+        self._orbits: dict[tuple, tuple[OrbitFrame | None, str]] = {}
 
     # ---- cases -----------------------------------------------------------------
     def cases(self) -> dict[str, Case]:
@@ -243,7 +273,44 @@ class DatasetStore:
             "version": _file_token(label),
             "history": self.history(case_id),
             "scan": c.image.name,
+            "orbits": self.orbits(case_id),
         }
+
+    def orbit_frame(self, case_id: str) -> tuple[OrbitFrame | None, str]:
+        """Where the case's orbits are (cached per scan file, and per label version when it comes from labels).
+
+        The orbit finder of prediction (:func:`orbitseg.preprocess.voi.locate_orbits`) on the canonical
+        scan; when it finds none, the labelled structures of the saved label.  ``(frame, "")``, or
+        ``(None, why)`` when neither finds an orbit.
+        """
+        o = self.open(case_id)
+        key = ("finder", o.key)
+        if key not in self._orbits:
+            self._orbits[key] = _finder_frame(o)
+        found = self._orbits[key]
+        if found[0] is not None:
+            return found
+        label = self.label_file(self.case(case_id))
+        if not label.is_file():
+            return found
+        lkey = ("labels", o.key, _file_token(label))
+        if lkey not in self._orbits:
+            try:
+                arr, _ = self.read_label_canonical(case_id)
+            except AppError:
+                self._orbits[lkey] = found
+            else:
+                frame = _label_frame(o, arr)
+                self._orbits[lkey] = found if frame is None else (frame, "")
+        return self._orbits[lkey]
+
+    def orbits(self, case_id: str) -> dict:
+        """:meth:`orbit_frame` for the page: ``{"found": True, **OrbitFrame.to_dict()}`` (canonical
+        ``(k, j, i)`` indices) or ``{"found": False, "notice": one line}``."""
+        frame, why = self.orbit_frame(case_id)
+        if frame is None:
+            return {"found": False, "notice": f"{why}; showing the middle slices"}
+        return {"found": True, **frame.to_dict()}
 
     def slice(self, case_id: str, axis: int, index: int) -> np.ndarray:
         o = self.open(case_id)

@@ -10,6 +10,8 @@ const S = {
   label: null, strokes: null, version: "none", dirty: false, saving: false, editSeq: 0,
   k: 0, j: 0, i: 0,
   zoom: 1, panX: 0, panY: 0,
+  // where the orbits are (server: meta.orbits; canonical (k, j, i) lo/hi), and whether the side views crop to them
+  orbits: null, sideCrop: false,
   level: 48, width: 400, opacity: 0.5, visible: { 1: true, 2: true, 3: true }, overlay: true,
   active: 1, tool: "pencil", brush: 6,
   undo: [], redo: [],
@@ -133,7 +135,14 @@ async function openCase(id, { keepView = false } = {}) {
     S.label = bytes; S.version = lab.version || meta.version;
     S.strokes = new Uint8Array(S.nz * S.ny * S.nx);
     S.slices.clear(); S.borders.clear(); S.undo = []; S.redo = []; S.dirty = false;
-    if (!keepView) { S.k = Math.floor(S.nz / 2); S.j = Math.floor(S.ny / 2); S.i = Math.floor(S.nx / 2); resetView(); }
+    S.orbits = meta.orbits && meta.orbits.found ? meta.orbits : null;
+    if (!keepView) {
+      if (S.orbits) { [S.k, S.j, S.i] = S.orbits.centre; frameOrbits(); }
+      else {
+        S.k = Math.floor(S.nz / 2); S.j = Math.floor(S.ny / 2); S.i = Math.floor(S.nx / 2); wholeView();
+        if (meta.orbits && meta.orbits.notice) showMessage(`${id}: ${meta.orbits.notice}`);
+      }
+    }
     $("case-title").textContent = `${id} (${meta.shape.join("×")}, ${meta.spacing.map((v) => v.toFixed(2)).join("×")} mm)`;
     fillHistory(meta.history);
     updateSaveState();
@@ -255,7 +264,8 @@ async function render() {
   ctx.fillStyle = "rgba(255,255,255,0.7)"; ctx.font = "13px sans-serif"; ctx.textAlign = "center";
   ctx.fillText("A", cv.width / 2, 32); ctx.fillText("P", cv.width / 2, cv.height - 6);
   ctx.fillText("R", 10, cv.height / 2); ctx.fillText("L", cv.width - 10, cv.height / 2); ctx.textAlign = "start";
-  $("slice-info").textContent = `axial ${k + 1}/${nz}   W ${Math.round(S.width)} L ${Math.round(S.level)}   zoom ${S.zoom.toFixed(2)}`;
+  $("slice-info").textContent = `axial ${k + 1}/${nz}   W ${Math.round(S.width)} L ${Math.round(S.level)}   zoom ${S.zoom.toFixed(2)}`
+    + (S.orbits ? `   orbits: ${S.orbits.source === "labels" ? "from labels" : "found"}` : "   orbits: not found");
   renderSide().catch((e) => console.warn(e));
 }
 
@@ -271,20 +281,24 @@ async function renderSide() {
   const j = S.j, i = S.i;
   paint(off.cor, corFlip, nz, nx, (p) => { const z = nz - 1 - Math.floor(p / nx), x = p % nx; return S.label[(z * ny + j) * nx + x]; });
   paint(off.sag, sagFlip, nz, ny, (p) => { const z = nz - 1 - Math.floor(p / ny), y = p % ny; return S.label[(z * ny + y) * nx + i]; });
-  drawSide($("coronal"), off.cor, nx, nz, S.sp[2], S.sp[0], S.i);
-  drawSide($("sagittal"), off.sag, ny, nz, S.sp[1], S.sp[0], S.j);
+  // framed on the orbits: coronal shows columns i0..i1, sagittal rows j0..j1, both slices k0..k1 (flipped rows)
+  const o = S.sideCrop && S.orbits, fz = o ? [nz - o.hi[0], nz - o.lo[0]] : [0, nz];
+  drawSide($("coronal"), off.cor, S.sp[2], S.sp[0], S.i, o ? [o.lo[2], o.hi[2]] : [0, nx], fz);
+  drawSide($("sagittal"), off.sag, S.sp[1], S.sp[0], S.j, o ? [o.lo[1], o.hi[1]] : [0, ny], fz);
 }
 
-function drawSide(cv, src, w, h, aw, ah, at) {
+// draws columns cols[0]..cols[1] and rows rows[0]..rows[1] (end exclusive) of `src`, aspect-true, centred
+function drawSide(cv, src, aw, ah, at, cols, rows) {
   const ctx = cv.getContext("2d");
   ctx.fillStyle = "#000"; ctx.fillRect(0, 0, cv.width, cv.height);
+  const w = cols[1] - cols[0], h = rows[1] - rows[0];
   const s = Math.min(cv.width / (w * aw), cv.height / (h * ah));
   const dw = w * aw * s, dh = h * ah * s, ox = (cv.width - dw) / 2, oy = (cv.height - dh) / 2;
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(src, ox, oy, dw, dh);
-  const yk = oy + (S.nz - 1 - S.k + 0.5) * (dh / h);
+  ctx.drawImage(src, cols[0], rows[0], w, h, ox, oy, dw, dh);
+  const yk = oy + (S.nz - 1 - S.k - rows[0] + 0.5) * (dh / h);
   ctx.strokeStyle = "rgba(255,255,0,0.5)"; ctx.beginPath(); ctx.moveTo(ox, yk); ctx.lineTo(ox + dw, yk); ctx.stroke();
-  cv._map = { ox, oy, dw, dh, w, h };
+  cv._map = { ox, oy, dw, dh, w, h, x0: cols[0], y0: rows[0] };
 }
 
 function sideClick(cv, ev, isCor) {
@@ -292,8 +306,8 @@ function sideClick(cv, ev, isCor) {
   const r = cv.getBoundingClientRect();
   const x = Math.floor((ev.clientX - r.left - m.ox) / (m.dw / m.w)), y = Math.floor((ev.clientY - r.top - m.oy) / (m.dh / m.h));
   if (x < 0 || y < 0 || x >= m.w || y >= m.h) return;
-  S.k = S.nz - 1 - y;
-  if (isCor) S.i = x; else S.j = x;
+  S.k = S.nz - 1 - (y + m.y0);
+  if (isCor) S.i = x + m.x0; else S.j = x + m.x0;
   showSlice();
 }
 
@@ -303,7 +317,25 @@ function setWindow(level, width) {
   $("level").value = Math.round(S.level); $("width").value = Math.round(S.width);
   render().catch(() => {});
 }
-function resetView() { S.zoom = 1; S.panX = 0; S.panY = 0; }
+// the whole slice in every view
+function wholeView() { S.zoom = 1; S.panX = 0; S.panY = 0; S.sideCrop = false; }
+// zoom and pan so the orbits' region (rows j0..j1, columns i0..i1) fills the axial view; side views crop to it
+function frameOrbits() {
+  if (!S.orbits) { wholeView(); return; }
+  const cv = $("axial"), ax = S.sp[2], ay = S.sp[1], [, j0, i0] = S.orbits.lo, [, j1, i1] = S.orbits.hi;
+  const base = Math.min(cv.width / (S.nx * ax), cv.height / (S.ny * ay));
+  S.zoom = Math.max(1, Math.min(16, Math.min(cv.width / ((i1 - i0) * ax * base), cv.height / ((j1 - j0) * ay * base))));
+  const sx = base * ax * S.zoom, sy = base * ay * S.zoom;
+  S.panX = (S.nx / 2 - (i0 + i1) / 2) * sx; S.panY = (S.ny / 2 - (j0 + j1) / 2) * sy;
+  S.sideCrop = true;
+}
+function resetView() { if (S.orbits) frameOrbits(); else wholeView(); }
+// the part of the axial slice the view shows: rows / columns (pixel indices, clipped to the slice)
+function viewRegion() {
+  const cv = $("axial"), t = axialTransform();
+  const c0 = -t.ox / t.sx, c1 = (cv.width - t.ox) / t.sx, r0 = -t.oy / t.sy, r1 = (cv.height - t.oy) / t.sy;
+  return { row0: Math.max(0, r0), row1: Math.min(S.ny, r1), col0: Math.max(0, c0), col1: Math.min(S.nx, c1) };
+}
 function setActive(l) {
   S.active = l;
   document.querySelectorAll(".swatch").forEach((d) => d.classList.toggle("active", +d.dataset.label === l));
@@ -558,6 +590,7 @@ function bind() {
       o: () => { S.overlay = !S.overlay; render(); },
       "+": () => { S.zoom = Math.min(16, S.zoom * 1.25); render(); }, "=": () => { S.zoom = Math.min(16, S.zoom * 1.25); render(); },
       "-": () => { S.zoom = Math.max(0.5, S.zoom / 1.25); render(); }, "0": () => { resetView(); render(); },
+      "9": () => { wholeView(); render(); },
       "[": () => { S.brush = Math.max(1, S.brush - 1); $("brush-size").value = S.brush; $("brush-size-v").textContent = S.brush; },
       "]": () => { S.brush = Math.min(40, S.brush + 1); $("brush-size").value = S.brush; $("brush-size-v").textContent = S.brush; },
       "?": () => ($("help").hidden = !$("help").hidden), h: () => ($("help").hidden = !$("help").hidden),
@@ -572,12 +605,15 @@ function fitCanvas() {
   const cv = $("axial"), viewer = $("viewer");
   const side = $("side-views").getBoundingClientRect().width || 300;
   const size = Math.max(300, Math.min(900, Math.floor(Math.min(viewer.clientWidth - side - 12, window.innerHeight - 80))));
-  if (cv.width !== size) { cv.width = size; cv.height = size; render().catch(() => {}); }
+  if (cv.width !== size) {
+    const f = size / cv.width;  // the pan is in canvas pixels: keep the same part of the slice in view
+    S.panX *= f; S.panY *= f; cv.width = size; cv.height = size; render().catch(() => {});
+  }
 }
 window.addEventListener("resize", fitCanvas);
 
 // test / scripting hooks
-window.orbitseg = { state: S, toScreen, openCase, save, undo, redo, smartFill, autoCorrect, setTool, setActive, render,
+window.orbitseg = { state: S, toScreen, viewRegion, openCase, save, undo, redo, smartFill, autoCorrect, setTool, setActive, render,
   labelCount: (l) => { let n = 0; for (const v of S.label) if (v === l) n++; return n; },
   idle: () => S.busy === 0 && !S.saving };
 
