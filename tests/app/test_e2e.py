@@ -48,6 +48,18 @@ def _free_port() -> int:
 @pytest.fixture()
 def live(tmp_path):
     """(base url, dataset root, ground-truth label path) with the server running in a thread."""
+    yield from _live(tmp_path)
+
+
+@pytest.fixture()
+def live_with_model(tmp_path):
+    """:func:`live` with the shipped model behind Predict (what `orbitseg label` runs without --model)."""
+    from orbitseg.pretrained import shipped_model_dir
+
+    yield from _live(tmp_path, model=shipped_model_dir())
+
+
+def _live(tmp_path, model=None):
     import uvicorn
 
     from orbitseg.app.server import create_app
@@ -58,7 +70,8 @@ def live(tmp_path):
     gt = tmp_path / "ground_truth.nii.gz"
     shutil.move(root / "labelsTr" / f"{CASE}.nii.gz", gt)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(root, model=model), host="127.0.0.1", port=port,
+                                           log_level="warning"))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     deadline = time.time() + 15
@@ -249,6 +262,71 @@ def test_autosave_and_window_presets(live, page, tmp_path):
     saved = read_label(root / "labelsTr" / f"{CASE}.nii.gz", reference=read_scan(root / "imagesTr" / f"{CASE}_0000.nii.gz"))
     assert (saved.array == 2).sum() == page.evaluate("window.orbitseg.labelCount(2)") > 0
     _shot(page, tmp_path, "06_autosaved_bone_window.png")
+
+
+def _view(page) -> dict:
+    return page.evaluate("""() => { const o = window.orbitseg, S = o.state;
+        return { k: S.k, j: S.j, i: S.i, zoom: S.zoom, panX: S.panX, panY: S.panY, region: o.viewRegion(),
+                 sideCrop: S.sideCrop, cor: document.getElementById('coronal')._map,
+                 sag: document.getElementById('sagittal')._map }; }""")
+
+
+@pytest.mark.slow
+def test_case_opens_framed_on_its_orbits_and_stays_there_after_predict(live_with_model, page, tmp_path):
+    """The page opens the case at the slice through both eyeballs, zoomed and panned so that the orbits fill
+    the view (side views cropped to them), and Predict (the shipped model) leaves the view where it is."""
+    from scipy import ndimage as ndi
+
+    from orbitseg.io.orient import to_canonical
+    from orbitseg.io.read import read_label, read_scan
+
+    url, root, gt_path = live_with_model
+    scan = read_scan(root / "imagesTr" / f"{CASE}_0000.nii.gz")
+    truth = to_canonical(read_label(gt_path, reference=scan)).array
+    nz, ny, nx = truth.shape
+    page.goto(url + "/")
+    page.locator("#cases tr.case", has_text=CASE).click()
+    page.wait_for_function(f"window.orbitseg.state.caseId === '{CASE}' && window.orbitseg.state.label")
+    _wait_idle(page)
+    orbits = page.evaluate(f"fetch('/api/cases/{CASE}').then(r => r.json()).then(m => m.orbits)")
+    v = _view(page)
+    assert orbits["found"] and [v["k"], v["j"], v["i"]] == orbits["centre"]
+    # the axial slice shown crosses both eyeballs of the truth (the page starts unlabelled)
+    lab, n = ndi.label(truth[v["k"]] == 1)
+    assert n == 2, f"axial slice {v['k']} shows {n} eyeball(s)"
+    eyes = [ndi.center_of_mass(lab == c) for c in (1, 2)]
+    # zoomed onto the orbits: both eyeballs in view, the orbits' frame fills the view along one axis,
+    # and far less than the whole slice is shown
+    r = v["region"]
+    for row, col in eyes:
+        assert r["row0"] <= row < r["row1"] and r["col0"] <= col < r["col1"], (eyes, r)
+    (_, j0, i0), (_, j1, i1) = orbits["lo"], orbits["hi"]
+    assert r["row0"] <= j0 + 1 and j1 - 1 <= r["row1"] and r["col0"] <= i0 + 1 and i1 - 1 <= r["col1"], (orbits, r)
+    fill = max((j1 - j0) / (r["row1"] - r["row0"]), (i1 - i0) / (r["col1"] - r["col0"]))
+    assert fill > 0.95, fill
+    assert v["zoom"] > 1.2 and (r["row1"] - r["row0"]) * (r["col1"] - r["col0"]) < 0.75 * ny * nx, v
+    # side views cropped to the orbits (coronal: columns i0..i1; sagittal: rows j0..j1)
+    assert v["sideCrop"] and (v["cor"]["x0"], v["cor"]["w"]) == (i0, i1 - i0) and (v["sag"]["x0"], v["sag"]["w"]) == (j0, j1 - j0)
+    _shot(page, tmp_path, "07_opened_at_the_orbits.png")
+
+    page.get_by_test_id("predict").click()
+    page.wait_for_function("document.querySelector('[data-testid=message]').textContent.includes('Draft from the model')",
+                           timeout=300000)
+    _wait_idle(page)
+    after = _view(page)
+    assert after == v, (v, after)
+    # the draft is there, on the slice in view
+    assert page.evaluate(f"window.orbitseg.state.label.subarray({v['k']} * {ny * nx}, {v['k'] + 1} * {ny * nx})"
+                         ".filter(x => x === 1).length") > 100
+    _shot(page, tmp_path, "08_after_predict_still_at_the_orbits.png")
+    # 9 shows the whole slice, 0 frames the orbits again
+    page.locator("#axial").hover()
+    page.keyboard.press("9")
+    whole = _view(page)
+    assert whole["zoom"] == 1 and not whole["sideCrop"] and whole["region"]["row0"] == 0
+    page.keyboard.press("0")
+    assert _view(page) == v
+    assert not page.errors, page.errors
 
 
 # ---------------------------------------------------------------- the browser tests cannot vanish in CI
