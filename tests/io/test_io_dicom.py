@@ -106,14 +106,21 @@ def test_missing_slice_is_an_error_naming_folder(tmp_path, make_ct):
         read_scan(folder)
 
 
-def test_irregular_spacing_is_an_error(tmp_path, make_ct):
-    folder = write_dicom_series(make_ct(), tmp_path / "irregular")
+def test_uneven_spacing_is_resampled_not_refused(tmp_path, make_ct):
+    """A last slice 0.4 mm off the series' 2 mm spacing (once refused as irregular) is read: resampled onto
+    the regular 2 mm grid, the slices before it unchanged, and the resampling recorded."""
+    vol = make_ct()
+    folder = write_dicom_series(vol, tmp_path / "irregular")
     f = _files(folder)[-1]
     ds = pydicom.dcmread(f)
     ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], float(ds.ImagePositionPatient[2]) + 0.4]
     ds.save_as(f)
-    with pytest.raises(InputError, match=r"irregular.*irregular slice spacing"):
-        read_scan(folder)
+    back = read_scan(folder)
+    assert back.shape == vol.shape and back.spacing == pytest.approx(vol.spacing)
+    np.testing.assert_array_equal(back.array[:-1], vol.array[:-1])
+    assert back.meta["resampled"]["reason"] == "uneven slice spacing"
+    assert back.meta["resampled"]["tilt_deg"] == 0
+    assert len(back.meta["source_geometry"]["positions"]) == vol.shape[0]
 
 
 def test_duplicate_slice_is_an_error(tmp_path, make_ct):

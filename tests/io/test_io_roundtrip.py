@@ -112,9 +112,12 @@ def test_dicom_float_values_round_trip(tmp_path, make_ct):
 
 def test_dicom_values_below_minus_1024(tmp_path, make_ct):
     vol = make_ct()
-    vol.array[:, 0, :] = -3024  # padding outside the field of view
+    vol.array[:, 0, :] = -3024  # padding outside the field of view: read as air (issue 19)
+    vol.array[:, 1, :] = -1024  # the darkest air some scanners write: kept
     back = read_scan(write_dicom_series(vol, tmp_path / "s"))
-    np.testing.assert_array_equal(back.array, vol.array)
+    np.testing.assert_array_equal(back.array[:, 1:], vol.array[:, 1:])
+    assert (back.array[:, 0, :] == -1000).all()
+    assert back.meta["out_of_field_voxels_set_to_air"] == vol.shape[0] * vol.shape[2]
 
 
 @pytest.mark.parametrize("ending", [".mhd", ".nhdr"])

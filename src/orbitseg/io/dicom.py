@@ -31,17 +31,19 @@ import datetime as _dt
 import os
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from orbitseg.errors import AmbiguousSeriesError, InputError, NotCTError
+from orbitseg.errors import AmbiguousSeriesError, GeometryMismatchError, InputError, NotCTError
 from orbitseg.io import guard
 from orbitseg.io.atomic import atomic_dir
 from orbitseg.io.formats import DICOM_SERIES
 from orbitseg.io.volume import Geometry, Volume
 
-__all__ = ["is_dicom_file", "list_dicom_series", "read_dicom_series", "write_dicom_series", "CT_IMAGE_STORAGE"]
+__all__ = ["is_dicom_file", "list_dicom_series", "read_dicom_series", "write_dicom_series", "CT_IMAGE_STORAGE",
+           "SliceStack", "labels_on_source_slices", "acquisition_record", "acquisition_note", "MAX_SLICE_GAP_MM"]
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 #: SOP classes that never hold a slice of a CT volume
@@ -161,6 +163,8 @@ def _why_not_slice(ds) -> str | None:
     if "LOCALIZER" in image_type:
         return "localizer"
     if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+        if "PerFrameFunctionalGroupsSequence" in ds and "NumberOfFrames" in ds:
+            return None  # a multi-frame (enhanced) image: each frame's position is in its functional groups
         return "no image position"
     return None
 
@@ -251,7 +255,8 @@ def list_dicom_series(folder: str | Path) -> list[dict]:
         return sorted(out, key=lambda d: (d["series_number"] is None, d["series_number"] or 0, d["uid"]))
 
 
-def _choose_series(folder: Path, series: dict[str, dict], series_uid: str | None) -> dict:
+def _choose_series(folder: Path, series: dict[str, dict], series_uid: str | None) -> tuple[dict, str | None]:
+    """The series to read, and a sentence saying why when it was picked out of several CT series."""
     if not series:
         raise InputError(folder, "holds no DICOM files")
     if series_uid is not None:
@@ -262,7 +267,7 @@ def _choose_series(folder: Path, series: dict[str, dict], series_uid: str | None
         _refuse_damaged(folder, chosen)
         if not chosen["slices"]:
             raise InputError(folder, f"series {series_uid} holds no image slices ({dict(chosen['skipped'])})")
-        return chosen
+        return chosen, None
     images = [s for s in series.values() if s["slices"] or s["damaged"]]
     ct = [s for s in images if s["modality"].upper() == "CT"]
     if not ct:
@@ -270,10 +275,69 @@ def _choose_series(folder: Path, series: dict[str, dict], series_uid: str | None
             found = ", ".join(f"{s['modality'] or '?'} series {s['uid']}" for s in images)
             raise NotCTError(folder, f"holds no CT series (found {found}); pass series_uid to read one anyway")
         raise InputError(folder, "holds DICOM files but no image series (only reports, localizers or similar)")
+    why = None
     if len(ct) > 1:
-        raise AmbiguousSeriesError(folder, [_summary(s) for s in ct])
+        picked = _thinnest_head_series(folder, ct)
+        if picked is None:
+            raise AmbiguousSeriesError(folder, [_summary(s) for s in ct])
+        chosen, spacing = picked
+        name = f" ({chosen['description']})" if chosen["description"] else ""
+        why = (f"read series {chosen['uid']}{name}: the thinnest axial CT series of the head ({spacing:.3g} mm) "
+               f"of the {len(ct)} CT series in {folder.name}")
+        ct = [chosen]
     _refuse_damaged(folder, ct[0])
-    return ct[0]
+    return ct[0], why
+
+
+#: BodyPartExamined values of a head CT (a series naming another body part is not a candidate)
+_HEAD_PARTS = ("HEAD", "BRAIN", "SKULL", "ORBIT", "FACE", "SINUS", "MAXILLOFACIAL", "NEURO", "TEMPORAL")
+#: a series counts as axial when its slice normal is within this angle of the body axis (gantry tilt included)
+_AXIAL_MAX_DEG = 45.0
+
+
+def _thinnest_head_series(folder: Path, ct: list[dict]) -> tuple[dict, float] | None:
+    """Out of a study's CT series, the one with the thinnest slice spacing among the axial series of the
+    head, when that is unambiguous: every series could be judged (none damaged), exactly one candidate
+    is thinnest (the next is over 10 % thicker).  None otherwise."""
+    candidates = []
+    for s in ct:
+        if s["damaged"]:
+            return None  # a file that cannot be read might belong to the series the user meant
+        if len(s["slices"]) < 3:
+            continue  # no volume (a dose screen, a single image)
+        f0, ds0 = s["slices"][0]
+        part = str(ds0.get("BodyPartExamined", "") or "").upper()
+        if part and not any(h in part for h in _HEAD_PARTS):
+            continue
+        try:
+            if _count(ds0, "NumberOfFrames", folder, f0, default=1, low=0, high=2**31) > 1:
+                planes = _frame_planes(folder, f0, ds0, _count(ds0, "Rows", folder, f0),
+                                       _count(ds0, "Columns", folder, f0))
+                positions = np.array([p.pos for p in planes])
+                iop = planes[0].iop
+            else:
+                iop = _floats(ds0.ImageOrientationPatient, 6, folder, "ImageOrientationPatient", f0)
+                positions = np.array([_floats(ds.ImagePositionPatient, 3, folder, "ImagePositionPatient", f)
+                                      for f, ds in s["slices"]])
+        except InputError:
+            return None
+        normal = np.cross(iop[:3], iop[3:])
+        if np.linalg.norm(normal) < 0.5:
+            return None
+        normal = normal / np.linalg.norm(normal)
+        if abs(normal[2]) < np.cos(np.radians(_AXIAL_MAX_DEG)):
+            continue  # a coronal or sagittal reformat
+        gaps = np.diff(np.sort(positions @ normal))
+        gaps = gaps[gaps > 1e-3]
+        if not gaps.size:
+            continue
+        candidates.append((float(np.median(gaps)), s))
+    if not candidates:
+        return None
+    candidates.sort(key=lambda c: c[0])
+    if len(candidates) > 1 and candidates[1][0] <= 1.1 * candidates[0][0]:
+        return None
+    return candidates[0][1], candidates[0][0]
 
 
 def _refuse_damaged(folder: Path, s: dict) -> None:
@@ -337,10 +401,10 @@ def _count(ds, kw: str, folder: Path, f: Path, *, default: int | None = None, lo
     return number
 
 
-def _check_pixels(folder: Path, f: Path, ds, rows: int, cols: int) -> None:
-    """Refuse a slice whose pixel data cannot be what Rows x Columns promise: no PixelData, colour,
-    an unknown transfer syntax, encapsulated data stored plain, or uncompressed data shorter than promised.
-    Nothing of the pixel data is read."""
+def _check_pixels(folder: Path, f: Path, ds, rows: int, cols: int, frames: int = 1) -> None:
+    """Refuse a slice whose pixel data cannot be what Rows x Columns (x NumberOfFrames) promise: no PixelData,
+    colour, an unknown transfer syntax, encapsulated data stored plain, or uncompressed data shorter than
+    promised.  Nothing of the pixel data is read."""
     from pydicom.uid import UID, ImplicitVRLittleEndian
 
     samples = _count(ds, "SamplesPerPixel", folder, f, default=1, high=4)
@@ -368,20 +432,313 @@ def _check_pixels(folder: Path, f: Path, ds, rows: int, cols: int) -> None:
             raise InputError(folder, f"{f.name}: transfer syntax {syntax.name} needs encapsulated (compressed) pixel "
                                      "data, but its pixel data is stored plain")
         return
-    needed = rows * cols * bits // 8
+    needed = rows * cols * bits // 8 * frames
     if undefined or length < needed:
         got = "undefined-length" if undefined else f"{length} bytes of"
-        raise InputError(folder, f"{f.name}: {got} pixel data where Rows x Columns ({rows} x {cols}, {bits} bits) "
-                                 f"need {needed}")
+        what = f"Rows x Columns ({rows} x {cols}, {bits} bits)" if frames == 1 else \
+            f"{frames} frames of Rows x Columns ({rows} x {cols}, {bits} bits)"
+        raise InputError(folder, f"{f.name}: {got} pixel data where {what} need {needed}")
     # pixel data running past the end of the file was refused with the file's header (_undecodable)
 
 
-def _series_geometry(folder: Path, slices: list) -> tuple[list[Path], Geometry, list]:
-    """Sort ``slices`` along the normal and compute the grid; checks regular spacing."""
+# ---------------------------------------------------------------------------
+# where the slices lie: regular grid, gantry tilt, slice blocks
+# ---------------------------------------------------------------------------
+#: widest gap between neighbouring slices that is interpolated (head CT is reconstructed at <= 10 mm)
+MAX_SLICE_GAP_MM = 10.0
+#: HU below this is no tissue value (air reads -1000, its noise stays above about -1200): scanners mark
+#: pixels outside the field of view with -2000, -2048, -3024, ... without a PixelPaddingValue
+OUT_OF_FIELD_HU = -1900.0
+
+
+@dataclass
+class _Plane:
+    """One slice of a series: a one-slice file, or one frame of a multi-frame (enhanced) file."""
+
+    pos: np.ndarray  # ImagePositionPatient (3,)
+    iop: np.ndarray  # ImageOrientationPatient (6,)
+    ps: np.ndarray  # PixelSpacing (between rows, between columns)
+    file: Path
+    ds: object  # the file's header
+    frame: int | None = None  # 0-based frame of a multi-frame file
+    rescale: tuple[float, float] | None = None  # a frame's own (slope, intercept); None: the file's
+
+    @property
+    def name(self) -> str:
+        return self.file.name if self.frame is None else f"{self.file.name} frame {self.frame + 1}"
+
+
+@dataclass(frozen=True)
+class SliceStack:
+    """Where a series' slices really lie, when they are no regular orthogonal grid (gantry tilt: each
+    slice shifted in-plane along the stack; slice blocks: uneven spacing along the normal).
+
+    Attributes
+    ----------
+    positions : (n, 3) ImagePositionPatient of each slice (LPS mm), in the order of the series' sorted
+        files (``Volume.meta["files"]``), increasing along the slice normal
+    orientation : (6,) ImageOrientationPatient shared by the slices (along a row, down a column)
+    pixel_spacing : (between rows, between columns) in mm
+    rows, cols : pixels per slice
+
+    The read volume's grid has the same row / column directions and pixel spacing with the slice
+    normal as its third axis; :meth:`to_grid` and :meth:`from_grid` move arrays between the two.
+    """
+
+    positions: np.ndarray
+    orientation: np.ndarray
+    pixel_spacing: tuple[float, float]
+    rows: int
+    cols: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(n_slices, rows, cols): an array on the source slices."""
+        return len(self.positions), self.rows, self.cols
+
+    def to_meta(self) -> dict:
+        """JSON-able form, kept as ``Volume.meta["source_geometry"]``."""
+        return {"positions": np.round(self.positions, 6).tolist(), "orientation": [float(v) for v in self.orientation],
+                "pixel_spacing": [float(v) for v in self.pixel_spacing], "rows": int(self.rows), "cols": int(self.cols)}
+
+    @classmethod
+    def from_meta(cls, meta: dict | None) -> SliceStack | None:
+        """The stack recorded in a read scan's meta, or None when the scan is its series' own grid."""
+        g = (meta or {}).get("source_geometry")
+        if not g:
+            return None
+        return cls(np.asarray(g["positions"], float).reshape(-1, 3), np.asarray(g["orientation"], float),
+                   (float(g["pixel_spacing"][0]), float(g["pixel_spacing"][1])), int(g["rows"]), int(g["cols"]))
+
+    def _along(self, geometry: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per slice: its origin's column and row offsets on ``geometry`` (in voxels) and its distance along
+        the normal from the grid's origin (mm).  ``geometry`` must share rows, columns and pixel spacing."""
+        m = geometry.matrix
+        sc, sr = geometry.spacing[0], geometry.spacing[1]
+        if not (np.allclose(m[:, 0], self.orientation[:3], atol=1e-4) and np.allclose(m[:, 1], self.orientation[3:],
+                atol=1e-4) and np.allclose((sr, sc), self.pixel_spacing, rtol=1e-4)):
+            raise GeometryMismatchError(None, "the grid does not share the source slices' rows, columns and pixel "
+                                              "spacing; it is not the grid the series was read onto")
+        rel = self.positions - np.asarray(geometry.origin)
+        return rel @ m[:, 0] / sc, rel @ m[:, 1] / sr, rel @ m[:, 2]
+
+    def to_grid(self, array: np.ndarray, geometry: Geometry, *, order: int = 1, cval: float = 0.0) -> np.ndarray:
+        """``array`` (n_slices, rows, cols) on the source slices resampled onto ``geometry`` (nz, ny, nx).
+
+        ``order=1``: linear between the two source slices around each grid slice (each sampled bilinearly
+        at the grid voxel's position on its plane), i.e. trilinear in the sheared stack, as dcm2niix
+        corrects gantry tilt; ``order=0``: nearest in physical space (the nearest source plane, then its
+        nearest pixel).  Grid voxels no source slice covers get ``cval``.
+        """
+        from scipy import ndimage
+
+        a, b, s = self._along(geometry)
+        n = len(s)
+        nz, ny, nx = geometry.shape
+        step = geometry.spacing[2]
+        out = np.full(geometry.shape, cval, dtype=np.float32 if order else array.dtype)
+
+        def shifted(img, db, da):  # grid voxel (j, i) is source pixel (j - db, i - da)
+            return ndimage.affine_transform(img, [1.0, 1.0], offset=(-db, -da), output_shape=(ny, nx),
+                                            order=order, mode="constant", cval=cval)
+
+        tol = 1e-3 + 1e-3 * step
+        for z in range(nz):
+            t = z * step
+            if t < s[0] - tol or t > s[-1] + tol:
+                continue
+            kf = float(np.interp(t, s, np.arange(n)))
+            k0 = min(int(np.floor(kf)), n - 2)
+            w = kf - k0
+            if order == 0:
+                k = k0 + int(w >= 0.5)
+                out[z] = shifted(array[k], b[k], a[k])
+                continue
+            da, db = (1 - w) * a[k0] + w * a[k0 + 1], (1 - w) * b[k0] + w * b[k0 + 1]
+            plane = shifted(array[k0].astype(np.float32, copy=False), db, da)
+            if w > 1e-6:
+                plane = (1 - w) * plane + w * shifted(array[k0 + 1].astype(np.float32, copy=False), db, da)
+            out[z] = plane
+        return out
+
+    def from_grid(self, array: np.ndarray, geometry: Geometry, *, cval: int = 0) -> np.ndarray:
+        """``array`` (nz, ny, nx) on ``geometry`` taken, nearest in physical space, onto every source slice's
+        pixels: (n_slices, rows, cols); pixels no grid voxel is near get ``cval``."""
+        from scipy import ndimage
+
+        a, b, s = self._along(geometry)
+        nz = geometry.shape[0]
+        step = geometry.spacing[2]
+        out = np.full(self.shape, cval, dtype=array.dtype)
+        for k in range(len(s)):
+            z = int(np.clip(np.round(s[k] / step), 0, nz - 1))
+            if abs(s[k] - z * step) > step:
+                continue
+            out[k] = ndimage.affine_transform(array[z], [1.0, 1.0], offset=(b[k], a[k]), output_shape=self.shape[1:],
+                                              order=0, mode="constant", cval=cval)
+        return out
+
+    def slice_of(self, origin: np.ndarray, row_step: np.ndarray, col_step: np.ndarray, shape: tuple[int, int]) -> int | str:
+        """The index of the source slice a frame at ``origin`` (pixel (r, c) at ``origin + r * row_step +
+        c * col_step``) of ``shape`` lies on exactly, or why it lies on none (a string)."""
+        sr, sc = self.pixel_spacing
+        if tuple(shape) != (self.rows, self.cols) or not (
+                np.allclose(row_step, self.orientation[3:] * sr, atol=1e-3)
+                and np.allclose(col_step, self.orientation[:3] * sc, atol=1e-3)):
+            return "its size, orientation or pixel spacing is not the source slices'"
+        d = np.linalg.norm(self.positions - np.asarray(origin, float), axis=1)
+        k = int(np.argmin(d))
+        if d[k] > 0.05 * min(sr, sc) + 1e-3:
+            return f"no source slice lies there (nearest {d[k]:.2f} mm away)"
+        return k
+
+
+def labels_on_source_slices(labels: Volume, scan: Volume, datasets: list, what: Path | None = None) -> np.ndarray:
+    """Labels on a scan that was resampled when read (gantry tilt, slice blocks) put back on the series'
+    own slices, nearest in physical space: (n_slices, rows, cols), frame ``m`` on ``datasets[m]``.
+
+    Parameters
+    ----------
+    labels : on ``scan``'s grid
+    scan : read by :func:`read_dicom_series` with ``meta["source_geometry"]``
+    datasets : the scan's slice headers, in the order of ``scan.meta["files"]``
+
+    Raises
+    ------
+    GeometryMismatchError : labels on another grid, or slices that are not the scan's
+    """
+    stack = SliceStack.from_meta(scan.meta)
+    if stack is None:
+        raise InputError(what, "the scan was not resampled when read; its labels lie on its own slices")
+    diff = labels.geometry.differences(scan.geometry)
+    if diff:
+        raise GeometryMismatchError(what, f"the labels are not on the scan's grid ({'; '.join(diff)})")
+    if len(datasets) != len(stack.positions):
+        raise GeometryMismatchError(what, f"{len(datasets)} source slices for a scan read from {len(stack.positions)}")
+    for ds, p in zip(datasets, stack.positions):
+        try:
+            ipp = np.asarray([float(v) for v in ds.ImagePositionPatient], float)
+        except (AttributeError, TypeError, ValueError):
+            ipp = np.full(3, np.nan)
+        if not np.allclose(ipp, p, atol=1e-3):
+            raise GeometryMismatchError(what, f"source slice at {ipp.round(3).tolist()} mm is not where the scan's "
+                                              f"slice was read ({p.round(3).tolist()} mm)")
+    return stack.from_grid(np.asarray(labels.array), labels.geometry, cval=0)
+
+
+def _file_plane(folder: Path, f: Path, ds, iop: np.ndarray, ps: np.ndarray, rows: int, cols: int) -> _Plane:
+    """A one-slice file's plane, after checking it matches the series' first slice."""
+    if _count(ds, "NumberOfFrames", folder, f, default=1, low=0, high=2**31) > 1:
+        raise InputError(folder, f"{f.name} is a multi-frame image in a series of several files; a series is read "
+                                 "as one slice per file or as one multi-frame file")
+    o = _floats(ds.ImageOrientationPatient, 6, folder, "ImageOrientationPatient", f)
+    if not np.allclose(o, iop, atol=1e-3):
+        raise InputError(folder, f"slices have different orientations ({f.name}: {o.tolist()} vs {iop.tolist()})")
+    size = (_count(ds, "Rows", folder, f), _count(ds, "Columns", folder, f))
+    if size != (rows, cols):
+        raise InputError(folder, f"slices have different sizes ({f.name}: {size[0]}x{size[1]} vs {rows}x{cols})")
+    _check_pixels(folder, f, ds, rows, cols)
+    p = _floats(ds.get("PixelSpacing", [1.0, 1.0]), 2, folder, "PixelSpacing", f)
+    if not np.allclose(p, ps, rtol=1e-3):
+        raise InputError(folder, f"slices have different pixel spacings ({f.name}: {p.tolist()} vs {ps.tolist()})")
+    pos = _floats(ds.ImagePositionPatient, 3, folder, "ImagePositionPatient", f)
+    return _Plane(pos, o, p, f, ds)
+
+
+def _frame_planes(folder: Path, f: Path, ds, rows: int, cols: int) -> list[_Plane]:
+    """The frames of a multi-frame (enhanced) CT file as planes: position, orientation and pixel spacing from
+    the per-frame functional groups (else the shared ones), rescale from PixelValueTransformationSequence."""
+    n = _count(ds, "NumberOfFrames", folder, f, low=1, high=2**31)
+    if n * rows * cols > guard.MAX_VOXELS:
+        raise InputError(folder, f"{f.name}: {n} frames of {rows} x {cols} pixels hold more voxels than orbitseg "
+                                 f"reads ({guard.MAX_VOXELS})")
+    _check_pixels(folder, f, ds, rows, cols, frames=n)
+    try:
+        per = ds.get("PerFrameFunctionalGroupsSequence")
+        shared_seq = ds.get("SharedFunctionalGroupsSequence")
+        shared = shared_seq[0] if shared_seq else None
+        n_per = 0 if per is None else len(per)
+    except Exception as exc:  # noqa: BLE001 - pydicom's errors vary
+        raise InputError(folder, f"{f.name}: its functional groups cannot be decoded ({guard.first_line(exc, 120)})") from None
+    if n_per != n:
+        raise InputError(folder, f"{f.name}: {n} frames but {n_per} per-frame functional groups; "
+                                 "the frames' positions are unknown")
+
+    def pick(group, seq: str):
+        for g in (group, shared):
+            if g is not None and seq in g and g[seq].value:
+                return g[seq].value[0]
+        return None
+
+    out = []
+    for m in range(n):
+        fm = Path(f"{f.name} frame {m + 1}")
+        try:
+            pos_item = pick(per[m], "PlanePositionSequence")
+            ori_item = pick(per[m], "PlaneOrientationSequence")
+            pix_item = pick(per[m], "PixelMeasuresSequence")
+            val_item = pick(per[m], "PixelValueTransformationSequence")
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(folder, f"{fm}: its functional groups cannot be decoded ({guard.first_line(exc, 120)})") from None
+        if pos_item is None or ori_item is None or "ImagePositionPatient" not in pos_item \
+                or "ImageOrientationPatient" not in ori_item:
+            raise InputError(folder, f"{fm}: no plane position or orientation in its functional groups")
+        pos = _floats(pos_item.ImagePositionPatient, 3, folder, "ImagePositionPatient", fm)
+        iop = _floats(ori_item.ImageOrientationPatient, 6, folder, "ImageOrientationPatient", fm)
+        ps_value = pix_item.get("PixelSpacing") if pix_item is not None else None
+        ps = _floats(ps_value if ps_value is not None else [1.0, 1.0], 2, folder, "PixelSpacing", fm)
+        rescale = _rescale(folder, fm, val_item if val_item is not None else ds)
+        out.append(_Plane(pos, iop, ps, f, ds, m, rescale))
+    return out
+
+
+def _runs(gaps: np.ndarray) -> list[tuple[int, int, float]]:
+    """Maximal runs of equal gaps: (first gap, last gap + 1, spacing) each."""
+    runs, i = [], 0
+    while i < len(gaps):
+        j = i + 1
+        while j < len(gaps) and abs(gaps[j] - gaps[i]) <= _SPACING_RTOL * gaps[i] + 1e-3:
+            j += 1
+        runs.append((i, j, float(np.mean(gaps[i:j]))))
+        i = j
+    return runs
+
+
+def _missing(gap: float, spacing: float) -> int:
+    """How many slices a ``gap`` lacks in a run of ``spacing`` (0: it is no whole multiple)."""
+    q = gap / spacing - 1
+    return int(round(q)) if round(q) >= 1 and abs(q - round(q)) < 0.1 else 0
+
+
+def _series_geometry(folder: Path, slices: list) -> tuple[list[_Plane], Geometry, SliceStack | None, dict | None]:
+    """Sort ``slices`` along the normal and compute the grid.
+
+    Returns (planes in grid order, the grid, the source stack and a record of the resampling, both None when
+    the slices are the grid).  A regular orthogonal series is its own grid.  Two cases are resampled onto an
+    orthogonal grid of the same rows, columns and pixel spacing with the slice normal as third axis, covering
+    every slice: gantry tilt (slice origins shifted in-plane along the stack) and uneven spacing (several
+    slice blocks, e.g. 4 mm then 7 mm), at the finest block's spacing.  Duplicated positions, missing slices
+    (a gap that is a whole multiple of the spacing around it) and gaps over :data:`MAX_SLICE_GAP_MM` are errors.
+    """
     f0, ds0 = slices[0]
+    iop = _floats(ds0.ImageOrientationPatient, 6, folder, "ImageOrientationPatient", f0) \
+        if "ImageOrientationPatient" in ds0 else None
+    rows, cols = _count(ds0, "Rows", folder, f0), _count(ds0, "Columns", folder, f0)
     if _count(ds0, "NumberOfFrames", folder, f0, default=1, low=0, high=2**31) > 1:
-        raise InputError(folder, f"{f0.name} is a multi-frame (enhanced) image; only one-slice-per-file series are supported")
-    iop = _floats(ds0.ImageOrientationPatient, 6, folder, "ImageOrientationPatient", f0)
+        if len(slices) > 1:
+            raise InputError(folder, f"{f0.name} is a multi-frame image in a series of several files; a series is "
+                                     "read as one slice per file or as one multi-frame file")
+        planes = _frame_planes(folder, f0, ds0, rows, cols)
+        iop = planes[0].iop
+        for pl in planes[1:]:
+            if not np.allclose(pl.iop, iop, atol=1e-3):
+                raise InputError(folder, f"frames have different orientations ({pl.name}: {pl.iop.tolist()} vs "
+                                         f"{iop.tolist()})")
+            if not np.allclose(pl.ps, planes[0].ps, rtol=1e-3):
+                raise InputError(folder, f"frames have different pixel spacings ({pl.name}: {pl.ps.tolist()} vs "
+                                         f"{planes[0].ps.tolist()})")
+    else:
+        planes = None
     row, col = iop[:3], iop[3:]
     if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
         raise InputError(folder, f"{f0.name}: ImageOrientationPatient {iop.tolist()} is not two orthonormal vectors")
@@ -390,87 +747,107 @@ def _series_geometry(folder: Path, slices: list) -> tuple[list[Path], Geometry, 
     col = col - (col @ row) * row
     col = col / np.linalg.norm(col)
     normal = np.cross(row, col)
-    ps = _floats(ds0.get("PixelSpacing", [1.0, 1.0]), 2, folder, "PixelSpacing", f0)
+    ps = planes[0].ps if planes else _floats(ds0.get("PixelSpacing", [1.0, 1.0]), 2, folder, "PixelSpacing", f0)
     if (ps <= 0).any():
         raise InputError(folder, f"{f0.name}: PixelSpacing {ps.tolist()} is not positive")
-    rows, cols = _count(ds0, "Rows", folder, f0), _count(ds0, "Columns", folder, f0)
-    if rows * cols * len(slices) > guard.MAX_VOXELS:
-        raise InputError(folder, f"series of {len(slices)} slices of {rows} x {cols} pixels holds more voxels than "
-                                 f"orbitseg reads ({guard.MAX_VOXELS})")
-
-    entries = []
-    for f, ds in slices:
-        if _count(ds, "NumberOfFrames", folder, f, default=1, low=0, high=2**31) > 1:
-            raise InputError(folder, f"{f.name} is a multi-frame image; only one-slice-per-file series are supported")
-        o = _floats(ds.ImageOrientationPatient, 6, folder, "ImageOrientationPatient", f)
-        if not np.allclose(o, iop, atol=1e-3):
-            raise InputError(folder, f"slices have different orientations ({f.name}: {o.tolist()} vs {iop.tolist()})")
-        size = (_count(ds, "Rows", folder, f), _count(ds, "Columns", folder, f))
-        if size != (rows, cols):
-            raise InputError(folder, f"slices have different sizes ({f.name}: {size[0]}x{size[1]} vs {rows}x{cols})")
-        _check_pixels(folder, f, ds, rows, cols)
-        p = _floats(ds.get("PixelSpacing", [1.0, 1.0]), 2, folder, "PixelSpacing", f)
-        if not np.allclose(p, ps, rtol=1e-3):
-            raise InputError(folder, f"slices have different pixel spacings ({f.name}: {p.tolist()} vs {ps.tolist()})")
-        pos = _floats(ds.ImagePositionPatient, 3, folder, "ImagePositionPatient", f)
-        entries.append((float(pos @ normal), pos, f, ds))
-    entries.sort(key=lambda e: (e[0], str(e[2])))
-    n = len(entries)
+    if planes is None:
+        if rows * cols * len(slices) > guard.MAX_VOXELS:
+            raise InputError(folder, f"series of {len(slices)} slices of {rows} x {cols} pixels holds more voxels "
+                                     f"than orbitseg reads ({guard.MAX_VOXELS})")
+        planes = [_file_plane(folder, f, ds, iop, ps, rows, cols) for f, ds in slices]
+    planes.sort(key=lambda p: (float(p.pos @ normal), p.name))
+    n = len(planes)
     if n < 2:
-        raise InputError(folder, f"series holds a single slice ({entries[0][2].name}); a 3D volume is needed")
-    s = np.array([e[0] for e in entries])
+        raise InputError(folder, f"series holds a single slice ({planes[0].name}); a 3D volume is needed")
+    s = np.array([float(p.pos @ normal) for p in planes])
     gaps = np.diff(s)
     if np.any(gaps < 1e-3):
         i = int(np.argmin(gaps))
         raise InputError(
             folder,
-            f"two slices share position {s[i]:.3f} mm along the slice normal ({entries[i][2].name}, "
-            f"{entries[i + 1][2].name}); duplicated files or several acquisitions in one series",
+            f"two slices share position {s[i]:.3f} mm along the slice normal ({planes[i].name}, "
+            f"{planes[i + 1].name}); duplicated files or several acquisitions in one series",
         )
-    step = float(np.median(gaps))
-    off = np.abs(gaps - step) > _SPACING_RTOL * step + 1e-3
-    if off.any():
-        i = int(np.argmax(off))
-        n_missing = gaps[i] / step - 1
-        if abs(n_missing - round(n_missing)) < 0.1 and round(n_missing) >= 1:
-            what = f"{int(round(n_missing))} missing slice(s)"
-        else:
-            what = "irregular slice spacing"
-        raise InputError(
+
+    def gap_error(i: int, what: str, spacing: float) -> InputError:
+        return InputError(
             folder,
-            f"{what}: gap of {gaps[i]:.3f} mm between {entries[i][2].name} and {entries[i + 1][2].name} "
-            f"(positions {s[i]:.3f} and {s[i + 1]:.3f} mm) where the series' spacing is {step:.3f} mm",
+            f"{what}: gap of {gaps[i]:.3f} mm between {planes[i].name} and {planes[i + 1].name} "
+            f"(positions {s[i]:.3f} and {s[i + 1]:.3f} mm) where the series' spacing is {spacing:.3f} mm",
         )
-    # gantry tilt: the slice positions must move along the normal only
-    p0 = entries[0][1]
-    for _, p, f, _ in entries[1:]:
-        d = p - p0
-        inplane = d - (d @ normal) * normal
-        if np.linalg.norm(inplane) > 0.01 * min(ps.min(), step) + 1e-3:
-            raise InputError(
-                folder,
-                f"slice positions are not stacked along the slice normal ({f.name} is shifted "
-                f"{np.linalg.norm(inplane):.2f} mm in-plane): gantry tilt or sheared series is not supported",
-            )
+
+    step = float(np.median(gaps))
+    regular = not np.any(np.abs(gaps - step) > _SPACING_RTOL * step + 1e-3)
+    blocks = None
+    if not regular:
+        runs = _runs(gaps)
+        for r, (i, j, g) in enumerate(runs):
+            if j - i != 1:
+                continue
+            around = [runs[q][2] for q in (r - 1, r + 1) if 0 <= q < len(runs) and runs[q][1] - runs[q][0] > 1]
+            if around and max(around) - min(around) <= _SPACING_RTOL * min(around) + 1e-3 and _missing(g, around[0]):
+                raise gap_error(i, f"{_missing(g, around[0])} missing slice(s)", around[0])
+        if gaps.max() > MAX_SLICE_GAP_MM * (1 + _SPACING_RTOL):
+            i = int(np.argmax(gaps))
+            raise gap_error(i, f"slices too far apart to interpolate (over {MAX_SLICE_GAP_MM:g} mm)", step)
+        long_runs = [g for i, j, g in runs if j - i > 1]
+        step = min(long_runs) if long_runs else step
+        blocks = [{"slices": [i + 1, j + 1], "spacing_mm": round(g, 4)} for i, j, g in runs]
+    # gantry tilt: the slice origins move in-plane along the stack
+    rel = np.array([p.pos - planes[0].pos for p in planes])
+    a, b = rel @ row, rel @ col
+    inplane = np.hypot(a, b)
+    tilted = bool(np.any(inplane > 0.01 * min(ps.min(), step) + 1e-3))
     direction = np.stack([row, col, normal], axis=1)
-    geom = Geometry(size=(cols, rows, n), spacing=(float(ps[1]), float(ps[0]), step), origin=tuple(p0), direction=direction)
-    return [e[2] for e in entries], geom, [e[3] for e in entries]
+    if regular and not tilted:
+        geom = Geometry(size=(cols, rows, n), spacing=(float(ps[1]), float(ps[0]), step),
+                        origin=tuple(planes[0].pos), direction=direction)
+        return planes, geom, None, None
+    sr, sc = float(ps[0]), float(ps[1])
+    extra_c = int(np.ceil((a.max() - a.min()) / sc - 0.01)) if tilted else 0
+    extra_r = int(np.ceil((b.max() - b.min()) / sr - 0.01)) if tilted else 0
+    nz = int(np.floor((s[-1] - s[0]) / step + 0.01)) + 1
+    size = (cols + extra_c, rows + extra_r, nz)
+    if size[0] * size[1] * size[2] > guard.MAX_VOXELS:
+        raise InputError(folder, f"resampling the series onto a regular grid would make {size[0]} x {size[1]} x "
+                                 f"{size[2]} voxels, more than orbitseg reads ({guard.MAX_VOXELS})")
+    origin = planes[0].pos + (a.min() if tilted else 0.0) * row + (b.min() if tilted else 0.0) * col
+    geom = Geometry(size=size, spacing=(sc, sr, step), origin=tuple(origin), direction=direction)
+    stack = SliceStack(np.array([p.pos for p in planes]), np.concatenate([row, col]), (sr, sc), rows, cols)
+    n_blocks = sum(1 for blk in blocks or [] if blk["slices"][1] - blk["slices"][0] > 1)
+    reasons = (["gantry tilt"] if tilted else []) + (["slice blocks"] if n_blocks > 1 else
+                                                      [] if regular else ["uneven slice spacing"])
+    span = s[-1] - s[0]
+    tilt = float(np.degrees(np.arctan2(np.hypot(a[-1], b[-1]), span))) if tilted else 0.0
+    record = {
+        "reason": " and ".join(reasons),
+        "tilt_deg": round(tilt, 2),
+        "source_slices": n,
+        "source_spacing_mm": round(float(np.median(gaps)), 4),
+        "spacing_mm": [round(sc, 4), round(sr, 4), round(step, 4)],
+        "size": list(size),
+        "interpolation": "linear",
+        "outside": "air",
+    }
+    if blocks:
+        record["blocks"] = blocks
+    return planes, geom, stack, record
 
 
-def _check_rescale(folder: Path, files: list[Path], array: np.ndarray) -> None:
+def _check_rescale(folder: Path, planes: list[_Plane], array: np.ndarray) -> None:
     """Compare one slice's values with pydicom's stored values x slope + intercept."""
     import pydicom
 
-    k = len(files) // 2
+    k = len(planes) // 2
     try:
-        ds = pydicom.dcmread(files[k])
+        ds = pydicom.dcmread(planes[k].file)
         stored = ds.pixel_array.astype(np.float64)
     except Exception:  # noqa: BLE001 - compressed data pydicom cannot decode: nothing to compare
         return
-    slope, inter = _rescale(folder, files[k], ds)
+    slope, inter = _rescale(folder, planes[k].file, ds)
     expected = stored * slope + inter
     if expected.shape != array[k].shape or not np.allclose(expected, array[k], atol=max(1e-3, abs(slope) * 1e-3)):
-        raise InputError(folder, f"{files[k].name}: pixel values read by SimpleITK disagree with the stored values x RescaleSlope + RescaleIntercept")
+        raise InputError(folder, f"{planes[k].name}: pixel values read by SimpleITK disagree with the stored values x RescaleSlope + RescaleIntercept")
 
 
 def _rescale(folder: Path, f: Path, ds) -> tuple[float, float]:
@@ -494,19 +871,22 @@ def _rescale(folder: Path, f: Path, ds) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def _replace_padding(array: np.ndarray, headers: list, folder: Path, files: list[Path]) -> int:
-    """Set padding pixels (PixelPaddingValue, up to PixelPaddingRangeLimit when given; the
-    area outside the reconstruction circle) to air, in place.  Scanners pad with values such
-    as -32768 or 63536 that are no Hounsfield units.  Returns the number of voxels replaced."""
+def _replace_padding(array: np.ndarray, planes: list[_Plane], folder: Path) -> tuple[int, int]:
+    """Set padding pixels to air, in place: those PixelPaddingValue marks (up to PixelPaddingRangeLimit when
+    given; the area outside the reconstruction circle), and, tag or not, values below
+    :data:`OUT_OF_FIELD_HU` (-2000, -3024... that scanners write outside the field of view).  Scanners pad
+    with values such as -32768 or 63536 that are no Hounsfield units.  Returns the number of voxels replaced
+    (marked by the tag, below the out-of-field bound)."""
     from orbitseg.constants import HU_AIR
 
     n = 0
-    for k, ds in enumerate(headers):
+    for k, pl in enumerate(planes):
+        ds = pl.ds
         pad = ds.get("PixelPaddingValue", None)
         if pad is None or isinstance(pad, (bytes, bytearray)):
             continue
         limit = ds.get("PixelPaddingRangeLimit", None)
-        slope, inter = _rescale(folder, files[k], ds)
+        slope, inter = pl.rescale or _rescale(folder, pl.file, ds)
         try:
             ends = [float(pad), float(pad if limit is None or isinstance(limit, (bytes, bytearray)) else limit)]
         except (TypeError, ValueError, OverflowError):
@@ -516,7 +896,11 @@ def _replace_padding(array: np.ndarray, headers: list, folder: Path, files: list
         mask = (array[k] >= lo - tol) & (array[k] <= hi + tol)
         array[k][mask] = HU_AIR
         n += int(mask.sum())
-    return n
+    low = array < OUT_OF_FIELD_HU
+    out_of_field = int(np.count_nonzero(low))
+    if out_of_field:
+        array[low] = HU_AIR
+    return n, out_of_field
 
 
 def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> Volume:
@@ -525,9 +909,32 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
     The array is float32 here; :func:`orbitseg.io.read.read_scan` narrows it
     to int16 when the values allow.  ``meta`` holds ``format="dicom"``,
     ``series_uid``, ``patient_id``, ``modality``, ``description``,
-    ``files`` (the sorted slice files, as strings) and
+    ``files`` (the sorted slice files, as strings; one file for a multi-frame
+    series, whose frames ``meta["frames"]`` lists in grid order),
     ``padding_voxels_set_to_air`` (pixels marked by PixelPaddingValue - outside
-    the reconstruction circle - are set to -1000 HU).
+    the reconstruction circle - are set to -1000 HU) and
+    ``out_of_field_voxels_set_to_air`` (values below -1900 HU, which scanners
+    write outside the field of view without a padding tag).
+
+    A series that is no regular orthogonal grid is resampled (linear, air
+    outside) onto one that covers all its slices, with the same rows, columns
+    and pixel spacing and the slice normal as third axis:
+
+    * gantry tilt (each slice shifted in-plane along the stack): every slice
+      stays at its true physical place, as dcm2niix corrects tilt;
+    * uneven spacing (several slice blocks in one series, e.g. slices 1-14 at
+      4 mm and 15-28 at 7 mm): at the finest block's spacing.  The whole series
+      is kept rather than one block, because a radiologist reads the series as
+      one volume (the orbits may straddle the blocks' boundary) and the
+      finest spacing keeps the thin block's detail; the thick block is
+      interpolated as a viewer's MPR would.
+
+    Then ``meta["resampled"]`` says why and how (reason, tilt in degrees,
+    blocks, spacing, size) and ``meta["source_geometry"]`` keeps every slice's
+    position, the orientation and pixel spacing (:class:`SliceStack`), so
+    labels can be put back on the series' own slices
+    (:func:`labels_on_source_slices`).  Duplicated positions, missing slices
+    and gaps over :data:`MAX_SLICE_GAP_MM` stay errors.
 
     Raises
     ------
@@ -538,8 +945,52 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
         return _read_dicom_series(folder, series_uid)
 
 
-def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
+def _read_pixels(folder: Path, uid: str, planes: list[_Plane], rows: int, cols: int) -> np.ndarray:
+    """(n, rows, cols) float32 HU of ``planes`` in their order: one-slice files through SimpleITK (GDCM decodes
+    every compressed transfer syntax; it applies each file's rescale), the frames of a multi-frame file through
+    pydicom with each frame's own rescale."""
     import SimpleITK as sitk
+
+    if planes[0].frame is None:
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames([str(p.file) for p in planes])
+        reader.SetOutputPixelType(sitk.sitkFloat32)
+        warn = sitk.ProcessObject.GetGlobalWarningDisplay()
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warns of tilt and uneven spacing, handled here
+        try:
+            img = reader.Execute()
+        except RuntimeError as exc:
+            raise InputError(folder, f"cannot read the pixel data of series {uid}: {_short(exc)}") from None
+        finally:
+            sitk.ProcessObject.SetGlobalWarningDisplay(warn)
+        array = sitk.GetArrayFromImage(img)
+        if array.shape != (len(planes), rows, cols):
+            raise InputError(folder, f"pixel data shape {array.shape} does not match the headers "
+                                     f"({(len(planes), rows, cols)})")
+        _check_rescale(folder, planes, array)
+        return array
+    import pydicom
+
+    f = planes[0].file
+    try:
+        stored = pydicom.dcmread(f).pixel_array
+    except Exception as exc:  # noqa: BLE001 - a decoder missing or failing
+        raise InputError(folder, f"{f.name}: cannot decode its frames ({type(exc).__name__}: "
+                                 f"{guard.first_line(exc, 160)})") from None
+    stored = stored.reshape(-1, *stored.shape[-2:])
+    n = max(p.frame for p in planes) + 1
+    if stored.shape != (n, rows, cols):
+        raise InputError(folder, f"{f.name}: pixel data shape {stored.shape} does not match the headers "
+                                 f"({(n, rows, cols)})")
+    array = np.empty((len(planes), rows, cols), np.float32)
+    for k, p in enumerate(planes):
+        slope, inter = p.rescale
+        array[k] = stored[p.frame] * slope + inter
+    return array
+
+
+def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
+    from orbitseg.constants import HU_AIR
 
     if folder.is_file() and folder.name.upper() == "DICOMDIR":
         folder = folder.parent
@@ -552,22 +1003,14 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
     if not folder.is_dir():
         raise InputError(folder, "does not exist")
     series = _scan(folder)
-    chosen = _choose_series(folder, series, series_uid)
-    files, geom, headers = _series_geometry(folder, chosen["slices"])
-
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(f) for f in files])
-    reader.SetOutputPixelType(sitk.sitkFloat32)
-    try:
-        img = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(folder, f"cannot read the pixel data of series {chosen['uid']}: {_short(exc)}") from None
-    array = sitk.GetArrayFromImage(img)
-    if array.shape != geom.shape:
-        raise InputError(folder, f"pixel data shape {array.shape} does not match the headers ({geom.shape})")
-    _check_rescale(folder, files, array)
-    padded = _replace_padding(array, headers, folder, files)
-    ds0 = headers[0]
+    chosen, why = _choose_series(folder, series, series_uid)
+    planes, geom, stack, resampled = _series_geometry(folder, chosen["slices"])
+    rows, cols = int(planes[0].ds.Rows), int(planes[0].ds.Columns)
+    array = _read_pixels(folder, chosen["uid"], planes, rows, cols)
+    padded, out_of_field = _replace_padding(array, planes, folder)
+    if stack is not None:
+        array = np.rint(stack.to_grid(array, geom, order=1, cval=HU_AIR)).astype(np.float32)
+    ds0 = planes[0].ds
     meta = {
         "format": DICOM_SERIES.name,
         "series_uid": chosen["uid"],
@@ -575,10 +1018,44 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
         "study_uid": str(ds0.get("StudyInstanceUID", "") or ""),
         "modality": chosen["modality"],
         "description": chosen["description"],
-        "files": [str(f) for f in files],
+        "files": list(dict.fromkeys(str(p.file) for p in planes)),
         "padding_voxels_set_to_air": padded,
+        "out_of_field_voxels_set_to_air": out_of_field,
     }
+    if planes[0].frame is not None:
+        meta["enhanced"] = True
+        meta["frames"] = [p.frame for p in planes]
+    if why:
+        meta["series_choice"] = why
+    if resampled is not None:
+        meta["resampled"] = resampled
+        meta["source_geometry"] = stack.to_meta()
     return Volume(array, geom, folder, meta)
+
+
+def acquisition_record(meta: dict) -> dict:
+    """What a user should know about how a DICOM series was read, for ``prediction.json``: ``resampled``
+    (gantry tilt corrected, slice blocks joined) and ``series_choice`` (which series of a study), when any."""
+    return {k: meta[k] for k in ("resampled", "series_choice") if meta.get(k)}
+
+
+def acquisition_note(meta: dict) -> str | None:
+    """One line for the terminal when a series was resampled or picked out of a study, else None."""
+    parts = []
+    r = meta.get("resampled")
+    if r:
+        what = r["reason"]
+        if r.get("tilt_deg"):
+            what += f" ({r['tilt_deg']:g} degrees corrected)"
+        if r.get("blocks") and len(r["blocks"]) > 1:
+            what += " (blocks " + ", ".join(f"{b['slices'][0]}-{b['slices'][1]} at {b['spacing_mm']:g} mm"
+                                            for b in r["blocks"]) + " joined)"
+        sx, sy, sz = r["spacing_mm"]
+        parts.append(f"resampled for {what} onto a regular grid of {sx:g} x {sy:g} x {sz:g} mm "
+                     f"({r['source_slices']} slices -> {r['size'][2]})")
+    if meta.get("series_choice"):
+        parts.append(meta["series_choice"])
+    return "; ".join(parts) or None
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
@@ -647,6 +1124,7 @@ def write_dicom_series(
     patient_id: str = "anon",
     series_description: str = "",
     series_uid: str | None = None,
+    positions: np.ndarray | None = None,
 ) -> Path:
     """Write a CT volume as a DICOM CT series, one file per slice ``array[k]``.
 
@@ -659,6 +1137,11 @@ def write_dicom_series(
         (study, series, frame of reference, instances) is derived from it
         deterministically, so a rerun writes identical files.  When None,
         fresh random UIDs are made.
+    positions : (nz, 3) ImagePositionPatient of each slice (LPS mm) instead of the grid's
+        ``origin + k * spacing[2] * direction[:, 2]``: slices stay in the grid's row / column
+        directions and pixel spacing but lie where given, e.g. a gantry-tilted series (positions
+        moving along the table, not along the slice normal) or slice blocks of different spacing.
+        SpacingBetweenSlices is then left out.
 
     Stored values are ``HU + 1024`` as unsigned 16 bit with RescaleSlope 1 and
     RescaleIntercept -1024 when the values allow, else signed 16 bit.
@@ -698,10 +1181,15 @@ def write_dicom_series(
     now = _dt.datetime(2000, 1, 1) if seeded else _dt.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     nz, ny, nx = a.shape
+    if positions is not None:
+        positions = np.asarray(positions, dtype=float)
+        if positions.shape != (nz, 3) or not np.isfinite(positions).all():
+            raise InputError(folder, f"positions must be finite, one (x, y, z) per slice: shape {(nz, 3)}, "
+                                     f"got {positions.shape}")
 
     with atomic_dir(folder, overwrite=overwrite) as tmp:
         for k in range(nz):
-            pos = np.asarray(g.origin) + k * step
+            pos = np.asarray(g.origin) + k * step if positions is None else positions[k]
             sop = uid("instance", k)
             meta = FileMetaDataset()
             meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
@@ -727,7 +1215,8 @@ def write_dicom_series(
             ds.PatientBirthDate = ""
             ds.PatientSex = ""
             ds.SliceThickness = _ds_str(g.spacing[2])
-            ds.SpacingBetweenSlices = _ds_str(g.spacing[2])
+            if positions is None:
+                ds.SpacingBetweenSlices = _ds_str(g.spacing[2])
             ds.KVP = "120"
             ds.StudyInstanceUID = study
             ds.SeriesInstanceUID = series

@@ -38,6 +38,7 @@ from orbitseg import __version__
 from orbitseg.constants import EYEBALL, LABEL_COLOURS, LABEL_NAMES, LABEL_TITLES, MUSCLES, NERVE, STRUCTURES
 from orbitseg.errors import ExistsError, GeometryMismatchError, InputError
 from orbitseg.io.atomic import atomic_path
+from orbitseg.io.dicom import SliceStack
 from orbitseg.io.guard import MAX_VOXELS, reader_boundary
 from orbitseg.io.volume import Geometry, Volume
 
@@ -332,6 +333,10 @@ def prepare_frames(labels: Volume, source, out_path: Path, *, overwrite: bool,
         raise ExistsError(Path(out_path))
     arr = checked_labels(labels, Path(out_path))
     datasets = source_slices(source, labels.geometry, series_uid=series_uid)
+    if isinstance(source, Volume) and source.meta.get("source_geometry"):  # resampled when read (gantry tilt,
+        from orbitseg.io.dicom import labels_on_source_slices  # slice blocks): back onto the series' own slices
+
+        return datasets, labels_on_source_slices(labels.like(arr), source, datasets, Path(out_path))
     return datasets, label_frames(labels.like(arr), datasets, Path(out_path))
 
 
@@ -478,8 +483,9 @@ def _structure_of(desc) -> int | None:
     return None
 
 
-def _reference_geometry(path: Path, reference, seg) -> tuple[Geometry, str | None]:
-    """The grid to place the frames on, and the reference's series UID when known."""
+def _reference_geometry(path: Path, reference, seg) -> tuple[Geometry, str | None, SliceStack | None]:
+    """The grid to place the frames on, the reference's series UID when known, and the series' own slices
+    when the reference was resampled as it was read (gantry tilt, slice blocks: the frames lie on those)."""
     refs = [str(it.SeriesInstanceUID) for it in seg.get("ReferencedSeriesSequence", []) or []]
     if reference is None:
         raise InputError(
@@ -498,9 +504,9 @@ def _reference_geometry(path: Path, reference, seg) -> tuple[Geometry, str | Non
             raise InputError(
                 path, f"refers to series {', '.join(refs)}, but the reference scan is series {ref_uid}"
             )
-        return reference.geometry, ref_uid
+        return reference.geometry, ref_uid, SliceStack.from_meta(reference.meta)
     if isinstance(reference, Geometry):
-        return reference, None
+        return reference, None, None
     raise TypeError(f"reference must be a Volume, a Geometry or a series folder, not {type(reference).__name__}")
 
 
@@ -594,8 +600,8 @@ def _read_dicom_seg(path: Path, reference) -> Volume:
             path, "holds segments that are none of eyeball, extraocular muscles, optic nerve: " + "; ".join(unknown)
         )
 
-    geometry, ref_uid = _reference_geometry(path, reference, seg)
-    out = np.zeros(geometry.shape, np.uint8)
+    geometry, ref_uid, stack = _reference_geometry(path, reference, seg)
+    out = np.zeros(stack.shape if stack else geometry.shape, np.uint8)
     shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
     n_frames = int(seg.get("NumberOfFrames", 0) or 0)
     lut = np.zeros(max([0, *to_label]) + 1, np.uint8)
@@ -606,7 +612,11 @@ def _read_dicom_seg(path: Path, reference) -> Volume:
             origin, row_step, col_step = _frame_plane(seg, n, shared)
         except (KeyError, AttributeError, IndexError, TypeError, ValueError):
             raise InputError(path, f"frame {n + 1} has no plane position / orientation / pixel spacing") from None
-        idx = _grid_indices(origin, (row_step, col_step), (int(seg.Rows), int(seg.Columns)), geometry)
+        if stack:  # a frame on source slice k: its pixels are out[k]
+            idx = stack.slice_of(origin, row_step, col_step, (int(seg.Rows), int(seg.Columns)))
+            idx = idx if isinstance(idx, str) else (idx,)
+        else:
+            idx = _grid_indices(origin, (row_step, col_step), (int(seg.Rows), int(seg.Columns)), geometry)
         if isinstance(idx, str):
             raise InputError(path, f"frame {n + 1} at {np.round(origin, 2).tolist()} mm is not on a slice of the reference scan: {idx}")
         frame = np.asarray(seg.get_stored_frame(n, as_index=True))
@@ -630,6 +640,8 @@ def _read_dicom_seg(path: Path, reference) -> Volume:
             )
         target[fg] = values[fg]
         out[idx] = target
+    if stack:  # from the series' slices onto the grid the scan was read on, nearest in physical space
+        out = stack.to_grid(out, geometry, order=0, cval=0)
     refs = [str(it.SeriesInstanceUID) for it in seg.get("ReferencedSeriesSequence", []) or []]
     meta = {"format": "dicom-seg", "series_uid": refs[0] if refs else ref_uid, "segments": dict(to_label)}
     return Volume(out, geometry, path, meta)
