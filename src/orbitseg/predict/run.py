@@ -175,6 +175,7 @@ def predict_inputs(
     from orbitseg import __version__
     from orbitseg.evaluate.folders import rows_to_csv
     from orbitseg.evaluate.measure import MEASUREMENTS_CSV, orbit_measurements
+    from orbitseg.io.dicom import acquisition_note, acquisition_record
     from orbitseg.io.read import read_scan
     from orbitseg.predict.segmenter import Segmenter
 
@@ -218,6 +219,9 @@ def predict_inputs(
                 kept += 1
             else:
                 scan = read_scan(item.path, series_uid=series_uid)
+                note = acquisition_note(scan.meta)  # tilt corrected, slice blocks joined, series picked
+                if note and progress:
+                    tqdm.write(f"{item.case_id}: {note}")
                 labels = segmenter.segment(scan).labels
                 written = _write_outputs(labels, scan, targets, overwrite=overwrite or resume, problems=problems)
                 if not written:
@@ -226,7 +230,7 @@ def predict_inputs(
                     "scan": str(Path(item.path).resolve()), "labels": written[0].name,
                     "outputs": [t.name for t in written], "settings": sid,
                     "precision": segmenter.precision, "device": str(device), "engine": segmenter.engine.name,
-                    "engine_files": segmenter.engine.files(),
+                    "engine_files": segmenter.engine.files(), **acquisition_record(scan.meta),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
                 write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
         except OutputError:
