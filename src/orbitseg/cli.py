@@ -111,6 +111,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _cmd_pacs(args: argparse.Namespace) -> int:
+    from orbitseg.predict.pacs import segment_study
+
+    result = segment_study(args.url, args.study, series_uid=args.series, model=args.model, folds=args.folds,
+                           device=args.device, precision=args.precision, engine=args.engine, mirror=args.mirror,
+                           postprocess=not args.no_postprocess, config=args.config, ca_bundle=args.ca_bundle)
+    print(result.describe())
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from orbitseg.evaluate.folders import evaluate_folders, format_summary_table
 
@@ -277,6 +287,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference engine: auto (default) runs the faster of PyTorch and ONNX Runtime on this "
                         "machine (measured once, remembered); torch is the reference; onnx computes in float32")
     s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("pacs", help="segment a study's head CT fetched from a PACS over DICOMweb and store the "
+                                    "DICOM-SEG back (credentials: ORBITSEG_DICOMWEB_USER / _PASSWORD or _TOKEN)")
+    s.add_argument("url", help="the DICOMweb root, e.g. https://pacs.example.org/dicom-web (no credentials in it)")
+    s.add_argument("--study", required=True, help="StudyInstanceUID")
+    s.add_argument("--series", default=None, help="SeriesInstanceUID of the CT when the study holds several")
+    s.add_argument("--model", type=Path, default=None, help="as for predict (default: the shipped model)")
+    s.add_argument("--folds", default="all", help="as for predict")
+    s.add_argument("--device", default="cpu", help="cpu or cuda")
+    s.add_argument("--precision", default="auto", choices=PRECISIONS, help="as for predict")
+    s.add_argument("--engine", default="auto", choices=ENGINES, help="as for predict")
+    s.add_argument("--mirror", action="store_true", help="as for predict")
+    s.add_argument("--no-postprocess", action="store_true", help="as for predict")
+    s.add_argument("--config", type=Path, default=None,
+                   help="JSON file with user/password or token (and ca_bundle), readable by you alone "
+                        "(default: $ORBITSEG_DICOMWEB_CONFIG); the environment variables win")
+    s.add_argument("--ca-bundle", type=Path, default=None,
+                   help="CA certificates (PEM) to verify the server's TLS certificate (verification is always on)")
+    s.set_defaults(func=_cmd_pacs)
 
     s = sub.add_parser("evaluate", help="score a folder of predicted labels against a folder of ground truth")
     s.add_argument("pred_dir", type=Path, help="predicted label files")

@@ -79,9 +79,33 @@ def check_output_folder(output: str | Path) -> Path:
     return output
 
 
-def _write_outputs(labels, scan, targets: dict[str, Path], *, overwrite: bool, problems: list[str]) -> list[Path]:
+def dicom_uid_key(segmenter) -> str:
+    """What makes a DICOM object's UIDs (:func:`dicom_output_uids`): the model files by their SHA-256 (not their
+    path), preprocessing, post-processing, mirroring, the engine and precision, and orbitseg's version."""
+    from orbitseg import __version__
+
+    settings = segmenter.settings()
+    sums = [c.get("sha256") if isinstance(c, dict) else c for c in settings.get("checkpoints", [])]
+    key = dict(settings, checkpoints=sums, engine=segmenter.engine.name,
+               precision=segmenter.precision, orbitseg=__version__)
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def dicom_output_uids(source_series_uid: str, uid_key: str, fmt: str) -> tuple[str, str]:
+    """(SeriesInstanceUID, SOPInstanceUID) of the DICOM object ``fmt`` (``dicom-seg``, ``rtstruct``) made from
+    series ``source_series_uid`` by the prediction ``uid_key`` (:func:`dicom_uid_key`): fixed, so a rerun
+    writes the same object and a PACS stores it once; other settings or another series give other UIDs."""
+    from pydicom.uid import generate_uid
+
+    src = ["orbitseg", source_series_uid, uid_key, fmt]
+    return str(generate_uid(entropy_srcs=[*src, "series"])), str(generate_uid(entropy_srcs=[*src, "instance"]))
+
+
+def _write_outputs(labels, scan, targets: dict[str, Path], *, overwrite: bool, problems: list[str],
+                   uid_key: str | None = None) -> list[Path]:
     """Write ``labels`` in every format of ``targets`` (format -> file); the files written.  A DICOM
-    object for a scan that is not a DICOM series is named in ``problems``; the other formats go on."""
+    object for a scan that is not a DICOM series is named in ``problems``; the other formats go on.
+    With ``uid_key`` the DICOM objects get fixed UIDs (:func:`dicom_output_uids`), else fresh ones."""
     from orbitseg.io.dicomseg import write_dicom_seg
     from orbitseg.io.rtstruct import write_rtstruct
     from orbitseg.io.write import write_label
@@ -92,10 +116,14 @@ def _write_outputs(labels, scan, targets: dict[str, Path], *, overwrite: bool, p
             problems.append(f"{scan.path}: not a DICOM series (format {scan.meta.get('format', 'unknown')}), so no "
                             f"{fmt} is written: it refers to the scan's DICOM slices; the other formats were written")
             continue
+        uids = {}
+        if fmt in DICOM_OUTPUTS and uid_key and scan.meta.get("series_uid"):
+            uids = dict(zip(("series_instance_uid", "sop_instance_uid"),
+                            dicom_output_uids(scan.meta["series_uid"], uid_key, fmt)))
         if fmt == "dicom-seg":
-            write_dicom_seg(labels, scan, target, overwrite=overwrite)
+            write_dicom_seg(labels, scan, target, overwrite=overwrite, **uids)
         elif fmt == "rtstruct":
-            write_rtstruct(labels, scan, target, overwrite=overwrite)
+            write_rtstruct(labels, scan, target, overwrite=overwrite, **uids)
         else:
             write_label(labels, target, reference=scan, overwrite=overwrite)
         written.append(target)
@@ -195,6 +223,7 @@ def predict_inputs(
                                postprocess=postprocess, engine=engine, log=print if progress else lambda _: None)
     settings = segmenter.settings()
     sid = _settings_id(settings)
+    uid_key = dicom_uid_key(segmenter) if any(f in DICOM_OUTPUTS for f in formats) else None
     record_path = output / PREDICTION_JSON
     record = _read_record(record_path) if record_path.exists() and not overwrite else {"settings": {}, "cases": {}}
     if resume and record["cases"] and sid not in record["settings"]:
@@ -223,7 +252,8 @@ def predict_inputs(
                 if note and progress:
                     tqdm.write(f"{item.case_id}: {note}")
                 labels = segmenter.segment(scan).labels
-                written = _write_outputs(labels, scan, targets, overwrite=overwrite or resume, problems=problems)
+                written = _write_outputs(labels, scan, targets, overwrite=overwrite or resume, problems=problems,
+                                         uid_key=uid_key)
                 if not written:
                     continue
                 record["cases"][item.case_id] = {
