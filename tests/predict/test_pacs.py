@@ -224,3 +224,28 @@ def test_credentials_come_from_the_environment_before_the_file(tmp_path):
     os.chmod(tmp_path / "bad.json", 0o600)
     with pytest.raises(InputError, match="not a JSON"):
         credentials_from_env(tmp_path / "bad.json", environ={})
+
+
+def test_a_stow_answer_listing_failures_is_an_error_naming_the_reason(tmp_path, monkeypatch):
+    """The STOW-RS answer's Failed SOP Sequence (a server that refuses and says so) becomes one line with
+    the failure reason; a bearer token goes in the Authorization header."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = "1.2.3.4"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3", "1.2.3.5"
+    path = tmp_path / "x.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    server = DicomWeb("https://pacs.invalid/dicom-web", credentials=Credentials(token="tok"))
+    assert server.client._session.headers["Authorization"] == "Bearer tok"
+    assert server.client._session.verify is True
+    failed = Dataset()
+    item = Dataset()
+    item.ReferencedSOPInstanceUID, item.FailureReason = "1.2.3.4", 0xA700
+    failed.FailedSOPSequence = [item]
+    monkeypatch.setattr(server.client, "store_instances", lambda *a, **k: failed)
+    with pytest.raises(DicomWebError, match=r"refused to store 1\.2\.3\.4 \(failure reason 0xA700, out of resources\)"):
+        server.store([path])
