@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "predict": {"io", "preprocess", "model", "runs", "evaluate"},
     "report": {"io", "preprocess", "evaluate", "runs"},
     "train": {"io", "preprocess", "model", "runs", "evaluate", "predict", "report"},
-    "app": {"io", "preprocess", "labeling", "predict"},
+    "app": {"io", "preprocess", "labeling", "predict", "runs", "evaluate"},
     "demo": {"io", "preprocess", "evaluate", "synth", "runs", "predict", "train", "report", "pretrained"},
 }
 ALLOWED["cli"] = set().union(*ALLOWED.values(), ALLOWED) - {"cli", "constants", "errors"}  # the top: parses and calls

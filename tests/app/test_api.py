@@ -526,6 +526,8 @@ def test_tools_use_the_networks_probabilities_after_predict(dataset, tmp_path, m
     truth = read_label(dataset / "labelsTr" / f"{CASE}.nii.gz", reference=scan).array
 
     class PerfectSegmenter:
+        networks, checkpoints = [None], []
+
         def segment(self, scan, probabilities=False, per_fold=False):
             labels = scan.like(truth)
             return Segmentation(labels, labels, _one_hot_box(to_canonical(labels).array))

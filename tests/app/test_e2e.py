@@ -318,6 +318,15 @@ def test_case_opens_framed_on_its_orbits_and_stays_there_after_predict(live_with
     # the draft is there, on the slice in view
     assert page.evaluate(f"window.orbitseg.state.label.subarray({v['k']} * {ny * nx}, {v['k'] + 1} * {ny * nx})"
                          ".filter(x => x === 1).length") > 100
+    # the draft's quality flags in the case list: a badge with their count, the messages in its tooltip
+    quality = page.evaluate(f"fetch('/api/cases').then(r => r.json()).then(b => b.cases.find(c => c.id === '{CASE}').quality)")
+    assert quality is not None and quality["saved"] is None, quality
+    badge = page.locator("#cases tr.case", has_text=CASE).get_by_test_id("flags")
+    badge.wait_for()
+    assert int(badge.get_attribute("data-count")) == len(quality["flags"])
+    assert all(f["message"] in badge.get_attribute("title") for f in quality["flags"])
+    if quality["flags"]:
+        assert quality["summary"] in page.get_by_test_id("flag-line").inner_text()
     _shot(page, tmp_path, "08_after_predict_still_at_the_orbits.png")
     # 9 shows the whole slice, 0 frames the orbits again
     page.locator("#axial").hover()

@@ -240,6 +240,23 @@ async def _run_tool(run: Callable[[], np.ndarray], code: str, what: str, **heade
     return _raw(out.astype(np.uint8), **headers)
 
 
+def _quality(segmenter, result, scan) -> tuple[list[dict] | None, str | None]:
+    """The quality flags of a Predict (:func:`orbitseg.evaluate.quality.quality_flags`: anatomy, field of view,
+    fold disagreement, acquisition against the model's training range) and their one-line summary;
+    ``(None, None)`` where this orbitseg has no quality module."""
+    try:
+        from orbitseg.evaluate.quality import TRAINING_ACQUISITION_KEY, flags_summary, quality_flags
+    except ImportError:
+        return None, None
+    from orbitseg.runs.layout import read_model_json
+
+    folders = {Path(c).parent for c in segmenter.checkpoints}
+    model_meta = read_model_json(folders.pop()) if len(folders) == 1 else None
+    flags = quality_flags(result.labels, scan, fold_probabilities=result.fold_probabilities,
+                          training_acquisition=(model_meta or {}).get(TRAINING_ACQUISITION_KEY))
+    return flags, flags_summary(flags)
+
+
 def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES) -> FastAPI:
     """The labeling app for the dataset folder ``dataset`` (nnU-Net layout with dataset.json).
 
@@ -511,12 +528,16 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
                     model_state["segmenter"] = Segmenter.load(model_path, precision="auto", engine="auto")
                 except InputError as exc:
                     raise AppError(503, "no_model", f"{exc}; restart with `orbitseg label DATASET --model RUN_OR_CKPT`")
-            result = model_state["segmenter"].segment(o.scan, probabilities=True)
+            segmenter = model_state["segmenter"]
+            result = segmenter.segment(o.scan, probabilities=True, per_fold=len(segmenter.networks) > 1)
             priors[case_id] = result.probabilities.quantized()
             priors.move_to_end(case_id)
             while len(priors) > PRIOR_CASES:
                 priors.popitem(last=False)
-        return _gzip_response(np.ascontiguousarray(to_canonical(result.labels).array, dtype=np.uint8))
+            flags, summary = _quality(segmenter, result, o.scan)
+            store.record_prediction(case_id, result.labels.array, flags, summary, model_path.name)
+        return _gzip_response(np.ascontiguousarray(to_canonical(result.labels).array, dtype=np.uint8),
+                              **{"X-Quality-Flags": "none" if flags is None else len(flags)})
 
     return app
 

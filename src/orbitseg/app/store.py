@@ -36,6 +36,8 @@ HISTORY_DIR = ".history"
 CASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HISTORY_NAME_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z" + re.escape(FILE_ENDING) + "$")
 STATUSES = ("unlabelled", "in_progress", "done")
+#: file (in a case's history folder) recording the last Predict: its quality flags and which labels it gave
+PREDICTION_RECORD = "prediction.json"
 
 
 class AppError(Exception):
@@ -52,6 +54,13 @@ def _inside(root: Path, path: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def labels_digest(array: np.ndarray) -> str:
+    """SHA-256 of a label array's uint8 bytes (C order): tells a saved label from the model's draft."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.uint8).tobytes()).hexdigest()
 
 
 def _file_token(path: Path) -> str:
@@ -184,7 +193,7 @@ class DatasetStore:
         """One row of the case list: status, per-label volumes (ml) and any problem of its files."""
         row = {"id": c.case_id, "patient": c.patient_id, "split": "train" if c.training else "test",
                "scan": c.image.relative_to(self.root).as_posix() if _inside(self.root, c.image) else c.image.name,
-               "status": "unlabelled", "volumes_ml": None, "problem": None}
+               "status": "unlabelled", "volumes_ml": None, "problem": None, "quality": None}
         try:
             self.case(c.case_id)
             st = c.image.stat()
@@ -201,11 +210,13 @@ class DatasetStore:
                 lkey = ("label", str(label), lst.st_mtime_ns, lst.st_size)
                 if lkey not in self._summary_cache:
                     self._summary_cache[lkey] = self._volumes(label)
-                vols = self._summary_cache[lkey]
+                vols = dict(self._summary_cache[lkey])
+                digest = vols.pop("digest", None)
                 if "problem" in vols:
                     row["problem"] = vols["problem"]
                 else:
                     row["volumes_ml"] = vols
+            row["quality"] = self.prediction_quality(c, digest if label.is_file() else None)
         except AppError as exc:
             row["problem"] = exc.message
         except OSError as exc:
@@ -226,7 +237,33 @@ class DatasetStore:
             return {"problem": f"label {label.name}: {exc.problem if isinstance(exc, InputError) else exc}"}
         counts = np.bincount(lab.array.ravel(), minlength=4)
         ml = lab.geometry.voxel_volume_ml
-        return {str(s): round(float(counts[s]) * ml, 3) for s in STRUCTURES}
+        return {**{str(s): round(float(counts[s]) * ml, 3) for s in STRUCTURES}, "digest": labels_digest(lab.array)}
+
+    # ---- the model's draft and its quality flags ----------------------------------------
+    def record_prediction(self, case_id: str, labels: np.ndarray, flags: list[dict] | None, summary: str | None,
+                          model: str) -> dict:
+        """Keep what Predict gave for a case: its quality flags (None when they could not be computed) and
+        the digest of its labels ``labels`` (on the scan's own grid), in the case's history folder."""
+        c = self.case(case_id)
+        rec = {"flags": flags, "summary": summary, "labels_sha256": labels_digest(labels), "model": model,
+               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_text_atomic(self.history_dir(c) / PREDICTION_RECORD, json.dumps(rec, indent=1) + "\n")
+        return rec
+
+    def prediction_quality(self, c: Case, saved_digest: str | None) -> dict | None:
+        """The case list's view of the last Predict: ``{"flags", "summary", "model", "time", "saved"}`` where
+        ``saved`` says whether the saved label is the model's draft as it came (True), a corrected one
+        (False) or there is none (None); None when Predict never ran or left no flags."""
+        f = self.history_dir(c) / PREDICTION_RECORD
+        try:
+            rec = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(rec, dict) or not isinstance(rec.get("flags"), list):
+            return None
+        saved = None if saved_digest is None else saved_digest == rec.get("labels_sha256")
+        return {"flags": rec["flags"], "summary": rec.get("summary") or "", "model": rec.get("model"),
+                "time": rec.get("time"), "saved": saved}
 
     # ---- open scans ------------------------------------------------------------------
     def open(self, case_id: str) -> OpenScan:

@@ -109,15 +109,37 @@ async function loadCases() {
     tr.className = "case" + (c.id === S.caseId ? " active" : "");
     tr.dataset.case = c.id;
     const vols = c.volumes_ml ? [1, 2, 3].map((s) => c.volumes_ml[s].toFixed(2)).join(" / ") : "–";
-    tr.innerHTML = `<td>${esc(c.id)}<br><small>${c.split}</small></td><td class="st-${c.status}">${c.status.replace("_", " ")}</td><td>${vols}</td>`;
+    tr.innerHTML = `<td>${esc(c.id)}${flagBadge(c.quality)}<br><small>${c.split}</small></td><td class="st-${c.status}">${c.status.replace("_", " ")}</td><td>${vols}</td>`;
     tr.onclick = () => openCase(c.id);
     tb.appendChild(tr);
+    if (c.quality && c.quality.flags.length) {
+      const q = document.createElement("tr");
+      q.className = "flag-row";
+      q.innerHTML = `<td colspan="3" class="flag-line" data-testid="flag-line" title="${esc(flagTitle(c.quality))}">${esc(c.quality.summary)}${draftNote(c.quality)}</td>`;
+      tb.appendChild(q);
+    }
     if (c.problem) {
       const p = document.createElement("tr");
       p.innerHTML = `<td colspan="3" class="problem" data-testid="problem">⚠ ${esc(c.problem)}</td>`;
       tb.appendChild(p);
     }
   }
+}
+// the model's quality flags of a case (its last Predict): a badge with their count, the messages in its tooltip
+function flagBadge(q) {
+  if (!q) return "";
+  const n = q.flags.length;
+  if (!n) return ` <span class="flags ok" data-testid="flags" data-count="0" title="${esc(flagTitle(q))}">✓</span>`;
+  return ` <span class="flags" data-testid="flags" data-count="${n}" title="${esc(flagTitle(q))}">⚑ ${n}</span>`;
+}
+function flagTitle(q) {
+  const head = `Quality flags of the model's draft (${q.model || "model"}, ${q.time || ""})`;
+  if (!q.flags.length) return `${head}: nothing flagged.`;
+  return `${head}:\n` + q.flags.map((f) => `• ${f.side}: ${f.message}`).join("\n");
+}
+function draftNote(q) {
+  return q.saved === false ? " <small>(of the model's draft; the saved label was corrected since)</small>"
+    : q.saved === null ? " <small>(draft not saved yet)</small>" : "";
 }
 function esc(s) { return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c])); }
 
@@ -449,6 +471,7 @@ async function predict() {
   try {
     const out = await apiBytes(`/api/cases/${encodeURIComponent(S.caseId)}/predict`, { method: "POST" }, "Predicting (may take a while)…");
     if (applyResult(0, out)) render();
+    loadCases().catch(() => {});  // the draft's quality flags
     showMessage("Draft from the model loaded: correct it, then save. Undo brings back your labels. On this case SmartFill and AutoCorrection now also use the model's probabilities.");
   } catch (e) { reportError(e, "Predict"); }
 }
