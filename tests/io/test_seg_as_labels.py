@@ -147,3 +147,23 @@ def test_a_nifti_scan_takes_a_seg_on_its_grid(seg_of, tmp_path):
     shutil.copy(seg, src / "p1.seg.dcm")
     import_dataset(src, tmp_path / "ds", progress=False)
     np.testing.assert_array_equal(read_label(tmp_path / "ds" / "labelsTr" / "p1.nii.gz").array, truth.array)
+
+
+def test_frames_off_one_stack_of_planes_are_refused_without_a_scan(seg_of, tmp_path):
+    """A SEG (from another tool) whose frames do not lie on one stack of parallel planes a slice apart has no
+    grid of its own: read without its scan it is refused, naming the file, rather than guessed."""
+    import pydicom
+
+    _, scan, _, seg = seg_of("identity")
+    ds = pydicom.dcmread(seg)
+    normal = scan.geometry.matrix[:, 2]
+    for name, shift in (("half_slice", 0.5 * scan.geometry.spacing[2] * normal),
+                        ("sideways", 0.5 * scan.geometry.spacing[0] * scan.geometry.matrix[:, 0])):
+        bad = ds.copy()
+        pos = bad.PerFrameFunctionalGroupsSequence[-1].PlanePositionSequence[0]
+        pos.ImagePositionPatient = [f"{float(v) + d:.6f}" for v, d in zip(pos.ImagePositionPatient, shift)]
+        path = tmp_path / f"{name}.seg.dcm"
+        bad.save_as(path, enforce_file_format=True)
+        with pytest.raises(InputError, match="is not on the stack of planes") as e:
+            read_label(path)
+        assert str(path) in str(e.value)
