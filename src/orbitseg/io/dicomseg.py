@@ -332,6 +332,9 @@ def prepare_frames(labels: Volume, source, out_path: Path, *, overwrite: bool,
     if Path(out_path).exists() and not overwrite:
         raise ExistsError(Path(out_path))
     arr = checked_labels(labels, Path(out_path))
+    if isinstance(source, Volume) and source.meta.get("enhanced"):
+        raise InputError(Path(out_path), "the scan is an enhanced multi-frame CT (one file); DICOM-SEG and RTSTRUCT "
+                                         "are written only for one-slice-per-file series so far")
     datasets = source_slices(source, labels.geometry, series_uid=series_uid)
     if isinstance(source, Volume) and source.meta.get("source_geometry"):  # resampled when read (gantry tilt,
         from orbitseg.io.dicom import labels_on_source_slices  # slice blocks): back onto the series' own slices
