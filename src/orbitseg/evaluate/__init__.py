@@ -7,6 +7,9 @@
   folders of label files by case and writes ``metrics/`` CSV / JSON.
 * :mod:`orbitseg.evaluate.measure` - :func:`orbit_measurements`: volumes per
   orbit side and left/right asymmetry.
+* :mod:`orbitseg.evaluate.quality` - :func:`quality_flags`: a verdict on every
+  prediction (structure missing, volume out of the adult range, asymmetry, fold
+  disagreement, orbit cut by the field of view, acquisition unlike training).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from orbitseg.evaluate.folders import (
     match_cases,
 )
 from orbitseg.evaluate.measure import midline_x, orbit_measurements
+from orbitseg.evaluate.quality import flags_summary, quality_flags
 from orbitseg.evaluate.metrics import (
     Confusion,
     case_metrics,
@@ -38,11 +42,13 @@ __all__ = [
     "confusion",
     "dice",
     "evaluate_folders",
+    "flags_summary",
     "format_summary_table",
     "match_cases",
     "metric_names",
     "midline_x",
     "orbit_measurements",
+    "quality_flags",
     "summarise",
     "surface_distances",
     "volume_similarity",
