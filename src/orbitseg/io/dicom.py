@@ -5,11 +5,19 @@ Reading
     structured reports, presentation states), localizers / scouts and
     secondary captures are set aside.  Slices are sorted by their
     ImagePositionPatient along the slice normal (row x column cosines), so
-    index axis k always points along that normal.  Spacing along k is checked
-    to be regular (a missing slice or duplicated position is an error naming
-    the folder).  Pixel values are read with SimpleITK's ImageSeriesReader,
-    which applies each file's RescaleSlope / RescaleIntercept; the geometry is
-    computed here from the headers.
+    index axis k always points along that normal.  A missing slice or a
+    duplicated position is an error naming the folder.  A gantry-tilted series
+    (slice origins shifted in-plane along the stack) or one of several slice
+    blocks (uneven spacing) is resampled onto an orthogonal grid covering every
+    slice, recorded in ``meta["resampled"]`` with the slices' own geometry in
+    ``meta["source_geometry"]`` (:class:`SliceStack`), which DICOM outputs use
+    to go back onto those slices (:func:`labels_on_source_slices`).  An
+    enhanced multi-frame CT (one file) is read from its functional groups.  A
+    folder holding a study reads its thinnest axial CT series of the head
+    when that is unambiguous.  Pixel values are read with SimpleITK's
+    ImageSeriesReader (GDCM: every compressed transfer syntax), which applies
+    each file's RescaleSlope / RescaleIntercept; the geometry is computed here
+    from the headers.
 
     Before SimpleITK reads a pixel, every slice's header is checked here: its
     tags decode (no invalid VR or value length), Rows / Columns are single
