@@ -144,6 +144,16 @@ def _read_output(target: Path, fmt: str, item: ScanInput, series_uid: str | None
                              "to resume, or --overwrite")
 
 
+def _training_acquisition(segmenter) -> dict | None:
+    """The acquisition range the model was trained on (``model.json``'s ``training_acquisition``), or None."""
+    from orbitseg.evaluate.quality import TRAINING_ACQUISITION_KEY
+    from orbitseg.runs.layout import read_model_json
+
+    folders = {c.parent for c in segmenter.checkpoints}
+    meta = read_model_json(folders.pop()) if len(folders) == 1 else None
+    return (meta or {}).get(TRAINING_ACQUISITION_KEY)
+
+
 def _settings_id(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -203,6 +213,7 @@ def predict_inputs(
     from orbitseg import __version__
     from orbitseg.evaluate.folders import rows_to_csv
     from orbitseg.evaluate.measure import MEASUREMENTS_CSV, orbit_measurements
+    from orbitseg.evaluate.quality import flag_codes, flags_summary, quality_flags
     from orbitseg.io.dicom import acquisition_note, acquisition_record
     from orbitseg.io.read import read_scan
     from orbitseg.predict.segmenter import Segmenter
@@ -223,6 +234,7 @@ def predict_inputs(
                                postprocess=postprocess, engine=engine, log=print if progress else lambda _: None)
     settings = segmenter.settings()
     sid = _settings_id(settings)
+    train_acq = _training_acquisition(segmenter)
     uid_key = dicom_uid_key(segmenter) if any(f in DICOM_OUTPUTS for f in formats) else None
     record_path = output / PREDICTION_JSON
     record = _read_record(record_path) if record_path.exists() and not overwrite else {"settings": {}, "cases": {}}
@@ -251,7 +263,11 @@ def predict_inputs(
                 note = acquisition_note(scan.meta)  # tilt corrected, slice blocks joined, series picked
                 if note and progress:
                     tqdm.write(f"{item.case_id}: {note}")
-                labels = segmenter.segment(scan).labels
+                seg = segmenter.segment(scan, per_fold=len(segmenter.networks) > 1)
+                labels = seg.labels
+                flags = quality_flags(labels, scan, fold_probabilities=seg.fold_probabilities,
+                                      training_acquisition=train_acq)
+                del seg
                 written = _write_outputs(labels, scan, targets, overwrite=overwrite or resume, problems=problems,
                                          uid_key=uid_key)
                 if not written:
@@ -260,7 +276,7 @@ def predict_inputs(
                     "scan": str(Path(item.path).resolve()), "labels": written[0].name,
                     "outputs": [t.name for t in written], "settings": sid,
                     "precision": segmenter.precision, "device": str(device), "engine": segmenter.engine.name,
-                    "engine_files": segmenter.engine.files(), **acquisition_record(scan.meta),
+                    "engine_files": segmenter.engine.files(), "quality": flags, **acquisition_record(scan.meta),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
                 write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
         except OutputError:
@@ -268,8 +284,16 @@ def predict_inputs(
         except OrbitsegError as exc:
             problems.append(str(exc))
             continue
+        if resume and len(there) == len(targets):  # kept: the flags recorded with it, or the anatomy's
+            flags = record["cases"].get(item.case_id, {}).get("quality")
+            flags = quality_flags(labels) if flags is None else flags
+        if flags:
+            tqdm.write(f"warning: {item.case_id}: {flags_summary(flags)} (prediction.json has what to do)", file=sys.stderr)
         for r in orbit_measurements(labels):
-            rows.append({"case": item.case_id, "scan": str(item.path), **r})
+            side = r["side"] if r["side"] in ("right", "left") else None
+            mine = [f for f in flags if side is None or f["side"] in (side, "both")]
+            rows.append({"case": item.case_id, "scan": str(item.path), **r, "flags": flags_summary(mine),
+                         "flag_codes": flag_codes(mine)})
         write_text_atomic(output / MEASUREMENTS_CSV, rows_to_csv(rows, digits=4))
     if progress and kept:
         print(f"kept {kept} existing label file(s) (resume)")
