@@ -167,3 +167,28 @@ def test_frames_off_one_stack_of_planes_are_refused_without_a_scan(seg_of, tmp_p
         with pytest.raises(InputError, match="is not on the stack of planes") as e:
             read_label(path)
         assert str(path) in str(e.value)
+
+
+def test_a_cropped_seg_nrrd_is_imported_and_scored_either_way(seg_of, tmp_path):
+    """3D Slicer saves a .seg.nrrd cropped to its segments' extent: import places it on the scan, evaluate on
+    the other file's grid whichever folder it is in (Dice 1.0 against the same labels in NIfTI)."""
+    from orbitseg.io.volume import Volume
+
+    _, scan, truth, _ = seg_of("oblique")
+    nz = np.flatnonzero(truth.array.any(axis=(1, 2)))
+    k0, k1 = int(nz[0]), int(nz[-1]) + 1
+    g = scan.geometry
+    origin = g.index_to_physical(np.array([0.0, 0.0, k0]))
+    cropped = Volume(truth.array[k0:k1], g.with_(size=(g.size[0], g.size[1], k1 - k0), origin=tuple(origin)))
+    src = tmp_path / "flat"
+    write_scan(scan, src / "p1.nii.gz")
+    write_label(cropped, src / "p1.seg.nrrd")
+    assert [c.label.name for c in find_source_cases(src)] == ["p1.seg.nrrd"]
+    import_dataset(src, tmp_path / "ds", progress=False)
+    np.testing.assert_array_equal(read_label(tmp_path / "ds" / "labelsTr" / "p1.nii.gz").array, truth.array)
+    nifti, slicer = tmp_path / "nifti", tmp_path / "slicer"
+    write_label(truth, nifti / "p1.nii.gz")
+    write_label(cropped, slicer / "p1.seg.nrrd")
+    for pred, ref in ((slicer, nifti), (nifti, slicer)):
+        [row], _ = evaluate_folders(pred, ref, None, surface=False)
+        assert row["dice_all"] == 1.0 and row["dice_nerve"] == 1.0

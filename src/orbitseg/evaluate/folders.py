@@ -13,6 +13,8 @@ A DICOM-SEG stores frames only where there is a structure, so it is placed on
 the grid of the other file of its pair (read first); two DICOM-SEGs are both
 placed on the grid spanning their frames
 (:func:`orbitseg.io.dicomseg.frames_geometry`), and must refer to the same series.
+A reference ``.seg.nrrd`` that 3D Slicer saved cropped to its segments is
+placed on its prediction's grid the same way.
 If any pair cannot be scored - geometry that differs (size, spacing, origin or
 direction), an unreadable file, invalid label values - the whole run is
 refused: one error lists every bad pair by file name and nothing is written.
@@ -222,7 +224,8 @@ def evaluate_folders(
 
 def _read_pair(truth_path: Path, pred_path: Path):
     """(truth, prediction) label volumes on one grid: a DICOM-SEG on the grid of the other file (its frames
-    cover only the slices with a structure), two SEGs on the grid spanning both."""
+    cover only the slices with a structure), two SEGs on the grid spanning both, a truth ``.seg.nrrd`` cropped
+    to its segments on the prediction's grid."""
     from orbitseg.io.dicomseg import frames_geometry, is_dicom_seg
     from orbitseg.io.read import read_label
 
@@ -234,7 +237,14 @@ def _read_pair(truth_path: Path, pred_path: Path):
         pred = read_label(pred_path)
         return read_label(truth_path, reference=pred), pred
     truth = read_label(truth_path)
-    return truth, read_label(pred_path, reference=truth)
+    try:
+        return truth, read_label(pred_path, reference=truth)
+    except GeometryMismatchError:
+        if truth.meta.get("format") != "seg.nrrd":
+            raise
+    # a 3D Slicer segmentation saved cropped to its segments: placed on the prediction's grid instead
+    pred = read_label(pred_path)
+    return read_label(truth_path, reference=pred), pred
 
 
 def _names(cases: list[str], limit: int = 20) -> str:
