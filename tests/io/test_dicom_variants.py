@@ -29,27 +29,29 @@ def _files(folder):
 
 @pytest.fixture(scope="module")
 def phantom():
-    """Seed 0's small patient (identity grid) with a bead of 3000 HU, 6 mm across, on its right side at
-    (x, y, z) = (-40, -20, -15) mm relative to the scan's centre; (ct, truth labels, bead centre)."""
+    """Seed 0's small patient (identity grid) with a bead of 3000 HU, 9 mm across (cut by two slices or more
+    even in 7 mm blocks), on its right side at
+    (x, y, z) = (-40, -20, -20) mm relative to the scan's centre; (ct, truth labels, bead centre)."""
     ct, truth = patient("identity")
     g = ct.geometry
     centre = g.index_to_physical((np.asarray(g.size) - 1) / 2.0)
-    bead = centre + np.array([-40.0, -20.0, -15.0])
+    bead = centre + np.array([-40.0, -20.0, -20.0])
     kk, jj, ii = np.indices(ct.shape)
     pts = g.index_to_physical(np.stack([ii, jj, kk], -1).reshape(-1, 3)).reshape(*ct.shape, 3)
     arr = np.array(ct.array)
-    arr[np.linalg.norm(pts - bead, axis=-1) <= 3.0] = BEAD_HU
+    arr[np.linalg.norm(pts - bead, axis=-1) <= 4.5] = BEAD_HU
     return Volume(arr, g), truth, bead
 
 
 @pytest.fixture(scope="module")
 def variants(phantom, tmp_path_factory):
-    """name -> series folder: the phantom tilted 18.5 degrees (2 mm table steps), in two blocks (slices 1-8
-    at 4 mm, 9-12 at 7 mm: the issue's layout at the small patient's scale) untilted and tilted."""
+    """name -> series folder: the phantom tilted 18.5 degrees (2 mm table steps), in two blocks (slices 1-5
+    at 4 mm, 6-12 at 7 mm: the issue's layout at the small patient's scale, more thick slices than thin so
+    that the median spacing is not the finest) untilted and tilted."""
     ct, _, _ = phantom
     root = tmp_path_factory.mktemp("variants")
-    layouts = {"tilted": (18.5, ((25, 2.0),)), "blocks": (0.0, ((7, 4.0), (5, 7.0))),
-               "tilted_blocks": (18.5, ((7, 4.0), (5, 7.0)))}
+    layouts = {"tilted": (18.5, ((25, 2.0),)), "blocks": (0.0, ((5, 4.0), (7, 7.0))),
+               "tilted_blocks": (18.5, ((5, 4.0), (7, 7.0)))}
     out = {}
     for name, (tilt, steps) in layouts.items():
         vol, pos = tilted_slices(ct, tilt_deg=tilt, table_steps=steps)
@@ -104,7 +106,7 @@ def test_tilted_series_is_read_in_true_physical_positions(variants, phantom):
     assert len(scan.meta["source_geometry"]["positions"]) == 25 and len(scan.meta["files"]) == 25
     assert scan.array.dtype == np.int16  # rounded HU
     assert (scan.array[0, -5:] == -1000).all()  # air where no slice reaches (the first slice's far rows)
-    _check_anatomy(scan, phantom, max_mean_diff=40, min_bone_dice=0.95)
+    _check_anatomy(scan, phantom, max_mean_diff=40, min_bone_dice=0.95)  # measured 31 HU, 0.974
 
 
 @pytest.mark.parametrize("name", ["blocks", "tilted_blocks"])
@@ -117,8 +119,10 @@ def test_slice_blocks_are_joined_at_the_finest_spacing(variants, phantom, name):
     cos = np.cos(np.radians(tilt))
     assert [b["spacing_mm"] for b in r["blocks"]] == pytest.approx([4 * cos, 7 * cos], rel=1e-3)
     assert scan.spacing[2] == pytest.approx(4 * cos, rel=1e-4)
-    assert scan.shape[0] == int(np.floor((6 * 4 + 5 * 7) / 4 + 0.01)) + 1  # the whole series' extent
-    _check_anatomy(scan, phantom, max_mean_diff=60, min_bone_dice=0.9)
+    assert scan.shape[0] == int(np.floor((4 * 4 + 7 * 7) * cos / (4 * cos) + 0.01)) + 1  # the whole series' extent
+    # 7 mm slices blur the 2 mm anatomy: measured 71 / 64 HU and bone Dice 0.87 / 0.91 (untilted / tilted); the
+    # same read one slice or 3 pixels off gives 98-142 HU and 0.67-0.74
+    _check_anatomy(scan, phantom, max_mean_diff=85, min_bone_dice=0.82)
 
 
 def test_a_regular_series_is_not_resampled(phantom, tmp_path):
