@@ -264,11 +264,8 @@ def _profile(sigma, h0, hb, ht, s_peak, s_tendon):
 # ---------------------------------------------------------------------------
 class _Scene:
     def __init__(self, params: PatientParams):
-        self.p = params
-        an, sc = params.anatomy, params.scan
-        self.an, self.sc = an, sc
-        self.hu = an.hu
-        self.orbits = [Orbit(an, an.left), Orbit(an, an.right)]
+        self._set_anatomy(params)
+        an, sc = self.an, self.sc
         self.rng = np.random.default_rng(sc.texture_seed)
         # grid
         nx, ny = sc.matrix
@@ -290,8 +287,22 @@ class _Scene:
         self.spacing_r = (dz, sc.spacing_xy, sc.spacing_xy)  # (z, y, x) of the render grid
         self.cv = Canvas(A, b, (nz * n, ny, nx), edge=sc.spacing_xy, coarse=(f_z, f_xy, f_xy),
                          background=self.hu.air)
-        self.scalp = an.skin + an.subcut_fat + 0.8
         self._tex = None
+
+    def _set_anatomy(self, params: PatientParams) -> None:
+        """The head's shapes (orbits, the ``*_sdf`` methods, muscle paths), without a grid."""
+        self.p = params
+        self.an, self.sc = params.anatomy, params.scan
+        self.hu = self.an.hu
+        self.orbits = [Orbit(self.an, self.an.left), Orbit(self.an, self.an.right)]
+        self.scalp = self.an.skin + self.an.subcut_fat + 0.8
+
+    @classmethod
+    def shapes_only(cls, params: PatientParams) -> "_Scene":
+        """A scene that knows the anatomy but allocates no grid (for the generator's truth, synth/truth.py)."""
+        scene = cls.__new__(cls)
+        scene._set_anatomy(params)
+        return scene
 
     def tex(self, sl, amp: float) -> np.ndarray:
         """The scan's smooth texture field (unit std, ~2.5 mm grain) on ``sl``, times ``amp``."""
