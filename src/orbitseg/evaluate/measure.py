@@ -82,21 +82,40 @@ def _asym_pct(left: float, right: float) -> float:
     return math.nan if mean == 0 else 100.0 * (left - right) / mean
 
 
-def orbit_measurements(labels: Volume) -> list[dict]:
+def orbit_measurements(labels: Volume, scan: Volume | None = None, *, clinical: bool = False) -> list[dict]:
     """Volumes (mL) of globe, muscles and nerve per orbit, and their asymmetry.
 
     Returns four rows, each with ``side``, ``globe_ml``, ``muscles_ml``,
     ``nerve_ml``, ``midline_x_mm`` and ``midline_from``:
 
     * ``side="right"`` and ``side="left"`` - the patient's orbits;
-    * ``side="left_minus_right_ml"`` - left - right, mL;
+    * ``side="left_minus_right_ml"`` - left - right, mL (mm for the ``_mm`` columns);
     * ``side="asymmetry_pct"`` - (left - right) / mean(left, right) x 100; NaN
       when the structure is absent on both sides.
+
+    With ``clinical``, the rows also hold the columns of
+    :func:`orbitseg.evaluate.clinical.clinical_measurements` (each rectus' thickness, each
+    muscle group's volume, proptosis; proptosis needs ``scan``, the CT on the same grid).
     """
     if labels.array.ndim != 3:
         raise ValueError(f"labels must be 3D, got shape {labels.array.shape}")
     mid, how = midline_x(labels)
-    return _measure_about(labels, mid, how)
+    rows = _measure_about(labels, mid, how)
+    if clinical:
+        from orbitseg.evaluate.clinical import clinical_measurements
+
+        _add_sides(rows, clinical_measurements(labels, scan, midline=mid))
+    return rows
+
+
+def _add_sides(rows: list[dict], per_side: dict[str, dict[str, float]]) -> None:
+    """Add per-side values to the four rows of :func:`orbit_measurements`, with their difference and asymmetry."""
+    left, right = per_side["left"], per_side["right"]
+    extra = {"right": right, "left": left,
+             "left_minus_right_ml": {k: left[k] - right[k] for k in left},
+             "asymmetry_pct": {k: _asym_pct(left[k], right[k]) for k in left}}
+    for r in rows:
+        r.update(extra[r["side"]])
 
 
 def _measure_about(labels: Volume, mid: float, how: str) -> list[dict]:
@@ -126,18 +145,29 @@ def _measure_about(labels: Volume, mid: float, how: str) -> list[dict]:
     ]
 
 
-def paired_measurements(pred: Volume, truth: Volume, case: str) -> list[dict]:
+def paired_measurements(pred: Volume, truth: Volume, case: str, scan: Volume | None = None, *,
+                        clinical: bool = False) -> list[dict]:
     """Per-orbit measurements of a prediction beside those of its ground truth.
 
     Returns the four rows of :func:`orbit_measurements` (right, left,
     left_minus_right_ml, asymmetry_pct), each with ``case``, ``side`` and, per
     measure, ``{key}_pred`` and ``{key}_true`` (e.g. ``muscles_ml_pred``).
     Both are measured about the midline found on the ground truth, so that a
-    missed globe cannot move the prediction's midline.
+    missed globe cannot move the prediction's midline.  With ``clinical``, the
+    clinical columns too (:func:`orbitseg.evaluate.clinical.clinical_measurements`;
+    proptosis needs ``scan``).
     """
     if pred.shape != truth.shape:
         raise ValueError(f"pred shape {pred.shape} differs from truth shape {truth.shape}")
     t = orbit_measurements(truth)
-    p = _measure_about(pred, t[0]["midline_x_mm"], t[0]["midline_from"])
-    return [{"case": case, "side": a["side"], **{f"{k}_pred": a[k] for k in MEASURE_KEYS.values()},
-             **{f"{k}_true": b[k] for k in MEASURE_KEYS.values()}} for a, b in zip(p, t)]
+    mid = t[0]["midline_x_mm"]
+    p = _measure_about(pred, mid, t[0]["midline_from"])
+    keys = list(MEASURE_KEYS.values())
+    if clinical:
+        from orbitseg.evaluate.clinical import CLINICAL_KEYS, clinical_measurements
+
+        _add_sides(t, clinical_measurements(truth, scan, midline=mid))
+        _add_sides(p, clinical_measurements(pred, scan, midline=mid))
+        keys += list(CLINICAL_KEYS)
+    return [{"case": case, "side": a["side"], **{f"{k}_pred": a[k] for k in keys},
+             **{f"{k}_true": b[k] for k in keys}} for a, b in zip(p, t)]
