@@ -170,6 +170,8 @@ def test_a_study_without_ct_is_refused_naming_it(pacs, study, tmp_path, monkeypa
     config.chmod(0o644)
     assert main(["pacs", pacs.url, "--study", study["mr_only_study"], "--config", str(config)]) == 2
     assert "other users may read it" in capsys.readouterr().err
+    with pytest.raises(InputError, match="is not a DICOM UID"):
+        segment_study(pacs.url, "1.2.03", credentials=Credentials(pacs.user, pacs.password))
     with pytest.raises(InputError, match="no such study"):
         segment_study(pacs.url, "1.2.3.4.5", credentials=Credentials(pacs.user, pacs.password))
 

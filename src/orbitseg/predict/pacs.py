@@ -16,6 +16,7 @@ Nothing is kept on disk: the temporary folder goes when the command ends.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,9 @@ from pathlib import Path
 from orbitseg.errors import AmbiguousSeriesError, InputError, OrbitsegError
 
 __all__ = ["PacsResult", "segment_study"]
+
+#: a DICOM UID (PS3.5 9.1): numeric components without leading zeros, at most 64 characters
+_UID = re.compile(r"(?=.{1,64}$)(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
 @dataclass
@@ -102,6 +106,9 @@ def segment_study(
     from orbitseg.predict.run import dicom_output_uids, dicom_uid_key
     from orbitseg.predict.segmenter import Segmenter
 
+    for what, uid in (("--study", study_uid), ("--series", series_uid)):
+        if uid is not None and not _UID.fullmatch(uid):
+            raise InputError(None, f"{what} {uid!r} is not a DICOM UID (digits and dots, at most 64 characters)")
     where = f"study {study_uid} on {url}"
     server = DicomWeb(url, credentials=credentials if credentials is not None else credentials_from_env(config),
                       ca_bundle=ca_bundle)
