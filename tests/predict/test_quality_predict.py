@@ -97,3 +97,34 @@ def test_real_ct_both_orbits_all_structures_plausible_and_no_undeserved_flag(req
     assert not {c for c in codes if c.endswith(("_missing", "_asymmetry", "_low", "_high")) or c == "cut_by_scan_edge"}
     # its 1 mm pixels are outside the shipped model's 0.3-0.6 mm: the one acquisition flag it deserves
     assert {c for c in codes if c.startswith("acquisition_")} == {"acquisition_pixel"}
+
+
+def test_a_runs_test_cases_carry_their_flags_into_metrics_and_the_report(tiny_run, tiny_dataset, tmp_path):
+    import shutil
+
+    from orbitseg.report.html import build_report
+    from orbitseg.train.scoring import score_test_fold
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    split = json.loads((run / "fold_0" / "run.json").read_text())["split"]
+    score_test_fold(tiny_dataset, run / "fold_0", split["test"], "cpu", False, lambda _: None)
+    with (run / "fold_0" / "metrics" / "measurements.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and all("flags" in r and "flag_codes" in r for r in rows)
+    # a one-epoch network's labels are poor: its test cases are flagged, and the report lists them
+    flagged = [r for r in rows if r["side"] in ("right", "left") and r["flags"] != "ok"]
+    assert flagged
+    html = build_report(run)
+    assert "Quality flags of the test cases" in html and flagged[0]["case"] in html.split("Quality flags")[1]
+
+
+def test_export_records_the_training_acquisition_of_its_dataset(tiny_run, tiny_dataset, tmp_path):
+    from orbitseg.train.export import export_model
+
+    out = export_model(tiny_run, tmp_path / "model", dataset=tiny_dataset, progress=False)
+    acq = json.loads((out / "model.json").read_text())["training_acquisition"]
+    assert acq["slice_mm"] == [2.0, 2.0]  # the small synthetic cohort: 2 mm slices, 0.8-1 mm pixels
+    assert 0.8 <= acq["pixel_mm"][0] <= acq["pixel_mm"][1] <= 1.0
+    assert "5 labelled scans" in acq["source"]  # 4 patients, one with a follow-up scan
+    assert {"fov_mm", "obliquity_deg", "globe_hu", "muscle_hu"} <= set(acq)

@@ -227,8 +227,24 @@ def _read_measurements(folds: list[_Fold]) -> list[dict]:
     for f in folds:
         path = f.path / METRICS_DIR / MEASUREMENTS_CSV
         if path.is_file():
-            rows += [r | {"fold": f.k} for r in _read_csv(path, text_columns=("case", "side"))]
+            rows += [r | {"fold": f.k} for r in _read_csv(path, text_columns=("case", "side", "flags", "flag_codes"))]
     return rows
+
+
+def _flags_section(rows: list[dict]) -> str:
+    """The test cases' quality flags (``flags`` column of metrics/measurements.csv), one row per flagged orbit."""
+    if not any("flags" in r for r in rows):
+        return '<p class="na">No quality flags recorded (runs scored before orbitseg had them).</p>'
+    flagged = [r for r in rows if r.get("side") in ("right", "left") and r.get("flags") not in (None, "", "ok")]
+    n_cases = len({r.get("case") for r in rows})
+    if not flagged:
+        return f'<p class="note">No quality flag on any of the {n_cases} test cases.</p>'
+    body = "".join(f"<tr><td class='l'>{_e(r.get('case'))}</td><td>{_e(r.get('fold'))}</td><td>{_e(r['side'])}</td>"
+                   f"<td class='l'>{_e(r['flags'])}</td></tr>" for r in flagged)
+    return (f'<p class="note">{len({r.get("case") for r in flagged})} of {n_cases} test cases flagged '
+            '(docs/quality.md: what each flag means and what to do).</p><div class="scroll"><table>'
+            "<tr><th class='l'>Case</th><th>fold</th><th>side</th><th class='l'>flags</th></tr>"
+            f"{body}</table></div>")
 
 
 def _paired(rows: list[dict], a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
@@ -586,7 +602,10 @@ def build_report(run_dir: str | Path, *, dataset: str | Path | None = None) -> s
                  else '<p class="na">No per-case metrics to plot.</p>')
 
     parts.append("<h2>Clinical measurements: volume per orbit</h2>")
-    parts.append(_measurement_section(_read_measurements(folds)))
+    measured = _read_measurements(folds)
+    parts.append(_measurement_section(measured))
+    parts.append("<h3>Quality flags of the test cases</h3>")
+    parts.append(_flags_section(measured))
 
     parts.append("<h2>Training curves</h2>")
     curve_problems: list[str] = []

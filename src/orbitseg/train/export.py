@@ -29,6 +29,7 @@ import numpy as np
 
 from orbitseg.constants import CHECKPOINT_BEST, DATASET_JSON, FILE_ENDING, MODEL_JSON, SHORT_NAMES, STRUCTURES
 from orbitseg.errors import InputError
+from orbitseg.evaluate.quality import TRAINING_ACQUISITION_KEY
 from orbitseg.io.atomic import atomic_dir
 from orbitseg.preprocess.pipeline import PreprocessConfig
 from orbitseg.io.read import file_sha256
@@ -206,6 +207,21 @@ def _means(summary: list[dict]) -> dict[str, float]:
             if r.get("group") == "all" and str(r.get("metric", "")).startswith("dice_")}
 
 
+def _training_acquisition(dataset: Path, ds_info: dict) -> dict | None:
+    """What the model's training scans were like (slice thickness, pixel size, field of view, obliquity, head
+    pose, HU inside the labelled eyeballs and muscles), for the quality flags of its predictions."""
+    from orbitseg.evaluate.quality import acquisition_of, acquisition_range
+    from orbitseg.io.layout import list_cases
+    from orbitseg.io.read import read_label, read_scan
+
+    acqs = []
+    for c in list_cases(dataset):
+        if c.training and c.label is not None and c.label.exists():
+            scan = read_scan(c.image)
+            acqs.append(acquisition_of(scan, read_label(c.label, reference=scan)))
+    return acquisition_range(acqs, f"the {len(acqs)} labelled scans of dataset {ds_info.get('name')}") if acqs else None
+
+
 def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = None,
                  dataset: str | Path | None = None, overwrite: bool = False, progress: bool = True) -> Path:
     """Write the model folder ``out`` from the cross-validation run ``run_dir`` (see the module
@@ -254,6 +270,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
         if rows is not None:
             (tmp / CV_PER_CASE_JSON).write_text(to_json(rows), encoding="utf-8")
             (tmp / CV_SUMMARY_JSON).write_text(to_json(summary), encoding="utf-8")
+        train_acq = None if ds_info is None else _training_acquisition(ds, ds_info)
         epochs = _trained_epochs(infos)
         dice = {} if summary is None else _means(summary)
         meta = {
@@ -272,6 +289,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
                 "name": ds_info.get("name"), "cases": ds_info.get("numTraining"),
                 "synthetic": None if "synthetic" not in ds_info else {
                     k: ds_info["synthetic"][k] for k in ("seed", "generator_version", "small") if k in ds_info["synthetic"]}},
+            TRAINING_ACQUISITION_KEY: train_acq,
             "weights": "float16 (checkpoint_best.pt of each fold: chosen on its validation patients)",
             "weights_sha256": {fold_file_name(k): file_sha256(tmp / fold_file_name(k)) for k in runs},
             "engine": None if not engine_files else {

@@ -74,6 +74,7 @@ def score_test_fold(root: Path, run: Path, cases: list[str], device, surface: bo
     from orbitseg.evaluate.folders import METRICS_DIR, evaluate_folders, format_summary_table, rows_to_csv
     from orbitseg.evaluate.measure import MEASUREMENTS_CSV, paired_measurements
     from orbitseg.evaluate.metrics import dice_per_structure
+    from orbitseg.evaluate.quality import flag_codes, flags_summary, quality_flags
     from orbitseg.io.read import read_label
     from orbitseg.io.write import write_label
 
@@ -88,7 +89,10 @@ def score_test_fold(root: Path, run: Path, cases: list[str], device, surface: bo
             for s, d in dice_per_structure(seg.network_labels.array, truth.array).items():
                 raw[s].append(d)
         write_label(seg.labels, seg_dir / f"{case}{FILE_ENDING}", reference=scan, overwrite=True)
-        measured += paired_measurements(seg.labels, truth, case)
+        flags = quality_flags(seg.labels, scan)
+        measured += [r | {"flags": flags_summary(mine), "flag_codes": flag_codes(mine)}
+                     for r in paired_measurements(seg.labels, truth, case)
+                     for mine in [[f for f in flags if r["side"] not in ("right", "left") or f["side"] in (r["side"], "both")]]]
         done.append((case, label_path))
     if not done:
         return {"cases": 0}
