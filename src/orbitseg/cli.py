@@ -20,7 +20,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     cases = make_cohort(
         args.out, patients=args.patients, seed=args.seed, small=args.small,
-        workers=args.workers, overwrite=args.overwrite, raw=args.raw,
+        workers=args.workers, overwrite=args.overwrite, raw=args.raw, variety=args.variety,
     )
     n_pat = len({p for _, p in cases})
     print(f"wrote {len(cases)} scans of {n_pat} patients to {args.out}")
@@ -112,13 +112,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_pacs(args: argparse.Namespace) -> int:
-    from orbitseg.predict.pacs import segment_study
+    from orbitseg.predict.pacs import segment_studies
 
-    result = segment_study(args.url, args.study, series_uid=args.series, model=args.model, folds=args.folds,
-                           device=args.device, precision=args.precision, engine=args.engine, mirror=args.mirror,
-                           postprocess=not args.no_postprocess, config=args.config, ca_bundle=args.ca_bundle)
-    print(result.describe())
-    return 0
+    results, problems = segment_studies(
+        args.url, None if args.new else args.study, since=args.since, series_uid=args.series, model=args.model,
+        folds=args.folds, device=args.device, precision=args.precision, engine=args.engine, mirror=args.mirror,
+        postprocess=not args.no_postprocess, config=args.config, ca_bundle=args.ca_bundle)
+    for r in results:
+        print(r.describe())
+    for p in problems:
+        print(f"orbitseg pacs: refused: {p}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -186,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patients", type=int, default=46, help="number of patients (default 46, as in the paper)")
     s.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same cohort")
     s.add_argument("--small", action="store_true", help="coarse, fast variant (for tests and quick looks)")
+    from orbitseg.synth.params import VARIETIES
+
+    s.add_argument("--variety", choices=VARIETIES, default="default",
+                   help="default: the cohort the shipped model was made from (same seed, same bytes); clinical: "
+                        "the variety of clinical head CT (pose, 0.5-5 mm slices, kernels, dose, contrast, metal, "
+                        "children, thyroid eye disease, lens implants, silicone oil, floor fractures)")
     s.add_argument("--raw", action="store_true",
                    help="write a scanner-like export in mixed formats (DICOM, NRRD, MHA, NIfTI) for `orbitseg import`")
     s.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
@@ -291,8 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("pacs", help="segment a study's head CT fetched from a PACS over DICOMweb and store the "
                                     "DICOM-SEG back (credentials: ORBITSEG_DICOMWEB_USER / _PASSWORD or _TOKEN)")
     s.add_argument("url", help="the DICOMweb root, e.g. https://pacs.example.org/dicom-web (no credentials in it)")
-    s.add_argument("--study", required=True, help="StudyInstanceUID")
-    s.add_argument("--series", default=None, help="SeriesInstanceUID of the CT when the study holds several")
+    which = s.add_mutually_exclusive_group(required=True)
+    which.add_argument("--study", nargs="+", help="StudyInstanceUID(s)")
+    which.add_argument("--new", action="store_true",
+                       help="every study with a CT (from --since) whose DICOM-SEG by this model is not stored yet")
+    s.add_argument("--since", default=None, help="with --new: studies dated YYYYMMDD or later")
+    s.add_argument("--series", default=None, help="SeriesInstanceUID of the CT when the (one) study holds several")
     s.add_argument("--model", type=Path, default=None, help="as for predict (default: the shipped model)")
     s.add_argument("--folds", default="all", help="as for predict")
     s.add_argument("--device", default="cpu", help="cpu or cuda")

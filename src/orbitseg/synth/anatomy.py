@@ -35,6 +35,9 @@ from orbitseg.synth.canvas import F32, Canvas
 from orbitseg.synth.params import MUSCLES, Anatomy, PatientParams, SideParams, head_rotation_matrix
 
 _BIG = F32(1e4)
+#: clinical variant: an intraocular lens (acrylic / PMMA disc), dental fillings (before clipping at 3071)
+_IOL_HU = 350.0
+_METAL_HU = 8000.0
 
 
 def _unit(v) -> np.ndarray:
@@ -353,6 +356,10 @@ class _Scene:
         cen = _smax(3.0 - z, 28.0 - y)  # above the sella
         pcf = _smax(64.0 - y, -70.0 - z)  # posterior fossa (pons behind the clivus)
         allowed = _smin(acf, mcf, cen, pcf)
+        if self.cl is not None:  # clinical variant: an irregular skull base and inner table
+            w = self._warp(x, y, z)
+            allowed = allowed + w
+            d = d + F32(0.5) * w
         d = np.maximum(d, allowed)
         for o in self.orbits:
             d = np.maximum(d, F32(o.sp.wall_roof) - o.sdf(x, y, z))
@@ -465,14 +472,14 @@ class _Scene:
         r = self.paint_fn(self.brain_sdf, (-W, -40, -75), (W, 160, 125), hu.csf)
         if r is not None:
             sl, d = r
-            d += F32(1.5)
+            d += F32(1.5 if self.cl is None else self.cl.csf_rim)
             cv.paint(sl, d, hu.brain + self.tex(sl, 2.5))
         # pituitary in the sella and the cavernous sinuses beside it (soft tissue)
         for c, ax in (((0.0, 57.0, 0.0), (6.0, 5.0, 4.0)), ((13.0, 50.0, 0.0), (4.5, 9.0, 6.0)),
                       ((-13.0, 50.0, 0.0), (4.5, 9.0, 6.0))):
             c = np.asarray(c)
             e = lambda x, y, z, c=c, ax=ax: _ellipsoid(x - F32(c[0]), y - F32(c[1]), z - F32(c[2]), *ax)  # noqa: E731
-            self.paint_fn(e, c - np.asarray(ax), c + np.asarray(ax), hu.soft, coarse=False)
+            self.paint_fn(e, c - np.asarray(ax), c + np.asarray(ax), hu.soft + self._enhance("vessel"), coarse=False)
         # sinuses: mucosa lining, then air
         muc = an.sinus_mucosa
         self._sinus(self.frontal_sdf, (-22, an.face_depth - 2, 14), (22, an.face_depth + 20, 42), muc[0])
@@ -483,6 +490,8 @@ class _Scene:
         for s in (1, -1):
             self._sinus(lambda x, y, z, s=s: self.maxillary_sdf(x, y, z, s),
                         (s * 27 - 15, -8, -55), (s * 27 + 15, 28, -5), muc[2])
+        if self.cl is not None:
+            self._clinical_extras()
         # orbits
         lab = None
         for o in self.orbits:
@@ -503,7 +512,7 @@ class _Scene:
 
     def _sinus(self, fn, lo, hi, mucosa, septum=None, ethmoid=False):
         cv, hu = self.cv, self.hu
-        r = self.paint_fn(fn, lo, hi, hu.mucosa)
+        r = self.paint_fn(fn, lo, hi, hu.mucosa + self._enhance("mucosa"))
         if r is None:
             return
         sl, d = r
@@ -514,7 +523,9 @@ class _Scene:
             x, y, z = cv.coords(sl)
             ds = np.maximum(np.abs(x - F32(xs)) - F32(t / 2), d)
             cv.paint(sl, ds, hu.cortical * 0.9)
-        if ethmoid:
+        if ethmoid and self.cl is not None:
+            self._honeycomb(sl, d)
+        elif ethmoid:
             # air cells: Voronoi cells separated by thin bony septa
             # seeded by the anatomy only, so a follow-up scan shows the same cells
             rng = np.random.default_rng([self.an.ethmoid_cells, int(abs(self.an.septum_shift) * 1e6)])
@@ -553,7 +564,7 @@ class _Scene:
                 p1 = np.array([s * (w(zt) - 0.6 * r), 40.0, zt - 3.0])
                 cap = lambda x, y, z, p0=p0, p1=p1, r=r: _capsule(x, y, z, p0, p1, r)  # noqa: E731
                 dt = np.maximum(cv.sdf(cap, sl, coarse=True), d_nasal)
-                cv.paint(sl, dt, hu.mucosa + 15.0)
+                cv.paint(sl, dt, hu.mucosa + 15.0 + self._enhance("mucosa"))
 
     def _orbit_contents(self, o: Orbit):
         cv, hu, an = self.cv, self.hu, self.an
@@ -607,7 +618,7 @@ class _Scene:
         sl = cv.bbox(c - 12 * k, c + 12 * k)
         if sl is not None:
             u, v, w = cv.coords(sl, frame=(c, rot))
-            cv.paint(sl, _ellipsoid(u, v, w, 2.8 * k, 9.0 * k, 6.0 * k), soft + 2.0)
+            cv.paint(sl, _ellipsoid(u, v, w, 2.8 * k, 9.0 * k, 6.0 * k), soft + 2.0 + self._enhance("muscle"))
         # superior ophthalmic vein: trochlea region -> under SR -> superior orbital fissure
         v0 = o.point(0.93, 125.0, 5.0)
         v1 = o.point(0.6, 95.0, 6.5)
@@ -615,7 +626,7 @@ class _Scene:
         v3 = f0
         pts = _catmull_rom([v0, v1, v2, v3], 5)
         r = o.sp.sov_radius
-        self.paint_tube(pts, [r] * len(pts), [r] * len(pts), [o.e_up] * len(pts), soft + 5.0)
+        self.paint_tube(pts, [r] * len(pts), [r] * len(pts), [o.e_up] * len(pts), soft + 5.0 + self._enhance("vessel"))
 
     def _muscle_path(self, o: Orbit, name: str):
         """Centre line, half-thickness, half-width and radial direction of one muscle."""
@@ -695,7 +706,7 @@ class _Scene:
     def _labelled(self, o: Orbit):
         cv, hu = self.cv, self.hu
         sp = o.sp
-        m_hu = hu.soft + hu.muscle_offset
+        m_hu = hu.soft + hu.muscle_offset + self._enhance("muscle")
         for name in MUSCLES:
             tex = self.rng.normal(0.0, 1.5)
             for pts, ht, hw, radial in self._muscle_path(o, name):
@@ -727,9 +738,180 @@ class _Scene:
         d_globe = np.minimum(d_sc, d_co)
         cv.paint(sl, d_globe, hu.sclera, label=EYEBALL)
         d_in = np.minimum(d_sc + F32(1.0), d_co + F32(0.6))
-        cv.paint(sl, d_in, hu.vitreous, label=EYEBALL)
+        side = 0 if o.s > 0 else 1
+        oil = self.cl is not None and self.cl.silicone[side]
+        cv.paint(sl, d_in, self.cl.silicone_hu if oil else hu.vitreous, label=EYEBALL)
         wl = R * ar + 1.0 - 3.3 - 2.0
-        cv.paint(sl, _ellipsoid(u, v, w - F32(wl), 4.6, 4.6, 2.0), hu.lens, label=EYEBALL)
+        if self.cl is not None and self.cl.iol[side]:
+            # pseudophakia: the capsular bag holds aqueous and a thin dense acrylic disc (still the eyeball)
+            cv.paint(sl, _ellipsoid(u, v, w - F32(wl), 4.6, 4.6, 2.0), hu.vitreous, label=EYEBALL)
+            cv.paint(sl, _ellipsoid(u, v, w - F32(wl), 3.0, 3.0, 0.5), _IOL_HU, label=EYEBALL)
+        else:
+            cv.paint(sl, _ellipsoid(u, v, w - F32(wl), 4.6, 4.6, 2.0), hu.lens, label=EYEBALL)
+
+    # ---- the clinical variant (issue 20; PatientParams.clinical) ---------------------------
+    @property
+    def cl(self):
+        """The clinical variant's parameters, or None for the default cohort."""
+        return getattr(self.p, "clinical", None)
+
+    def _enhance(self, what: str) -> float:
+        """HU that contrast adds to ``what`` ("muscle", "vessel", "mucosa"); 0 without contrast."""
+        return 0.0 if self.cl is None else float(getattr(self.cl, f"enhance_{what}"))
+
+    def _warp(self, x, y, z):
+        """Low-frequency irregularity (mm, amplitude ``warp_amplitude``) for the skull base surfaces."""
+        if getattr(self, "_warp_waves", None) is None:
+            rng = np.random.default_rng(self.cl.warp_seed)
+            k = rng.standard_normal((7, 3))
+            k /= np.linalg.norm(k, axis=1, keepdims=True)
+            k *= (2 * np.pi / rng.uniform(12.0, 35.0, 7))[:, None]
+            amp = rng.uniform(0.5, 1.0, 7)
+            amp *= self.cl.warp_amplitude / amp.sum() * 1.6
+            self._warp_waves = (k.astype(F32), rng.uniform(0, 2 * np.pi, 7).astype(F32), amp.astype(F32))
+        k, ph, amp = self._warp_waves
+        out = np.zeros(np.broadcast(x, y, z).shape, dtype=F32)
+        for i in range(len(amp)):
+            out += amp[i] * np.sin(x * k[i, 0] + y * k[i, 1] + z * k[i, 2] + ph[i])
+        return out
+
+    def _honeycomb(self, sl, d):
+        """Ethmoid air cells as a honeycomb: many small Voronoi cells of uneven size, septa of uneven
+        thickness, some cells partly filled with mucosa."""
+        cv, hu = self.cv, self.hu
+        rng = np.random.default_rng(self.cl.ethmoid_seed)
+        n = int(rng.integers(30, 55))
+        seeds = np.column_stack([
+            rng.choice([-1, 1], n) * rng.uniform(4.5, 17.0, n),
+            rng.uniform(-8.0, 33.0, n),
+            rng.uniform(-13.0, 9.0, n),
+        ]).astype(F32)
+        thick = rng.uniform(0.12, 0.35, n).astype(F32)
+        x, y, z = cv.coords(sl)
+        d1 = np.full(x.shape, _BIG, F32)
+        d2 = np.full(x.shape, _BIG, F32)
+        owner = np.zeros(x.shape, np.int16)
+        for i, sd in enumerate(seeds):
+            dd = np.sqrt((x - sd[0]) ** 2 + (y - sd[1]) ** 2 + ((z - sd[2]) * F32(0.8)) ** 2)
+            np.minimum(d2, np.maximum(d1, dd), out=d2)
+            closer = dd < d1
+            owner[closer] = i
+            np.minimum(d1, dd, out=d1)
+        wall = (d2 - d1) * F32(0.5) - thick[owner]
+        cv.paint(sl, np.maximum(wall, d - F32(0.3)), hu.cortical * 0.85)
+        filled = rng.random(n) < 0.12  # a few cells with thickened mucosa
+        if filled.any():
+            cv.paint(sl, np.maximum(np.where(filled[owner], F32(-1.0), F32(1.0)) * 2.0, np.maximum(d, -wall - 1.2)),
+                     hu.mucosa + self._enhance("mucosa"))
+
+    def _clinical_extras(self):
+        """Dental arch with fillings, and an orbital floor fracture with herniated fat."""
+        cv, hu, an, cl = self.cv, self.hu, self.an, self.cl
+        k = an.head_scale
+        xs = np.linspace(-27.0, 27.0, 12) * k
+        arch = np.column_stack([xs, an.face_depth + 12.0 + 0.035 * xs * xs, np.full_like(xs, -55.0)])
+        self.paint_tube(arch, [6.0] * len(xs), [5.0] * len(xs), [np.array([0.0, 0.0, 1.0])] * len(xs),
+                        hu.cortical * 0.7)
+        for p in arch[1:-1]:  # teeth (enamel and dentine)
+            cap = lambda x, y, z, p=p: _capsule(x, y, z, p - [0, 0, 6.0], p + [0, 0, 4.0], 2.6)  # noqa: E731
+            self.paint_fn(cap, p - 9, p + 9, 1800.0, coarse=False)
+        for (x0, y0, z0, r) in cl.metal:
+            c = np.array([x0, y0, z0])
+            e = lambda x, y, z, c=c, r=r: _ellipsoid(x - F32(c[0]), y - F32(c[1]), z - F32(c[2]),  # noqa: E731
+                                                     r, r, 0.7 * r)
+            self.paint_fn(e, c - r - 1, c + r + 1, _METAL_HU, coarse=False)
+        if cl.fracture:
+            o = self.orbits[0 if cl.fracture > 0 else 1]
+            sz = cl.fracture_size
+            p = o.point(cl.fracture_t, 250.0, 0.0)
+            c = p - 1.5 * o.e_up
+            R = np.stack([o.e_lat, o.e_up, o.e_ax])
+            sl = cv.bbox(c - 2 * sz, c + 2 * sz)
+            if sl is not None:
+                u, v, w = cv.coords(sl, frame=(c, R))
+                dblob = _ellipsoid(u, v + F32(0.3 * sz) * (u / F32(sz)) ** 2, w, sz, 0.8 * sz, 1.3 * sz)
+                x, y, z = cv.coords(sl)
+                dblob = np.maximum(dblob, self.bone_sdf(x, y, z) + F32(1.0))
+                cv.paint(sl, dblob, hu.fat + self.tex(sl, 7.0))
+
+    def _metal_streaks(self, img: np.ndarray) -> None:
+        """Radial streaks from metal (values above 3000 HU) in each slice, in place: lines through each
+        metal piece at random angles with random signed amplitude (the filtered back-projection of
+        inconsistent views), and a dark band along the line joining two pieces (beam hardening)."""
+        cl, sp = self.cl, self.sc.spacing_xy
+        if not cl.metal:
+            return
+        rng = np.random.default_rng(self.sc.noise_seed + 1)
+        nz, ny, nx = img.shape
+        jj = np.arange(ny, dtype=F32)[:, None]
+        ii = np.arange(nx, dtype=F32)[None, :]
+        for kz in range(nz):
+            mask = img[kz] > 3000.0
+            if not mask.any():
+                continue
+            lab, nlab = ndimage.label(mask)
+            idx = np.arange(1, nlab + 1)
+            cents = ndimage.center_of_mass(mask, lab, idx)
+            areas = ndimage.sum(mask, lab, idx) * sp * sp  # mm2
+            streak = np.zeros((ny, nx), F32)
+            for (cj, ci), area in zip(cents, areas):
+                amp = 0.5 * cl.metal_streak * min(1.5, area / 10.0)
+                r = np.sqrt((jj - cj) ** 2 + (ii - ci) ** 2) * F32(sp)
+                fall = F32(1.0) / (F32(1.0) + r / F32(15.0))
+                for th in rng.uniform(0, np.pi, 60):
+                    dist = np.abs(-(ii - ci) * F32(np.sin(th)) + (jj - cj) * F32(np.cos(th))) * F32(sp)
+                    streak += F32(amp * rng.normal()) * np.exp(-(dist / F32(0.9)) ** 2) * fall
+            for a in range(len(cents)):
+                for b in range(a + 1, len(cents)):
+                    (ja, ia), (jb, ib) = cents[a], cents[b]
+                    L = math.hypot(ja - jb, ia - ib)
+                    if L < 1e-3:
+                        continue
+                    dist = np.abs((ii - ia) * F32((ja - jb) / L) - (jj - ja) * F32((ia - ib) / L)) * F32(sp)
+                    amp = 0.8 * cl.metal_streak * min(1.0, (areas[a] + areas[b]) / 20.0)
+                    ra = np.sqrt((jj - ja) ** 2 + (ii - ia) ** 2) + np.sqrt((jj - jb) ** 2 + (ii - ib) ** 2)
+                    fall = F32(1.0) / (F32(1.0) + (ra * F32(sp) - F32(L * sp)) / F32(30.0))
+                    streak -= F32(amp) * np.exp(-(dist / F32(2.0)) ** 2) * fall
+            img[kz] += streak
+
+    def _reconstruct_clinical(self, img: np.ndarray, labels: np.ndarray):
+        """Metal streaks, then the kernel: the image through the kernel's MTF (Gaussian, with an
+        unsharp-mask overshoot for sharp kernels) plus white noise filtered to the kernel's noise power
+        spectrum (ramp x MTF^2), scaled to ``noise_sigma`` HU; ``(nz, ny, nx)`` int16 and the labels."""
+        from scipy import fft as sfft
+
+        cl, sc = self.cl, self.sc
+        nz, ny, nx = img.shape
+        self._metal_streaks(img)
+        sp = sc.spacing_xy
+        s2 = 2.0 * np.pi ** 2
+        su = 2.2 * cl.mtf_sigma + 0.35
+
+        def filters(fy, fx):
+            f2 = fy * fy + fx * fx
+            H = np.exp(-s2 * cl.mtf_sigma ** 2 * f2) * (1.0 + cl.overshoot * (1.0 - np.exp(-s2 * su * su * f2)))
+            return H, np.sqrt(np.sqrt(f2)) * H
+
+        H, N = filters(np.fft.fftfreq(ny, sp)[:, None], np.fft.rfftfreq(nx, sp)[None, :])
+        _, Nfull = filters(np.fft.fftfreq(ny, sp)[:, None], np.fft.fftfreq(nx, sp)[None, :])
+        N = N * (sc.noise_sigma / math.sqrt(float(np.mean(Nfull ** 2))))
+        H, N = H.astype(np.complex64), N.astype(np.complex64)
+        nrng = np.random.default_rng(sc.noise_seed)
+        out = np.empty((nz, ny, nx), np.int16)
+        for k0 in range(0, nz, 16):
+            chunk = img[k0:k0 + 16]
+            F = sfft.rfft2(chunk, workers=1)
+            F *= H
+            F += sfft.rfft2(nrng.standard_normal(chunk.shape, dtype=F32), workers=1) * N
+            r = sfft.irfft2(F, s=(ny, nx), workers=1)
+            np.clip(r, -1024.0, 3071.0, out=r)
+            out[k0:k0 + 16] = np.rint(r)
+        if sc.fov_pad != 0.0:
+            jj, ii = np.ogrid[:ny, :nx]
+            outside = (ii - (nx - 1) / 2.0) ** 2 + (jj - (ny - 1) / 2.0) ** 2 > (min(nx, ny) / 2.0) ** 2
+            out[:, outside] = np.int16(sc.fov_pad)
+            labels[:, outside] = 0
+        return out, labels
 
     # ---- scanner -------------------------------------------------------------------
     def _image_formation(self):
@@ -748,6 +930,8 @@ class _Scene:
             best = W.argmax(axis=0)
             lab = np.where(W.max(axis=0) > 0.5, best + 1, 0).astype(np.uint8)
             labels[zs.start // n: zs.start // n + nzl, ys, xs] = lab
+        if self.cl is not None:
+            return self._reconstruct_clinical(img, labels)
         # noise, then the point-spread function (in plane; the slice profile is the sub-slice
         # average above): the reconstruction kernel both blurs the anatomy and correlates the noise
         sig = sc.psf_fwhm / 2.3548 / sc.spacing_xy

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from orbitseg.errors import ExistsError
-from orbitseg.synth.params import GENERATOR_VERSION, PatientParams, sample_followup, sample_patient
+from orbitseg.synth.params import (CLINICAL_VERSION, GENERATOR_VERSION, VARIETIES, PatientParams, sample_followup,
+                                   sample_patient)
 
 _CASE_RE = re.compile(r"^(?:\.)?orbit_\d{3,}")
 #: raw-export formats: image ending, label ending
@@ -28,15 +29,17 @@ RAW_FORMATS = {"nifti": (".nii.gz", ".nii.gz"), "nrrd": (".nrrd", ".nrrd"), "mha
                "dicom": ("", ".nrrd")}
 
 
-def plan_cohort(patients: int = 46, *, seed: int = 0, small: bool = False,
-                followup_fraction: float = 0.15) -> list[tuple[str, str, PatientParams, str]]:
+def plan_cohort(patients: int = 46, *, seed: int = 0, small: bool = False, followup_fraction: float = 0.15,
+                variety: str = "default") -> list[tuple[str, str, PatientParams, str]]:
     """(case_id, patient_id, params, raw format) of every scan, in order; cheap (no rendering)."""
+    if variety not in VARIETIES:
+        raise ValueError(f"unknown cohort variety {variety!r}; choose one of {', '.join(VARIETIES)}")
     plan = []
     children = np.random.SeedSequence(seed).spawn(patients)
     case = 0
     for p, child in enumerate(children):
         rng = np.random.default_rng(child)
-        params = sample_patient(rng, small=small)
+        params = sample_patient(rng, small=small, variety=variety)
         scans = [params]
         if rng.random() < followup_fraction:
             scans.append(sample_followup(params, rng))
@@ -58,7 +61,18 @@ def _summary(params: PatientParams) -> dict:
         "globe_radius": [round(a.left.globe_radius, 2), round(a.right.globe_radius, 2)],
         "proptosis": [round(a.left.proptosis, 2), round(a.right.proptosis, 2)],
         "ted": [round(a.left.ted, 2), round(a.right.ted, 2)],
+        **_clinical_summary(params),
     }
+
+
+def _clinical_summary(params: PatientParams) -> dict:
+    """What the clinical variant drew for a scan (nothing for the default cohort)."""
+    c = params.clinical
+    if c is None:
+        return {}
+    return {"kernel": c.kernel, "contrast": c.contrast, "age_group": c.age_group, "iol": list(c.iol),
+            "silicone_oil": list(c.silicone), "floor_fracture": c.fracture, "fillings": len(c.metal),
+            "fov_cut": c.fov_cut, "gantry_tilt_deg": round(c.gantry_tilt, 1)}
 
 
 def _write_dicom(ct, labels, folder: Path, case_id: str, patient_id: str, overwrite: bool):
@@ -126,7 +140,7 @@ def _clear_previous(out: Path, raw: bool) -> None:
 
 def make_cohort(out, *, patients: int = 46, seed: int = 0, small: bool = False, workers: int | None = None,
                 overwrite: bool = False, raw: bool = False, followup_fraction: float = 0.15,
-                name: str = "OrbitSynth") -> list[tuple[str, str]]:
+                name: str = "OrbitSynth", variety: str = "default") -> list[tuple[str, str]]:
     """Generate and write a synthetic cohort; returns ``[(case_id, patient_id), ...]``.
 
     Parameters
@@ -140,6 +154,9 @@ def make_cohort(out, *, patients: int = 46, seed: int = 0, small: bool = False, 
     raw : write a mixed-format scanner export (``images/``, ``labels/``, ``patients.csv``)
         instead of the nnU-Net layout (``imagesTr/``, ``labelsTr/``, ``dataset.json``)
     followup_fraction : probability that a patient has a second scan
+    variety : "default" (the cohort the shipped model was made from; byte-identical per seed as before the
+        clinical variant existed) or "clinical" (:func:`orbitseg.synth.params.sample_clinical_patient`: pose,
+        slices, kernels, dose, contrast, metal, age, disease, implants, fractures)
 
     Raises
     ------
@@ -156,7 +173,7 @@ def make_cohort(out, *, patients: int = 46, seed: int = 0, small: bool = False, 
     if overwrite:
         _clear_previous(out, raw)
     out.mkdir(parents=True, exist_ok=True)
-    plan = plan_cohort(patients, seed=seed, small=small, followup_fraction=followup_fraction)
+    plan = plan_cohort(patients, seed=seed, small=small, followup_fraction=followup_fraction, variety=variety)
     tasks = [(c, p, prm, fmt, str(out), raw, overwrite) for c, p, prm, fmt in plan]
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     if workers == 1 or len(tasks) == 1:
@@ -183,7 +200,8 @@ def make_cohort(out, *, patients: int = 46, seed: int = 0, small: bool = False, 
             description="Synthetic orbital CT (orbitseg.synth): eyeball, extraocular muscles, optic nerve",
             extra={"synthetic": {
                 "seed": seed,
-                "generator_version": GENERATOR_VERSION,
+                "generator_version": GENERATOR_VERSION if variety == "default" else CLINICAL_VERSION,
+                **({} if variety == "default" else {"variety": variety}),
                 "small": small,
                 "followup_fraction": followup_fraction,
                 "cases": {c: {"patient": p, **_summary(prm)} for c, p, prm, _ in plan},

@@ -16,6 +16,11 @@ import numpy as np
 
 #: bump when the same seed would give different images
 GENERATOR_VERSION = "1.0"
+#: the cohort variants: "default" (the cohort the shipped model was made from, byte-identical per seed)
+#: and "clinical" (the variety of clinical head / orbit CT, issue 20; see :class:`Clinical`)
+VARIETIES = ("default", "clinical")
+#: version of the clinical variant (bump when the same seed would give different images)
+CLINICAL_VERSION = "1.0-clinical1"
 
 #: extraocular muscles, in the order of ``SideParams.muscle_belly``
 MUSCLES = ("MR", "LR", "SR", "IR", "SO", "IO", "LPS")
@@ -109,6 +114,39 @@ class Acquisition:
 
 
 @dataclass(frozen=True)
+class Clinical:
+    """What the clinical variant adds to a scan (issue 20); ``PatientParams.clinical`` is None by default.
+
+    Patient traits (kept by a follow-up scan): ``age_group``, ``csf_rim``, ``iol``, ``silicone``,
+    ``silicone_hu``, ``fracture*``, ``metal``, ``warp_*``, ``ethmoid_seed``.  Scan traits (drawn again):
+    the kernel, contrast, metal streak strength, the cut field of view and the gantry tilt.
+    """
+
+    kernel: str  # "soft", "standard", "sharp", "bone"
+    mtf_sigma: float  # mm, Gaussian part of the kernel's modulation transfer function
+    overshoot: float  # edge enhancement of sharp kernels (unsharp-mask gain, 0 = none)
+    contrast: bool  # iodinated contrast given
+    enhance_muscle: float  # HU added to extraocular muscles and the lacrimal gland (0 without contrast)
+    enhance_vessel: float  # HU added to the superior ophthalmic vein and the cavernous sinuses
+    enhance_mucosa: float  # HU added to the sinus mucosa and turbinates
+    metal: tuple[tuple[float, float, float, float], ...]  # dental fillings (x, y, z, radius) in the head frame
+    metal_streak: float  # streak strength (HU) of the fillings
+    fov_cut: int  # +1 / -1: the field of view ends close to the left / right orbit; 0: not
+    age_group: str  # "child", "adult", "elderly"
+    csf_rim: float  # mm of CSF around the brain (wider with atrophy)
+    iol: tuple[bool, bool]  # intraocular lens (left, right): a dense disc in place of the lens
+    silicone: tuple[bool, bool]  # silicone-oil-filled vitreous (left, right)
+    silicone_hu: float
+    fracture: int  # +1 / -1: orbital floor fracture on the left / right; 0: none
+    fracture_t: float  # depth fraction along the orbit (apex 0 -> rim 1) of the floor gap
+    fracture_size: float  # mm, half-length of the gap
+    warp_amplitude: float  # mm, low-frequency irregularity of the skull base and cranial fossae
+    warp_seed: int
+    ethmoid_seed: int  # the honeycomb of ethmoid air cells
+    gantry_tilt: float  # degrees, used when the scan is written as a DICOM series
+
+
+@dataclass(frozen=True)
 class PatientParams:
     """Everything that decides one synthetic scan."""
 
@@ -116,6 +154,7 @@ class PatientParams:
     small: bool
     anatomy: Anatomy
     scan: Acquisition
+    clinical: Clinical | None = None  # the clinical variant's additions; None = the default cohort
 
 
 # ---------------------------------------------------------------------------
@@ -287,8 +326,16 @@ def sample_acquisition(rng: np.random.Generator, *, small: bool = False) -> Acqu
     )
 
 
-def sample_patient(rng: np.random.Generator, *, small: bool = False) -> PatientParams:
-    """Draw a patient (anatomy) and the acquisition of its first scan."""
+def sample_patient(rng: np.random.Generator, *, small: bool = False, variety: str = "default") -> PatientParams:
+    """Draw a patient (anatomy) and the acquisition of its first scan.
+
+    ``variety="clinical"`` draws from the clinical variant (:func:`sample_clinical_patient`); the
+    default draws exactly as before it existed.
+    """
+    if variety != "default":
+        if variety not in VARIETIES:
+            raise ValueError(f"unknown cohort variety {variety!r}; choose one of {', '.join(VARIETIES)}")
+        return sample_clinical_patient(rng, small=small)
     anatomy = sample_anatomy(rng)
     scan = sample_acquisition(rng, small=small)
     return PatientParams(version=GENERATOR_VERSION, small=bool(small), anatomy=anatomy, scan=scan)
@@ -296,4 +343,166 @@ def sample_patient(rng: np.random.Generator, *, small: bool = False) -> PatientP
 
 def sample_followup(params: PatientParams, rng: np.random.Generator) -> PatientParams:
     """A second scan of the same anatomy: new acquisition, new pose."""
+    if params.clinical is not None:
+        return _clinical_followup(params, rng)
     return replace(params, scan=sample_acquisition(rng, small=params.small))
+
+
+# ---------------------------------------------------------------------------
+# The clinical variant (issue 20): the variety of clinical head and orbit CT
+# ---------------------------------------------------------------------------
+#: reconstruction kernels: probability, MTF sigma range (mm), edge overshoot range, noise factor
+KERNELS = {
+    "soft": (0.35, (0.45, 0.65), (0.0, 0.0), 0.8),
+    "standard": (0.35, (0.32, 0.45), (0.0, 0.1), 1.0),
+    "sharp": (0.15, (0.22, 0.32), (0.15, 0.35), 1.3),
+    "bone": (0.15, (0.14, 0.22), (0.35, 0.7), 1.7),
+}
+#: slice thicknesses (mm) of the clinical variant and their probabilities
+CLINICAL_THICKNESS = ((0.5, 0.625, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0),
+                      (0.08, 0.1, 0.06, 0.16, 0.06, 0.06, 0.1, 0.08, 0.12, 0.08, 0.1))
+
+
+def _scale_side(sp: SideParams, k: float) -> SideParams:
+    """One orbit made ``k`` times as large (a child's), muscles and nerve included."""
+    return replace(
+        sp, globe_radius=sp.globe_radius * (0.45 + 0.55 * k),  # the globe is nearly grown by school age
+        apex=tuple(v * k for v in sp.apex), rim_halfwidth=sp.rim_halfwidth * k,
+        rim_halfheight=sp.rim_halfheight * k, orbit_length=sp.orbit_length * k,
+        wall_lateral=sp.wall_lateral * k, muscle_belly=tuple(v * k for v in sp.muscle_belly),
+        muscle_width=tuple(v * k for v in sp.muscle_width), nerve_radius=sp.nerve_radius * (0.5 + 0.5 * k),
+        proptosis=sp.proptosis * k)
+
+
+def _with_ted(sp: SideParams, ted: float, rng: np.random.Generator) -> SideParams:
+    """A normal orbit given thyroid eye disease of severity ``ted`` (belly enlargement factor)."""
+    weights = np.array([1.0, 0.55, 0.8, 1.0, 0.5, 0.4, 0.7]) * rng.uniform(0.6, 1.0, len(MUSCLES))
+    belly = np.asarray(sp.muscle_belly) * (1 + (ted - 1) * weights)
+    width = np.asarray(sp.muscle_width) * (1 + 0.3 * (ted - 1) * weights)
+    return replace(sp, ted=float(ted), muscle_belly=tuple(float(v) for v in belly),
+                   muscle_width=tuple(float(v) for v in width),
+                   proptosis=float(sp.proptosis + (ted - 1) * rng.uniform(1.0, 3.0)))
+
+
+def _clinical_anatomy(rng: np.random.Generator) -> tuple[Anatomy, dict]:
+    """A default anatomy widened: children and the elderly, thyroid eye disease mild to severe, pseudophakia,
+    silicone oil, a floor fracture, fillings; the patient part of :class:`Clinical` as a dict."""
+    an = sample_anatomy(rng)
+    age = str(rng.choice(["child", "adult", "elderly"], p=[0.12, 0.6, 0.28]))
+    csf = 1.5
+    if age == "child":
+        k = _u(rng, 0.78, 0.92)
+        an = replace(an, head_scale=an.head_scale * k, head_width=an.head_width * (0.3 + 0.7 * k),
+                     face_depth=an.face_depth * k, globe_half_distance=an.globe_half_distance * k,
+                     skull=an.skull * k, left=_scale_side(an.left, k), right=_scale_side(an.right, k))
+    elif age == "elderly":
+        csf = _u(rng, 2.5, 4.5)  # cerebral atrophy
+        an = replace(an, hu=replace(an.hu, fat=an.hu.fat + _u(rng, -10.0, 0.0)))
+    if an.left.ted == 1.0 and rng.random() < 0.2:  # mild thyroid eye disease (the default draws 1.7-3.0)
+        sev = _u(rng, 1.15, 1.7)
+        an = replace(an, left=_with_ted(an.left, sev * _u(rng, 0.9, 1.1), rng),
+                     right=_with_ted(an.right, sev * _u(rng, 0.9, 1.1), rng))
+    elif an.left.ted > 1.0 and rng.random() < 0.3:  # severe
+        f = _u(rng, 1.1, 1.3)
+        an = replace(an, left=_with_ted(replace(an.left, ted=1.0), min(3.8, an.left.ted * f), rng),
+                     right=_with_ted(replace(an.right, ted=1.0), min(3.8, an.right.ted * f), rng))
+    pseudophakic = rng.random() < (0.35 if age == "elderly" else 0.05)
+    iol = (bool(pseudophakic and rng.random() < 0.8), bool(pseudophakic and rng.random() < 0.8))
+    if pseudophakic and not any(iol):
+        iol = (True, False)
+    oil_side = int(rng.choice([0, 1, -1], p=[0.92, 0.04, 0.04]))
+    frac = int(rng.choice([0, 1, -1], p=[0.9, 0.05, 0.05]))
+    n_metal = int(rng.choice([0, 1, 2, 3, 4], p=[0.6, 0.1, 0.12, 0.1, 0.08]))
+    metal = []
+    for _ in range(n_metal):  # fillings on the upper dental arch, below the maxillary sinuses
+        x = _u(rng, 8.0, 26.0) * float(rng.choice([-1.0, 1.0])) * an.head_scale
+        metal.append((x, float(an.face_depth + 12.0 + 0.035 * x * x), _u(rng, -57.0, -52.0), _u(rng, 1.2, 3.0)))
+    part = dict(
+        age_group=age, csf_rim=float(csf), iol=iol, silicone=(oil_side == 1, oil_side == -1),
+        silicone_hu=_u(rng, 100.0, 140.0), fracture=frac, fracture_t=_u(rng, 0.45, 0.75),
+        fracture_size=_u(rng, 3.5, 6.0), metal=tuple(metal), warp_amplitude=_u(rng, 0.8, 2.5),
+        warp_seed=int(rng.integers(0, 2**31 - 1)), ethmoid_seed=int(rng.integers(0, 2**31 - 1)))
+    return an, part
+
+
+def _clinical_scan(rng: np.random.Generator, an: Anatomy, part: dict, *, small: bool
+                   ) -> tuple[Acquisition, Clinical]:
+    """Scanner, reconstruction and pose of one clinical-variant scan of anatomy ``an``."""
+    names = list(KERNELS)
+    kernel = str(rng.choice(names, p=[KERNELS[k][0] for k in names]))
+    _, (s_lo, s_hi), (o_lo, o_hi), noise_factor = KERNELS[kernel]
+    thickness = float(rng.choice(CLINICAL_THICKNESS[0], p=CLINICAL_THICKNESS[1]))
+    if small:
+        spacing = _u(rng, 0.8, 1.0)
+        n = int(round(_u(rng, 150.0, 175.0) / spacing))
+        coverage = _u(rng, 50.0, 62.0)
+    else:
+        spacing = float(math.exp(_u(rng, math.log(0.25), math.log(1.0))))
+        n = 512 if spacing * 512 <= 250.0 else int(round(_u(rng, 200.0, 250.0) / spacing))
+        coverage = _u(rng, 45.0, 90.0)
+    half_fov = n * spacing / 2.0
+    metal = part["metal"]
+    z_off = _u(rng, -9.0, 3.0)
+    if metal and not small and rng.random() < 0.7:  # the scan reaches down to the teeth
+        coverage = _u(rng, 85.0, 110.0)
+        z_off = -61.0 + coverage / 2.0 - _u(rng, 0.0, 4.0)
+    coverage = min(coverage, 200 * thickness)
+    n_slices = max(8, int(round(coverage / thickness)))
+    kind = str(rng.choice(["identity", "ras_flip", "reversed_slices", "flip_all", "oblique"],
+                          p=[0.45, 0.2, 0.15, 0.05, 0.15]))
+    if kind == "oblique":
+        d = _rotation("x", _u(rng, -20.0, 20.0)) @ _rotation("z", _u(rng, -8.0, 8.0))
+        if rng.random() < 0.5:
+            d = d @ np.diag([-1.0, -1.0, 1.0])
+    else:
+        d = _DIRECTIONS[kind]
+    rot = (_u(rng, -10.0, 10.0), _u(rng, -25.0, 25.0), _u(rng, -10.0, 10.0))  # yaw, pitch, roll
+    # the face must stay in the field: y from about -45 (nose tip) on
+    y_off = min(_u(rng, 20.0, 45.0), max(5.0, half_fov - 45.0))
+    x_off = _n(rng, 0.0, 4.0, -12.0, 12.0)
+    fov_cut = int(rng.choice([0, 1, -1], p=[0.84, 0.08, 0.08]))
+    if fov_cut:  # the edge of the field lies within a few mm of one orbit's lateral rim (or cuts it)
+        rim = an.globe_half_distance + (an.left if fov_cut > 0 else an.right).rim_halfwidth
+        x_off = fov_cut * (rim + _u(rng, -4.0, 6.0) - half_fov)
+    sigma = float(np.clip(math.exp(_u(rng, math.log(5.0), math.log(32.0))) * noise_factor, 5.0, 40.0))
+    mtf = _u(rng, s_lo, s_hi)
+    contrast = bool(rng.random() < 0.35)
+    cl = Clinical(
+        kernel=kernel, mtf_sigma=mtf, overshoot=_u(rng, o_lo, o_hi), contrast=contrast,
+        enhance_muscle=_u(rng, 20.0, 40.0) if contrast else 0.0,
+        enhance_vessel=_u(rng, 100.0, 220.0) if contrast else 0.0,
+        enhance_mucosa=_u(rng, 30.0, 70.0) if contrast else 0.0,
+        metal_streak=_u(rng, 150.0, 600.0), fov_cut=fov_cut,
+        gantry_tilt=float(rng.choice([0.0, _u(rng, -30.0, 30.0)], p=[0.6, 0.4])), **part)
+    acq = Acquisition(
+        spacing_xy=float(spacing), slice_thickness=thickness, matrix=(n, n), n_slices=n_slices,
+        direction_kind=kind, direction=tuple(float(v) for v in np.asarray(d, dtype=float).ravel()),
+        head_rotation=tuple(float(v) for v in rot), head_offset=(float(x_off), float(y_off), float(z_off)),
+        psf_fwhm=float(2.3548 * mtf), noise_sigma=sigma,
+        fov_pad=float(rng.choice([0.0, -1024.0, -2048.0, -3024.0], p=[0.55, 0.2, 0.1, 0.15])),
+        noise_seed=int(rng.integers(0, 2**31 - 1)), texture_seed=int(rng.integers(0, 2**31 - 1)))
+    return acq, cl
+
+
+_PATIENT_TRAITS = ("age_group", "csf_rim", "iol", "silicone", "silicone_hu", "fracture", "fracture_t",
+                   "fracture_size", "metal", "warp_amplitude", "warp_seed", "ethmoid_seed")
+
+
+def sample_clinical_patient(rng: np.random.Generator, *, small: bool = False) -> PatientParams:
+    """Draw a patient of the clinical variant: head pose pitch -25..25 deg, roll and yaw -10..10; slices
+    0.5-5 mm; pixels 0.25-1 mm; kernels soft to bone; noise 5-40 HU; contrast; dental fillings; a field of
+    view ending at an orbit; children and the elderly; thyroid eye disease mild to severe; intraocular
+    lenses; silicone oil; orbital floor fractures; a honeycomb ethmoid and an irregular skull base.
+
+    ``small`` keeps the grid coarse (0.8-1 mm pixels, ~55 mm coverage) for tests; everything else varies.
+    """
+    an, part = _clinical_anatomy(rng)
+    acq, cl = _clinical_scan(rng, an, part, small=small)
+    return PatientParams(version=CLINICAL_VERSION, small=bool(small), anatomy=an, scan=acq, clinical=cl)
+
+
+def _clinical_followup(params: PatientParams, rng: np.random.Generator) -> PatientParams:
+    cl = params.clinical
+    part = {k: getattr(cl, k) for k in _PATIENT_TRAITS}
+    acq, cl2 = _clinical_scan(rng, params.anatomy, part, small=params.small)
+    return replace(params, scan=acq, clinical=cl2)
