@@ -35,3 +35,216 @@ def test_default_cohort_plan_draws_the_same_parameters_as_before():
         h.update(json.dumps([c, pid, fmt, prm.version, prm.small, asdict(prm.anatomy), asdict(prm.scan)],
                             sort_keys=True).encode())
     assert h.hexdigest() == DEFAULT_PLAN_SHA256
+
+
+# ---------------------------------------------------------------------------
+# the clinical variant: what it draws (cheap: no rendering)
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def draws():
+    from orbitseg.synth.params import sample_clinical_patient
+
+    return [sample_clinical_patient(np.random.default_rng(s)) for s in range(200)]
+
+
+def test_clinical_parameters_span_the_ranges_of_clinical_ct(draws):
+    sc = [p.scan for p in draws]
+    cl = [p.clinical for p in draws]
+    yaw, pitch, roll = np.array([s.head_rotation for s in sc]).T
+    assert pitch.min() >= -25 and pitch.max() <= 25 and pitch.min() < -22 and pitch.max() > 22
+    for a in (yaw, roll):
+        assert np.abs(a).max() <= 10 and a.min() < -8 and a.max() > 8
+    th = np.array([s.slice_thickness for s in sc])
+    assert th.min() == 0.5 and th.max() == 5.0 and (th >= 3.0).mean() > 0.15
+    px = np.array([s.spacing_xy for s in sc])
+    assert px.min() >= 0.25 and px.max() <= 1.0 and px.min() < 0.3 and px.max() > 0.9
+    noise = np.array([s.noise_sigma for s in sc])
+    assert noise.min() >= 5 and noise.max() <= 40 and noise.min() < 7 and noise.max() > 35
+    assert {c.kernel for c in cl} == {"soft", "standard", "sharp", "bone"}
+    over = {k: np.mean([c.overshoot for c in cl if c.kernel == k]) for k in ("soft", "bone")}
+    assert over["soft"] == 0 and over["bone"] > 0.3
+    contrast = np.array([c.contrast for c in cl])
+    assert 0.2 < contrast.mean() < 0.5
+    enh = np.array([c.enhance_muscle for c in cl])
+    assert np.all(enh[~contrast] == 0) and enh[contrast].min() >= 20 and enh[contrast].max() <= 40
+    assert all(c.enhance_vessel > c.enhance_muscle for c in cl if c.contrast)
+    assert sum(len(c.metal) > 0 for c in cl) > 30
+    assert {c.fov_cut for c in cl} == {-1, 0, 1}
+    assert {c.age_group for c in cl} == {"child", "adult", "elderly"}
+    ted = np.array([p.anatomy.left.ted for p in draws])
+    assert ((ted > 1) & (ted < 1.6)).sum() >= 5 and ted.max() > 3.0
+    assert sum(any(c.iol) for c in cl) >= 5 and sum(any(c.silicone) for c in cl) >= 3
+    assert sum(c.fracture != 0 for c in cl) >= 5
+    tilt = np.array([c.gantry_tilt for c in cl])
+    assert (tilt != 0).mean() > 0.2 and np.abs(tilt).max() <= 30
+
+
+def test_children_are_smaller_and_the_elderly_have_wider_csf(draws):
+    by = {g: [p for p in draws if p.clinical.age_group == g] for g in ("child", "adult", "elderly")}
+    mean = lambda ps, f: float(np.mean([f(p) for p in ps]))  # noqa: E731
+    assert mean(by["child"], lambda p: p.anatomy.head_scale) < mean(by["adult"], lambda p: p.anatomy.head_scale) - 0.1
+    assert mean(by["child"], lambda p: p.anatomy.left.orbit_length) < 0.9 * mean(
+        by["adult"], lambda p: p.anatomy.left.orbit_length)
+    assert mean(by["elderly"], lambda p: p.clinical.csf_rim) > mean(by["adult"], lambda p: p.clinical.csf_rim) + 1.0
+
+
+def test_fov_cut_puts_the_edge_of_the_field_at_an_orbit(draws):
+    for p in draws:
+        c, s = p.clinical, p.scan
+        if not c.fov_cut:
+            continue
+        rim = p.anatomy.globe_half_distance + (p.anatomy.left if c.fov_cut > 0 else p.anatomy.right).rim_halfwidth
+        edge = s.head_offset[0] + c.fov_cut * s.matrix[0] * s.spacing_xy / 2  # head-frame x of that edge
+        assert abs(edge - c.fov_cut * rim) <= 6.0
+
+
+def test_variety_reaches_the_cohort_and_the_command_line():
+    from orbitseg.cli import build_parser
+
+    plan = plan_cohort(3, seed=1, small=True, variety="clinical")
+    assert all(prm.clinical is not None and prm.version.endswith("clinical1") for _, _, prm, _ in plan)
+    assert all(prm.clinical is None for _, _, prm, _ in plan_cohort(3, seed=1, small=True))
+    with pytest.raises(ValueError, match="variety"):
+        plan_cohort(1, variety="exotic")
+    assert build_parser().parse_args(["synth", "out", "--variety", "clinical"]).variety == "clinical"
+    assert build_parser().parse_args(["synth", "out"]).variety == "default"
+
+
+def test_a_followup_keeps_the_patient_and_draws_a_new_scan(draws):
+    from orbitseg.synth import sample_followup
+
+    p = next(p for p in draws if p.clinical.fracture and p.clinical.metal)
+    f = sample_followup(p, np.random.default_rng(9))
+    assert f.anatomy == p.anatomy and f.clinical.fracture == p.clinical.fracture
+    assert f.clinical.metal == p.clinical.metal and f.scan != p.scan
+
+
+# ---------------------------------------------------------------------------
+# the clinical variant: each feature visible when forced on (small renders)
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def base():
+    """A plain clinical-variant scan: straight head, 2 mm slices, low noise, nothing special."""
+    from dataclasses import replace
+
+    from orbitseg.synth.params import sample_clinical_patient
+
+    p = sample_clinical_patient(np.random.default_rng(5), small=True)
+    scan = replace(p.scan, slice_thickness=2.0, n_slices=28, head_rotation=(0.0, 0.0, 0.0),
+                   head_offset=(0.0, 30.0, -4.0), direction=tuple(np.eye(3).ravel()), direction_kind="identity",
+                   fov_pad=0.0, noise_sigma=5.0, spacing_xy=0.9, matrix=(180, 180))
+    cl = replace(p.clinical, kernel="standard", mtf_sigma=0.4, overshoot=0.0, contrast=False, enhance_muscle=0.0,
+                 enhance_vessel=0.0, enhance_mucosa=0.0, metal=(), iol=(False, False), silicone=(False, False),
+                 fracture=0, fov_cut=0, gantry_tilt=0.0)
+    return replace(p, scan=scan, clinical=cl)
+
+
+def _render(p, **changes):
+    from dataclasses import replace
+
+    ct, lab = render_patient(replace(p, clinical=replace(p.clinical, **changes)) if changes else p)
+    return ct.array.astype(np.float32), lab.array
+
+
+@pytest.fixture(scope="module")
+def plain(base):
+    return _render(base)
+
+
+def _left(lab):  # identity direction, head centred: +x (index axis 2) is the patient's left
+    m = np.zeros(lab.shape, bool)
+    m[:, :, lab.shape[2] // 2:] = True
+    return m
+
+
+def test_contrast_enhances_muscles_and_leaves_labels(base, plain):
+    ct0, lab0 = plain
+    ct1, lab1 = _render(base, contrast=True, enhance_muscle=30.0, enhance_vessel=150.0, enhance_mucosa=50.0)
+    assert np.array_equal(lab0, lab1)
+    core = ndimage_erode(lab0 == 2)
+    rise = float(ct1[core].mean() - ct0[core].mean())
+    assert 22.0 < rise < 38.0
+    nerve = ndimage_erode(lab0 == 3)
+    assert abs(float(ct1[nerve].mean() - ct0[nerve].mean())) < 5.0
+
+
+def ndimage_erode(mask):
+    from scipy import ndimage
+
+    return ndimage.binary_erosion(mask, np.ones((1, 3, 3), bool))
+
+
+def test_silicone_oil_and_an_intraocular_lens_stay_eyeball(base, plain):
+    ct0, lab0 = plain
+    ct1, lab1 = _render(base, silicone=(True, False), iol=(False, True))  # oil left, lens implant right
+    assert np.array_equal(lab0, lab1)
+    eye = ndimage_erode(lab0 == 1)
+    left, right = eye & _left(lab0), eye & ~_left(lab0)
+    assert float(np.median(ct1[left]) - np.median(ct0[left])) > 80.0
+    assert abs(float(np.median(ct1[right]) - np.median(ct0[right]))) < 3.0
+    # the lens implant: a dense disc inside the right globe (denser than the natural lens), none on the left
+    assert ct1[right].max() > 200.0 and ct1[right].max() > ct0[right].max() + 60.0
+    assert (ct1[left] > 200.0).sum() == 0
+
+
+def test_a_floor_fracture_leaves_a_gap_in_the_floor(base, plain):
+    ct0, lab0 = plain
+    ct1, lab1 = _render(base, fracture=1, fracture_t=0.6, fracture_size=5.0)
+    gone = (ct0 > 250.0) & (ct1 < 0.0)  # bone replaced by (herniated) fat
+    assert gone.sum() >= 10
+    assert not (gone & ~_left(lab0)).any()  # on the left only
+    # it lies below the orbit (its inferior half), under the eyeball's lowest slice
+    z_gap = np.nonzero(gone)[0].mean()
+    z_eye = np.nonzero(lab0 == 1)[0]
+    assert z_gap < z_eye.mean()
+    assert np.array_equal(lab0, lab1)
+
+
+def test_dental_metal_makes_streaks_in_its_slices_only(base, plain):
+    ct0, _ = plain
+    # two fillings inside the field (low in it), 2 mm slices from z = -31 to +23 mm
+    ct1, _ = _render(base, metal=((14.0, -4.0, -27.0, 2.5), (-16.0, -2.0, -27.0, 2.0)), metal_streak=400.0)
+    k_metal = int(np.argmax((ct1 > 3000).sum(axis=(1, 2))))
+    diff = np.abs(ct1 - ct0)
+    dense = ndimage_dilate(ct1[k_metal] > 3000, 12)
+    assert (diff[k_metal][~dense] > 30.0).mean() > 0.05  # streaks well away from the metal
+    far = [k for k in range(ct1.shape[0]) if abs(k - k_metal) >= 4]
+    assert diff[far].max() == 0.0
+
+
+def ndimage_dilate(mask, it):
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(mask, iterations=it)
+
+
+def _mean_frequency(img):
+    """Mean radial frequency (cycles / pixel) of the noise power spectrum of 2-D patches ``img`` (n, h, w)."""
+    f = np.abs(np.fft.fft2(img - img.mean(axis=(1, 2), keepdims=True))) ** 2
+    fy = np.fft.fftfreq(img.shape[1])[:, None]
+    fx = np.fft.fftfreq(img.shape[2])[None, :]
+    r = np.sqrt(fy * fy + fx * fx)
+    return float((f.mean(0) * r).sum() / f.mean(0).sum())
+
+
+def test_kernels_shape_the_noise_and_sharp_ones_overshoot_at_edges(base):
+    from dataclasses import replace
+
+    noisy = replace(base, scan=replace(base.scan, noise_sigma=30.0))
+    soft, lab = _render(noisy, kernel="soft", mtf_sigma=0.6, overshoot=0.0)
+    bone, _ = _render(noisy, kernel="bone", mtf_sigma=0.15, overshoot=0.6)
+    plain, _ = _render(base, kernel="bone", mtf_sigma=0.15, overshoot=0.0)
+    # a homogeneous patch of brain (on the nearly noise-free scan: 6 slices of 24 x 24 pixels within 10-60 HU)
+    from scipy import ndimage
+
+    brain = ndimage.binary_erosion((plain > 10) & (plain < 60), np.ones((6, 24, 24), bool))
+    k, j, i = np.argwhere(brain)[0]
+    sl = (slice(k - 3, k + 3), slice(j - 12, j + 12), slice(i - 12, i + 12))
+    assert 45.0 > soft[sl].mean() > 15.0
+    for img in (soft, bone):
+        assert 24.0 < img[sl].std() < 36.0  # the dose's noise, whatever the kernel
+    assert _mean_frequency(bone[sl]) > 1.3 * _mean_frequency(soft[sl])
+    over, _ = _render(base, kernel="bone", mtf_sigma=0.15, overshoot=0.6)
+    d = over - plain
+    bone_edge = ndimage_dilate(plain > 400, 2) & ~(plain > 400)
+    assert d[bone_edge].min() < -60.0 and d[plain > 400].max() > 60.0  # undershoot beside bone, overshoot on it
