@@ -26,9 +26,11 @@ from orbitseg.synth.params import MUSCLES as SYNTH_MUSCLES
 
 # Tolerances: a bit looser than the errors measured on small (1 mm x 2 mm) synthetic scans
 # (bench/clinical_measurements.py measures the full-size ones).
-PROPTOSIS_TOL_MM = 0.6
-THICKNESS_TOL_MM = {"sr": 1.0, "ir": 0.8, "mr": 0.6, "lr": 0.5}
-VOLUME_TOL_PCT = {"sr": 5.0, "ir": 10.0, "mr": 5.0, "lr": 5.0, "so": 15.0}
+# This patient measures within 0.11 mm (proptosis), 0.62 / 0.34 / 0.23 / 0.06 mm (sr / ir / mr / lr
+# thickness) and 0.8 / 2.3 / 2.3 / 0.2 / 9.8 % (sr / ir / mr / lr / so volume) of the truth.
+PROPTOSIS_TOL_MM = 0.4
+THICKNESS_TOL_MM = {"sr": 0.9, "ir": 0.6, "mr": 0.45, "lr": 0.3}
+VOLUME_TOL_PCT = {"sr": 3.0, "ir": 5.0, "mr": 4.0, "lr": 3.0, "so": 14.0}
 
 
 def _patient():
@@ -204,3 +206,16 @@ def test_sector_boundaries_fall_in_the_gaps_between_muscles():
     b = sector_boundaries(angles)
     assert 35 < b["lr"] < 55 and 105 < b["sr"] < 125 and 145 < b["so"] < 163
     assert 215 < b["mr"] < 235 and 305 < b["ir"] < 325
+
+
+def test_a_thin_fat_plane_does_not_split_the_superior_group_but_a_wide_one_does():
+    from orbitseg.evaluate.clinical import _chord_mm
+
+    step = 0.2
+    section = np.zeros((40, 100), bool)  # rows along the muscle's width, columns along its thickness
+    section[5:35, 10:30] = True  # the rectus: 4 mm thick
+    section[8:32, 35:45] = True  # the levator, 1 mm of fat further out: 2 mm thick
+    assert _chord_mm(section, step) == pytest.approx(7.0)  # 4 + 1 + 2 mm
+    section[:, 35:45] = False
+    section[8:32, 40:50] = True  # 2 mm of fat: two muscles
+    assert _chord_mm(section, step) == pytest.approx(4.0)
