@@ -289,7 +289,8 @@ def predict_inputs(
             flags = quality_flags(labels) if flags is None else flags
         if flags:
             tqdm.write(f"warning: {item.case_id}: {flags_summary(flags)} (prediction.json has what to do)", file=sys.stderr)
-        for r in orbit_measurements(labels):
+        # with the clinical columns (docs/measurements.md); a kept output's CT is not read: no proptosis
+        for r in orbit_measurements(labels, None if resume and len(there) == len(targets) else scan, clinical=True):
             side = r["side"] if r["side"] in ("right", "left") else None
             mine = [f for f in flags if side is None or f["side"] in (side, "both")]
             rows.append({"case": item.case_id, "scan": str(item.path), **r, "flags": flags_summary(mine),
