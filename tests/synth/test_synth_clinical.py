@@ -116,7 +116,8 @@ def test_a_followup_keeps_the_patient_and_draws_a_new_scan(draws):
     p = next(p for p in draws if p.clinical.fracture and p.clinical.metal)
     f = sample_followup(p, np.random.default_rng(9))
     assert f.anatomy == p.anatomy and f.clinical.fracture == p.clinical.fracture
-    assert f.clinical.metal == p.clinical.metal and f.scan != p.scan
+    assert f.clinical.metal == p.clinical.metal and f.clinical.ethmoid_seed == p.clinical.ethmoid_seed
+    assert f.scan != p.scan and f.clinical != p.clinical  # the scan's own traits (kernel, contrast...) drawn again
 
 
 # ---------------------------------------------------------------------------
