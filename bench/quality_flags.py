@@ -122,7 +122,8 @@ def predict_set(seeds, segmenter, log=print) -> list[dict]:
                              fold_agreement(seg.labels, fold_probabilities=seg.fold_probabilities).items()},
                "asymmetry_pct": {k: {"pred": abs(_asym(seg.labels, s)), "true": abs(_asym(truth, s))}
                                  for k, s in (("1", 1), ("2", 2), ("3", 3))},
-               "flags": [f["code"] + "@" + f["side"] for f in flags]}
+               "flags": [f["code"] + "@" + f["side"] for f in flags],
+               "flag_values": {f["code"] + "@" + f["side"]: f["value"] for f in flags}}
         out.append(rec)
         log(f"seed {seed} {rec['degradation']:>14}: Dice " + " ".join(f"{d:.3f}" for d in dice.values())
             + f"  {time.time() - t0:.1f} s  {', '.join(rec['flags']) or 'ok'}")
@@ -252,6 +253,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save", default=None, help="write the per-scan records (JSON) here")
     ap.add_argument("--load", default=None, help="read the per-scan records (JSON) from here instead of predicting")
+    ap.add_argument("--sets", choices=("both", "validation", "report"), default="both",
+                    help="predict only one set (with --merge: the other from saved records)")
+    ap.add_argument("--merge", default=None, help="saved records to take the set not predicted from")
     args = ap.parse_args()
 
     import torch
@@ -271,7 +275,11 @@ def main() -> None:
         seg = Segmenter.load(log=lambda _: None)
         print(seg.describe())
         t0 = time.time()
-        records = {"validation": predict_set(VALIDATION_SEEDS, seg), "report": predict_set(REPORT_SEEDS, seg)}
+        records = {"validation": predict_set(VALIDATION_SEEDS, seg) if args.sets in ("both", "validation") else [],
+                   "report": predict_set(REPORT_SEEDS, seg) if args.sets in ("both", "report") else []}
+        if args.merge:  # the other set from an earlier run's records
+            old = json.loads(Path(args.merge).read_text(encoding="utf-8"))
+            records = {k: v or old[k] for k, v in records.items()}
         print(f"{sum(map(len, records.values()))} scans in {time.time() - t0:.0f} s")
         if args.save:
             Path(args.save).write_text(json.dumps(records, indent=1), encoding="utf-8")

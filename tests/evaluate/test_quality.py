@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from orbitseg.constants import EYEBALL, MUSCLES, NERVE
 from orbitseg.evaluate.measure import midline_x, orbit_measurements
-from orbitseg.evaluate.quality import (ASYMMETRY_LIMITS_PCT, FOLD_AGREEMENT_MIN, REFERENCE_RANGES_ML,
+from orbitseg.evaluate.quality import (ASYMMETRY_LIMITS_PCT, EDGE_AREA_MM2, FOLD_AGREEMENT_MIN, REFERENCE_RANGES_ML,
                                        acquisition_of, flag_codes, flags_summary, fold_agreement, quality_flags)
 from orbitseg.io.orient import to_canonical
 from orbitseg.io.volume import Volume
@@ -135,6 +135,28 @@ def test_orbit_cut_by_the_field_of_view(patient):
     assert "cut_by_scan_edge@right" in codes(flags)
     assert "cut_by_scan_edge@left" not in codes(flags)
     assert "cut_by_scan_edge" not in flag_codes(quality_flags(c))
+
+
+def test_muscle_tips_on_the_top_slice_are_not_a_cut_orbit_but_a_muscle_section_is(patient):
+    _, lab = patient
+    c = to_canonical(lab)
+    right = side_mask(c, "right")
+    px = c.geometry.spacing[0] * c.geometry.spacing[1]
+    top = c.shape[0] - 1
+
+    def patch(mm2):
+        a = c.array.copy()
+        a[top] = 0  # nothing of the orbit on the top slice but the patch
+        inner = np.zeros_like(right[top])
+        inner[1:-1, 1:-1] = True  # on the top face only, not on its edges (which are other faces too)
+        ys, xs = np.nonzero(right[top] & inner)
+        n = int(mm2 / px)
+        a[top, ys[:n], xs[:n]] = MUSCLES
+        return c.like(a)
+
+    assert "cut_by_scan_edge" not in flag_codes(quality_flags(patch(EDGE_AREA_MM2[MUSCLES] - 20)))
+    flags = quality_flags(patch(EDGE_AREA_MM2[MUSCLES] + 20))
+    assert "cut_by_scan_edge@right" in codes(flags) and "cut_by_scan_edge@left" not in codes(flags)
 
 
 def test_fold_disagreement_from_label_maps_and_from_box_probabilities(patient):
