@@ -387,6 +387,8 @@ class _Scene:
 
     def ethmoid_sdf(self, x, y, z):
         d = _smax(np.abs(x) - 17.0, -8.0 - y, y - 33.0, z - 9.0, -13.0 - z, F32(3.9) - np.abs(x))
+        if self.cl is not None:  # clinical variant: no straight box faces
+            d = d + self._warp(x, y, z)
         for o in self.orbits:
             d = np.maximum(d, F32(o.sp.wall_medial) - o.sdf(x, y, z))
         d = np.maximum(d, F32(1.0) - self.brain_sdf(x, y, z))
@@ -396,6 +398,8 @@ class _Scene:
     def frontal_sdf(self, x, y, z):
         an = self.an
         d = _ellipsoid(x, y - (an.face_depth + 10.0), z - 28.0, 20.0, 6.5, 12.0)
+        if self.cl is not None:
+            d = d + self._warp(x, y, z)
         d = np.maximum(d, F32(1.5) - self.brain_sdf(x, y, z))
         d = np.maximum(d, self.bone_sdf(x, y, z) + F32(1.5))
         for o in self.orbits:
@@ -412,6 +416,8 @@ class _Scene:
 
     def sphenoid_sdf(self, x, y, z):
         d = _ellipsoid(x, y - 41.0, z + 5.0, 17.0, 16.0, 14.0)
+        if self.cl is not None:
+            d = d + F32(1.5) * self._warp(x, y, z)
         d = np.maximum(d, F32(1.2) - self.brain_sdf(x, y, z))
         d = np.maximum(d, F32(1.0) - self.canal_sdf(x, y, z))
         d = np.maximum(d, F32(1.5) - self.nasal_sdf(x, y, z))
@@ -473,7 +479,7 @@ class _Scene:
         if r is not None:
             sl, d = r
             d += F32(1.5 if self.cl is None else self.cl.csf_rim)
-            cv.paint(sl, d, hu.brain + self.tex(sl, 2.5))
+            cv.paint(sl, d, hu.brain + self.tex(sl, 2.5 if self.cl is None else 5.0))
         # pituitary in the sella and the cavernous sinuses beside it (soft tissue)
         for c, ax in (((0.0, 57.0, 0.0), (6.0, 5.0, 4.0)), ((13.0, 50.0, 0.0), (4.5, 9.0, 6.0)),
                       ((-13.0, 50.0, 0.0), (4.5, 9.0, 6.0))):
@@ -553,6 +559,8 @@ class _Scene:
         x, y, z = cv.coords(sl)
         d_nasal = cv.sdf(self.nasal_sdf, sl, coarse=True)
         xs = F32(an.septum_shift) * np.sin(np.pi * np.clip((6.0 - z) / 55.0, 0.0, 1.0))
+        if self.cl is not None:  # clinical variant: a septum that bends and spurs
+            xs = xs + F32(0.8) * self._warp(F32(0.0) * x, y, z)
         dsep = np.maximum(np.abs(x - xs) - F32(1.0), d_nasal - F32(1.0))
         dsep = np.maximum(dsep, y - F32(45.0))
         bony = z > -28.0
