@@ -125,6 +125,20 @@ def test_slice_blocks_are_joined_at_the_finest_spacing(variants, phantom, name):
     _check_anatomy(scan, phantom, max_mean_diff=85, min_bone_dice=0.82)
 
 
+def test_the_terminal_line_names_what_was_done():
+    from orbitseg.io.dicom import acquisition_note
+
+    meta = {"resampled": {"reason": "gantry tilt and slice blocks", "tilt_deg": 18.5, "source_slices": 28,
+                          "spacing_mm": [0.4883, 0.4883, 3.7933], "size": [512, 611, 40],
+                          "blocks": [{"slices": [1, 14], "spacing_mm": 3.7933}, {"slices": [14, 28], "spacing_mm": 6.6383}]},
+            "series_choice": "read series 1.2.3 (thin): the thinnest axial CT series of the head"}
+    assert acquisition_note(meta) == (
+        "resampled onto a regular 0.488 x 0.488 x 3.79 mm grid (28 slices -> 40): gantry tilt of 18.5 degrees "
+        "corrected, slice blocks 1-14 at 3.79 mm and 14-28 at 6.64 mm joined; read series 1.2.3 (thin): the "
+        "thinnest axial CT series of the head")
+    assert acquisition_note({"format": "dicom"}) is None
+
+
 def test_a_regular_series_is_not_resampled(phantom, tmp_path):
     ct, _, _ = phantom
     scan = read_scan(write_dicom_series(ct, tmp_path / "s"))
@@ -423,7 +437,8 @@ def test_predict_a_tilted_series_with_the_shipped_model(tmp_path, capsys):
     rows, problems = predict_inputs(folder, out, ending=[".nii.gz", "dicom-seg"], progress=True)
     assert problems == []
     printed = capsys.readouterr().out
-    assert "tilted: resampled for gantry tilt (18.5 degrees corrected)" in printed, printed
+    assert "tilted: resampled onto a regular 0.946 x 0.946 x 1.9 mm grid (28 slices -> 28): gantry tilt of 18.5 " \
+        "degrees corrected" in printed, printed
     case = json.loads((out / "prediction.json").read_text())["cases"]["tilted"]
     assert case["resampled"]["reason"] == "gantry tilt" and case["resampled"]["tilt_deg"] == pytest.approx(18.5, abs=0.05)
     assert "source_geometry" not in case  # the record stays small

@@ -1069,19 +1069,24 @@ def acquisition_record(meta: dict) -> dict:
 
 
 def acquisition_note(meta: dict) -> str | None:
-    """One line for the terminal when a series was resampled or picked out of a study, else None."""
+    """One line for the terminal when a series was resampled or picked out of a study, else None, e.g.
+    ``resampled onto a regular 0.946 x 0.946 x 3.79 mm grid (12 slices -> 15): gantry tilt of 18.5 degrees
+    corrected, slice blocks 1-7 at 3.79 mm and 7-12 at 6.64 mm joined``."""
     parts = []
     r = meta.get("resampled")
     if r:
-        what = r["reason"]
+        what = []
         if r.get("tilt_deg"):
-            what += f" ({r['tilt_deg']:g} degrees corrected)"
-        if r.get("blocks") and len(r["blocks"]) > 1:
-            what += " (blocks " + ", ".join(f"{b['slices'][0]}-{b['slices'][1]} at {b['spacing_mm']:g} mm"
-                                            for b in r["blocks"]) + " joined)"
+            what.append(f"gantry tilt of {r['tilt_deg']:g} degrees corrected")
+        blocks = [b for b in r.get("blocks") or [] if b["slices"][1] - b["slices"][0] > 1]
+        if len(blocks) > 1:
+            what.append("slice blocks " + " and ".join(f"{b['slices'][0]}-{b['slices'][1]} at {b['spacing_mm']:.3g} mm"
+                                                      for b in blocks) + " joined")
+        elif "uneven" in r["reason"]:
+            what.append("uneven slice spacing made regular")
         sx, sy, sz = r["spacing_mm"]
-        parts.append(f"resampled for {what} onto a regular grid of {sx:g} x {sy:g} x {sz:g} mm "
-                     f"({r['source_slices']} slices -> {r['size'][2]})")
+        parts.append(f"resampled onto a regular {sx:.3g} x {sy:.3g} x {sz:.3g} mm grid ({r['source_slices']} slices "
+                     f"-> {r['size'][2]}): " + ", ".join(what))
     if meta.get("series_choice"):
         parts.append(meta["series_choice"])
     return "; ".join(parts) or None
