@@ -232,8 +232,11 @@ def test_dicom_seg_of_a_tilted_series_lies_on_its_own_slices(tilted_truth, varia
     for label in (1, 2, 3):
         d = dice(back.array == label, on_grid.array == label)
         assert d >= 0.95, (label, d)
-    # and through the series folder as reference, the same
+    # and through the series folder as reference, or as a label file on the scan, the same
     np.testing.assert_array_equal(read_dicom_seg(out, reference=variants["tilted"]).array, back.array)
+    from orbitseg.io.read import read_label
+
+    np.testing.assert_array_equal(read_label(out, reference=scan).array, back.array)
 
 
 def test_rtstruct_of_a_tilted_series_has_its_contours_on_its_own_slices(tilted_truth, variants, tmp_path):
