@@ -219,3 +219,10 @@ def test_a_thin_fat_plane_does_not_split_the_superior_group_but_a_wide_one_does(
     section[:, 35:45] = False
     section[8:32, 40:50] = True  # 2 mm of fat: two muscles
     assert _chord_mm(section, step) == pytest.approx(4.0)
+
+
+def test_values_outside_the_adult_ranges_are_named(case):
+    rows = {r["side"]: r for r in orbit_measurements(case["labels"], case["ct"], clinical=True)}
+    assert "ir_thickness_mm" in rows["right"]["outside_reference"]  # 1.8 x the belly: about 9 mm
+    assert "ir_thickness_mm" not in rows["left"]["outside_reference"]
+    assert rows["left_minus_right_ml"]["outside_reference"].startswith("proptosis_mm")  # 3 mm more on the right

@@ -51,8 +51,10 @@ __all__ = [
     "GROUPS",
     "RECTI",
     "OrbitFrame",
+    "REFERENCE_RANGES",
     "clinical_measurements",
     "orbit_frames",
+    "outside_reference",
     "proptosis",
     "rectus_thickness",
     "split_muscles",
@@ -84,6 +86,27 @@ SECTION_STEP_MM = 0.2
 BELLY_RANGE = (0.12, 0.8)
 #: column names of the clinical measurements, in order
 CLINICAL_KEYS = (*(f"{g}_thickness_mm" for g in RECTI), *(f"{g}_ml" for g in GROUPS), "proptosis_mm")
+#: adult reference ranges (low, high; None = no bound) a value outside of which is named in
+#: ``outside_reference``: muscle diameters mean +- 2 SD on CT (Ozgen & Ariyurek, AJR 1998;170:1093),
+#: proptosis mean + 2 SD of normal orbits on CT (13.9 +- 2.4 mm; Orbit 2015;34(5):257-62); docs/measurements.md
+REFERENCE_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "sr_thickness_mm": (3.2, 6.1), "ir_thickness_mm": (3.2, 6.5), "mr_thickness_mm": (3.3, 5.0),
+    "lr_thickness_mm": (1.7, 4.8), "proptosis_mm": (None, 18.7)}
+#: a left - right difference of proptosis larger than this (mm) is named (within 2 mm in > 90 % of normal
+#: adults: Shin et al., Semin Ophthalmol 2017;32(5), doi:10.3109/08820538.2015.1131837)
+PROPTOSIS_ASYMMETRY_MM = 2.0
+
+
+def outside_reference(values: dict[str, float]) -> list[str]:
+    """The measurements of one orbit outside :data:`REFERENCE_RANGES`, e.g. ``["ir_thickness_mm 7.1 > 6.5"]``."""
+    out = []
+    for key, (lo, hi) in REFERENCE_RANGES.items():
+        v = values.get(key, math.nan)
+        if lo is not None and v < lo:
+            out.append(f"{key} {v:.1f} < {lo:g}")
+        if hi is not None and v > hi:
+            out.append(f"{key} {v:.1f} > {hi:g}")
+    return out
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,9 @@ def orbit_measurements(labels: Volume, scan: Volume | None = None, *, clinical: 
 
     With ``clinical``, the rows also hold the columns of
     :func:`orbitseg.evaluate.clinical.clinical_measurements` (each rectus' thickness, each
-    muscle group's volume, proptosis; proptosis needs ``scan``, the CT on the same grid).
+    muscle group's volume, proptosis; proptosis needs ``scan``, the CT on the same grid) and
+    ``outside_reference``: the values outside the adult reference ranges (right / left rows),
+    a proptosis asymmetry over 2 mm (left_minus_right_ml row).
     """
     if labels.array.ndim != 3:
         raise ValueError(f"labels must be 3D, got shape {labels.array.shape}")
@@ -108,14 +110,22 @@ def orbit_measurements(labels: Volume, scan: Volume | None = None, *, clinical: 
     return rows
 
 
-def _add_sides(rows: list[dict], per_side: dict[str, dict[str, float]]) -> None:
-    """Add per-side values to the four rows of :func:`orbit_measurements`, with their difference and asymmetry."""
+def _add_sides(rows: list[dict], per_side: dict[str, dict[str, float]], *, notes: bool = True) -> None:
+    """Add per-side values to the four rows of :func:`orbit_measurements`, with their difference and
+    asymmetry, and (``notes``) an ``outside_reference`` column naming values outside the adult ranges."""
+    from orbitseg.evaluate.clinical import PROPTOSIS_ASYMMETRY_MM, outside_reference
+
     left, right = per_side["left"], per_side["right"]
-    extra = {"right": right, "left": left,
-             "left_minus_right_ml": {k: left[k] - right[k] for k in left},
+    diff = {k: left[k] - right[k] for k in left}
+    extra = {"right": right, "left": left, "left_minus_right_ml": diff,
              "asymmetry_pct": {k: _asym_pct(left[k], right[k]) for k in left}}
+    asym = abs(diff["proptosis_mm"]) > PROPTOSIS_ASYMMETRY_MM
+    note = {"right": outside_reference(right), "left": outside_reference(left), "asymmetry_pct": [],
+            "left_minus_right_ml": [f"proptosis_mm |{diff['proptosis_mm']:.1f}| > {PROPTOSIS_ASYMMETRY_MM:g}"] * asym}
     for r in rows:
         r.update(extra[r["side"]])
+        if notes:
+            r["outside_reference"] = "; ".join(note[r["side"]])
 
 
 def _measure_about(labels: Volume, mid: float, how: str) -> list[dict]:
@@ -166,8 +176,8 @@ def paired_measurements(pred: Volume, truth: Volume, case: str, scan: Volume | N
     if clinical:
         from orbitseg.evaluate.clinical import CLINICAL_KEYS, clinical_measurements
 
-        _add_sides(t, clinical_measurements(truth, scan, midline=mid))
-        _add_sides(p, clinical_measurements(pred, scan, midline=mid))
+        _add_sides(t, clinical_measurements(truth, scan, midline=mid), notes=False)
+        _add_sides(p, clinical_measurements(pred, scan, midline=mid), notes=False)
         keys += list(CLINICAL_KEYS)
     return [{"case": case, "side": a["side"], **{f"{k}_pred": a[k] for k in keys},
              **{f"{k}_true": b[k] for k in keys}} for a, b in zip(p, t)]
