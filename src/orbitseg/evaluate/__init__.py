@@ -7,6 +7,8 @@
   folders of label files by case and writes ``metrics/`` CSV / JSON.
 * :mod:`orbitseg.evaluate.measure` - :func:`orbit_measurements`: volumes per
   orbit side and left/right asymmetry.
+* :mod:`orbitseg.evaluate.clinical` - :func:`clinical_measurements`: each rectus'
+  thickness, per-muscle volumes, proptosis (docs/measurements.md).
 * :mod:`orbitseg.evaluate.quality` - :func:`quality_flags`: a verdict on every
   prediction (structure missing, volume out of the adult range, asymmetry, fold
   disagreement, orbit cut by the field of view, acquisition unlike training).
