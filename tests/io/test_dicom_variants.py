@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
-from dicom_cases import COMPRESSIONS, compress_series, dice, patient, resampled_onto, tilted_slices
+from dicom_cases import COMPRESSIONS, compress_series, dciodvfy, dice, patient, resampled_onto, tilted_slices
 
 from orbitseg.errors import AmbiguousSeriesError, GeometryMismatchError, InputError
 from orbitseg.io import guard
@@ -204,11 +204,12 @@ def tilted_truth(variants, phantom):
     return scan, on_grid, on_slices
 
 
-def test_dicom_seg_of_a_tilted_series_lies_on_its_own_slices(tilted_truth, variants, tmp_path):
+def test_dicom_seg_of_a_tilted_series_lies_on_its_own_slices(tilted_truth, variants, tmp_path, require):
     from orbitseg.io.dicomseg import read_dicom_seg, write_dicom_seg
 
     scan, on_grid, on_slices = tilted_truth
     out = write_dicom_seg(on_grid, scan, tmp_path / "tilted.seg.dcm")
+    dciodvfy(out, require)
     seg = pydicom.dcmread(out)
     files = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID): f for f in _files(variants["tilted"])}
     heads = {uid: pydicom.dcmread(f, stop_before_pixels=True) for uid, f in files.items()}
@@ -239,11 +240,12 @@ def test_dicom_seg_of_a_tilted_series_lies_on_its_own_slices(tilted_truth, varia
     np.testing.assert_array_equal(read_label(out, reference=scan).array, back.array)
 
 
-def test_rtstruct_of_a_tilted_series_has_its_contours_on_its_own_slices(tilted_truth, variants, tmp_path):
+def test_rtstruct_of_a_tilted_series_has_its_contours_on_its_own_slices(tilted_truth, variants, tmp_path, require):
     from orbitseg.io.rtstruct import write_rtstruct
 
     scan, on_grid, on_slices = tilted_truth
     out = write_rtstruct(on_grid, scan, tmp_path / "tilted.rtstruct.dcm")
+    dciodvfy(out, require)
     rt = pydicom.dcmread(out)
     heads = {str(h.SOPInstanceUID): h for h in (pydicom.dcmread(f, stop_before_pixels=True) for f in scan.meta["files"])}
     names = {int(r.ROINumber): str(r.ROIName).lower() for r in rt.StructureSetROISequence}
@@ -461,12 +463,34 @@ def test_predict_a_tilted_series_with_the_shipped_model(tmp_path, capsys):
     assert measured["right"]["globe_ml"] < measured["left"]["globe_ml"] - 0.2
 
 
-def test_dicom_outputs_of_an_enhanced_ct_are_refused_by_name(phantom, tmp_path):
-    from orbitseg.io.dicomseg import write_dicom_seg
+@pytest.mark.parametrize("name", ["plain", "tilted"])
+def test_dicom_seg_of_an_enhanced_ct_lies_on_its_frames_and_rtstruct_is_refused(phantom, variants, tmp_path, name,
+                                                                                 require):
+    """A SEG of an enhanced CT references the file's frames (one label frame per source frame, in the file's
+    order) and reads back as the labels; an RTSTRUCT (one slice per reference) is refused by name."""
+    from orbitseg.io.dicomseg import read_dicom_seg, write_dicom_seg
+    from orbitseg.io.rtstruct import write_rtstruct
 
     ct, truth, _ = phantom
-    _enhanced(write_dicom_series(ct, tmp_path / "plain"), tmp_path / "mf")
+    folder = write_dicom_series(ct, tmp_path / "plain") if name == "plain" else variants["tilted"]
+    f = _enhanced(folder, tmp_path / "mf")
     scan = read_scan(tmp_path / "mf")
-    with pytest.raises(InputError, match=r"x\.seg\.dcm.*enhanced multi-frame CT"):
-        write_dicom_seg(scan.like(truth.array), scan, tmp_path / "x.seg.dcm")
-    assert not (tmp_path / "x.seg.dcm").exists()
+    labels = resampled_onto(truth, scan.geometry, labels=True)
+    out = write_dicom_seg(scan.like(labels.array), scan, tmp_path / "x.seg.dcm")
+    dciodvfy(out, require)
+    seg = pydicom.dcmread(out, stop_before_pixels=True)
+    src = pydicom.dcmread(f, stop_before_pixels=True)
+    for item in seg.PerFrameFunctionalGroupsSequence:  # each frame on the source frame it names
+        ref = item.DerivationImageSequence[0].SourceImageSequence[0]
+        assert str(ref.ReferencedSOPInstanceUID) == str(src.SOPInstanceUID)
+        m = int(ref.ReferencedFrameNumber) - 1
+        np.testing.assert_allclose([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient],
+                                   [float(v) for v in src.PerFrameFunctionalGroupsSequence[m].PlanePositionSequence[0]
+                                    .ImagePositionPatient], atol=1e-3)
+    back = read_dicom_seg(out, reference=scan).array
+    for label in (1, 2, 3):
+        d = dice(back == label, labels.array == label)
+        assert d >= (1.0 if name == "plain" else 0.95), (label, d)
+    with pytest.raises(InputError, match=r"y\.rtstruct\.dcm.*enhanced multi-frame CT.*RTSTRUCT"):
+        write_rtstruct(scan.like(labels.array), scan, tmp_path / "y.rtstruct.dcm")
+    assert not (tmp_path / "y.rtstruct.dcm").exists()

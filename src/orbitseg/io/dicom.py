@@ -623,25 +623,43 @@ def _translated(img: np.ndarray, dj: float, di: float, shape: tuple[int, int], o
 
 
 def labels_on_source_slices(labels: Volume, scan: Volume, datasets: list, what: Path | None = None) -> np.ndarray:
-    """Labels on a scan that was resampled when read (gantry tilt, slice blocks) put back on the series'
-    own slices, nearest in physical space: (n_slices, rows, cols), frame ``m`` on ``datasets[m]``.
+    """Labels on a scan that was resampled when read (gantry tilt, slice blocks), or read from an enhanced
+    multi-frame file, put back on the series' own slices (nearest in physical space) or frames.
 
     Parameters
     ----------
     labels : on ``scan``'s grid
-    scan : read by :func:`read_dicom_series` with ``meta["source_geometry"]``
-    datasets : the scan's slice headers, in the order of ``scan.meta["files"]``
+    scan : read by :func:`read_dicom_series` with ``meta["source_geometry"]`` and / or ``meta["enhanced"]``
+    datasets : the scan's slice headers, in the order of ``scan.meta["files"]`` (one for a multi-frame file)
+
+    Returns
+    -------
+    ndarray (n_slices, rows, cols): frame ``m`` on ``datasets[m]``; for a multi-frame file, frame ``m`` on its
+    frame ``m + 1`` (in the file's order, not the grid's)
 
     Raises
     ------
     GeometryMismatchError : labels on another grid, or slices that are not the scan's
     """
     stack = SliceStack.from_meta(scan.meta)
-    if stack is None:
+    if stack is None and not scan.meta.get("enhanced"):
         raise InputError(what, "the scan was not resampled when read; its labels lie on its own slices")
     diff = labels.geometry.differences(scan.geometry)
     if diff:
         raise GeometryMismatchError(what, f"the labels are not on the scan's grid ({'; '.join(diff)})")
+    arr = np.asarray(labels.array)
+    on_slices = arr if stack is None else stack.from_grid(arr, labels.geometry, cval=0)  # in the grid's order
+    if scan.meta.get("enhanced"):
+        order = list(scan.meta.get("frames") or [])
+        try:
+            n_frames = int(datasets[0].NumberOfFrames) if len(datasets) == 1 else -1
+        except (AttributeError, TypeError, ValueError):
+            n_frames = -1
+        if n_frames != len(order) or sorted(order) != list(range(n_frames)) or len(on_slices) != n_frames:
+            raise GeometryMismatchError(what, "the source file's frames are not those the scan was read from")
+        out = np.zeros((n_frames, *on_slices.shape[1:]), on_slices.dtype)
+        out[order] = on_slices
+        return out
     if len(datasets) != len(stack.positions):
         raise GeometryMismatchError(what, f"{len(datasets)} source slices for a scan read from {len(stack.positions)}")
     for ds, p in zip(datasets, stack.positions):
@@ -652,7 +670,7 @@ def labels_on_source_slices(labels: Volume, scan: Volume, datasets: list, what: 
         if not np.allclose(ipp, p, atol=1e-3):
             raise GeometryMismatchError(what, f"source slice at {ipp.round(3).tolist()} mm is not where the scan's "
                                               f"slice was read ({p.round(3).tolist()} mm)")
-    return stack.from_grid(np.asarray(labels.array), labels.geometry, cval=0)
+    return on_slices
 
 
 def _file_plane(folder: Path, f: Path, ds, iop: np.ndarray, ps: np.ndarray, rows: int, cols: int) -> _Plane:

@@ -325,19 +325,21 @@ def label_frames(labels: Volume, datasets: list, what: Path | None = None) -> np
 
 
 def prepare_frames(labels: Volume, source, out_path: Path, *, overwrite: bool,
-                   series_uid: str | None) -> tuple[list, np.ndarray]:
+                   series_uid: str | None, multi_frame: bool = False) -> tuple[list, np.ndarray]:
     """What a DICOM object of ``labels`` on ``source``'s slices starts from: the source slice
-    datasets and the label frames ``(n_slices, rows, cols)`` in their order, refused (before the
-    series is read) when ``out_path`` exists and ``overwrite`` is False."""
+    datasets and the label frames ``(n_slices, rows, cols)`` in their order (for an enhanced multi-frame
+    scan, when the caller takes one (``multi_frame``): its one dataset and a label frame per source frame),
+    refused (before the series is read) when ``out_path`` exists and ``overwrite`` is False."""
     if Path(out_path).exists() and not overwrite:
         raise ExistsError(Path(out_path))
     arr = checked_labels(labels, Path(out_path))
-    if isinstance(source, Volume) and source.meta.get("enhanced"):
-        raise InputError(Path(out_path), "the scan is an enhanced multi-frame CT (one file); DICOM-SEG and RTSTRUCT "
-                                         "are written only for one-slice-per-file series so far")
+    if isinstance(source, Volume) and source.meta.get("enhanced") and not multi_frame:
+        raise InputError(Path(out_path), "the scan is an enhanced multi-frame CT (one file); an RTSTRUCT is written "
+                                         "only for one-slice-per-file series so far (a DICOM-SEG is written)")
     datasets = source_slices(source, labels.geometry, series_uid=series_uid)
-    if isinstance(source, Volume) and source.meta.get("source_geometry"):  # resampled when read (gantry tilt,
-        from orbitseg.io.dicom import labels_on_source_slices  # slice blocks): back onto the series' own slices
+    if isinstance(source, Volume) and (source.meta.get("source_geometry") or source.meta.get("enhanced")):
+        from orbitseg.io.dicom import labels_on_source_slices  # resampled when read (gantry tilt, slice blocks)
+        # or frames of one file: back onto the series' own slices / frames
 
         return datasets, labels_on_source_slices(labels.like(arr), source, datasets, Path(out_path))
     return datasets, label_frames(labels.like(arr), datasets, Path(out_path))
@@ -440,7 +442,8 @@ def write_dicom_seg(
     import highdicom as hd
 
     out_path = Path(out_path)
-    datasets, frames = prepare_frames(labels, source, out_path, overwrite=overwrite, series_uid=series_uid)
+    datasets, frames = prepare_frames(labels, source, out_path, overwrite=overwrite, series_uid=series_uid,
+                                      multi_frame=True)
     try:
         seg = hd.seg.Segmentation(
             source_images=datasets,
