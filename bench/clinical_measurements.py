@@ -111,6 +111,83 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def figure(seed: int, path: Path) -> None:
+    """Picture of how one scan is measured: the muscle split in a section across the right orbit
+    (truth labels) and the proptosis plane with rims, interzygomatic line and globe fronts."""
+    from matplotlib.figure import Figure
+    from scipy import ndimage
+
+    from orbitseg.evaluate.clinical import (GROUPS, RIGHT_OFFSET, _plane_sample, orbit_frames, proptosis,
+                                            split_muscles)
+    from orbitseg.evaluate.measure import midline_x
+    from orbitseg.synth import render_patient, sample_patient
+
+    p = sample_patient(np.random.default_rng(seed))
+    ct, labels = render_patient(p)
+    mid = midline_x(labels)[0]
+    frames = orbit_frames(labels, midline=mid)
+    per = split_muscles(labels, frames, midline=mid)
+    prop = proptosis(ct, labels, frames, midline=mid)
+    fig = Figure(figsize=(12, 5.2))
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    f = frames["right"]
+    g = np.arange(-22.0, 22.0, 0.2)
+    uu, vv = np.meshgrid(g, g[::-1])
+    centre = f.centre + 0.35 * f.length * f.axis
+    pts = centre + uu.reshape(-1, 1) * f.e_lat + vv.reshape(-1, 1) * f.e_up
+    kji = np.rint(labels.geometry.physical_to_index(pts)[:, ::-1]).astype(int)
+    inside = np.all((kji >= 0) & (kji < np.asarray(per.array.shape)), axis=1)
+    codes = np.zeros(len(pts), int)
+    codes[inside] = per.array[tuple(kji[inside].T)]
+    img = _plane_sample(ct, pts, cval=-1024.0).reshape(uu.shape)
+    ax1.imshow(np.clip(img, -200, 300), cmap="gray", extent=(g[0], g[-1], g[0], g[-1]))
+    colours = {"sr": "tab:red", "ir": "tab:blue", "mr": "tab:green", "lr": "tab:orange", "so": "tab:purple"}
+    for i, name in enumerate(GROUPS):
+        m = (codes == RIGHT_OFFSET + i + 1).reshape(uu.shape)
+        if m.any():
+            ax1.contourf(uu, vv, m.astype(float), levels=[0.5, 1.5], colors=[colours[name]], alpha=0.6)
+            c = np.argwhere(m).mean(0).astype(int)
+            ax1.text(uu[tuple(c)], vv[tuple(c)], name.upper(), color="w", fontsize=9, ha="center", va="center",
+                     weight="bold")
+    ax1.set_title(f"right orbit, section {0.35 * f.length:.0f} mm behind the globe centre\n"
+                  "(lateral to the right, superior up)", fontsize=9)
+    ax1.set_xlabel("lateral (mm)"), ax1.set_ylabel("superior (mm)")
+    # the proptosis plane
+    fl, fr = frames["left"], frames["right"]
+    c0 = (fl.centre + fr.centre) / 2
+    e_lr = (fl.centre - fr.centre) / np.linalg.norm(fl.centre - fr.centre)
+    ant = (fr.centre - fr.apex) / fr.length + (fl.centre - fl.apex) / fl.length
+    e_ant = ant - ant.dot(e_lr) * e_lr
+    e_ant /= np.linalg.norm(e_ant)
+    a = np.arange(-60.0, 60.0, 0.2)
+    b = np.arange(-30.0, 30.0, 0.2)
+    aa, bb = np.meshgrid(a, b[::-1])
+    pts = c0 + aa.reshape(-1, 1) * e_lr + bb.reshape(-1, 1) * e_ant
+    img = _plane_sample(ct, pts, cval=-1024.0).reshape(aa.shape)
+    globe = _plane_sample(labels, pts, cval=0.0, what=lambda x: x == 1).reshape(aa.shape) >= 0.5
+    # image x runs towards the patient's left: show it radiologically (patient's right on the left)
+    ax2.imshow(np.clip(img, -200, 1000), cmap="gray", extent=(a[0], a[-1], b[0], b[-1]))
+    ax2.contour(aa, bb, ndimage.binary_fill_holes(globe).astype(float), levels=[0.5], colors="yellow",
+                linewidths=0.8)
+    to2 = lambda q: ((q - c0) @ e_lr, (q - c0) @ e_ant)  # noqa: E731
+    r1, r2 = to2(prop.rim_right), to2(prop.rim_left)
+    ax2.plot([r1[0], r2[0]], [r1[1], r2[1]], "c-", lw=1.2, label="interzygomatic line")
+    ax2.plot([r1[0], r2[0]], [r1[1], r2[1]], "co", ms=4)
+    d = np.array([r2[0] - r1[0], r2[1] - r1[1]])
+    nrm = np.array([-d[1], d[0]]) / np.linalg.norm(d)
+    nrm = nrm if nrm[1] > 0 else -nrm
+    for front, val in ((prop.front_right, prop.right_mm), (prop.front_left, prop.left_mm)):
+        q = np.array(to2(front))
+        foot = q - val * nrm
+        ax2.plot([foot[0], q[0]], [foot[1], q[1]], "m-", lw=1.2)
+        ax2.text(q[0] + 2, q[1] + 1, f"{val:.1f} mm", color="m", fontsize=9)
+    ax2.set_title("proptosis plane (through both globe centres, holding the mean orbital axis)", fontsize=9)
+    ax2.set_xlabel("patient's right -> left (mm)"), ax2.set_ylabel("anterior (mm)")
+    ax2.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     from predict_speed import cpu_features
 
@@ -118,7 +195,11 @@ def main() -> None:
     ap.add_argument("--scans", type=int, default=len(SEEDS), help="how many of SEEDS to measure")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write every scan's record here")
+    ap.add_argument("--figure", type=Path, help="only draw how the first scan is measured (PNG) and stop")
     args = ap.parse_args()
+    if args.figure:
+        figure(SEEDS[0], args.figure)
+        return
 
     import torch
 
