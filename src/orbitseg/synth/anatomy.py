@@ -975,6 +975,38 @@ def _capsule(x, y, z, p0, p1, r):
     return (np.sqrt(dx * dx + dy * dy + dz * dz) - F32(r)).astype(F32)
 
 
+def render_tilted(params: PatientParams, tilt_deg: float) -> tuple[Volume, Volume, np.ndarray]:
+    """The scan as a CT with its gantry tilted ``tilt_deg`` acquires it (for DICOM series): slices whose rows
+    run along +x and whose columns are tilted about the left-right axis, stacked along the table (+z), each
+    ``slice_thickness`` thick along its normal; the scan's direction kind is ignored (axial).
+
+    Returns
+    -------
+    (ct, labels, positions) : int16 CT and uint8 labels ``(n_slices, ny, nx)`` on the slices, their Volume
+        geometry giving rows, columns and pixel spacing (third axis the slices' normal), and each slice's
+        ImagePositionPatient ``(n_slices, 3)``, as ``io.dicom.write_dicom_series(..., positions=)`` takes.
+    """
+    scene = _Scene(params)
+    sc = params.scan
+    t = math.radians(tilt_deg)
+    row, col = np.array([1.0, 0.0, 0.0]), np.array([0.0, math.cos(t), math.sin(t)])
+    step = sc.slice_thickness / math.cos(t)  # table feed per slice: contiguous along the slices' normal
+    nx, ny = sc.matrix
+    nz, n = sc.n_slices, scene.n_sub
+    M = np.column_stack([row * sc.spacing_xy, col * sc.spacing_xy, [0.0, 0.0, step]])
+    origin = -M @ ((np.array([nx, ny, nz]) - 1) / 2.0)
+    Rh = head_rotation_matrix(*sc.head_rotation)
+    A = Rh.T @ M @ np.diag([1.0, 1.0, 1.0 / n])
+    b = Rh.T @ (origin + M @ np.array([0.0, 0.0, 0.5 / n - 0.5])) + np.asarray(sc.head_offset, float)
+    cv = scene.cv
+    scene.cv = Canvas(A, b, cv.shape, edge=cv.edge, coarse=cv.coarse, background=scene.hu.air)
+    ct, labels = scene.render()
+    geom = Geometry((nx, ny, nz), (sc.spacing_xy, sc.spacing_xy, sc.slice_thickness), tuple(origin),
+                    np.column_stack([row, col, np.cross(row, col)]))
+    positions = origin[None, :] + np.arange(nz)[:, None] * np.array([0.0, 0.0, step])
+    return Volume(ct, geom), Volume(labels, geom), positions
+
+
 def render_patient(params: PatientParams) -> tuple[Volume, Volume]:
     """The CT (int16 HU) and its labels (uint8, 0..3) on the same grid."""
     scene = _Scene(params)

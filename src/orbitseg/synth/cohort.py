@@ -99,6 +99,37 @@ def _write_dicom(ct, labels, folder: Path, case_id: str, patient_id: str, overwr
     return Volume(from_canonical(canon.array, grid), grid)
 
 
+def write_tilted_dicom(params: PatientParams, folder: Path, case_id: str, patient_id: str, overwrite: bool):
+    """Render ``params`` as a gantry-tilted DICOM series (``params.clinical.gantry_tilt``) in ``folder``;
+    return its labels on the grid the series reads back as (``io.dicom`` resamples tilt onto an orthogonal
+    grid), taken nearest from the labels rendered on the tilted slices (0 outside them)."""
+    from orbitseg.io.read import read_scan
+    from orbitseg.io.volume import Volume
+    from orbitseg.io.write import write_dicom_series
+    from orbitseg.synth.anatomy import render_tilted
+
+    ct, labels, positions = render_tilted(params, params.clinical.gantry_tilt)
+    write_dicom_series(ct, folder, overwrite=overwrite, patient_id=patient_id, series_description=case_id,
+                       series_uid=f"orbitseg-synth-{patient_id}-{case_id}", positions=positions)
+    grid = read_scan(folder, check=False).geometry
+    # slice k of the series: origin + i * sx * row + j * sy * col + k * table step * z
+    M = np.column_stack([ct.geometry.matrix[:, 0] * ct.geometry.spacing[0],
+                         ct.geometry.matrix[:, 1] * ct.geometry.spacing[1], positions[1] - positions[0]])
+    Minv = np.linalg.inv(M)
+    nx, ny, nz = grid.size
+    src = np.asarray(labels.array)
+    out = np.zeros((nz, ny, nx), np.uint8)
+    jj, ii = np.mgrid[:ny, :nx]
+    for k in range(nz):
+        ijk = np.column_stack([ii.ravel(), jj.ravel(), np.full(ii.size, k)]).astype(float)
+        idx = np.rint((grid.index_to_physical(ijk) - positions[0]) @ Minv.T).astype(int)
+        ok = np.all((idx >= 0) & (idx < [src.shape[2], src.shape[1], src.shape[0]]), axis=1)
+        flat = np.zeros(ii.size, np.uint8)
+        flat[ok] = src[idx[ok, 2], idx[ok, 1], idx[ok, 0]]
+        out[k] = flat.reshape(ny, nx)
+    return Volume(out, grid)
+
+
 def _render_and_write(task) -> tuple[str, str]:
     from orbitseg.io.layout import image_path, label_path
     from orbitseg.io.write import write_label, write_scan
@@ -106,6 +137,10 @@ def _render_and_write(task) -> tuple[str, str]:
 
     case_id, patient_id, params, fmt, out, raw, overwrite = task
     out = Path(out)
+    if raw and fmt == "dicom" and params.clinical is not None and params.clinical.gantry_tilt:
+        labels = write_tilted_dicom(params, out / "images" / case_id, case_id, patient_id, overwrite)
+        write_label(labels, out / "labels" / f"{case_id}{RAW_FORMATS[fmt][1]}", overwrite=overwrite)
+        return case_id, "dicom (gantry tilt)"
     ct, labels = render_patient(params)
     if not raw:
         write_scan(ct, image_path(out, case_id), overwrite=overwrite)
