@@ -104,9 +104,11 @@ def _segs_in_pacs(pacs, study_uid: str) -> list[dict]:
 
 def test_pacs_stores_a_seg_identical_to_predict_and_a_rerun_stores_nothing(pacs, study, login, tmp_path, capsys):
     before = pacs.instances()
-    result = segment_study(pacs.url, study["study"], engine=ENGINE)
-    assert result.stored and result.series_uid == study["ct_series"]
-    assert [s["uid"] for s in result.skipped] == [study["mr_series"]]  # the MR beside it is not retrieved
+    # the command, credentials from the environment: every study with a CT (the MR-only study is not one)
+    assert main(["pacs", pacs.url, "--new", "--since", "19990101", "--engine", ENGINE]) == 0
+    text = capsys.readouterr().out
+    assert "1 study with a CT" in text and f"CT series {study['ct_series']}" in text, text
+    assert f"not retrieved: MR series {study['mr_series']}" in text and "stored (STOW-RS)" in text, text
     assert pacs.instances() == before + 1
 
     # the SEG as any DICOMweb client finds it: QIDO-RS for modality SEG, WADO-RS retrieve
@@ -114,7 +116,6 @@ def test_pacs_stores_a_seg_identical_to_predict_and_a_rerun_stores_nothing(pacs,
     assert len(found) == 1
     sop = found[0]["00080018"]["Value"][0]
     series = found[0]["0020000E"]["Value"][0]
-    assert (series, sop) == (result.seg_series_uid, result.seg_sop_uid)
     ds = client.retrieve_instance(study["study"], series, sop)
     assert [str(it.SeriesInstanceUID) for it in ds.ReferencedSeriesSequence] == [study["ct_series"]]
     seg_file = tmp_path / "from_pacs.seg.dcm"
@@ -125,17 +126,22 @@ def test_pacs_stores_a_seg_identical_to_predict_and_a_rerun_stores_nothing(pacs,
     assert main(["predict", str(study["ct_dir"]), str(out), "--engine", ENGINE, "--format", ".nii.gz",
                  "dicom-seg"]) == 0
     scan = read_scan(study["ct_dir"])
-    nifti = read_label(out / "ct.nii.gz", reference=scan).array
-    assert nifti.any()
-    np.testing.assert_array_equal(read_dicom_seg(seg_file, reference=scan).array, nifti)
+    nifti = read_label(out / "ct.nii.gz", reference=scan)
+    assert nifti.array.any()
+    np.testing.assert_array_equal(read_dicom_seg(seg_file, reference=scan).array, nifti.array)
     local = pydicom.dcmread(out / "ct.seg.dcm", stop_before_pixels=True)
     assert (str(local.SeriesInstanceUID), str(local.SOPInstanceUID)) == (series, sop)
 
-    # a rerun (the command, credentials from the environment) sends nothing and says so
-    capsys.readouterr()
-    assert main(["pacs", pacs.url, "--study", study["study"], "--engine", ENGINE]) == 0
-    text = capsys.readouterr().out
-    assert "already stored" in text and study["ct_series"] in text and "eyeball" in text, text
+    # a rerun (the library function) finds the SEG before fetching anything: nothing sent, same volumes
+    lines = []
+    result = segment_study(pacs.url, study["study"], engine=ENGINE, log=lines.append)
+    assert not result.stored and (result.seg_series_uid, result.seg_sop_uid) == (series, sop)
+    assert not any("retrieving" in ln for ln in lines) and "already stored" in result.describe()
+    assert [s["uid"] for s in result.skipped] == [study["mr_series"], series]  # the MR, our SEG
+    from orbitseg.evaluate.measure import orbit_measurements
+
+    np.testing.assert_allclose([r["globe_ml"] for r in result.measurements[:2]],
+                               [r["globe_ml"] for r in orbit_measurements(nifti)[:2]], rtol=1e-6)
     assert pacs.instances() == before + 1
     assert len(_segs_in_pacs(pacs, study["study"])[0]) == 1
 
@@ -165,8 +171,8 @@ def test_a_study_without_ct_is_refused_naming_it(pacs, study, tmp_path, monkeypa
         monkeypatch.delenv(var, raising=False)
     rc = main(["pacs", pacs.url, "--study", study["mr_only_study"], "--config", str(config)])
     err = capsys.readouterr().err
-    assert rc == 2 and "holds no CT series" in err and study["mr_only_study"] in err and "MR series" in err, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert rc == 1 and "refused" in err and "holds no CT series" in err and study["mr_only_study"] in err, err
+    assert "MR series" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     config.chmod(0o644)
     assert main(["pacs", pacs.url, "--study", study["mr_only_study"], "--config", str(config)]) == 2
     assert "other users may read it" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,15 @@ def _read_config(path: Path) -> dict:
         raise InputError(path, "a DICOMweb configuration is a JSON object with the keys user, password, token, "
                                "ca_bundle")
     return values
+
+
+#: QIDO-RS page size, and how many pages at most (a server that pages wrongly cannot keep us asking)
+_PAGE, _MAX_PAGES = 500, 200
+
+
+def _key(item: dict) -> tuple:
+    """What tells matches apart: study, series and instance UIDs."""
+    return tuple(str(_value(item, tag, "")) for tag in ("0020000D", "0020000E", "00080018"))
 
 
 def _value(item: dict, tag: str, default=None):
@@ -183,12 +193,30 @@ class DicomWeb:
             raise self._fail(cause, doing) from None
 
     # ---- QIDO-RS --------------------------------------------------------------------------------
+    def _search(self, doing: str, fn, *args, **kwargs) -> list[dict]:
+        """Every match of a QIDO-RS search, page by page (``limit`` / ``offset``).  A server that ignores the
+        offset (Orthanc 1.10 does with ``ModalitiesInStudy``) answers the same page again: dicomweb-client's own
+        ``get_remaining`` then asks forever; here a page with nothing new ends the search."""
+        out, seen, offset = [], set(), 0
+        for _ in range(_MAX_PAGES):
+            items = self._call(doing, fn, *args, offset=offset, limit=_PAGE, **kwargs) or []
+            new = [it for it in items if _key(it) not in seen]
+            seen.update(_key(it) for it in new)
+            out += new
+            if len(items) < _PAGE:
+                return out
+            if not new:
+                warnings.warn(f"{self.url} ignores the offset of its QIDO-RS answers while {doing}: only the "
+                              f"first {len(out)} matches are used", stacklevel=3)
+                return out
+            offset += len(items)
+        return out
+
     def series(self, study_uid: str) -> list[dict]:
         """The series of a study: dicts with ``uid``, ``modality``, ``description``, ``number``,
         ``instances`` (the server's count, None when it gives none), sorted by series number."""
-        items = self._call(f"listing the series of study {study_uid} (QIDO-RS)", self.client.search_for_series,
-                           study_uid, fields=["SeriesDescription", "NumberOfSeriesRelatedInstances"],
-                           get_remaining=True)
+        items = self._search(f"listing the series of study {study_uid} (QIDO-RS)", self.client.search_for_series,
+                             study_uid, fields=["SeriesDescription", "NumberOfSeriesRelatedInstances"])
         out = []
         for it in items or []:
             number = _value(it, "00200011")
@@ -198,6 +226,19 @@ class DicomWeb:
                         "number": None if number in (None, "") else int(number),
                         "instances": None if count in (None, "") else int(count)})
         return sorted(out, key=lambda s: (s["number"] is None, s["number"] or 0, s["uid"]))
+
+    def studies(self, *, modality: str | None = None, since: str | None = None) -> list[str]:
+        """StudyInstanceUIDs of the studies holding ``modality`` (QIDO-RS ``ModalitiesInStudy``), dated
+        ``since`` (YYYYMMDD) or later, oldest first."""
+        filters = {}
+        if modality:
+            filters["ModalitiesInStudy"] = modality
+        if since:
+            filters["StudyDate"] = f"{since}-"
+        items = self._search("listing studies (QIDO-RS)", self.client.search_for_studies,
+                             search_filters=filters or None, fields=["StudyDate"])
+        found = sorted((str(_value(it, "00080020", "") or ""), str(_value(it, "0020000D", ""))) for it in items or [])
+        return [uid for _, uid in found if uid]
 
     def has_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> bool:
         """Whether the server holds instance ``sop_uid`` of that series (QIDO-RS)."""

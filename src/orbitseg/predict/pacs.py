@@ -1,29 +1,34 @@
 """``orbitseg pacs``: fetch a study's head CT from a PACS over DICOMweb, segment it, store the DICOM-SEG back.
 
-1. QIDO-RS lists the study's series; the CT series are retrieved (WADO-RS) into a temporary folder and
-   read with :func:`orbitseg.io.read.read_scan`, so the series is chosen exactly as for a local folder
+1. QIDO-RS lists the study's series.  The DICOM-SEG's UIDs are fixed by the source series, the model and
+   the settings (:func:`orbitseg.predict.run.dicom_output_uids`, the ones ``orbitseg predict --format
+   dicom-seg`` writes), so when the study has one CT series QIDO-RS first asks whether the server already
+   holds its SEG: if it does, nothing is fetched or stored ("already stored") and the volumes are read
+   from the stored SEG.
+2. Otherwise the CT series are retrieved (WADO-RS) into a temporary folder and read with
+   :func:`orbitseg.io.read.read_scan`, so the series is chosen exactly as for a local folder
    (localizers and non-image objects set aside, several CT volumes refused unless ``series_uid`` names
    one).  Series of other modalities (MR, SEG, SR...) are listed but not retrieved.
-2. The DICOM-SEG's UIDs are fixed by the source series, the model and the settings
-   (:func:`orbitseg.predict.run.dicom_output_uids`, the ones ``orbitseg predict --format dicom-seg``
-   writes): before anything is segmented, QIDO-RS asks whether the server already holds that SEG.  If it
-   does, nothing is stored ("already stored") and its volumes are read back from the stored object.
-3. Otherwise the Segmenter segments the scan, the DICOM-SEG (referencing the source slices) is written
-   to the temporary folder and stored with STOW-RS; the server's answer must confirm it.
+3. Unless the chosen series' SEG is already there, the Segmenter segments the scan, the DICOM-SEG
+   (referencing the source slices) is written to the temporary folder and stored with STOW-RS; the
+   server must confirm it and list it afterwards.
 
+:func:`segment_studies` does this for several studies, or for every study with a CT (``--new``).
 Nothing is kept on disk: the temporary folder goes when the command ends.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orbitseg.errors import AmbiguousSeriesError, InputError, OrbitsegError
 
-__all__ = ["PacsResult", "segment_study"]
+__all__ = ["PacsResult", "segment_study", "segment_studies"]
 
 #: a DICOM UID (PS3.5 9.1): numeric components without leading zeros, at most 64 characters
 _UID = re.compile(r"(?=.{1,64}$)(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
@@ -46,9 +51,10 @@ class PacsResult:
 
     def describe(self) -> str:
         """The lines ``orbitseg pacs`` prints."""
+        slices = f"{self.n_slices} slices" if self.n_slices else "slices not counted"
         lines = [f"study {self.study_uid} on {self.url}",
                  f"  CT series {self.series_uid} ({self.series_description or 'no description'}, "
-                 f"{self.n_slices} slices) segmented"]
+                 f"{slices}) segmented"]
         for s in self.skipped:
             lines.append(f"  not retrieved: {s['modality'] or '?'} series {s['uid']} {s['description']}".rstrip())
         what = "stored (STOW-RS)" if self.stored else "already stored: nothing sent"
@@ -75,6 +81,8 @@ def segment_study(
     config: str | Path | None = None,
     ca_bundle: str | Path | None = None,
     credentials=None,
+    segmenter=None,
+    server=None,
     log=print,
 ) -> PacsResult:
     """Segment the head CT of study ``study_uid`` on the DICOMweb server ``url`` and store its DICOM-SEG there.
@@ -87,6 +95,9 @@ def segment_study(
     model, folds, device, precision, engine, mirror, postprocess : as ``orbitseg predict``
     config, ca_bundle, credentials : how to authenticate and verify the server
         (:func:`orbitseg.io.dicomweb.credentials_from_env`; never from the command line)
+    segmenter, server : a loaded :class:`~orbitseg.predict.segmenter.Segmenter` (or a function returning one,
+        called once the study is known to hold a CT) and a :class:`~orbitseg.io.dicomweb.DicomWeb` to use
+        instead (several studies in a row)
     log : where progress lines go
 
     Returns
@@ -101,17 +112,14 @@ def segment_study(
     """
     from orbitseg.evaluate.measure import orbit_measurements
     from orbitseg.io.dicomseg import read_dicom_seg, write_dicom_seg
-    from orbitseg.io.dicomweb import DicomWeb, credentials_from_env
-    from orbitseg.io.read import read_scan
+    from orbitseg.io.read import read_label, read_scan
     from orbitseg.predict.run import dicom_output_uids, dicom_uid_key
-    from orbitseg.predict.segmenter import Segmenter
 
     for what, uid in (("--study", study_uid), ("--series", series_uid)):
         if uid is not None and not _UID.fullmatch(uid):
             raise InputError(None, f"{what} {uid!r} is not a DICOM UID (digits and dots, at most 64 characters)")
     where = f"study {study_uid} on {url}"
-    server = DicomWeb(url, credentials=credentials if credentials is not None else credentials_from_env(config),
-                      ca_bundle=ca_bundle)
+    server = server or _server(url, config, ca_bundle, credentials)
     series = server.series(study_uid)
     if not series:
         raise InputError(None, f"{where}: no such study (QIDO-RS lists no series of it)")
@@ -124,9 +132,21 @@ def segment_study(
         if not wanted:
             raise InputError(None, f"{where}: holds no CT series, so no head CT to segment; found " + _listing(series))
     skipped = [s for s in series if s not in wanted]
-    segmenter = Segmenter.load(model, folds=folds, device=device, precision=precision, mirror=mirror,
-                               postprocess=postprocess, engine=engine, log=log)
+    if callable(segmenter):
+        segmenter = segmenter()
+    segmenter = segmenter or _segmenter(model, folds, device, precision, mirror, postprocess, engine, log)
+    uid_key = dicom_uid_key(segmenter)
     with tempfile.TemporaryDirectory(prefix="orbitseg-pacs-") as tmp:
+        seg_path = Path(tmp) / "orbitseg.seg.dcm"
+        if len(wanted) == 1:  # the series the reader will take is known: is its SEG there already?
+            one = wanted[0]
+            seg_series, seg_sop = dicom_output_uids(one["uid"], uid_key, "dicom-seg")
+            if server.has_instance(study_uid, seg_series, seg_sop):
+                log(f"the server already holds this segmentation (DICOM-SEG {seg_sop}): nothing is fetched or stored")
+                server.retrieve_instance(study_uid, seg_series, seg_sop, seg_path)
+                labels = read_label(seg_path)  # on its own frames' grid: the volumes are the scan's
+                return PacsResult(url, study_uid, one["uid"], one["description"], one["instances"] or 0, seg_series,
+                                  seg_sop, stored=False, skipped=skipped, measurements=orbit_measurements(labels))
         folder = Path(tmp) / "study"
         for s in wanted:
             log(f"retrieving {s['modality']} series {s['uid']} ({s['instances'] or '?'} instances, WADO-RS)")
@@ -140,10 +160,9 @@ def segment_study(
         except OrbitsegError as exc:
             raise InputError(None, f"{where}: {_problem(exc)}") from None
         chosen = scan.meta["series_uid"]
-        seg_series, seg_sop = dicom_output_uids(chosen, dicom_uid_key(segmenter), "dicom-seg")
+        seg_series, seg_sop = dicom_output_uids(chosen, uid_key, "dicom-seg")
         result = PacsResult(url, study_uid, chosen, scan.meta.get("description", ""), scan.shape[0], seg_series,
                             seg_sop, stored=False, skipped=skipped)
-        seg_path = Path(tmp) / "orbitseg.seg.dcm"
         if server.has_instance(study_uid, seg_series, seg_sop):
             log(f"the server already holds this segmentation (DICOM-SEG {seg_sop}): nothing is stored")
             server.retrieve_instance(study_uid, seg_series, seg_sop, seg_path)
@@ -159,6 +178,72 @@ def segment_study(
             result.stored = True
         result.measurements = orbit_measurements(labels)
     return result
+
+
+def segment_studies(
+    url: str,
+    study_uids: Sequence[str] | None = None,
+    *,
+    since: str | None = None,
+    config: str | Path | None = None,
+    ca_bundle: str | Path | None = None,
+    credentials=None,
+    model: str | Path | None = None,
+    folds: str = "all",
+    device: str = "cpu",
+    precision: str = "auto",
+    engine: str = "auto",
+    mirror: bool = False,
+    postprocess: bool = True,
+    series_uid: str | None = None,
+    log=print,
+) -> tuple[list[PacsResult], list[str]]:
+    """:func:`segment_study` for several studies, or for every study with a CT (``study_uids`` None; QIDO-RS
+    ``ModalitiesInStudy=CT``, ``StudyDate`` from ``since``, YYYYMMDD): one model load, one connection.  A study
+    already segmented by this model costs a QIDO-RS query and the SEG's retrieval, so rerunning this on a
+    schedule processes the new studies.
+
+    Returns
+    -------
+    (results, problems) : a study that cannot be segmented (no CT, not a head...) is named in ``problems``
+        and the others go on; a server that fails (:class:`~orbitseg.io.dicomweb.DicomWebError`) stops the run
+    """
+    from orbitseg.io.dicomweb import DicomWebError
+
+    if since is not None and not re.fullmatch(r"\d{8}", since):
+        raise InputError(None, f"--since {since!r} is not a date YYYYMMDD")
+    server = _server(url, config, ca_bundle, credentials)
+    if study_uids is None:
+        study_uids = server.studies(modality="CT", since=since)
+        log(f"{len(study_uids)} stud{'y' if len(study_uids) == 1 else 'ies'} with a CT on {url}"
+            + (f" since {since}" if since else ""))
+    if series_uid is not None and len(study_uids) != 1:
+        raise InputError(None, "--series names the series of one study; give one --study with it")
+    segmenter = functools.cache(lambda: _segmenter(model, folds, device, precision, mirror, postprocess, engine, log))
+    results, problems = [], []
+    for uid in study_uids:
+        try:
+            results.append(segment_study(url, uid, series_uid=series_uid, segmenter=segmenter, server=server,
+                                         log=log))
+        except DicomWebError:
+            raise  # the server itself fails: the next studies would too
+        except OrbitsegError as exc:
+            problems.append(str(exc))
+    return results, problems
+
+
+def _server(url, config, ca_bundle, credentials):
+    from orbitseg.io.dicomweb import DicomWeb, credentials_from_env
+
+    return DicomWeb(url, credentials=credentials if credentials is not None else credentials_from_env(config),
+                    ca_bundle=ca_bundle)
+
+
+def _segmenter(model, folds, device, precision, mirror, postprocess, engine, log):
+    from orbitseg.predict.segmenter import Segmenter
+
+    return Segmenter.load(model, folds=folds, device=device, precision=precision, mirror=mirror,
+                          postprocess=postprocess, engine=engine, log=log)
 
 
 def _listing(series: list[dict]) -> str:
