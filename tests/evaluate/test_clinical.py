@@ -226,3 +226,16 @@ def test_values_outside_the_adult_ranges_are_named(case):
     assert "ir_thickness_mm" in rows["right"]["outside_reference"]  # 1.8 x the belly: about 9 mm
     assert "ir_thickness_mm" not in rows["left"]["outside_reference"]
     assert rows["left_minus_right_ml"]["outside_reference"].startswith("proptosis_mm")  # 3 mm more on the right
+
+
+def test_run_report_tables_the_clinical_columns_where_recorded():
+    from orbitseg.report.html import _clinical_table
+
+    rows = [{"side": "right", "proptosis_mm_true": 20.0, "proptosis_mm_pred": 20.5,
+             "ir_thickness_mm_true": 4.0, "ir_thickness_mm_pred": 3.5},
+            {"side": "left", "proptosis_mm_true": 18.0, "proptosis_mm_pred": 18.5,
+             "ir_thickness_mm_true": math.nan, "ir_thickness_mm_pred": 3.0}]
+    html = _clinical_table(rows)
+    assert "<td class='l'>proptosis_mm</td><td>2</td><td>19.00</td><td>19.50</td><td>+0.50</td><td>0.50</td>" in html
+    assert "<td class='l'>ir_thickness_mm</td><td>1</td>" in html and "sr_ml" not in html
+    assert _clinical_table([{"side": "right", "globe_ml_true": 7.0, "globe_ml_pred": 7.1}]) == ""

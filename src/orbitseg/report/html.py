@@ -287,10 +287,29 @@ def _measurement_section(rows: list[dict]) -> str:
     fig.tight_layout()
     head = ("<tr><th class='l'>Structure</th><th>orbits</th><th>true mean mL</th><th>predicted mean mL</th>"
             "<th>bias mL</th><th>mean |error| mL</th><th>mean |error| %</th><th>asymmetry |error| (points)</th></tr>")
-    return (f'<div class="scroll"><table>{head}{body}</table></div>'
+    return (f'<div class="scroll"><table>{head}{body}</table></div>' + _clinical_table(orbits)
             + _img(_png(fig), "predicted against true volume per orbit", "fig")
             + '<p class="note">Per orbit (left and right of the midline found on the ground truth), test cases '
               'only. Asymmetry = (left - right) / mean x 100; its error is in percentage points.</p>')
+
+
+def _clinical_table(orbits: list[dict]) -> str:
+    """Predicted against true clinical measurements per orbit (docs/measurements.md), where recorded."""
+    from orbitseg.evaluate.clinical import CLINICAL_KEYS
+
+    body = ""
+    for key in CLINICAL_KEYS:
+        t, p = _paired(orbits, f"{key}_true", f"{key}_pred")
+        if t.size:
+            err = p - t
+            body += (f"<tr><td class='l'>{_e(key)}</td><td>{t.size}</td><td>{t.mean():.2f}</td><td>{p.mean():.2f}</td>"
+                     f"<td>{err.mean():+.2f}</td><td>{np.abs(err).mean():.2f}</td></tr>")
+    if not body:
+        return ""
+    return ("<p class='note'>Clinical measurements (mm, mL; definitions in docs/measurements.md), "
+            "prediction against ground truth:</p><div class='scroll'><table><tr><th class='l'>Measurement</th>"
+            "<th>orbits</th><th>true mean</th><th>predicted mean</th><th>bias</th><th>mean |error|</th></tr>"
+            f"{body}</table></div>")
 
 
 def _read_csv(path: Path, text_columns: tuple[str, ...] = ()) -> list[dict]:

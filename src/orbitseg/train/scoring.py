@@ -91,7 +91,7 @@ def score_test_fold(root: Path, run: Path, cases: list[str], device, surface: bo
         write_label(seg.labels, seg_dir / f"{case}{FILE_ENDING}", reference=scan, overwrite=True)
         flags = quality_flags(seg.labels, scan)
         measured += [r | {"flags": flags_summary(mine), "flag_codes": flag_codes(mine)}
-                     for r in paired_measurements(seg.labels, truth, case)
+                     for r in paired_measurements(seg.labels, truth, case, scan, clinical=True)
                      for mine in [[f for f in flags if r["side"] not in ("right", "left") or f["side"] in (r["side"], "both")]]]
         done.append((case, label_path))
     if not done:
