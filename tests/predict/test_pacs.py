@@ -259,3 +259,25 @@ def test_a_stow_answer_listing_failures_is_an_error_naming_the_reason(tmp_path, 
     monkeypatch.setattr(server.client, "store_instances", lambda *a, **k: failed)
     with pytest.raises(DicomWebError, match=r"refused to store 1\.2\.3\.4 \(failure reason 0xA700, out of resources\)"):
         server.store([path])
+
+
+def test_qido_pages_end_when_a_server_ignores_the_offset(monkeypatch):
+    """Orthanc 1.10 answers the same page whatever the offset when ModalitiesInStudy is given: the search
+    stops at the first page with nothing new (with a warning) instead of asking forever; a server that
+    pages properly is read to the end."""
+    import orbitseg.io.dicomweb as dw
+
+    monkeypatch.setattr(dw, "_PAGE", 2)
+    items = [{"0020000D": {"Value": [f"1.2.{k}"]}} for k in range(5)]
+    server = DicomWeb("http://127.0.0.1:9/dicom-web", credentials=Credentials())
+    paged = lambda offset, limit: items[offset:offset + limit]  # noqa: E731
+    assert server._search("listing", paged) == items
+    asked = []
+
+    def ignoring(offset, limit):
+        asked.append(offset)
+        return items[:limit]
+
+    with pytest.warns(UserWarning, match="ignores the offset"):
+        assert server._search("listing", ignoring) == items[:2]
+    assert asked == [0, 2]
