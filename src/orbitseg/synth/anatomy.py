@@ -325,6 +325,8 @@ class _Scene:
         yf = F32(an.face_depth) + F32(0.0045) * x2 + F32(9.5e-7) * x2 * x2 + 0.006 * zz * zz
         grad = np.sqrt(1.0 + (F32(0.009) * x + F32(3.8e-6) * x2 * x) ** 2)
         d = np.maximum(e, (yf - y) / grad)
+        if self.cl is not None:  # clinical variant: no perfectly smooth head
+            d = d + F32(0.6) * self._warp(x, y, z)
         if nose:
             # nose: a triangular prism hanging down from the nasal root
             zr = -6.0
@@ -337,6 +339,8 @@ class _Scene:
 
     def bone_sdf(self, x, y, z):
         scalp = F32(self.scalp) + F32(6.0) / (1.0 + np.exp((z + 16.0) / 4.0))  # thicker over the cheeks
+        if self.cl is not None:  # clinical variant: scalp and skull of uneven thickness
+            scalp = scalp + F32(0.6) * self._warp(z, x, y)
         return (self.head_sdf(x, y, z, nose=False) + scalp).astype(F32)
 
     def temporalis_sdf(self, x, y, z, side):
