@@ -179,6 +179,12 @@ def test_fold_disagreement_from_label_maps_and_from_box_probabilities(patient):
                                       np.stack([sub == k for k in range(4)]).astype(np.float32)))
     assert fold_agreement(lab, fold_probabilities=boxes) == pytest.approx(agree, nan_ok=True)
     assert codes(quality_flags(lab, ct, fold_probabilities=boxes)) == {"muscles_fold_disagreement@left"}
+    # the sides of the box split in mm: the same anatomy on 0.3 mm columns (origin far from the midline) agrees
+    g = lab.geometry
+    narrow = Volume(lab.array, g.with_(spacing=(0.3, g.spacing[1], g.spacing[2]), origin=(-40.0, *g.origin[1:])))
+    for how in ({"fold_probabilities": boxes}, {"fold_labels": [lab.array, lab.array, no_left_muscles]}):
+        narrow_agree = fold_agreement(narrow, **how)
+        assert narrow_agree[("left", MUSCLES)] == pytest.approx(1 / 3) and narrow_agree[("right", MUSCLES)] == 1.0
 
 
 def test_acquisition_outside_the_training_range(patient):
