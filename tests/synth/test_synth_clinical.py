@@ -270,3 +270,38 @@ def test_a_gantry_tilted_dicom_series_reads_back_with_its_labels_in_place(base, 
         vol0 = (lab0 == v).sum() * 0.9 * 0.9 * 2.0
         assert abs(vol / vol0 - 1) < 0.25 if v == 2 else abs(vol / vol0 - 1) < 0.1
         assert abs(float(np.median(a[l_ == v]) - np.median(ct0[lab0 == v]))) < 8.0
+
+
+def _ethmoid_air_cells(ct: np.ndarray, p) -> int:
+    """Air cells (connected, below -400 HU) in the ethmoid box (|x| 5-16, y -6..31, z -11..7 mm, head frame)
+    of a scan with identity direction, no rotation, head offset ``p.scan.head_offset``."""
+    from scipy import ndimage
+
+    nz, ny, nx = ct.shape
+    sp, th = p.scan.spacing_xy, p.scan.slice_thickness
+    ox, oy, oz = p.scan.head_offset
+    x = (np.arange(nx) - (nx - 1) / 2) * sp + ox
+    y = (np.arange(ny) - (ny - 1) / 2) * sp + oy
+    z = (np.arange(nz) - (nz - 1) / 2) * th + oz
+    box = ((np.abs(x) > 5) & (np.abs(x) < 16))[None, None, :] & ((y > -6) & (y < 31))[None, :, None] \
+        & ((z > -11) & (z < 7))[:, None, None]
+    lab, n = ndimage.label((ct < -400) & box)
+    sizes = ndimage.sum(np.ones_like(ct), lab, np.arange(1, n + 1))
+    return int((sizes >= 3).sum())
+
+
+def test_the_clinical_ethmoid_is_a_honeycomb(base, plain):
+    from dataclasses import replace
+
+    ct0, _ = plain
+    default_ct, _ = render_patient(replace(base, clinical=None))
+    n_clinical = _ethmoid_air_cells(ct0, base)
+    n_default = _ethmoid_air_cells(default_ct.array.astype(np.float32), base)
+    assert n_clinical >= 15 and n_clinical >= 1.5 * n_default
+
+
+def test_the_skull_base_is_irregular_only_in_the_clinical_variant(base, plain):
+    ct0, lab0 = plain
+    flat, lab1 = _render(base, warp_amplitude=0.0)
+    moved = (np.abs(ct0 - flat) > 200).sum()  # bone / air boundaries that moved
+    assert moved > 200 and np.array_equal(lab0, lab1)
