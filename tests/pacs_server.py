@@ -3,7 +3,8 @@
 :func:`orthanc` starts ``Orthanc`` on a free loopback port with a temporary storage folder and a
 generated JSON configuration: the DICOMweb plugin on (``/dicom-web/``), HTTP authentication on with
 one test user, no DICOM port reachable from outside (loopback only), optionally a Lua filter that
-refuses every incoming Segmentation (a PACS that rejects the upload).  It waits until the server
+refuses every incoming Segmentation (a PACS that rejects the upload).  :func:`https_qido` is a
+stand-in HTTPS server with a self-signed certificate for the TLS checks.  It waits until the server
 answers and stops it afterwards.  Without the packages the test is skipped locally and fails in CI
 (the ``require`` fixture of tests/conftest.py).
 """
@@ -44,12 +45,17 @@ class Orthanc:
     password: str
     storage: Path
     log: Path
+    ca: Path | None = None  # the self-signed certificate of a TLS Orthanc (its CA bundle)
+
+    @property
+    def verify(self):
+        return str(self.ca) if self.ca else True
 
     def get(self, path: str):
         """JSON answer of Orthanc's REST API at ``path`` (e.g. ``/statistics``)."""
         import requests
 
-        r = requests.get(self.rest + path, auth=(self.user, self.password), timeout=30)
+        r = requests.get(self.rest + path, auth=(self.user, self.password), timeout=30, verify=self.verify)
         r.raise_for_status()
         return r.json()
 
@@ -59,7 +65,7 @@ class Orthanc:
 
         for f in files:
             r = requests.post(self.rest + "/instances", data=Path(f).read_bytes(), auth=(self.user, self.password),
-                              timeout=30)
+                              timeout=30, verify=self.verify)
             r.raise_for_status()
 
     def instances(self) -> int:
@@ -80,9 +86,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def self_signed_certificate(folder: Path, require) -> tuple[Path, Path]:
+    """(certificate, key) for 127.0.0.1, made with the openssl command (Debian ``openssl``)."""
+    exe = shutil.which("openssl")
+    require(exe is not None, "the openssl command is not installed (Debian: apt-get install -y openssl)")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run([exe, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@contextlib.contextmanager
+def https_qido(folder: Path, require) -> Iterator[tuple[str, Path]]:
+    """A loopback HTTPS server with a self-signed certificate answering every GET with an empty DICOM JSON
+    list (a QIDO-RS search that finds nothing): yields (its DICOMweb URL, the certificate to trust)."""
+    import http.server
+    import ssl
+    import threading
+
+    cert, key = self_signed_certificate(folder, require)
+
+    class Empty(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server name
+            body = b"[]"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Empty)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/dicom-web", cert
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @contextlib.contextmanager
 def orthanc(folder: Path, require, *, refuse_seg: bool = False, timeout: float = 30.0) -> Iterator[Orthanc]:
-    """Start Orthanc in ``folder`` (config, storage, log), yield it, stop it."""
+    """Start Orthanc in ``folder`` (config, storage, log), yield it, stop it.  (Not over HTTPS: Debian 12's
+    Orthanc 1.10 drops the connection at the first TLS request; :func:`https_qido` serves the TLS tests.)"""
     import requests
 
     exe, so = executable(), plugin()
@@ -112,10 +165,12 @@ def orthanc(folder: Path, require, *, refuse_seg: bool = False, timeout: float =
         lua = folder / "refuse_seg.lua"
         lua.write_text(REFUSE_SEG_LUA)
         config["LuaScripts"] = [str(lua)]
+    ca = None
     cfg = folder / "orthanc.json"
     cfg.write_text(json.dumps(config, indent=1))
     log = folder / "orthanc.log"
     rest = f"http://127.0.0.1:{port}"
+    verify = str(ca) if ca else True
     with open(log, "wb") as out:
         proc = subprocess.Popen([exe, str(cfg)], stdout=out, stderr=subprocess.STDOUT, cwd=folder)
     try:
@@ -124,16 +179,16 @@ def orthanc(folder: Path, require, *, refuse_seg: bool = False, timeout: float =
             if proc.poll() is not None:
                 raise RuntimeError(f"Orthanc exited with {proc.returncode} at start:\n{log.read_text()[-3000:]}")
             try:
-                if requests.get(rest + "/system", auth=(USER, PASSWORD), timeout=2).ok:
+                if requests.get(rest + "/system", auth=(USER, PASSWORD), timeout=2, verify=verify).ok:
                     break
             except requests.ConnectionError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Orthanc did not answer within {timeout:g} s:\n{log.read_text()[-3000:]}")
             time.sleep(0.1)
-        plugins = requests.get(rest + "/plugins", auth=(USER, PASSWORD), timeout=5).json()
+        plugins = requests.get(rest + "/plugins", auth=(USER, PASSWORD), timeout=5, verify=verify).json()
         assert "dicom-web" in plugins, f"the DICOMweb plugin did not load: {plugins}"
-        yield Orthanc(rest + "/dicom-web", rest, USER, PASSWORD, folder / "storage", log)
+        yield Orthanc(rest + "/dicom-web", rest, USER, PASSWORD, folder / "storage", log, ca)
     finally:
         proc.terminate()
         try:

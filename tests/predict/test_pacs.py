@@ -281,3 +281,23 @@ def test_qido_pages_end_when_a_server_ignores_the_offset(monkeypatch):
     with pytest.warns(UserWarning, match="ignores the offset"):
         assert server._search("listing", ignoring) == items[:2]
     assert asked == [0, 2]
+
+
+def test_tls_is_verified_and_a_ca_bundle_makes_a_private_certificate_trusted(tmp_path, capsys, monkeypatch, require):
+    """An HTTPS server with a self-signed certificate: refused as untrusted by default (verification stays
+    on), trusted with --ca-bundle (the empty answer then means no such study)."""
+    from pacs_server import https_qido
+
+    import requests
+
+    for var in (ENV_USER, ENV_PASSWORD, ENV_TOKEN, ENV_CONFIG):
+        monkeypatch.delenv(var, raising=False)
+    # as on many machines: requests would let this replace --ca-bundle on every request
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", requests.certs.where())
+    with https_qido(tmp_path, require) as (url, cert):
+        assert main(["pacs", url, "--study", "1.2.3.4"]) == 2
+        err = capsys.readouterr().err
+        assert "TLS certificate not trusted" in err and "--ca-bundle" in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1
+        assert main(["pacs", url, "--study", "1.2.3.4", "--ca-bundle", str(cert)]) == 1
+        assert "no such study" in capsys.readouterr().err

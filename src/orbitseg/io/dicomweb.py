@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import requests
+
 from orbitseg.errors import InputError, OrbitsegError
 
 __all__ = ["DicomWebError", "Credentials", "DicomWeb", "credentials_from_env", "ENV_USER", "ENV_PASSWORD",
@@ -128,7 +130,6 @@ class DicomWeb:
     """
 
     def __init__(self, url: str, *, credentials: Credentials | None = None, ca_bundle: str | Path | None = None):
-        import requests
         from dicomweb_client import DICOMwebClient
 
         parts = urlsplit(url)
@@ -140,7 +141,7 @@ class DicomWeb:
                                 f"{ENV_USER} / {ENV_PASSWORD} or {ENV_TOKEN}, or a configuration file")
         self.url = url.rstrip("/")
         creds = credentials if credentials is not None else credentials_from_env()
-        session = requests.Session()
+        session = _Session()
         session.verify = True
         bundle = ca_bundle or creds.ca_bundle
         if bundle:
@@ -162,8 +163,6 @@ class DicomWeb:
 
     # ---- errors ---------------------------------------------------------------------------------
     def _fail(self, exc: BaseException, doing: str) -> DicomWebError:
-        import requests
-
         if isinstance(exc, requests.exceptions.SSLError):
             return DicomWebError(self.url, f"TLS certificate not trusted while {doing} ({_short(exc)}); give the "
                                            "server's CA certificates with --ca-bundle (verification stays on)")
@@ -182,8 +181,6 @@ class DicomWeb:
         return DicomWebError(self.url, f"gave an answer that is not DICOMweb while {doing} ({_short(exc)})")
 
     def _call(self, doing: str, fn, *args, **kwargs):
-        import requests
-
         try:
             return fn(*args, **kwargs)
         except (requests.exceptions.RequestException, ValueError, KeyError, TypeError) as exc:
@@ -306,6 +303,18 @@ class DicomWeb:
             raise DicomWebError(self.url, f"did not keep {', '.join(dropped)}: its STOW-RS answer said stored, but "
                                           "QIDO-RS does not find it (a rule of the server refused it?)")
         return stored
+
+
+class _Session(requests.Session):
+    """A requests Session whose own CA bundle wins over ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` (plain
+    requests lets those replace a session's ``verify`` path on every request: --ca-bundle would be ignored
+    wherever they are set, as on many servers and on the machine these tests first ran on)."""
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and isinstance(self.verify, str):
+            settings["verify"] = self.verify
+        return settings
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:
