@@ -478,6 +478,8 @@ class _Scene:
             r = self.paint_fn(cap, np.minimum(p0, p1) - 5, np.maximum(p0, p1) + 5, hu.cortical)
             if r is not None:
                 cv.paint(r[0], r[1] + F32(1.5), hu.diploe)
+        if self.cl is not None:
+            self._deep_face()
         # brain: CSF rim, then parenchyma with texture
         r = self.paint_fn(self.brain_sdf, (-W, -40, -75), (W, 160, 125), hu.csf)
         if r is not None:
@@ -815,6 +817,26 @@ class _Scene:
         if filled.any():
             cv.paint(sl, np.maximum(np.where(filled[owner], F32(-1.0), F32(1.0)) * 2.0, np.maximum(d, -wall - 1.2)),
                      hu.mucosa + self._enhance("mucosa"))
+
+    def _deep_face(self):
+        """Soft tissue instead of solid bone below the palate and behind the maxilla (tongue, pterygoid and
+        masseter muscles, with parapharyngeal fat): only seen when a scan reaches the teeth."""
+        an, hu = self.an, self.hu
+        W = an.head_width * an.head_scale
+
+        def inside(x, y, z):
+            return self.bone_sdf(x, y, z) + F32(3.0)  # keep 3 mm of cortex under the scalp
+
+        def fn(x, y, z):
+            below_palate = z + F32(56.0)
+            behind_maxilla = _smax(z + F32(30.0), F32(30.0) - y, y - F32(60.0))
+            return np.maximum(inside(x, y, z), np.minimum(below_palate, behind_maxilla))
+
+        self.paint_fn(fn, (-W, -40, -95), (W, 70, -25), hu.soft + 8.0, texture=(3.0, 6.0))
+        for s in (1, -1):
+            e = lambda x, y, z, s=s: np.maximum(  # noqa: E731
+                _ellipsoid(x - F32(s * 20.0), y - F32(42.0), z + F32(48.0), 5.0, 9.0, 14.0), inside(x, y, z))
+            self.paint_fn(e, (s * 20 - 6, 32, -63), (s * 20 + 6, 52, -33), hu.fat, texture=(1.5, 7.0))
 
     def _clinical_extras(self):
         """Dental arch with fillings, and an orbital floor fracture with herniated fat."""
