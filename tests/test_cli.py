@@ -88,12 +88,12 @@ def test_train_preset_choices_are_the_presets():
 
 
 def test_cli_choices_and_defaults_are_their_single_definitions():
-    from orbitseg.constants import DICOM_OUTPUTS, ENGINES, FILE_ENDING, N_FOLDS, WINDOW_LEVEL, WINDOW_WIDTH
+    from orbitseg.constants import DICOM_OUTPUTS, ENGINES, FILE_ENDING, FULL_FOLD, N_FOLDS, WINDOW_LEVEL, WINDOW_WIDTH
     from orbitseg.demo import DEMO_SEED
     from orbitseg.io.formats import LABEL_WRITE_ENDINGS
     from orbitseg.train.splits import N_FOLDS as SPLITS_N_FOLDS
 
-    assert _option("train", "fold").choices == [str(k) for k in range(N_FOLDS)] + ["all"]
+    assert _option("train", "fold").choices == [str(k) for k in range(N_FOLDS)] + ["all", FULL_FOLD]
     assert SPLITS_N_FOLDS == N_FOLDS
     fmt = _option("predict", "format")
     assert tuple(fmt.choices) == (*LABEL_WRITE_ENDINGS, *DICOM_OUTPUTS) and fmt.default == [FILE_ENDING]
