@@ -8,7 +8,7 @@ Tissues are taken the same way on every scan: globe, muscles and nerve from labe
 on synthetic scans, the shipped model's prediction on the real CT), eroded by one pixel in-plane; orbital
 fat = -250..-20 HU within 8 mm of those labels; bone = above 300 HU within 20 mm of them (the orbital
 walls); brain = 0..90 HU where a 9 x 9 mm in-plane neighbourhood stays within that window, more than 40 mm
-behind the globes.  The noise power spectrum comes from 24 x 24 mm brain patches (plane removed), in
+behind the globes and no more than 5 mm below their centres (not the neck's muscles).  The noise power spectrum comes from 24 x 24 mm brain patches (plane removed), in
 HU^2 mm^2 per radial frequency band (cycles/mm), so scans of any pixel size compare.
 """
 
@@ -45,8 +45,10 @@ def tissue_masks(a: np.ndarray, lab: np.ndarray, spacing) -> dict[str, np.ndarra
     r = max(1, int(round(4.5 / sx)))
     homog = ndimage.binary_erosion(soft, np.ones((1, 2 * r + 1, 2 * r + 1), bool))
     gy = np.nonzero(lab == 1)[1].mean() * sy if (lab == 1).any() else 0.0
+    gz = np.nonzero(lab == 1)[0].mean() * sz if (lab == 1).any() else 0.0
     yy = np.arange(a.shape[1])[None, :, None] * sy
-    out["brain"] = homog & (yy > gy + 40.0)
+    zz = np.arange(a.shape[0])[:, None, None] * sz
+    out["brain"] = homog & (yy > gy + 40.0) & (zz > gz - 5.0)
     return out
 
 
