@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     # light modules only: parsing must not import torch, SimpleITK or NumPy
     from orbitseg.constants import (DEFAULT_PRESET, DICOM_OUTPUTS, ENGINES, FILE_ENDING, FIT_ASPECT, FIT_ASPECTS,
                                     FULL_FOLD, INPUT_SIZE, N_FOLDS, PRECISIONS, PRESET_NAMES, SEQ_LEN, TRAIN_PRECISIONS,
-                                    WINDOW_LEVEL, WINDOW_WIDTH)
+                                    VARIETIES, WINDOW_LEVEL, WINDOW_WIDTH)
     from orbitseg.demo import DEMO_SEED
     from orbitseg.io.formats import FORMATS, LABEL_WRITE_ENDINGS
 
@@ -190,8 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--patients", type=int, default=46, help="number of patients (default 46, as in the paper)")
     s.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same cohort")
     s.add_argument("--small", action="store_true", help="coarse, fast variant (for tests and quick looks)")
-    from orbitseg.synth.params import VARIETIES
-
     s.add_argument("--variety", choices=VARIETIES, default="default",
                    help="default: the cohort the shipped model was made from (same seed, same bytes); clinical: "
                         "the variety of clinical head CT (pose, 0.5-5 mm slices, kernels, dose, contrast, metal, "

@@ -86,6 +86,8 @@ FIT_ASPECT: str = "stretch"
 PRESET_NAMES: tuple[str, ...] = ("paper", "default", "unet2d")
 #: the preset `orbitseg train` uses unless told (orbitseg.model.config.PRESETS)
 DEFAULT_PRESET: str = "default"
+#: synthetic cohort variants (orbitseg.synth): the shipped model's cohort, and the variety of clinical head CT
+VARIETIES: tuple[str, ...] = ("default", "clinical")
 #: cross-validation folds by patient (the paper's 4-fold CV; orbitseg.train.splits)
 N_FOLDS: int = 4
 #: ``orbitseg train --fold full``: one model on every labelled case, no test or validation part

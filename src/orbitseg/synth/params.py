@@ -14,11 +14,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+# the cohort variants: "default" (the cohort the shipped model was made from, byte-identical per seed) and
+# "clinical" (the variety of clinical head / orbit CT, issue 20; see Clinical); defined with the other facts
+from orbitseg.constants import VARIETIES
+
 #: bump when the same seed would give different images
 GENERATOR_VERSION = "1.0"
-#: the cohort variants: "default" (the cohort the shipped model was made from, byte-identical per seed)
-#: and "clinical" (the variety of clinical head / orbit CT, issue 20; see :class:`Clinical`)
-VARIETIES = ("default", "clinical")
 #: version of the clinical variant (bump when the same seed would give different images)
 CLINICAL_VERSION = "1.0-clinical1"
 
