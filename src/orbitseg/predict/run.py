@@ -149,7 +149,7 @@ def _training_acquisition(segmenter) -> dict | None:
     from orbitseg.evaluate.quality import TRAINING_ACQUISITION_KEY
     from orbitseg.runs.layout import read_model_json
 
-    folders = {c.parent for c in segmenter.checkpoints}
+    folders = {Path(c).parent for c in getattr(segmenter, "checkpoints", ())}
     meta = read_model_json(folders.pop()) if len(folders) == 1 else None
     return (meta or {}).get(TRAINING_ACQUISITION_KEY)
 
@@ -263,9 +263,10 @@ def predict_inputs(
                 note = acquisition_note(scan.meta)  # tilt corrected, slice blocks joined, series picked
                 if note and progress:
                     tqdm.write(f"{item.case_id}: {note}")
-                seg = segmenter.segment(scan, per_fold=len(segmenter.networks) > 1)
+                ensemble = len(getattr(segmenter, "networks", ())) > 1  # each fold's own labels: disagreement
+                seg = segmenter.segment(scan, per_fold=True) if ensemble else segmenter.segment(scan)
                 labels = seg.labels
-                flags = quality_flags(labels, scan, fold_probabilities=seg.fold_probabilities,
+                flags = quality_flags(labels, scan, fold_probabilities=seg.fold_probabilities if ensemble else None,
                                       training_acquisition=train_acq)
                 del seg
                 written = _write_outputs(labels, scan, targets, overwrite=overwrite or resume, problems=problems,
