@@ -283,6 +283,20 @@ def head_rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return _rotation("z", yaw) @ _rotation("x", pitch) @ _rotation("y", roll)
 
 
+def _draw_direction(rng: np.random.Generator) -> tuple[str, np.ndarray]:
+    """How the scanner stored the grid: a direction kind and its (3, 3) matrix (an oblique grid: a tilt
+    about x up to 20 deg and z up to 8 deg, half of them with rows and columns reversed)."""
+    kind = str(rng.choice(["identity", "ras_flip", "reversed_slices", "flip_all", "oblique"],
+                          p=[0.45, 0.2, 0.15, 0.05, 0.15]))
+    if kind == "oblique":
+        d = _rotation("x", _u(rng, -20.0, 20.0)) @ _rotation("z", _u(rng, -8.0, 8.0))
+        if rng.random() < 0.5:
+            d = d @ np.diag([-1.0, -1.0, 1.0])
+    else:
+        d = _DIRECTIONS[kind]
+    return kind, d
+
+
 def sample_acquisition(rng: np.random.Generator, *, small: bool = False) -> Acquisition:
     """Draw scanner, reconstruction grid and head pose."""
     if small:
@@ -299,14 +313,7 @@ def sample_acquisition(rng: np.random.Generator, *, small: bool = False) -> Acqu
         spacing = float(np.clip(fov / n, 0.3, 0.6))
         coverage = _u(rng, 50.0, 80.0)
     n_slices = max(8, int(round(coverage / thickness)))
-    kind = str(rng.choice(["identity", "ras_flip", "reversed_slices", "flip_all", "oblique"],
-                          p=[0.45, 0.2, 0.15, 0.05, 0.15]))
-    if kind == "oblique":
-        d = _rotation("x", _u(rng, -20.0, 20.0)) @ _rotation("z", _u(rng, -8.0, 8.0))
-        if rng.random() < 0.5:
-            d = d @ np.diag([-1.0, -1.0, 1.0])
-    else:
-        d = _DIRECTIONS[kind]
+    kind, d = _draw_direction(rng)
     rot = tuple(_n(rng, 0.0, sd, -10.0, 10.0) for sd in (3.5, 4.0, 2.5))
     offset = (_n(rng, 0.0, 4.0, -12.0, 12.0), _u(rng, 20.0, 45.0), _u(rng, -9.0, 3.0))
     sigma1 = _u(rng, 9.0, 17.0)  # noise at 1 mm slices
@@ -449,14 +456,7 @@ def _clinical_scan(rng: np.random.Generator, an: Anatomy, part: dict, *, small: 
         z_off = -61.0 + coverage / 2.0 - _u(rng, 0.0, 4.0)
     coverage = min(coverage, 200 * thickness)
     n_slices = max(8, int(round(coverage / thickness)))
-    kind = str(rng.choice(["identity", "ras_flip", "reversed_slices", "flip_all", "oblique"],
-                          p=[0.45, 0.2, 0.15, 0.05, 0.15]))
-    if kind == "oblique":
-        d = _rotation("x", _u(rng, -20.0, 20.0)) @ _rotation("z", _u(rng, -8.0, 8.0))
-        if rng.random() < 0.5:
-            d = d @ np.diag([-1.0, -1.0, 1.0])
-    else:
-        d = _DIRECTIONS[kind]
+    kind, d = _draw_direction(rng)
     rot = (_u(rng, -10.0, 10.0), _u(rng, -25.0, 25.0), _u(rng, -10.0, 10.0))  # yaw, pitch, roll
     # the face must stay in the field: y from about -45 (nose tip) on
     y_off = min(_u(rng, 20.0, 45.0), max(5.0, half_fov - 45.0))
