@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import sys
 
 import numpy as np
 from fastapi.testclient import TestClient
@@ -76,12 +75,3 @@ def test_predict_flags_show_in_the_case_list(dataset, tmp_path, monkeypatch):
     # kept across a restart of the app
     c2 = TestClient(create_app(dataset), raise_server_exceptions=False, base_url="http://127.0.0.1")
     assert _row(c2)["quality"]["flags"] == expected
-
-
-def test_without_the_quality_module_predict_still_works(dataset, tmp_path, monkeypatch):
-    ckpt, _, _ = _stub_model(dataset, tmp_path, monkeypatch)
-    monkeypatch.setitem(sys.modules, "orbitseg.evaluate.quality", None)  # import fails
-    c = TestClient(create_app(dataset, model=ckpt), raise_server_exceptions=False, base_url="http://127.0.0.1")
-    r = c.post(f"/api/cases/{CASE}/predict")
-    assert r.status_code == 200 and r.headers["x-quality-flags"] == "none"
-    assert _row(c)["quality"] is None

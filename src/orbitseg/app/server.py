@@ -240,20 +240,14 @@ async def _run_tool(run: Callable[[], np.ndarray], code: str, what: str, **heade
     return _raw(out.astype(np.uint8), **headers)
 
 
-def _quality(segmenter, result, scan) -> tuple[list[dict] | None, str | None]:
+def _quality(segmenter, result, scan) -> tuple[list[dict], str]:
     """The quality flags of a Predict (:func:`orbitseg.evaluate.quality.quality_flags`: anatomy, field of view,
-    fold disagreement, acquisition against the model's training range) and their one-line summary;
-    ``(None, None)`` where this orbitseg has no quality module."""
-    try:
-        from orbitseg.evaluate.quality import TRAINING_ACQUISITION_KEY, flags_summary, quality_flags
-    except ImportError:
-        return None, None
-    from orbitseg.runs.layout import read_model_json
+    fold disagreement, acquisition against the model's training range) and their one-line summary."""
+    from orbitseg.evaluate.quality import flags_summary, quality_flags
+    from orbitseg.predict.segmenter import training_acquisition
 
-    folders = {Path(c).parent for c in segmenter.checkpoints}
-    model_meta = read_model_json(folders.pop()) if len(folders) == 1 else None
     flags = quality_flags(result.labels, scan, fold_probabilities=result.fold_probabilities,
-                          training_acquisition=(model_meta or {}).get(TRAINING_ACQUISITION_KEY))
+                          training_acquisition=training_acquisition(segmenter))
     return flags, flags_summary(flags)
 
 
@@ -537,7 +531,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             flags, summary = _quality(segmenter, result, o.scan)
             store.record_prediction(case_id, result.labels.array, flags, summary, model_path.name)
         return _gzip_response(np.ascontiguousarray(to_canonical(result.labels).array, dtype=np.uint8),
-                              **{"X-Quality-Flags": "none" if flags is None else len(flags)})
+                              **{"X-Quality-Flags": len(flags)})
 
     return app
 

@@ -144,16 +144,6 @@ def _read_output(target: Path, fmt: str, item: ScanInput, series_uid: str | None
                              "to resume, or --overwrite")
 
 
-def _training_acquisition(segmenter) -> dict | None:
-    """The acquisition range the model was trained on (``model.json``'s ``training_acquisition``), or None."""
-    from orbitseg.evaluate.quality import TRAINING_ACQUISITION_KEY
-    from orbitseg.runs.layout import read_model_json
-
-    folders = {Path(c).parent for c in getattr(segmenter, "checkpoints", ())}
-    meta = read_model_json(folders.pop()) if len(folders) == 1 else None
-    return (meta or {}).get(TRAINING_ACQUISITION_KEY)
-
-
 def _settings_id(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -216,7 +206,7 @@ def predict_inputs(
     from orbitseg.evaluate.quality import flag_codes, flags_summary, quality_flags
     from orbitseg.io.dicom import acquisition_note, acquisition_record
     from orbitseg.io.read import read_scan
-    from orbitseg.predict.segmenter import Segmenter
+    from orbitseg.predict.segmenter import Segmenter, training_acquisition
 
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: resume keeps existing label files, "
@@ -234,7 +224,7 @@ def predict_inputs(
                                postprocess=postprocess, engine=engine, log=print if progress else lambda _: None)
     settings = segmenter.settings()
     sid = _settings_id(settings)
-    train_acq = _training_acquisition(segmenter)
+    train_acq = training_acquisition(segmenter)
     uid_key = dicom_uid_key(segmenter) if any(f in DICOM_OUTPUTS for f in formats) else None
     record_path = output / PREDICTION_JSON
     record = _read_record(record_path) if record_path.exists() and not overwrite else {"settings": {}, "cases": {}}

@@ -72,6 +72,18 @@ def model_postprocessing(checkpoints: Sequence[Path]) -> tuple[dict, str]:
     return choice, f"post-processing chosen on {len(choice.get('cases', []))} validation case(s): {rules}"
 
 
+def training_acquisition(segmenter) -> dict | None:
+    """The acquisition range the segmenter's model was trained on (``model.json``'s ``training_acquisition``,
+    written by ``orbitseg export``: :func:`orbitseg.evaluate.quality.quality_flags` compares each scan with it),
+    or None when its checkpoints are not one model folder or that folder records none."""
+    from orbitseg.evaluate.quality import TRAINING_ACQUISITION_KEY
+    from orbitseg.runs.layout import read_model_json
+
+    folders = {Path(c).parent for c in getattr(segmenter, "checkpoints", ())}
+    meta = read_model_json(folders.pop()) if len(folders) == 1 else None
+    return (meta or {}).get(TRAINING_ACQUISITION_KEY)
+
+
 class Segmenter:
     """Fold networks loaded once, and everything their checkpoints imply.
 
