@@ -130,16 +130,16 @@ def _write_outputs(labels, scan, targets: dict[str, Path], *, overwrite: bool, p
     return written
 
 
-def _read_output(target: Path, fmt: str, item: ScanInput, series_uid: str | None):
-    """The labels of an output file already written (``--resume``)."""
-    from orbitseg.io.read import read_label, read_scan
+def _read_output(target: Path, fmt: str, scan):
+    """The labels of an output file already written (``--resume``), on ``scan``'s grid."""
+    from orbitseg.io.read import read_label
 
     if fmt not in DICOM_OUTPUTS:
-        return read_label(target)
+        return read_label(target, reference=scan)
     if fmt == "dicom-seg":
         from orbitseg.io.dicomseg import read_dicom_seg
 
-        return read_dicom_seg(target, reference=read_scan(item.path, series_uid=series_uid))
+        return read_dicom_seg(target, reference=scan)
     raise InputError(target, "an RTSTRUCT cannot be read back as labels; put a label format first in --format "
                              "to resume, or --overwrite")
 
@@ -246,7 +246,10 @@ def predict_inputs(
             continue
         try:
             if resume and len(there) == len(targets):
-                labels = _read_output(target, formats[0], item, series_uid)
+                # the scan is read again: the clinical measurements need its bone, and a kept file's
+                # measurements must equal those of the run that wrote it
+                scan = read_scan(item.path, series_uid=series_uid)
+                labels = _read_output(target, formats[0], scan)
                 kept += 1
             else:
                 scan = read_scan(item.path, series_uid=series_uid)
@@ -277,11 +280,11 @@ def predict_inputs(
             continue
         if resume and len(there) == len(targets):  # kept: the flags recorded with it, or the anatomy's
             flags = record["cases"].get(item.case_id, {}).get("quality")
-            flags = quality_flags(labels) if flags is None else flags
+            flags = quality_flags(labels, scan, training_acquisition=train_acq) if flags is None else flags
         if flags:
             tqdm.write(f"warning: {item.case_id}: {flags_summary(flags)} (prediction.json has what to do)", file=sys.stderr)
-        # with the clinical columns (docs/measurements.md); a kept output's CT is not read: no proptosis
-        for r in orbit_measurements(labels, None if resume and len(there) == len(targets) else scan, clinical=True):
+        # with the clinical columns (docs/measurements.md)
+        for r in orbit_measurements(labels, scan, clinical=True):
             side = r["side"] if r["side"] in ("right", "left") else None
             mine = [f for f in flags if side is None or f["side"] in (side, "both")]
             rows.append({"case": item.case_id, "scan": str(item.path), **r, "flags": flags_summary(mine),
