@@ -143,6 +143,9 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=6, help="held-out site-B test patients")
     ap.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs")
     ap.add_argument("--scratch-epochs", type=int, default=30, help="epochs from random weights")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="fine-tuning learning rate (default: the preset's, 1e-3 for the default preset)")
+    ap.add_argument("--arms", nargs="+", default=["fine-tune", "scratch"], choices=["fine-tune", "scratch"])
     ap.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
                     help="training arithmetic (auto: bfloat16 where the CPU computes it in hardware)")
     ap.add_argument("--threads", type=int, default=2)
@@ -183,15 +186,22 @@ def main() -> None:
             write_dataset(ds, train_seeds[:k], args.out / "pool")
         preprocess_dataset(ds, like, progress=False, overwrite=True)
         for arm, init, epochs in (("fine-tune", shipped, args.epochs), ("scratch", None, args.scratch_epochs)):
+            if arm not in args.arms:
+                continue
+            over = {"precision": precision, "threads": args.threads}
+            if arm == "fine-tune" and args.lr is not None:
+                over["lr"] = args.lr
             c0 = cpu_seconds()
             run = train(ds, "full", epochs=epochs, init_from=init, overwrite=True, progress=False,
-                        out=ds / "runs" / arm, overrides={"precision": precision, "threads": args.threads})[0]
+                        out=ds / "runs" / arm, overrides=over)[0]
             minutes[f"{arm} k={k}"] = (cpu_seconds() - c0) / 60.0
             rows[f"{arm} k={k}"] = score(run, tests)
             print(f"{arm} k={k}: {rows[f'{arm} k={k}']} ({minutes[f'{arm} k={k}']:.1f} CPU min)", flush=True)
 
+    arms = [f"fine-tune {args.epochs} epochs (lr {args.lr or 'of the preset'})" * ("fine-tune" in args.arms),
+            f"scratch {args.scratch_epochs} epochs" * ("scratch" in args.arms)]
     print(f"\nsite B: {len(tests)} test patients (seeds {test_seeds}), training scans from seeds {train_seeds}; "
-          f"fine-tune {args.epochs} epochs, scratch {args.scratch_epochs} epochs, {precision}")
+          f"{', '.join(a for a in arms if a)}, {precision}")
     print(f"{'model':44s} {'eyeball':>8s} {'muscles':>8s} {'nerve':>8s} {'mean':>8s} {'CPU min':>8s}")
     for name, v in rows.items():
         cpu = f"{minutes[name]:8.1f}" if name in minutes else f"{'':8s}"
@@ -200,7 +210,7 @@ def main() -> None:
     (args.out / "adapt.json").write_text(json.dumps({
         "cpu": cpu_features(), "threads": args.threads, "precision": precision, "site_seed": SITE_SEED,
         "train_seeds": train_seeds, "test_seeds": test_seeds, "epochs": args.epochs,
-        "scratch_epochs": args.scratch_epochs, "dice": rows, "cpu_minutes": minutes,
+        "scratch_epochs": args.scratch_epochs, "lr": args.lr, "dice": rows, "cpu_minutes": minutes,
         "columns": ["eyeball", "muscles", "nerve", "mean"], "pid": os.getpid()}, indent=1) + "\n")
 
 
