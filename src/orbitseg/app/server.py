@@ -12,6 +12,9 @@ rows run anterior -> posterior, columns patient right -> left):
   back; 409 when the file changed since ``base``
 * ``GET  /api/cases/{case}`` - shape, spacing, status, history and ``orbits``: where the orbits are
   (slices to open, region to frame; :meth:`DatasetStore.orbits`)
+* ``GET  /api/cases/{case}/measurements`` - per-orbit clinical measurements (volumes, rectus thickness,
+  proptosis, ``outside_reference``) of the saved label, or of the last Predict's draft when none is saved
+  (``source`` says which; :meth:`DatasetStore.measurements`)
 * ``GET  /api/cases/{case}/superpixels?index=&n=`` - uint8 map of superpixel borders (in the orbits,
   not in air, bone or brain)
 * ``POST /api/cases/{case}/pencil|smartfill|autocorrect`` - body: raw uint8 mask
@@ -39,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orbitseg.constants import LABEL_COLOURS, LABEL_TITLES, STRUCTURES, WINDOW_PRESETS, label_colour_hex
-from orbitseg.app.store import AppError, DatasetStore, OpenScan
+from orbitseg.app.store import AppError, DatasetStore, OpenScan, measurement_rows
 from orbitseg.errors import InputError, OrbitsegError
 from orbitseg.preprocess.window import apply_window
 
@@ -404,6 +407,10 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             raise AppError(400, "bad_body", 'body must be JSON like {"status": "done"}') from None
         return {"status": store.set_status(store.case(case_id), status)}
 
+    @app.get("/api/cases/{case_id}/measurements")
+    async def measurements(case_id: str):
+        return await run_in_threadpool(store.measurements, case_id)
+
     @app.get("/api/cases/{case_id}/history")
     def history(case_id: str):
         return {"versions": store.history(case_id)}
@@ -529,7 +536,8 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             while len(priors) > PRIOR_CASES:
                 priors.popitem(last=False)
             flags, summary = _quality(segmenter, result, o.scan)
-            store.record_prediction(case_id, result.labels.array, flags, summary, model_path.name)
+            store.record_prediction(case_id, result.labels.array, flags, summary, model_path.name,
+                                    measurement_rows(result.labels, o.scan))
         return _gzip_response(np.ascontiguousarray(to_canonical(result.labels).array, dtype=np.uint8),
                               **{"X-Quality-Flags": len(flags)})
 

@@ -40,6 +40,19 @@ STATUSES = ("unlabelled", "in_progress", "done")
 PREDICTION_RECORD = "prediction.json"
 
 
+def measurement_rows(labels: Volume, scan: Volume) -> list[dict]:
+    """:func:`orbitseg.evaluate.measure.orbit_measurements` (clinical) of ``labels`` with ``scan`` (same
+    grid), NaN (not measurable) as None so that the rows are JSON."""
+    from orbitseg.evaluate.measure import orbit_measurements
+
+    def clean(v):
+        if isinstance(v, (float, np.floating)):
+            return None if not np.isfinite(v) else float(v)
+        return v.item() if isinstance(v, np.generic) else v
+
+    return [{k: clean(v) for k, v in r.items()} for r in orbit_measurements(labels, scan, clinical=True)]
+
+
 class AppError(Exception):
     """An error the page shows: HTTP status, a short code and a message a person can act on."""
 
@@ -134,6 +147,8 @@ class DatasetStore:
         self._problems: dict[tuple, str] = {}
         #: where each case's orbits are (scan key, or scan key + label version -> (frame, why)), see orbit_frame()
         self._orbits: dict[tuple, tuple[OrbitFrame | None, str]] = {}
+        #: clinical measurements of saved labels, (scan key, label version) -> rows (see measurements())
+        self._measured: OrderedDict[tuple, list[dict]] = OrderedDict()
 
     # ---- cases -----------------------------------------------------------------
     def cases(self) -> dict[str, Case]:
@@ -241,12 +256,13 @@ class DatasetStore:
 
     # ---- the model's draft and its quality flags ----------------------------------------
     def record_prediction(self, case_id: str, labels: np.ndarray, flags: list[dict] | None, summary: str | None,
-                          model: str) -> dict:
-        """Keep what Predict gave for a case: its quality flags (None when they could not be computed) and
-        the digest of its labels ``labels`` (on the scan's own grid), in the case's history folder."""
+                          model: str, measurements: list[dict] | None = None) -> dict:
+        """Keep what Predict gave for a case: its quality flags (None when they could not be computed),
+        its clinical measurements (:func:`measurement_rows`; None when not computed) and the digest of its
+        labels ``labels`` (on the scan's own grid), in the case's history folder."""
         c = self.case(case_id)
         rec = {"flags": flags, "summary": summary, "labels_sha256": labels_digest(labels), "model": model,
-               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "measurements": measurements}
         write_text_atomic(self.history_dir(c) / PREDICTION_RECORD, json.dumps(rec, indent=1) + "\n")
         return rec
 
@@ -264,6 +280,55 @@ class DatasetStore:
         saved = None if saved_digest is None else saved_digest == rec.get("labels_sha256")
         return {"flags": rec["flags"], "summary": rec.get("summary") or "", "model": rec.get("model"),
                 "time": rec.get("time"), "saved": saved}
+
+    def _prediction_record(self, c: Case) -> dict | None:
+        try:
+            rec = json.loads((self.history_dir(c) / PREDICTION_RECORD).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return rec if isinstance(rec, dict) else None
+
+    # ---- clinical measurements ----------------------------------------------------------
+    def measurements(self, case_id: str) -> dict:
+        """The per-orbit clinical measurements a clinician reads, of the SAVED label when there is one
+        (the corrected label; cached per scan and label version), else of the last Predict's draft.
+
+        ``{"source": "saved" | "draft" | None, "version": label token or None, "rows": rows of
+        :func:`measurement_rows` or None, "model", "time" (draft only), "notice": one line}``.
+        """
+        c = self.case(case_id)
+        label = self.label_file(c)
+        if label.is_file():
+            import warnings
+
+            from orbitseg.io.read import read_label
+
+            o = self.open(case_id)
+            token = _file_token(label)
+            key = (o.key, token)
+            with self._lock:
+                rows = self._measured.get(key)
+            if rows is None:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        lab = read_label(label, reference=o.scan)
+                except InputError as exc:
+                    raise AppError(422, "bad_label", f"label file {label.name} of case {case_id!r}: {exc.problem}; "
+                                   "move it away to start from an empty label") from None
+                rows = measurement_rows(lab, o.scan)
+                with self._lock:
+                    self._measured[key] = rows
+                    while len(self._measured) > 64:
+                        self._measured.popitem(last=False)
+            return {"source": "saved", "version": token, "rows": rows,
+                    "notice": f"of the saved label (version {token})"}
+        rec = self._prediction_record(c)
+        if rec is not None and isinstance(rec.get("measurements"), list):
+            return {"source": "draft", "version": None, "rows": rec["measurements"], "model": rec.get("model"),
+                    "time": rec.get("time"), "notice": "of the model's draft (not saved yet)"}
+        return {"source": None, "version": None, "rows": None,
+                "notice": "no saved label and no Predict yet: nothing to measure"}
 
     # ---- open scans ------------------------------------------------------------------
     def open(self, case_id: str) -> OpenScan:
