@@ -204,6 +204,16 @@ def test_label_a_case_in_chromium(live, page, tmp_path):
     # only the eyeball was labelled
     assert set(np.unique(saved.array)) <= {0, 1}
 
+    # the measurements table shows the saved label's: the right globe's volume as orbit_measurements gives it
+    from orbitseg.evaluate.measure import orbit_measurements
+
+    page.wait_for_function("document.querySelector('#measures').dataset.source === 'saved'", timeout=20000)
+    _wait_idle(page)
+    _shot(page, tmp_path, "04_measurements.png")
+    (right,) = [r for r in orbit_measurements(saved, scan, clinical=True) if r["side"] == "right"]
+    cells = page.locator("#measures tr[data-key=globe_ml] td").all_inner_texts()
+    assert cells[1] == f"{right['globe_ml']:.2f}" and right["globe_ml"] > 1, (cells, right)
+
 
 @pytest.mark.slow
 def test_conflict_between_two_tabs_and_predict_message(live, page, tmp_path):

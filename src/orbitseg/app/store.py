@@ -294,8 +294,15 @@ class DatasetStore:
         (the corrected label; cached per scan and label version), else of the last Predict's draft.
 
         ``{"source": "saved" | "draft" | None, "version": label token or None, "rows": rows of
-        :func:`measurement_rows` or None, "model", "time" (draft only), "notice": one line}``.
+        :func:`measurement_rows` or None, "model", "time" (draft only), "notice": one line, "reference":
+        the adult ranges {column: [low, high]} and "asymmetry_mm": the proptosis difference that is named}``.
         """
+        from orbitseg.evaluate.clinical import PROPTOSIS_ASYMMETRY_MM, REFERENCE_RANGES
+
+        return {**self._measurements(case_id), "asymmetry_mm": PROPTOSIS_ASYMMETRY_MM,
+                "reference": {k: list(v) for k, v in REFERENCE_RANGES.items()}}
+
+    def _measurements(self, case_id: str) -> dict:
         c = self.case(case_id)
         label = self.label_file(c)
         if label.is_file():
@@ -322,7 +329,7 @@ class DatasetStore:
                     while len(self._measured) > 64:
                         self._measured.popitem(last=False)
             return {"source": "saved", "version": token, "rows": rows,
-                    "notice": f"of the saved label (version {token})"}
+                    "notice": "of the saved label"}
         rec = self._prediction_record(c)
         if rec is not None and isinstance(rec.get("measurements"), list):
             return {"source": "draft", "version": None, "rows": rec["measurements"], "model": rec.get("model"),

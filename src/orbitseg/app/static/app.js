@@ -141,6 +141,56 @@ function draftNote(q) {
   return q.saved === false ? " <small>(of the model's draft; the saved label was corrected since)</small>"
     : q.saved === null ? " <small>(draft not saved yet)</small>" : "";
 }
+// ---------------------------------------------------------------- clinical measurements (issue 22)
+// [column, row title, unit, digits]; values outside the adult reference ranges are highlighted
+const MEASURES = [
+  ["globe_ml", "Globe", "mL", 2], ["muscles_ml", "Muscles", "mL", 2], ["nerve_ml", "Nerve", "mL", 2],
+  ["sr_thickness_mm", "SR group", "mm", 1], ["ir_thickness_mm", "IR", "mm", 1],
+  ["mr_thickness_mm", "MR", "mm", 1], ["lr_thickness_mm", "LR", "mm", 1], ["proptosis_mm", "Proptosis", "mm", 1],
+];
+const MEASURE_HELP = {
+  sr_thickness_mm: "superior muscle group (superior rectus + levator), maximal thickness",
+  ir_thickness_mm: "inferior rectus, maximal thickness", mr_thickness_mm: "medial rectus, maximal thickness",
+  lr_thickness_mm: "lateral rectus, maximal thickness",
+  proptosis_mm: "globe protrusion beyond the interzygomatic line (CT)",
+};
+let measureSeq = 0;
+async function loadMeasurements() {
+  const id = S.caseId, seq = ++measureSeq;
+  if (!id) return;
+  let m;
+  try { m = await apiJSON(`/api/cases/${encodeURIComponent(id)}/measurements`, {}, "measuring the orbits…"); }
+  catch (e) { if (seq === measureSeq) $("measures").innerHTML = `<p class="problem">⚠ ${esc(e.message)}</p>`; return; }
+  if (seq === measureSeq && id === S.caseId) renderMeasurements(m);
+}
+function renderMeasurements(m) {
+  const el = $("measures");
+  el.dataset.source = m.source || "";
+  if (!m.rows) { el.innerHTML = `<p class="hint">${esc(m.notice)}</p>`; return; }
+  const row = (side) => m.rows.find((r) => r.side === side) || {};
+  const R = row("right"), L = row("left"), D = row("left_minus_right_ml");
+  // "mr_thickness_mm 5.6 > 5" -> {mr_thickness_mm: "..."}: why a value is highlighted
+  const reasons = (r) => Object.fromEntries((r.outside_reference || "").split("; ").filter(Boolean)
+    .map((t) => [t.split(" ")[0], t]));
+  const why = { right: reasons(R), left: reasons(L), diff: reasons(D) };
+  const ref = (k) => (m.reference && m.reference[k]) ? m.reference[k] : null;
+  const cell = (v, digits, reason, extra = "") => {
+    const txt = v === null || v === undefined ? "–" : v.toFixed(digits);
+    return reason ? `<td class="out" title="${esc(reason)}${esc(extra)}">${txt}</td>` : `<td>${txt}</td>`;
+  };
+  let html = `<div class="src" data-testid="measures-source" title="${m.version ? "label version " + esc(m.version) : ""}">${esc(m.notice)}</div><table><thead><tr><th></th>`
+    + `<th title="the patient's right orbit">R</th><th title="the patient's left orbit">L</th><th title="left − right">L−R</th></tr></thead><tbody>`;
+  for (const [k, title, unit, digits] of MEASURES) {
+    const r = ref(k);
+    const range = r ? ` (adult ${r[0] === null ? "≤ " + r[1] : r[0] + "–" + r[1]} ${unit})` : "";
+    const tip = `${MEASURE_HELP[k] || title + " volume"}, ${unit}${range}`;
+    const note = r ? `\nadult reference ${r[0] === null ? "≤ " + r[1] : r[0] + "–" + r[1]} ${unit}` : "";
+    html += `<tr data-key="${k}"><td title="${esc(tip)}">${title} <small>${unit}</small></td>`
+      + cell(R[k], digits, why.right[k], note) + cell(L[k], digits, why.left[k], note)
+      + cell(D[k], digits, why.diff[k], k === "proptosis_mm" ? `\na difference over ${m.asymmetry_mm} mm is named` : "") + "</tr>";
+  }
+  el.innerHTML = html + "</tbody></table>";
+}
 function esc(s) { return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c])); }
 
 async function openCase(id, { keepView = false } = {}) {
@@ -169,6 +219,7 @@ async function openCase(id, { keepView = false } = {}) {
     fillHistory(meta.history);
     updateSaveState();
     document.querySelectorAll("#cases tr.case").forEach((tr) => tr.classList.toggle("active", tr.dataset.case === id));
+    loadMeasurements();
     await showSlice();
   } catch (e) { reportError(e, `Cannot open case ${id}`); }
 }
@@ -472,6 +523,7 @@ async function predict() {
     const out = await apiBytes(`/api/cases/${encodeURIComponent(S.caseId)}/predict`, { method: "POST" }, "Predicting (may take a while)…");
     if (applyResult(0, out)) render();
     loadCases().catch(() => {});  // the draft's quality flags
+    loadMeasurements();  // the draft's measurements when no label is saved yet
     showMessage("Draft from the model loaded: correct it, then save. Undo brings back your labels. On this case SmartFill and AutoCorrection now also use the model's probabilities.");
   } catch (e) { reportError(e, "Predict"); }
 }
@@ -503,6 +555,7 @@ async function save({ force = false, auto = false } = {}) {
       if (S.editSeq === seq) S.dirty = false;
     }
     loadCases().catch(() => {});
+    if (id === S.caseId) loadMeasurements();
     apiJSON(`/api/cases/${encodeURIComponent(id)}/history`).then((h) => fillHistory(h.versions)).catch(() => {});
   } catch (e) {
     if (e.status === 409) {
@@ -636,7 +689,7 @@ function fitCanvas() {
 window.addEventListener("resize", fitCanvas);
 
 // test / scripting hooks
-window.orbitseg = { state: S, toScreen, viewRegion, openCase, save, undo, redo, smartFill, autoCorrect, setTool, setActive, render,
+window.orbitseg = { state: S, toScreen, viewRegion, openCase, save, loadMeasurements, undo, redo, smartFill, autoCorrect, setTool, setActive, render,
   labelCount: (l) => { let n = 0; for (const v of S.label) if (v === l) n++; return n; },
   idle: () => S.busy === 0 && !S.saving };
 
