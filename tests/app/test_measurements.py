@@ -86,3 +86,15 @@ def test_without_a_saved_label_the_drafts_measurements_are_shown(dataset, tmp_pa
     assert _side(m["rows"], "left")["nerve_ml"] == 0 and _side(m["rows"], "right")["nerve_ml"] > 0
     rec = json.loads((dataset / "labelsTr" / ".history" / CASE / PREDICTION_RECORD).read_text())
     assert rec["measurements"] == m["rows"]  # kept with the flags of that Predict
+
+
+def test_a_saved_label_is_measured_not_the_draft_predict_gave(dataset, tmp_path, monkeypatch):
+    from tests.app.test_quality_flags import _stub_model
+
+    ckpt, scan, draft = _stub_model(dataset, tmp_path, monkeypatch)  # the draft lacks the left nerve
+    c = _client(dataset, model=ckpt)
+    assert c.post(f"/api/cases/{CASE}/predict").status_code == 200
+    m = c.get(f"/api/cases/{CASE}/measurements").json()
+    assert m["source"] == "saved" and m["notice"] == "of the saved label"
+    _same(m["rows"], _expected(dataset))
+    assert _side(m["rows"], "left")["nerve_ml"] > 0

@@ -175,7 +175,7 @@ function renderMeasurements(m) {
   const why = { right: reasons(R), left: reasons(L), diff: reasons(D) };
   const ref = (k) => (m.reference && m.reference[k]) ? m.reference[k] : null;
   const cell = (v, digits, reason, extra = "") => {
-    const txt = v === null || v === undefined ? "–" : v.toFixed(digits);
+    const txt = v === null || v === undefined ? "–" : (Math.abs(v) < 0.5 * 10 ** -digits ? 0 : v).toFixed(digits);
     return reason ? `<td class="out" title="${esc(reason)}${esc(extra)}">${txt}</td>` : `<td>${txt}</td>`;
   };
   let html = `<div class="src" data-testid="measures-source" title="${m.version ? "label version " + esc(m.version) : ""}">${esc(m.notice)}</div><table><thead><tr><th></th>`
