@@ -2,33 +2,23 @@
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from orbitseg.constants import EYEBALL
-from orbitseg.evaluate.measure import midline_x, orbit_measurements
+from orbitseg.evaluate.measure import midline_x
 from orbitseg.io.orient import to_canonical
 from orbitseg.io.volume import Volume
 from orbitseg.io.write import write_scan
 from orbitseg.predict.run import predict_inputs
 from orbitseg.synth import render_patient, sample_patient
 
-#: the real (cadaver) head CT of the project's shared data (its README says what it is)
-REALCT = "realct/cthead_unc.nii.gz"
-
-
-def realct_path() -> Path | None:
-    """``shared/realct/cthead_unc.nii.gz`` beside or above the checkout, or where ORBITSEG_REALCT points."""
-    if os.environ.get("ORBITSEG_REALCT"):
-        return Path(os.environ["ORBITSEG_REALCT"])
-    here = Path(__file__).resolve()
-    for root in here.parents:
-        if (root / "shared" / REALCT).is_file():
-            return root / "shared" / REALCT
-    return None
+#: the real (cadaver) head CT of the project's shared data (shared/realct/cthead_unc.nii.gz, its README says what
+#: it is), slices 44-91 (the orbits and 30 mm either side), shipped with the tests so that every checkout and CI
+#: runs this test: tests/predict/data/README.md
+REALCT = Path(__file__).parent / "data" / "realct_orbits.nii.gz"
 
 
 def cut_through_right_globe(vol: Volume, labels: Volume) -> Volume:
@@ -78,11 +68,9 @@ def test_a_scan_that_cuts_an_orbit_is_flagged_in_every_output(scans, tmp_path, c
 
 
 @pytest.mark.slow
-def test_real_ct_both_orbits_all_structures_plausible_and_no_undeserved_flag(require, tmp_path):
-    path = realct_path()
-    require(path is not None and path.is_file(), f"the real CT shared/{REALCT} is not here (set ORBITSEG_REALCT)")
+def test_real_ct_both_orbits_all_structures_plausible_and_no_undeserved_flag(tmp_path):
     out = tmp_path / "out"
-    rows, problems = predict_inputs(path, out, engine="torch", progress=False)
+    rows, problems = predict_inputs(REALCT, out, engine="torch", progress=False)
     assert not problems
     labels_rows = {r["side"]: r for r in rows}
     assert labels_rows["right"]["midline_from"] == "eyeballs"  # both globes found
@@ -91,7 +79,7 @@ def test_real_ct_both_orbits_all_structures_plausible_and_no_undeserved_flag(req
         assert 5.5 <= r["globe_ml"] <= 8.5, r  # adult globe about 6-8 mL (the CT's README)
         assert 1.5 <= r["muscles_ml"] <= 5.0, r
         assert 0.14 <= r["nerve_ml"] <= 0.6, r
-    flags = json.loads((out / "prediction.json").read_text())["cases"]["cthead_unc"]["quality"]
+    flags = json.loads((out / "prediction.json").read_text())["cases"]["realct_orbits"]["quality"]
     codes = {f["code"] for f in flags}
     # its anatomy is normal: nothing missing, no volume out of range, no asymmetry, no orbit cut
     assert not {c for c in codes if c.endswith(("_missing", "_asymmetry", "_low", "_high")) or c == "cut_by_scan_edge"}
