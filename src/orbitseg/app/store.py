@@ -131,6 +131,21 @@ def _label_frame(o: OpenScan, canon_labels: np.ndarray) -> OrbitFrame | None:
     return orbit_frame(extents, o.canon.shape, spacing, margin_mm=LABEL_MARGIN_MM, source="labels") if extents else None
 
 
+def _read_label_file(path: Path, scan: Volume, case_id: str) -> Volume:
+    """A case's label file on its scan's grid; one that cannot be read is a 422 naming the file."""
+    import warnings
+
+    from orbitseg.io.read import read_label
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an empty label is a label being drawn, not a problem here
+            return read_label(path, reference=scan)
+    except InputError as exc:
+        raise AppError(422, "bad_label", f"label file {path.name} of case {case_id!r}: {exc.problem}; "
+                       "move it away to start from an empty label") from None
+
+
 class DatasetStore:
     """Cases of one dataset folder, a small cache of open scans, label reading and saving."""
 
@@ -306,24 +321,13 @@ class DatasetStore:
         c = self.case(case_id)
         label = self.label_file(c)
         if label.is_file():
-            import warnings
-
-            from orbitseg.io.read import read_label
-
             o = self.open(case_id)
             token = _file_token(label)
             key = (o.key, token)
             with self._lock:
                 rows = self._measured.get(key)
             if rows is None:
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        lab = read_label(label, reference=o.scan)
-                except InputError as exc:
-                    raise AppError(422, "bad_label", f"label file {label.name} of case {case_id!r}: {exc.problem}; "
-                                   "move it away to start from an empty label") from None
-                rows = measurement_rows(lab, o.scan)
+                rows = measurement_rows(_read_label_file(label, o.scan, case_id), o.scan)
                 with self._lock:
                     self._measured[key] = rows
                     while len(self._measured) > 64:
@@ -433,23 +437,13 @@ class DatasetStore:
     # ---- labels ----------------------------------------------------------------------
     def read_label_canonical(self, case_id: str, path: Path | None = None) -> tuple[np.ndarray, str]:
         """(canonical uint8 label, version token) of the saved label, zeros when there is none."""
-        import warnings
-
-        from orbitseg.io.read import read_label
-
         o = self.open(case_id)
         c = self.case(case_id)
         path = self.label_file(c) if path is None else path
         if not path.is_file():
             return np.zeros(o.canon.shape, np.uint8), "none"
         token = _file_token(path)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                lab = read_label(path, reference=o.scan)
-        except InputError as exc:
-            raise AppError(422, "bad_label", f"label file {path.name} of case {case_id!r}: {exc.problem}; "
-                           "move it away to start from an empty label") from None
+        lab = _read_label_file(path, o.scan, case_id)
         return np.ascontiguousarray(to_canonical(lab).array, dtype=np.uint8), token
 
     def history(self, case_id: str) -> list[dict]:
