@@ -79,12 +79,13 @@ def check_output_folder(output: str | Path) -> Path:
     return output
 
 
-def dicom_uid_key(segmenter) -> str:
+def dicom_uid_key(segmenter, settings: dict | None = None) -> str:
     """What makes a DICOM object's UIDs (:func:`dicom_output_uids`): the model files by their SHA-256 (not their
-    path), preprocessing, post-processing, mirroring, the engine and precision, and orbitseg's version."""
+    path), preprocessing, post-processing, mirroring, the engine and precision, and orbitseg's version.
+    ``settings``: ``segmenter.settings()`` when the caller has it already (it hashes the model files)."""
     from orbitseg import __version__
 
-    settings = segmenter.settings()
+    settings = segmenter.settings() if settings is None else settings
     sums = [c.get("sha256") if isinstance(c, dict) else c for c in settings.get("checkpoints", [])]
     key = dict(settings, checkpoints=sums, engine=segmenter.engine.name,
                precision=segmenter.precision, orbitseg=__version__)
@@ -225,7 +226,8 @@ def predict_inputs(
     settings = segmenter.settings()
     sid = _settings_id(settings)
     train_acq = training_acquisition(segmenter)
-    uid_key = dicom_uid_key(segmenter) if any(f in DICOM_OUTPUTS for f in formats) else None
+    ensemble = len(getattr(segmenter, "networks", ())) > 1  # each fold's own labels: the disagreement flag
+    uid_key = dicom_uid_key(segmenter, settings) if any(f in DICOM_OUTPUTS for f in formats) else None
     record_path = output / PREDICTION_JSON
     record = _read_record(record_path) if record_path.exists() and not overwrite else {"settings": {}, "cases": {}}
     if resume and record["cases"] and sid not in record["settings"]:
@@ -244,19 +246,18 @@ def predict_inputs(
         if there and not (overwrite or resume):
             problems.append(f"{there[0]}: already exists; pass --overwrite to replace it or --resume to keep it")
             continue
+        keep = resume and len(there) == len(targets)
         try:
-            if resume and len(there) == len(targets):
-                # the scan is read again: the clinical measurements need its bone, and a kept file's
-                # measurements must equal those of the run that wrote it
-                scan = read_scan(item.path, series_uid=series_uid)
+            # also for a kept file: the clinical measurements need its bone, and its measurements must
+            # equal those of the run that wrote it
+            scan = read_scan(item.path, series_uid=series_uid)
+            if keep:
                 labels = _read_output(target, formats[0], scan)
                 kept += 1
             else:
-                scan = read_scan(item.path, series_uid=series_uid)
                 note = acquisition_note(scan.meta)  # tilt corrected, slice blocks joined, series picked
                 if note and progress:
                     tqdm.write(f"{item.case_id}: {note}")
-                ensemble = len(getattr(segmenter, "networks", ())) > 1  # each fold's own labels: disagreement
                 seg = segmenter.segment(scan, per_fold=True) if ensemble else segmenter.segment(scan)
                 labels = seg.labels
                 flags = quality_flags(labels, scan, fold_probabilities=seg.fold_probabilities if ensemble else None,
@@ -278,7 +279,7 @@ def predict_inputs(
         except OrbitsegError as exc:
             problems.append(str(exc))
             continue
-        if resume and len(there) == len(targets):  # kept: the flags recorded with it, or the anatomy's
+        if keep:  # the flags recorded with it, or the anatomy's
             flags = record["cases"].get(item.case_id, {}).get("quality")
             flags = quality_flags(labels, scan, training_acquisition=train_acq) if flags is None else flags
         if flags:
