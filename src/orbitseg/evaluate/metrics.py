@@ -24,6 +24,11 @@ Conventions
   KD-tree (fast however far apart stray voxels are); the tests check it
   against MONAI's ``compute_hausdorff_distance`` /
   ``compute_average_surface_distance`` (``method="monai"`` calls MONAI).
+* MSSD (:func:`mean_signed_surface_distance`) is ASD with a sign: the same
+  surface voxels and distances, negative where the prediction lies inside the
+  truth, positive outside; it says whether a boundary is biased inward or
+  outward (issue 20's robustness table), not how far off it is.  It is not a
+  column of :func:`case_metrics`.
 * Empty masks: when a structure is absent from both ``pred`` and ``truth``
   every metric of it is NaN (there is nothing to score - never a silent 1 or
   0).  When it is absent from exactly one, Dice is 0, VS follows its formula
@@ -53,6 +58,8 @@ __all__ = [
     "metric_names",
     "summarise",
     "dice_per_structure",
+    "mean_signed_surface_distance",
+    "signed_surface_distance_per_structure",
 ]
 
 #: key of the pooled foreground (labels 1-3)
@@ -257,6 +264,72 @@ def surface_distances(pred_mask, true_mask, *, spacing, method: str = "fast") ->
     hd95 = max(float(np.percentile(d_pt, 95)), float(np.percentile(d_tp, 95)))
     asd = float(np.concatenate([d_pt, d_tp]).mean())
     return hd95, asd
+
+
+def _signed_edge_distances(edges_pred: np.ndarray, edges_true: np.ndarray, pred_mask: np.ndarray,
+                           true_mask: np.ndarray, sp: tuple[float, float, float]) -> float:
+    """Mean signed surface distance (mm) from surface voxel coordinates (k, j, i); see
+    :func:`mean_signed_surface_distance`."""
+    from scipy.spatial import cKDTree
+
+    scale = np.asarray(sp, dtype=np.float64)
+    d_pt = cKDTree(edges_true * scale).query(edges_pred * scale, k=1)[0]
+    d_tp = cKDTree(edges_pred * scale).query(edges_true * scale, k=1)[0]
+    # pred -> truth: a predicted surface voxel inside the truth lies inside (-), outside it (+)
+    s_pt = np.where(true_mask[tuple(edges_pred.T)], -1.0, 1.0)
+    # truth -> pred: a true surface voxel outside the prediction means the prediction lies inside (-)
+    s_tp = np.where(pred_mask[tuple(edges_true.T)], 1.0, -1.0)
+    return float(np.concatenate([s_pt * d_pt, s_tp * d_tp]).mean())
+
+
+def mean_signed_surface_distance(pred_mask, true_mask, *, spacing) -> float:
+    """Mean signed surface distance (mm) of a predicted mask from the true one; NaN when either is empty.
+
+    Negative when the prediction lies inside the truth (under-segmentation, an inward bias of the
+    boundary), positive when it lies outside (over-segmentation); 0 for identical masks.
+
+    Definition: the surface voxels of each mask are those of :func:`surface_distances` (a mask voxel with
+    a 6-neighbour outside the mask), and distances the same exact Euclidean mm between surface voxels
+    with the anisotropic ``spacing`` (nearest surface voxel of the other mask, by KD-tree - the
+    distances of ASD, so that ``|MSSD| <= ASD`` always, with equality when one mask's boundary lies
+    wholly on one side of the other's). Each distance gets a sign:
+
+    * from a **predicted** surface voxel to the true surface: ``-`` when that voxel lies in the true mask
+      (the predicted boundary is inside the truth there), ``+`` when it lies outside the true mask;
+    * from a **true** surface voxel to the predicted surface: ``-`` when that voxel lies outside the
+      predicted mask (the prediction stops short of the true boundary there), ``+`` when it lies in it.
+
+    MSSD is the mean of the signed distances over the surface voxels of **both** masks (symmetric, as
+    MONAI's ASD). Why symmetric: the one-way mean over the predicted surface does not see a part of the
+    structure the prediction misses altogether (e.g. a missed muscle belly adds no predicted surface
+    there), whereas the true surface voxels along the miss count as inward; likewise a stray blob only
+    shows from the predicted side. For a boundary displaced uniformly by ``d`` mm both directions give
+    ``+-d``, so the symmetric mean is ``+-d`` too. A surface voxel of one mask lying on the other's
+    surface has distance 0, so its sign does not matter. Distances are between voxel centres: a
+    displacement smaller than a voxel is resolved only on average over the surface.
+
+    ``spacing`` is ``(sx, sy, sz)`` in mm along index axes (i, j, k), as ``Geometry.spacing`` (array axes
+    (2, 1, 0)), as for :func:`surface_distances`.
+    """
+    pred_mask, true_mask = _check_pair(pred_mask, true_mask)
+    pred_mask, true_mask = pred_mask.astype(bool, copy=False), true_mask.astype(bool, copy=False)
+    sp = _array_spacing(spacing)
+    if not pred_mask.any() or not true_mask.any():
+        return math.nan
+    box = _bbox(pred_mask | true_mask, margin=1)
+    pred_mask, true_mask = pred_mask[box], true_mask[box]
+    return _signed_edge_distances(_edge_coords(np.argwhere(pred_mask), pred_mask.shape),
+                                  _edge_coords(np.argwhere(true_mask), true_mask.shape),
+                                  pred_mask, true_mask, sp)
+
+
+def signed_surface_distance_per_structure(pred, truth, *, spacing) -> dict[int, float]:
+    """:func:`mean_signed_surface_distance` (mm) of each structure (1, 2, 3) of two label arrays
+    ``(nz, ny, nx)``; NaN where a structure is absent from either. Not a column of :func:`case_metrics`
+    (whose columns other outputs rely on)."""
+    pred, truth = _check_pair(pred, truth)
+    _joint_counts(pred, truth)  # the same label checks as the other metrics
+    return {s: mean_signed_surface_distance(pred == s, truth == s, spacing=spacing) for s in STRUCTURES}
 
 
 # ---------------------------------------------------------------------------
