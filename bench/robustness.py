@@ -1,0 +1,240 @@
+"""Robustness of a model on a fixed synthetic test set, one acquisition factor at a time (issue 20).
+
+    python bench/robustness.py [--model PATH] [--patients 6] [--threads 1] [--cache DIR] [--json OUT.json]
+
+**The test set.** ``--patients`` N patients, patient i drawn by ``sample_patient(np.random.default_rng(9600 + i))``
+(the default variety's anatomy: adults, a fifth with thyroid eye disease). No training, validation, choice or other
+bench uses these seeds: the shipped model's cohort is ``make_cohort(seed=0)`` (children of ``SeedSequence(0)``), its
+fresh-patient check seed 2026, ``bench/adapt.py`` ``default_rng([777, i])``, the speed benches seed 7. Each patient is
+scanned under every *condition* below, so differences between conditions are paired (same anatomy, same noise and
+texture seeds). The acquisition is fixed, not drawn:
+
+* **base**: 0.4 mm pixels, 512 x 512, 1.25 mm slices (a typical value of the default cohort, whose slices run
+  0.625-3 mm and pixels 0.3-0.6 mm), 64 mm coverage centred 3 mm below the globes, the head straight (yaw, pitch,
+  roll 0), identity direction, no padding outside the field; reconstructed by the clinical variant's renderer
+  (``PatientParams.clinical``, so that kernel and contrast can be set) with a neutral record: adult, no pathology,
+  no metal, no field-of-view cut, a ``standard`` kernel (MTF sigma 0.385 mm, overshoot 0.05), 12 HU noise (the
+  default cohort's 9-17 HU at 1 mm over sqrt(1.25)), no contrast, a skull-base irregularity of 1.5 mm. That record
+  also brings the clinical variant's less drawn anatomy (honeycomb ethmoid, irregular skull base and septum).
+* **default generator**: the base patient and acquisition rendered without the clinical record (the default
+  cohort's renderer: in-plane Gaussian PSF 0.9 mm FWHM, noise 12 HU) - the shipped model's own world.
+* one factor changed from base at a time: head **pitch** -15 / 10 / 20 / 25 degrees; **slice** thickness 0.625 /
+  2.5 / 3.75 / 5 mm (noise kept at 12 HU; coverage kept at 64 mm); **noise** 5 / 20 / 40 HU; **kernel** soft /
+  sharp / bone (each kernel's mid MTF and overshoot from ``synth.params.KERNELS``, noise times its noise factor
+  0.8 / 1.3 / 1.7 as the same dose gives); **contrast** (muscles and lacrimal gland +30 HU, vessels +160 HU, sinus
+  mucosa +50 HU).
+
+**What is measured.** Each scan is segmented by ``orbitseg.predict.Segmenter.load(model)`` (the model's own
+post-processing and precision) on the scan's own grid and scored against the generator's labels on that grid: 3D
+Dice per structure and the mean signed surface distance (``evaluate.metrics.mean_signed_surface_distance``, mm,
+negative = the prediction lies inside the truth). The table gives the mean over the patients per condition; the
+issue's targets are checked below it. Rendered scans are cached as NIfTI under ``--cache`` (keyed by seed and
+condition), so a second model's run renders nothing. ``--json`` writes every per-scan number, the conditions and
+the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+#: the test patients' seeds: 9600, 9601, ... (``np.random.default_rng(seed)``); no training or bench uses them
+SEED0 = 9600
+#: bump when a condition's definition changes (the cache is keyed by it)
+SET_VERSION = "1"
+BASE_PIXEL_MM, BASE_MATRIX, BASE_SLICE_MM, COVERAGE_MM, BASE_NOISE_HU = 0.4, 512, 1.25, 64.0, 12.0
+HEAD_OFFSET = (0.0, 32.0, -3.0)  # scanner grid centre in the head frame (mm)
+CONTRAST_HU = {"enhance_muscle": 30.0, "enhance_vessel": 160.0, "enhance_mucosa": 50.0}
+
+#: (condition name, group, changes from base); group "base" rows are the references
+CONDITIONS: list[tuple[str, str, dict]] = [
+    ("base", "base", {}),
+    ("default generator", "base", {"renderer": "default"}),
+    *[(f"pitch {p:+d} deg", "pitch", {"pitch": float(p)}) for p in (-15, 10, 20, 25)],
+    *[(f"slices {t:g} mm", "slices", {"slice": t}) for t in (0.625, 2.5, 3.75, 5.0)],
+    *[(f"noise {n:g} HU", "noise", {"noise": float(n)}) for n in (5, 20, 40)],
+    *[(f"kernel {k}", "kernel", {"kernel": k}) for k in ("soft", "sharp", "bone")],
+    ("contrast", "contrast", {"contrast": True}),
+]
+STRUCT_NAMES = ("eyeball", "muscles", "nerve")
+
+
+def neutral_clinical(seed: int, kernel: str = "standard", contrast: bool = False):
+    """The base's clinical record: adult, no pathology or metal, ``kernel`` at the middle of its ranges."""
+    from orbitseg.synth.params import KERNELS, Clinical
+
+    _, (s_lo, s_hi), (o_lo, o_hi), _ = KERNELS[kernel]
+    rng = np.random.default_rng([seed, 1])
+    enh = CONTRAST_HU if contrast else {k: 0.0 for k in CONTRAST_HU}
+    return Clinical(kernel=kernel, mtf_sigma=(s_lo + s_hi) / 2, overshoot=(o_lo + o_hi) / 2 if kernel != "standard"
+                    else 0.05, contrast=contrast, **enh, metal=(), metal_streak=0.0, fov_cut=0, age_group="adult",
+                    csf_rim=1.5, iol=(False, False), silicone=(False, False), silicone_hu=120.0, fracture=0,
+                    fracture_t=0.6, fracture_size=4.5, warp_amplitude=1.5,
+                    warp_seed=int(rng.integers(0, 2**31 - 1)), ethmoid_seed=int(rng.integers(0, 2**31 - 1)),
+                    gantry_tilt=0.0)
+
+
+def patient_params(seed: int, changes: dict):
+    """The PatientParams of test patient ``seed`` under one condition (``changes`` from :data:`CONDITIONS`)."""
+    from orbitseg.synth.params import KERNELS, sample_patient
+
+    p = sample_patient(np.random.default_rng(seed))  # the default variety: anatomy and the noise/texture seeds
+    kernel = changes.get("kernel", "standard")
+    thick = float(changes.get("slice", BASE_SLICE_MM))
+    noise = float(changes.get("noise", BASE_NOISE_HU)) * KERNELS[kernel][3]
+    cl = neutral_clinical(seed, kernel, bool(changes.get("contrast", False)))
+    scan = replace(p.scan, spacing_xy=BASE_PIXEL_MM, slice_thickness=thick, matrix=(BASE_MATRIX, BASE_MATRIX),
+                   n_slices=int(round(COVERAGE_MM / thick)), direction_kind="identity",
+                   direction=tuple(float(v) for v in np.eye(3).ravel()),
+                   head_rotation=(0.0, float(changes.get("pitch", 0.0)), 0.0), head_offset=HEAD_OFFSET,
+                   psf_fwhm=2.3548 * cl.mtf_sigma, noise_sigma=noise, fov_pad=0.0)
+    if changes.get("renderer") == "default":
+        return replace(p, scan=replace(scan, psf_fwhm=0.9), clinical=None)
+    return replace(p, scan=scan, clinical=cl)
+
+
+def load_or_render(seed: int, name: str, changes: dict, cache: Path):
+    """(ct, labels, seconds spent rendering) of one scan, from ``cache`` when there."""
+    from orbitseg.io.read import read_label, read_scan
+    from orbitseg.io.write import write_label, write_scan
+    from orbitseg.synth import render_patient
+
+    key = f"{seed}_" + "".join(c if c.isalnum() else "_" for c in name)
+    ct_path, lab_path = cache / f"{key}_ct.nii.gz", cache / f"{key}_labels.nii.gz"
+    if ct_path.exists() and lab_path.exists():
+        ct = read_scan(ct_path)
+        return ct, read_label(lab_path, reference=ct), 0.0
+    t0 = time.perf_counter()
+    ct, labels = render_patient(patient_params(seed, changes))
+    seconds = time.perf_counter() - t0
+    cache.mkdir(parents=True, exist_ok=True)
+    write_scan(ct, ct_path, overwrite=True)
+    write_label(labels, lab_path, reference=ct, overwrite=True)
+    return ct, labels, seconds
+
+
+def _mean(values) -> float:
+    a = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    return float(a.mean()) if a.size else math.nan
+
+
+def targets(table: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
+    """Issue 20's targets on this set: (what, met (None: not measured), the numbers)."""
+    out = []
+    b, p20 = table.get("base"), table.get("pitch +20 deg")
+    if b and p20:
+        d = b["dice_muscles"] - p20["dice_muscles"]
+        out.append(("muscle Dice at 20 deg pitch within 0.02 of 0 deg", d <= 0.02,
+                    f"{p20['dice_muscles']:.3f} vs {b['dice_muscles']:.3f} (drop {d:+.3f})"))
+    s5 = table.get("slices 5 mm")
+    if s5:
+        ok = s5["dice_eyeball"] >= 0.95 and s5["dice_muscles"] >= 0.80 and s5["dice_nerve"] >= 0.70
+        out.append(("at 5 mm slices eyeball >= 0.95, muscles >= 0.80, nerve >= 0.70", ok,
+                    " / ".join(f"{s5[f'dice_{s}']:.3f}" for s in STRUCT_NAMES)))
+    if b:
+        m = b["mssd_eyeball"]
+        out.append(("globe mean signed surface distance within +-0.1 mm (base)", abs(m) <= 0.1, f"{m:+.2f} mm"))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None, help="a run, model folder or checkpoint (default: the shipped model)")
+    ap.add_argument("--patients", type=int, default=6, help="test patients (seeds 9600, 9601, ...)")
+    ap.add_argument("--conditions", nargs="+", default=None, help="a subset of the condition names (default: all)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/orbitseg_robustness"),
+                    help="rendered scans (NIfTI), reused by later runs")
+    ap.add_argument("--json", type=Path, default=None, help="write every per-scan number here")
+    args = ap.parse_args()
+
+    import torch
+
+    from predict_speed import cpu_features
+
+    from orbitseg.constants import STRUCTURES
+    from orbitseg.evaluate.metrics import dice_per_structure, signed_surface_distance_per_structure
+    from orbitseg.predict import Segmenter
+    from orbitseg.runs.layout import resolve_model
+
+    torch.set_num_threads(args.threads)
+    conditions = [c for c in CONDITIONS if args.conditions is None or c[0] in args.conditions]
+    cache = args.cache / f"v{SET_VERSION}"
+    model = resolve_model(args.model)
+    print(f"CPU: {cpu_features()}; {args.threads} thread(s)", flush=True)
+    seg = Segmenter.load(model, log=lambda _: None)
+    print(f"model: {model} ({seg.describe()})", flush=True)
+    seeds = [SEED0 + i for i in range(args.patients)]
+    t_start = time.perf_counter()
+    rows = []
+    for name, group, changes in conditions:
+        for seed in seeds:
+            ct, truth, render_s = load_or_render(seed, name, changes, cache)
+            t0 = time.perf_counter()
+            pred = seg.segment(ct).labels.array
+            seg_s = time.perf_counter() - t0
+            sp = ct.geometry.spacing
+            d = dice_per_structure(pred, truth.array)
+            m = signed_surface_distance_per_structure(pred, truth.array, spacing=sp)
+            voxel_ml = float(np.prod(sp)) / 1000.0
+            row = {"condition": name, "group": group, "seed": seed, "render_s": render_s, "segment_s": seg_s}
+            for s, key in zip(STRUCTURES, STRUCT_NAMES):
+                row[f"dice_{key}"] = d[s]
+                row[f"mssd_{key}"] = m[s]
+                row[f"vol_true_ml_{key}"] = float(np.count_nonzero(truth.array == s)) * voxel_ml
+                row[f"vol_pred_ml_{key}"] = float(np.count_nonzero(pred == s)) * voxel_ml
+            rows.append(row)
+            print(f"  {name:18s} seed {seed}: Dice " + " / ".join(f"{row[f'dice_{k}']:.3f}" for k in STRUCT_NAMES)
+                  + "; MSSD " + " / ".join(f"{row[f'mssd_{k}']:+.2f}" for k in STRUCT_NAMES)
+                  + f" mm (render {render_s:.0f} s, segment {seg_s:.0f} s)", flush=True)
+    minutes = (time.perf_counter() - t_start) / 60.0
+
+    keys = [f"dice_{k}" for k in STRUCT_NAMES] + [f"mssd_{k}" for k in STRUCT_NAMES] + \
+           [f"vol_true_ml_{k}" for k in STRUCT_NAMES]
+    table = {name: {k: _mean([r[k] for r in rows if r["condition"] == name]) for k in keys}
+             for name, _, _ in conditions}
+    print(f"\n{len(seeds)} patients (seeds {seeds[0]}-{seeds[-1]}), {len(conditions)} conditions; "
+          f"model {model}\n")
+    print("| condition | Dice eyeball | Dice muscles | Dice nerve | MSSD eyeball (mm) | MSSD muscles (mm) | "
+          "MSSD nerve (mm) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, _, _ in conditions:
+        t = table[name]
+        print(f"| {name} | " + " | ".join(f"{t[f'dice_{k}']:.3f}" for k in STRUCT_NAMES) + " | "
+              + " | ".join(f"{t[f'mssd_{k}']:+.2f}" for k in STRUCT_NAMES) + " |")
+    base_vol = table.get("base")
+    if base_vol:  # a structure cut by the coverage would score a smaller truth, not a harder scan
+        for name, _, _ in conditions:
+            for k in STRUCT_NAMES:
+                v, v0 = table[name][f"vol_true_ml_{k}"], base_vol[f"vol_true_ml_{k}"]
+                if v0 > 0 and abs(v / v0 - 1) > 0.15:
+                    print(f"note: {name}: the true {k} volume is {v:.2f} mL against {v0:.2f} mL at base")
+    print("\nissue 20's targets:")
+    verdicts = targets(table)
+    for what, ok, numbers in verdicts:
+        print(f"  {'PASS' if ok else 'miss'}: {what}: {numbers}")
+    print(f"\nelapsed {minutes:.1f} min (rendering {sum(r['render_s'] for r in rows) / 60:.1f} min, segmenting "
+          f"{sum(r['segment_s'] for r in rows) / 60:.1f} min)", flush=True)
+    if args.json is not None:
+        from orbitseg.io.atomic import write_text_atomic
+
+        doc = {"model": str(model), "cpu": cpu_features(), "threads": args.threads, "seeds": seeds,
+               "set_version": SET_VERSION,
+               "conditions": [{"name": n, "group": g, "changes": c} for n, g, c in conditions],
+               "minutes": minutes, "table": table,
+               "targets": [{"what": w, "met": ok, "numbers": n} for w, ok, n in verdicts], "scans": rows}
+        write_text_atomic(args.json, json.dumps(doc, indent=1, allow_nan=True))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
