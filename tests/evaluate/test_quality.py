@@ -223,3 +223,26 @@ def test_every_flag_is_a_complete_record(patient):
     s = flags_summary(flags)
     assert s.startswith(f"{len(flags)} flags: ") and "nerve missing (left)" in s
     assert flag_codes(flags, "right") == ";".join(f["code"] for f in flags if f["side"] in ("right", "both"))
+
+
+def test_measurements_given_by_the_caller_are_used_not_measured_again(patient):
+    """predict measures once (with the clinical columns) and hands the rows to the flags: the same flags as
+    measuring inside, and it is those rows (volumes, midline) the flags read."""
+    ct, lab = patient
+    left = side_mask(lab, "left")
+    lab2 = edited(lab, lambda a: a.__setitem__((a == NERVE) & left, 0))
+    folds = [lab.array, lab.array, edited(lab, lambda a: a.__setitem__((a == MUSCLES) & left, 0)).array]
+    train = own_range(ct, lab)
+    rows = orbit_measurements(lab2, ct, clinical=True)
+    inside = quality_flags(lab2, ct, fold_labels=folds, training_acquisition=train)
+    assert quality_flags(lab2, ct, fold_labels=folds, training_acquisition=train, measurements=rows) == inside
+    assert "nerve_missing@left" in codes(inside)
+    # rows that say the right globe is gone: the flag follows the rows, not the labels
+    rows = [dict(r) for r in rows]
+    rows[0]["globe_ml"] = 0.0
+    assert "eyeball_missing@right" in codes(quality_flags(lab2, ct, measurements=rows))
+    # their midline splits the sides: moved far to the left, every voxel is the right orbit's
+    far = [dict(r, midline_x_mm=r["midline_x_mm"] + 500.0) for r in orbit_measurements(lab, ct)]
+    assert fold_agreement(lab, fold_labels=folds, midline=far[0]["midline_x_mm"])[("left", MUSCLES)] != \
+        fold_agreement(lab, fold_labels=folds)[("left", MUSCLES)]
+    assert "muscles_fold_disagreement@left" not in codes(quality_flags(lab, ct, fold_labels=folds, measurements=far))

@@ -179,7 +179,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fold_agreement(labels: Volume, *, fold_labels: Sequence[np.ndarray] | None = None,
-                   fold_probabilities=None) -> dict[tuple[str, int], float]:
+                   fold_probabilities=None, midline: float | None = None) -> dict[tuple[str, int], float]:
     """Mean pairwise Dice between the fold models' label maps, per (side, structure).
 
     Parameters
@@ -188,6 +188,7 @@ def fold_agreement(labels: Volume, *, fold_labels: Sequence[np.ndarray] | None =
     fold_labels : each fold's labels ``(nz, ny, nx)`` on ``labels``' grid, or
     fold_probabilities : each fold's :class:`~orbitseg.preprocess.pipeline.BoxProbabilities` (canonical
         grid, as ``Segmenter.segment(scan, per_fold=True)`` returns them); their argmax is taken
+    midline : LPS x of the mid-sagittal plane when already known (default :func:`midline_x` of ``labels``)
 
     Returns
     -------
@@ -195,7 +196,7 @@ def fold_agreement(labels: Volume, *, fold_labels: Sequence[np.ndarray] | None =
     """
     from orbitseg.io.orient import canonical_geometry
 
-    mid, _ = midline_x(labels)
+    mid = midline_x(labels)[0] if midline is None else float(midline)
     if fold_probabilities is not None:
         probs = list(fold_probabilities)
         geom = canonical_geometry(labels.geometry)
@@ -267,13 +268,15 @@ def _resampled_tilt(meta: dict) -> float | None:
     return None
 
 
-def _head_angles(labels: Volume, geometry_canonical: Geometry) -> tuple[float, float] | None:
+def _head_angles(labels: Volume, geometry_canonical: Geometry,
+                 midline: tuple[float, str] | None = None) -> tuple[float, float] | None:
     """(yaw, roll) in degrees of the line through the two eyeballs' centroids, measured in the canonical
-    grid's index axes (what the network sees); None without two eyeballs."""
+    grid's index axes (what the network sees); None without two eyeballs.  ``midline``: :func:`midline_x`'s
+    answer when already known."""
     from orbitseg.io.orient import to_canonical
 
     canon = to_canonical(labels)
-    mid, how = midline_x(labels)
+    mid, how = midline_x(labels) if midline is None else midline
     if how != "eyeballs":
         return None
     eye = canon.array == EYEBALL
@@ -293,7 +296,7 @@ def _head_angles(labels: Volume, geometry_canonical: Geometry) -> tuple[float, f
     return float(np.degrees(np.arctan2(dy, dx))), float(np.degrees(np.arctan2(dz, dx)))
 
 
-def acquisition_of(scan: Volume, labels: Volume | None = None) -> dict:
+def acquisition_of(scan: Volume, labels: Volume | None = None, *, midline: tuple[float, str] | None = None) -> dict:
     """What the model sees of ``scan``'s acquisition: grid and, with ``labels``, pose and contrast.
 
     Returns
@@ -302,7 +305,8 @@ def acquisition_of(scan: Volume, labels: Volume | None = None) -> dict:
     in-plane spacing), ``obliquity_deg`` (grid axes against LPS), ``gantry_tilt_deg`` (resampled away by
     the reader, or None), ``fov_mm`` (smaller in-plane extent), ``coverage_mm`` (extent along the slices'
     axis) and, with ``labels``, ``head_yaw_deg``, ``head_roll_deg`` (inter-globe line in the grid),
-    ``globe_hu`` and ``muscle_hu`` (median HU inside the predicted eyeballs and muscles).
+    ``globe_hu`` and ``muscle_hu`` (median HU inside the predicted eyeballs and muscles).  ``midline``:
+    :func:`~orbitseg.evaluate.measure.midline_x` of ``labels`` when already known.
     """
     from orbitseg.io.orient import canonical_geometry, to_canonical
 
@@ -313,7 +317,7 @@ def acquisition_of(scan: Volume, labels: Volume | None = None) -> dict:
                  "gantry_tilt_deg": _resampled_tilt(scan.meta), "fov_mm": float(min(nx * sx, ny * sy)),
                  "coverage_mm": float(nz * sz)}
     if labels is not None:
-        angles = _head_angles(labels, g)
+        angles = _head_angles(labels, g, midline)
         out["head_yaw_deg"], out["head_roll_deg"] = angles if angles is not None else (None, None)
         canon_scan = to_canonical(scan).array
         canon_lab = to_canonical(labels).array
@@ -384,7 +388,8 @@ def _acquisition_flags(acq: dict, train: dict) -> list[dict]:
 
 # ---------------------------------------------------------------------------
 def quality_flags(labels: Volume, scan: Volume | None = None, *, fold_labels: Sequence[np.ndarray] | None = None,
-                  fold_probabilities=None, training_acquisition: dict | None = None) -> list[dict]:
+                  fold_probabilities=None, training_acquisition: dict | None = None,
+                  measurements: list[dict] | None = None) -> list[dict]:
     """Flags a reader can act on for one predicted scan; an empty list when nothing is flagged.
 
     Parameters
@@ -396,23 +401,26 @@ def quality_flags(labels: Volume, scan: Volume | None = None, *, fold_labels: Se
     training_acquisition : the model's ``training_acquisition`` record (``model.json``): ranges
         ``[low, high]`` of ``slice_mm``, ``pixel_mm``, ``fov_mm``, ``obliquity_deg``, ``gantry_tilt_deg``,
         ``head_yaw_deg``, ``head_roll_deg``, ``globe_hu``, ``muscle_hu`` and its ``source``; None skips the check
+    measurements : :func:`~orbitseg.evaluate.measure.orbit_measurements` of ``labels`` when the caller has
+        them already (e.g. with the clinical columns): not measured again, and their midline is used throughout
 
     Returns
     -------
     list of ``{"side": "right" | "left" | "both", "code": str, "message": str, "value": float | None,
     "limit": str}``, in the order anatomy, field of view, fold disagreement, acquisition.
     """
-    rows = orbit_measurements(labels)
+    rows = orbit_measurements(labels) if measurements is None else measurements
+    midline = (rows[0]["midline_x_mm"], rows[0]["midline_from"])  # one midline for every check
     flags = _anatomy_flags(rows)
     missing = {(f["side"], s) for f in flags for s in STRUCTURES if f["code"] == f"{SHORT_NAMES[s]}_missing"}
     missing |= {(side, s) for side0, s in list(missing) if side0 == "both" for side in ("right", "left")}
-    flags += _edge_flags(labels, rows[0]["midline_x_mm"])
+    flags += _edge_flags(labels, midline[0])
     if fold_labels is not None or fold_probabilities is not None:
-        flags += _fold_flags(fold_agreement(labels, fold_labels=fold_labels, fold_probabilities=fold_probabilities),
-                             missing)
+        flags += _fold_flags(fold_agreement(labels, fold_labels=fold_labels, fold_probabilities=fold_probabilities,
+                                            midline=midline[0]), missing)
     if training_acquisition:
         geometry_scan = scan if scan is not None else Volume(np.zeros(labels.shape, np.int16), labels.geometry)
-        acq = acquisition_of(geometry_scan, labels)
+        acq = acquisition_of(geometry_scan, labels, midline=midline)
         if scan is None:
             acq["globe_hu"] = acq["muscle_hu"] = None
         flags += _acquisition_flags(acq, training_acquisition)

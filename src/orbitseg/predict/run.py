@@ -251,6 +251,7 @@ def predict_inputs(
             # also for a kept file: the clinical measurements need its bone, and its measurements must
             # equal those of the run that wrote it
             scan = read_scan(item.path, series_uid=series_uid)
+            measured = None
             if keep:
                 labels = _read_output(target, formats[0], scan)
                 kept += 1
@@ -260,8 +261,9 @@ def predict_inputs(
                     tqdm.write(f"{item.case_id}: {note}")
                 seg = segmenter.segment(scan, per_fold=True) if ensemble else segmenter.segment(scan)
                 labels = seg.labels
+                measured = orbit_measurements(labels, scan, clinical=True)  # once: the flags use its midline
                 flags = quality_flags(labels, scan, fold_probabilities=seg.fold_probabilities if ensemble else None,
-                                      training_acquisition=train_acq)
+                                      training_acquisition=train_acq, measurements=measured)
                 del seg
                 written = _write_outputs(labels, scan, targets, overwrite=overwrite or resume, problems=problems,
                                          uid_key=uid_key)
@@ -279,13 +281,16 @@ def predict_inputs(
         except OrbitsegError as exc:
             problems.append(str(exc))
             continue
+        if measured is None:
+            measured = orbit_measurements(labels, scan, clinical=True)
         if keep:  # the flags recorded with it, or the anatomy's
             flags = record["cases"].get(item.case_id, {}).get("quality")
-            flags = quality_flags(labels, scan, training_acquisition=train_acq) if flags is None else flags
+            flags = (quality_flags(labels, scan, training_acquisition=train_acq, measurements=measured)
+                     if flags is None else flags)
         if flags:
             tqdm.write(f"warning: {item.case_id}: {flags_summary(flags)} (prediction.json has what to do)", file=sys.stderr)
         # with the clinical columns (docs/measurements.md)
-        for r in orbit_measurements(labels, scan, clinical=True):
+        for r in measured:
             side = r["side"] if r["side"] in ("right", "left") else None
             mine = [f for f in flags if side is None or f["side"] in (side, "both")]
             rows.append({"case": item.case_id, "scan": str(item.path), **r, "flags": flags_summary(mine),
