@@ -117,7 +117,7 @@ def truth_subslices(thickness: float) -> int:
     :data:`SUB_STEP_MM`, else the smallest odd number whose slices are at most that thick.
 
     Why not the generator's own labels: it labels a voxel with the structure that holds *more than half* of its
-    ``ceil(thickness / 1.3)`` point-sampled sub-slices, so with an even count (2.5 mm: 2, 4-5 mm: 4) a voxel half
+    ``ceil(thickness / 1.3)`` point-sampled sub-slices, so with an even count (1.5-2.5 mm: 2, 4-5 mm: 4) a voxel half
     inside a structure is background - a thin structure's truth shrinks along z (at 5 mm this seed's muscles by
     about a third, its nerves by two thirds), and Dice would be scored against a truth thinner than the anatomy.
     An odd count has no ties."""
