@@ -195,7 +195,7 @@ def targets(table: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
     if s5:
         ok = s5["dice_eyeball"] >= 0.95 and s5["dice_muscles"] >= 0.80 and s5["dice_nerve"] >= 0.70
         out.append(("at 5 mm slices eyeball >= 0.95, muscles >= 0.80, nerve >= 0.70", ok,
-                    " / ".join(f"{s5[f'dice_{s}']:.3f}" for s in STRUCT_NAMES)))
+                    " / ".join(f"{s5[f'dice_{s}']:.4f}" for s in STRUCT_NAMES)))
     if b:
         m = b["mssd_eyeball"]
         out.append(("globe mean signed surface distance within +-0.1 mm (base)", abs(m) <= 0.1, f"{m:+.2f} mm"))
