@@ -292,8 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network arithmetic: auto (default) is bfloat16 on a CPU that computes it in hardware "
                         "(AMX or AVX512-BF16; about twice as fast) and float32 elsewhere")
     s.add_argument("--engine", default="auto", choices=ENGINES,
-                   help="inference engine: auto (default) runs the faster of PyTorch and ONNX Runtime on this "
-                        "machine (measured once, remembered); torch is the reference; onnx computes in float32")
+                   help="inference engine: auto (default) runs the fastest of PyTorch, ONNX Runtime and OpenVINO "
+                        "on this machine (measured once, remembered); torch is the reference; onnx computes in "
+                        "float32, openvino in --precision")
     s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("pacs", help="segment a study's head CT fetched from a PACS over DICOMweb and store the "

@@ -98,7 +98,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
 #: training keeps one explicit arithmetic per run (no "auto": a run's record must not depend on the machine)
 TRAIN_PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
 #: inference engines at prediction (orbitseg.predict.engine): "auto" = the faster on this machine, measured once
-ENGINES: tuple[str, ...] = ("auto", "torch", "onnx")
+ENGINES: tuple[str, ...] = ("auto", "torch", "onnx", "openvino")
 
 # --- Hounsfield plausibility (used to tell CT from other volumes) -----------
 HU_AIR: float = -1000.0

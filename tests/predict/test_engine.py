@@ -36,6 +36,37 @@ def test_onnx_agrees_with_torch_on_the_shipped_model(scan):
     assert int((onnx.labels.array != ref.labels.array).sum()) <= 5  # measured: 0 of 950,069 voxels
 
 
+def test_openvino_agrees_with_torch_on_the_shipped_model(scan):
+    """OpenVINO in float32: probabilities within ONNX_TOLERANCE of PyTorch float32 and the same labels but for
+    a handful of voxels; in bfloat16: as close to float32 as PyTorch's own bfloat16 is (a few boundary voxels)."""
+    ref = Segmenter.load(engine="torch", precision="float32").segment(scan, probabilities=True)
+    ov32 = Segmenter.load(engine="openvino", precision="float32")
+    assert ov32.engine.name == "openvino" and ov32.precision == "float32"
+    out = ov32.segment(scan, probabilities=True)
+    diff = np.abs(out.probabilities.values - ref.probabilities.values)
+    assert diff.max() < E.ONNX_TOLERANCE, diff.max()
+    assert int((out.labels.array != ref.labels.array).sum()) <= 5
+    bf16 = Segmenter.load(engine="openvino", precision="bfloat16").segment(scan, probabilities=True)
+    torch16 = Segmenter.load(engine="torch", precision="bfloat16").segment(scan, probabilities=True)
+    assert np.abs(bf16.probabilities.values - ref.probabilities.values).mean() < E.BFLOAT16_MEAN_TOLERANCE
+    moved = int((bf16.labels.array != ref.labels.array).sum())
+    assert moved <= max(50, 3 * int((torch16.labels.array != ref.labels.array).sum())), moved
+
+
+def test_openvino_missing_is_one_clear_error_and_auto_goes_on_without_it(tiny_run, tmp_path, monkeypatch):
+    from orbitseg.errors import InputError
+
+    monkeypatch.setattr(E, "openvino_available", lambda: False)
+    with pytest.raises(InputError, match="pip install openvino"):
+        Segmenter.load(tiny_run, engine="openvino")
+    monkeypatch.setenv(E.CACHE_ENV, str(tmp_path / "cache"))
+    seen = []
+    monkeypatch.setattr(E, "_measure", lambda engines, images: seen.extend(e.name for e in engines) or
+                        {e.name: 1.0 for e in engines})
+    assert Segmenter.load(tiny_run, engine="auto", precision="float32").engine.name in ("torch", "onnx")
+    assert seen == ["torch", "onnx"]
+
+
 def test_a_plain_unet_runs_as_one_graph(tmp_path, scan):
     """The unet2d preset (no sequences) exports as a single 'slices' graph and agrees too."""
     from tiny import TINY_NETWORKS
@@ -105,10 +136,23 @@ def test_auto_takes_the_faster_correct_engine_and_remembers(tiny_run, tmp_path, 
     assert Segmenter.load(ckpt, engine="auto", precision="float32").engine.name == "torch"
     # an ONNX engine that disagrees with PyTorch is never chosen, however fast
     monkeypatch.setenv(E.CACHE_ENV, str(tmp_path / "cache3"))
-    monkeypatch.setattr(E, "_measure", lambda engines, images: {e.name: (0.1 if e.name == "onnx" else 2.0)
+    monkeypatch.setattr(E, "_measure", lambda engines, images: {e.name: (2.0 if e.name == "torch" else 0.1)
                                                                   for e in engines})
     monkeypatch.setattr(E.OnnxEngine, "vois", lambda self, images, **kw: np.zeros((len(images), 4, 32, 32)))
     assert Segmenter.load(ckpt, engine="auto", precision="float32").engine.name == "torch"
+    monkeypatch.setenv(E.CACHE_ENV, str(tmp_path / "cache4"))  # nor a wrong bfloat16 one
+    assert Segmenter.load(ckpt, engine="auto", precision="bfloat16").engine.name == "torch"
+    # OpenVINO faster than both -> openvino, in the precision asked for
+    for precision in ("float32", "bfloat16"):
+        monkeypatch.setenv(E.CACHE_ENV, str(tmp_path / f"cache_ov_{precision}"))
+        monkeypatch.setattr(E, "_measure", lambda engines, images: {e.name: (0.5 if e.name == "openvino" else 2.0)
+                                                                      for e in engines})
+        monkeypatch.setattr(E.OnnxEngine, "vois", ONNX_VOIS)
+        chosen = Segmenter.load(ckpt, engine="auto", precision=precision).engine
+        assert (chosen.name, chosen.precision) == ("openvino", precision)
+
+
+ONNX_VOIS = E.OnnxEngine.vois
 
 
 def test_onnx_with_bfloat16_is_refused(tiny_run):

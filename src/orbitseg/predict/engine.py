@@ -1,4 +1,4 @@
-"""Inference engines behind the Segmenter: PyTorch (the reference) and ONNX Runtime.
+"""Inference engines behind the Segmenter: PyTorch (the reference), ONNX Runtime and OpenVINO.
 
 An engine turns one VOI's fitted slices ``(n, S, S)`` into class probabilities ``(n, C, S, S)``
 averaged over the fold networks (and the mirrored view), exactly as
@@ -15,8 +15,13 @@ back to the scan, post-processing) is shared, so engines differ only in the arit
   into the cache folder (:func:`cache_dir`); every graph records the SHA-256 of the weights file
   it was made from, and a graph whose record does not match its weights is never used (it is
   rebuilt in the cache, with a line saying so).
-* ``auto``: the faster of the two on this machine, measured once (both engines on the same
-  slices, ONNX accepted only if it agrees with PyTorch) and remembered in the cache folder.
+* ``openvino``: the same ONNX graphs compiled by OpenVINO's CPU plugin, in float32 or bfloat16 (its
+  inference precision set explicitly: OpenVINO would otherwise pick bfloat16 by itself on CPUs with
+  AMX).  Compiled graphs are cached (``cache_dir()/openvino``, keyed by OpenVINO on the graph's
+  content), so a later process loads them in a fraction of the compile time.
+* ``auto``: the fastest on this machine, measured once (every engine on the same slices, each
+  accepted only if it agrees with PyTorch float32: :data:`ONNX_TOLERANCE` for float32 engines,
+  :data:`BFLOAT16_MEAN_TOLERANCE` for bfloat16 ones) and remembered in the cache folder.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from orbitseg.constants import ENGINES
 from orbitseg.errors import InputError
 
 __all__ = ["ENGINES", "TorchEngine", "OnnxEngine", "make_engine", "export_onnx", "write_engine_files", "onnx_graph_paths",
-           "cache_dir", "onnx_available", "ONNX_TOLERANCE"]
+           "cache_dir", "onnx_available", "openvino_available", "ONNX_TOLERANCE", "BFLOAT16_MEAN_TOLERANCE"]
 
 #: environment variable naming the cache folder (default ~/.cache/orbitseg)
 CACHE_ENV = "ORBITSEG_CACHE_DIR"
@@ -45,6 +50,11 @@ CACHE_ENV = "ORBITSEG_CACHE_DIR"
 #: accepted as "the same network": float32 reassociation in convolutions and LSTM gates moves
 #: probabilities by about 1e-5 (measured 1.7e-5 on the shipped fold 0); a wrong graph moves them by 0.1-1
 ONNX_TOLERANCE = 1e-3
+#: largest *mean* absolute difference of the probabilities between a bfloat16 engine and PyTorch
+#: float32: bfloat16 rounding moves single probabilities by up to ~0.06 but their mean by ~3e-4
+#: (measured on 24 random slices for PyTorch's and OpenVINO's bfloat16 alike; ~4e-5 on real VOI
+#: slices), while a wrong graph moves the mean by several hundredths
+BFLOAT16_MEAN_TOLERANCE = 5e-3
 _META_SHA = "orbitseg_weights_sha256"
 _META_GRAPH = "orbitseg_graph"
 
@@ -89,61 +99,107 @@ class TorchEngine:
         return []
 
 
+#: ONNX graph runners: engine name -> the runtime that runs the graphs
+RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
+
+
+def _onnxruntime_runner(path: Path, threads: int, precision: str) -> Callable[[dict], list[np.ndarray]]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # without it each session keeps an arena sized for its largest batch: 8 sessions of the shipped model
+    # held 3.2 GB peak on a 512 x 512 x 100 scan (bench/predict_speed.py)
+    so.enable_cpu_mem_arena = False
+    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return lambda feed: session.run(None, feed)
+
+
+def _openvino_core():
+    import openvino as ov
+
+    core = ov.Core()
+    blobs = cache_dir() / "openvino"
+    try:
+        blobs.mkdir(parents=True, exist_ok=True)
+        core.set_property({"CACHE_DIR": str(blobs)})  # compiled graphs kept: later processes skip compiling
+    except OSError:
+        pass  # compiled again next time
+    return core
+
+
+def _openvino_runner(path: Path, threads: int, precision: str, core=None) -> Callable[[dict], list[np.ndarray]]:
+    core = core or _openvino_core()
+    compiled = core.compile_model(str(path), "CPU", {
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32",
+        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    outputs = list(compiled.outputs)
+
+    def run(feed: dict) -> list[np.ndarray]:
+        result = compiled(feed)  # outputs copied out of OpenVINO's buffers (share_outputs=False)
+        return [result[o] for o in outputs]
+
+    return run
+
+
 class _OnnxNetwork:
-    """One fold network as ONNX Runtime sessions: ``encoder`` + ``sequences`` (SEQ-UNET) or ``slices``."""
+    """One fold network's ONNX graphs run by ONNX Runtime or OpenVINO: ``encoder`` + ``sequences``
+    (SEQ-UNET) or ``slices``."""
 
-    def __init__(self, paths: dict[str, Path], seq_len: int, threads: int, batch_size: int):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # without it each session keeps an arena sized for its largest batch: 8 sessions of the shipped model
-        # held 3.2 GB peak on a 512 x 512 x 100 scan (bench/predict_speed.py)
-        so.enable_cpu_mem_arena = False
+    def __init__(self, paths: dict[str, Path], seq_len: int, threads: int, batch_size: int, *,
+                 runtime: str = "onnxruntime", precision: str = "float32", core=None):
         self.paths = paths
-        self.sessions = {k: ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
-                         for k, p in paths.items()}
+        if runtime == "openvino":
+            self.graphs = {k: _openvino_runner(p, threads, precision, core) for k, p in paths.items()}
+        else:
+            self.graphs = {k: _onnxruntime_runner(p, threads, precision) for k, p in paths.items()}
         self.seq_len, self.batch_size = seq_len, batch_size
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """``(n, 1, S, S)`` float32 -> probabilities ``(n, C, S, S)`` float32."""
         n = x.shape[0]
-        if "slices" in self.sessions:
-            s = self.sessions["slices"]
-            return np.concatenate([s.run(None, {"slices": x[i:i + self.batch_size]})[0]
-                                   for i in range(0, n, self.batch_size)])
-        enc, seq = self.sessions["encoder"], self.sessions["sequences"]
+        if "slices" in self.graphs:
+            s = self.graphs["slices"]
+            return np.concatenate([s({"slices": x[i:i + self.batch_size]})[0] for i in range(0, n, self.batch_size)])
+        enc, seq = self.graphs["encoder"], self.graphs["sequences"]
         feats = []
         for i in range(0, n, self.batch_size * self.seq_len):  # encode each slice once
-            feats.append(enc.run(None, {"slices": x[i:i + self.batch_size * self.seq_len]}))
+            feats.append(enc({"slices": x[i:i + self.batch_size * self.seq_len]}))
         feats = [np.concatenate(parts) for parts in zip(*feats)]
         names = [f"f{k}" for k in range(len(feats))]
         index = _sequence_index(n, self.seq_len)
-        out = [seq.run(None, {"index": index[i:i + self.batch_size], **dict(zip(names, feats))})[0]
+        out = [seq({"index": index[i:i + self.batch_size], **dict(zip(names, feats))})[0]
                for i in range(0, n, self.batch_size)]
         return np.concatenate(out)
 
 
 class OnnxEngine:
-    """The fold networks as ONNX Runtime sessions on the CPU, float32.
+    """The fold networks' ONNX graphs on the CPU: run by ONNX Runtime (``name="onnx"``, float32) or
+    compiled by OpenVINO (``name="openvino"``, float32 or bfloat16).
 
     Parameters
     ----------
     graphs : per fold network, its graph files (:func:`onnx_graph_paths`)
     seq_len : slices per sequence
-    threads : ONNX Runtime intra-op threads (default: torch's thread count)
+    threads : intra-op threads (default: torch's thread count)
     batch_size : sequences per run
+    name : ``"onnx"`` or ``"openvino"`` (:data:`RUNTIMES`)
+    precision : ``"float32"``, or ``"bfloat16"`` with OpenVINO
     """
 
-    name = "onnx"
-    precision = "float32"
-
     def __init__(self, graphs: Sequence[dict[str, Path]], seq_len: int, threads: int | None = None,
-                 batch_size: int = 64):
+                 batch_size: int = 64, *, name: str = "onnx", precision: str = "float32"):
+        if name not in RUNTIMES:
+            raise ValueError(f"name must be one of {', '.join(RUNTIMES)}, got {name!r}")
+        if precision not in ("float32", "bfloat16") or (name == "onnx" and precision != "float32"):
+            raise ValueError(f"the {name} engine cannot compute in {precision!r}")
         threads = threads or torch.get_num_threads()
-        self.networks = [_OnnxNetwork(g, seq_len, threads, batch_size) for g in graphs]
+        self.name, self.precision = name, precision
+        core = _openvino_core() if name == "openvino" else None
+        self.networks = [_OnnxNetwork(g, seq_len, threads, batch_size, runtime=RUNTIMES[name], precision=precision,
+                                      core=core) for g in graphs]
         self._files: list[dict] | None = None
 
     def vois(self, images: np.ndarray, *, mirror: bool = False,
@@ -227,6 +283,16 @@ def onnx_available() -> bool:
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def openvino_available() -> bool:
+    """Whether OpenVINO (and the ``onnx`` package that writes its input graphs) can be imported."""
+    try:
+        import onnx  # noqa: F401
+        import openvino  # noqa: F401
     except ImportError:
         return False
     return True
@@ -349,21 +415,29 @@ def _measure(engines: list, images: np.ndarray, repeats: int = 2) -> dict[str, f
     return out
 
 
+def _agrees(candidate, images: np.ndarray, ref32: np.ndarray) -> bool:
+    """Whether ``candidate``'s probabilities on ``images`` are PyTorch float32's ``ref32`` up to its arithmetic."""
+    diff = np.abs(candidate.vois(images) - ref32)
+    if candidate.precision == "bfloat16":
+        return float(diff.mean()) <= BFLOAT16_MEAN_TOLERANCE
+    return float(diff.max()) <= ONNX_TOLERANCE
+
+
 def make_engine(engine: str, networks: Sequence[nn.Module], checkpoints: Sequence[Path], *, size: int,
                 device: torch.device, precision: str, batch_size: int = 64,
                 log: Callable[[str], None] = print) -> TorchEngine | OnnxEngine:
     """The engine ``engine`` (one of :data:`ENGINES`) for ``networks`` loaded from ``checkpoints``.
 
-    ``auto``: on a CPU with ONNX Runtime installed, the faster of ``torch`` (in ``precision``,
-    already resolved) and ``onnx`` on these networks, measured once on this machine (24 random
-    slices) and remembered in the cache; ONNX is taken only if its probabilities agree with
-    PyTorch float32 within :data:`ONNX_TOLERANCE`.  Elsewhere ``torch``.
+    ``auto``: on a CPU, the fastest of ``torch`` (in ``precision``, already resolved), ``onnx``
+    (float32; ONNX Runtime installed) and ``openvino`` (in ``precision``; OpenVINO installed) on these
+    networks, measured once on this machine (24 random slices) and remembered in the cache; an ONNX
+    engine is taken only if it agrees with PyTorch float32 (:func:`_agrees`).  Elsewhere ``torch``.
 
     Raises
     ------
     InputError
-        ``onnx`` asked for where it cannot run (no ONNX Runtime, a GPU device, bfloat16, or
-        networks not loaded from files).
+        ``onnx`` or ``openvino`` asked for where it cannot run (runtime not installed, a GPU device,
+        bfloat16 with ONNX Runtime, or networks not loaded from files).
     """
     from orbitseg.io.read import file_sha256
 
@@ -372,21 +446,30 @@ def make_engine(engine: str, networks: Sequence[nn.Module], checkpoints: Sequenc
     reference = TorchEngine(networks, device, precision, batch_size)
     if engine == "torch":
         return reference
-    usable = device.type == "cpu" and onnx_available() and len(checkpoints) == len(networks)
+    from_files = device.type == "cpu" and len(checkpoints) == len(networks)
+    usable = {"onnx": from_files and onnx_available() and precision == "float32",
+              "openvino": from_files and openvino_available()}
     if engine == "onnx":
-        if not usable:
+        if not (from_files and onnx_available()):
             raise InputError(None, "the onnx engine needs ONNX Runtime (pip install onnxruntime onnx), the CPU and a "
                                    "model loaded from files; use --engine torch")
         if precision != "float32":
             raise InputError(None, "the onnx engine computes in float32; drop --precision bfloat16 or use --engine torch")
-    elif not usable:
+    if engine == "openvino" and not usable["openvino"]:
+        raise InputError(None, "the openvino engine needs OpenVINO (pip install openvino onnx), the CPU and a model "
+                               "loaded from files; use --engine torch")
+    names = [engine] if engine != "auto" else [n for n in RUNTIMES if usable[n]]
+    if not names:
         return reference
     shas = [file_sha256(c) for c in checkpoints]
     graphs = [_graphs_for(Path(c), n, s, log) for c, n, s in zip(checkpoints, networks, shas)]
-    onnx_engine = OnnxEngine(graphs, getattr(networks[0], "seq_len", 3), batch_size=batch_size)
-    if engine == "onnx":
-        return onnx_engine
-    key = f"{_cpu_signature()}-{torch.get_num_threads()}t-{precision}-" + "-".join(s[:12] for s in shas)
+    seq_len = getattr(networks[0], "seq_len", 3)
+    candidates = {n: OnnxEngine(graphs, seq_len, batch_size=batch_size, name=n,
+                                precision="float32" if n == "onnx" else precision) for n in names}
+    if engine != "auto":
+        return candidates[engine]
+    key = (f"{_cpu_signature()}-{torch.get_num_threads()}t-{precision}-" + "-".join(s[:12] for s in shas)
+           + "-" + "+".join(names))  # measured again when another runtime is installed
     record_path = cache_dir() / "engine_choice.json"
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
@@ -395,9 +478,9 @@ def make_engine(engine: str, networks: Sequence[nn.Module], checkpoints: Sequenc
     if key not in record:
         images = np.random.default_rng(0).uniform(0, 1, (24, size, size)).astype(np.float32)
         ref32 = TorchEngine(networks, device, "float32", batch_size).vois(images)
-        agrees = float(np.abs(onnx_engine.vois(images) - ref32).max()) <= ONNX_TOLERANCE
-        seconds = _measure([reference, onnx_engine] if agrees else [reference], images)
-        record[key] = {"seconds": seconds, "onnx_agrees": agrees, "choice": min(seconds, key=seconds.get)}
+        agree = {n: _agrees(e, images, ref32) for n, e in candidates.items()}
+        seconds = _measure([reference] + [e for n, e in candidates.items() if agree[n]], images)
+        record[key] = {"seconds": seconds, "agrees": agree, "choice": min(seconds, key=seconds.get)}
         try:
             from orbitseg.io.atomic import write_text_atomic
 
@@ -405,6 +488,7 @@ def make_engine(engine: str, networks: Sequence[nn.Module], checkpoints: Sequenc
             write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
         except OSError:
             pass  # measured again next time
-        log("engine auto: measured " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items())
-            + " on 24 slices" + ("" if agrees else " (onnx disagreed with torch: not used)"))
-    return onnx_engine if record[key]["choice"] == "onnx" else reference
+        wrong = [n for n, ok in agree.items() if not ok]
+        log("engine auto: measured " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()) + " on 24 slices"
+            + (f" ({', '.join(wrong)} disagreed with torch: not used)" if wrong else ""))
+    return candidates.get(record[key]["choice"], reference)

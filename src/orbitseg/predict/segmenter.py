@@ -99,7 +99,7 @@ class Segmenter:
     precision : ``"auto"``, ``"float32"`` or ``"bfloat16"`` (resolved once for ``device``)
     mirror : also predict the left-right mirrored slices and average (twice the network time)
     batch_size : sequences per forward pass
-    engine : ``"torch"`` (the reference), ``"onnx"`` (ONNX Runtime) or ``"auto"`` (the faster on this
+    engine : ``"torch"`` (the reference), ``"onnx"`` (ONNX Runtime), ``"openvino"`` or ``"auto"`` (the fastest on this
         machine, measured once): see :mod:`orbitseg.predict.engine`
     log : where a line about building or choosing the engine goes
     """
