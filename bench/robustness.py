@@ -25,19 +25,18 @@ texture seeds). The acquisition is fixed, not drawn:
   0.8 / 1.3 / 1.7 as the same dose gives); **contrast** (muscles and lacrimal gland +30 HU, vessels +160 HU, sinus
   mucosa +50 HU).
 
-**What is measured.** Each scan is segmented by ``orbitseg.predict.Segmenter.load(model)`` (the model's own
-post-processing and precision) on the scan's own grid and scored against the generator's labels on that grid: 3D
-Dice per structure and the mean signed surface distance (``evaluate.metrics.mean_signed_surface_distance``, mm,
-negative = the prediction lies inside the truth). The table gives the mean over the patients per condition and
-each patient's muscle Dice minus its own at base (mean +- sd over the patients); the issue's targets are checked
-below it. The truth is the generator's label on each scan's grid up to 1.3 mm slices; for thicker slices it is the
-majority over an odd number of thin slices (``truth_subslices``: 2.5 mm -> 3, 3.75 -> 3, 5 -> 5) of the same
-patient rendered thin, because the generator's own labels at 2.5 and 5 mm drop every voxel half inside a structure
-(a tie between an even number of sub-slices); Dice against those labels is kept in the JSON (``dice_genlabels_*``)
-and noted below the table. The bench notes where a condition's true volume differs from base by more than 15 %. Rendered scans are cached as NIfTI under ``--cache`` (keyed by seed and
-condition), so a second model's run renders nothing. ``--json`` writes every per-scan number, the conditions and
-the machine.
-"""
+**What is measured.** Each scan is segmented by ``orbitseg.predict.Segmenter.load(model)`` (the model's own post-
+processing and precision) on the scan's own grid and scored against the generator's labels on that grid: 3D Dice per
+structure and the mean signed surface distance (``evaluate.metrics.mean_signed_surface_distance``, mm, negative = the
+prediction lies inside the truth). The table gives the mean over the patients per condition and each patient's muscle
+Dice minus its own at base (mean +- sd over the patients); the issue's targets are checked below it. The truth is the
+generator's label on each scan's grid up to 1.3 mm slices; for thicker slices it is the majority over an odd number of
+thin slices (``truth_subslices``: 2.5 mm -> 3, 3.75 -> 3, 5 -> 5) of the same patient rendered thin, because the
+generator's own labels at 2.5 and 5 mm drop every voxel half inside a structure (a tie between an even number of sub-
+slices); Dice against those labels is kept in the JSON (``dice_genlabels_*``) and noted below the table. The bench
+notes where a condition's true volume differs from base by more than 15 %. Rendered scans are cached as NIfTI under
+``--cache`` (keyed by seed and condition), so a second model's run renders nothing. ``--json`` writes every per-scan
+number, the conditions and the machine. """
 
 from __future__ import annotations
 
@@ -148,8 +147,8 @@ def fine_truth(seed: int, changes: dict, shape_kji: tuple[int, int, int]) -> np.
 
 
 def load_or_render(seed: int, name: str, changes: dict, cache: Path):
-    """(ct, truth labels, the generator's own labels, seconds spent rendering or reading them) of one scan, from ``cache`` when
-    there; the truth is the generator's labels up to :data:`SUB_STEP_MM` slices, else :func:`fine_truth`."""
+    """(ct, truth labels, the generator's own labels, seconds spent rendering or reading them) of one scan, from
+    ``cache`` when there; the truth is the generator's labels up to :data:`SUB_STEP_MM` slices, else :func:`fine_truth`."""
     from orbitseg.io.read import read_label, read_scan
     from orbitseg.io.volume import Volume
     from orbitseg.io.write import write_label, write_scan
