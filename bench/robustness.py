@@ -148,7 +148,8 @@ def fine_truth(seed: int, changes: dict, shape_kji: tuple[int, int, int]) -> np.
 
 def load_or_render(seed: int, name: str, changes: dict, cache: Path):
     """(ct, truth labels, the generator's own labels, seconds spent rendering or reading them) of one scan, from
-    ``cache`` when there; the truth is the generator's labels up to :data:`SUB_STEP_MM` slices, else :func:`fine_truth`."""
+    ``cache`` when there; the truth is the generator's labels up to :data:`SUB_STEP_MM` slices, else
+    :func:`fine_truth`."""
     from orbitseg.io.read import read_label, read_scan
     from orbitseg.io.volume import Volume
     from orbitseg.io.write import write_label, write_scan
