@@ -102,7 +102,7 @@ def test_variety_reaches_the_cohort_and_the_command_line():
     from orbitseg.cli import build_parser
 
     plan = plan_cohort(3, seed=1, small=True, variety="clinical")
-    assert all(prm.clinical is not None and prm.version.endswith("clinical1") for _, _, prm, _ in plan)
+    assert all(prm.clinical is not None and prm.version.endswith("clinical2") for _, _, prm, _ in plan)
     assert all(prm.clinical is None for _, _, prm, _ in plan_cohort(3, seed=1, small=True))
     with pytest.raises(ValueError, match="variety"):
         plan_cohort(1, variety="exotic")

@@ -21,7 +21,7 @@ from orbitseg.constants import VARIETIES
 #: bump when the same seed would give different images
 GENERATOR_VERSION = "1.0"
 #: version of the clinical variant (bump when the same seed would give different images)
-CLINICAL_VERSION = "1.0-clinical1"
+CLINICAL_VERSION = "1.0-clinical2"  # clinical2: odd sub-slice counts (anatomy.subslice_count)
 
 #: extraocular muscles, in the order of ``SideParams.muscle_belly``
 MUSCLES = ("MR", "LR", "SR", "IR", "SO", "IO", "LPS")
