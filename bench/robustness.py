@@ -34,7 +34,7 @@ generator's label on each scan's grid up to 1.3 mm slices; for thicker slices it
 thin slices (``truth_subslices``: 2.5 mm -> 3, 3.75 -> 3, 5 -> 5) of the same patient rendered thin, because the
 generator's own labels at 2.5 and 5 mm dropped every voxel half inside a structure (a tie between an even number of
 sub-slices; set version 1). Since ``1.0-clinical2`` the clinical renderer uses an odd number of sub-slices
-(``synth.anatomy.subslice_count``), so its own labels are that majority (within about 1 % of the volume; the default
+(``synth.anatomy.subslice_count``), so its own labels are that majority (within 3 % per structure; the default
 renderer keeps the old rule); Dice against them is kept in the JSON (``dice_genlabels_*``) and noted below the table.
 The bench notes where a condition's true volume differs from base by more than 15 %. Rendered scans are cached as
 NIfTI under ``--cache`` (keyed by set version, seed and condition), so a second model's run renders nothing.

@@ -282,8 +282,8 @@ def subslice_count(params: PatientParams) -> int:
     The clinical variety (``params.clinical`` set, version after ``1.0-clinical1``) rounds an even count up to the
     next odd one. Then the middle sub-slice lies on the slice's centre, a surface crossing the slice gives no tie,
     and the label is what most of the slice holds (the surface past the centre: inside, short of it: outside; the
-    thick-slice labels agree with the majority of 3 or 5 thin slices of the same patient to about 1 % of the
-    volume). This rather than breaking ties by ``>= 0.5``, which
+    thick-slice labels agree with the majority of 3 or 5 thin slices of the same patient within 3 % of each
+    structure's volume). This rather than breaking ties by ``>= 0.5``, which
     thickens structures instead (2 sub-slices sit a quarter of a slice from the centre, so a tie says nothing about
     which half the structure fills: one patient's muscles +15 % at 2.5 mm where ``> 0.5`` gave -23 %). The CT
     values stay a partial-volume average, over one more sub-slice (rendering up to 50 % slower at those
