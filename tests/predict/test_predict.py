@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,6 +191,50 @@ def test_refused_scans_between_good_ones_are_named_and_the_others_go_on(run_dir,
     with open(out / "measurements.csv") as fh:
         assert sorted({r["case"] for r in csv.DictReader(fh)}) == ["a_good", "c_good", "e_good"]
     assert sorted(json.loads((out / "prediction.json").read_text())["cases"]) == ["a_good", "c_good", "e_good"]
+
+
+def test_the_next_scan_is_read_while_one_is_segmented(run_dir, inputs, tmp_path, monkeypatch):
+    """Folders overlap reading with computing: while scan k is segmented, scan k+1 is being read (its read has
+    started; the segmentation of k waits up to 20 s to see it).  Scans refused for an existing output are
+    not read at all, and the labels are those of a plain run."""
+    import threading
+
+    import orbitseg.io.read as R
+    from orbitseg.predict.segmenter import Segmenter
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    data = (inputs / "scans" / "flipped.nii.gz").read_bytes()
+    for name in ("a", "b", "c", "d"):
+        (folder / f"{name}.nii.gz").write_bytes(data)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "c.nii.gz").write_bytes(b"not mine")  # refused (no --overwrite): never read
+    started, read_names, overlapped = {}, [], []
+    real_read, real_segment = R.read_scan, Segmenter.segment
+
+    def read(path, **kw):
+        read_names.append(Path(path).name)
+        started.setdefault(Path(path).name, threading.Event()).set()
+        return real_read(path, **kw)
+
+    def segment(self, scan, **kw):
+        name = Path(scan.path).name
+        following = {"a.nii.gz": "b.nii.gz", "b.nii.gz": "d.nii.gz"}.get(name)
+        if following:
+            overlapped.append(started.setdefault(following, threading.Event()).wait(20))
+        return real_segment(self, scan, **kw)
+
+    monkeypatch.setattr(R, "read_scan", read)
+    monkeypatch.setattr(Segmenter, "segment", segment)
+    rows, problems = predict_inputs(folder, out, model=run_dir, progress=False)
+    assert overlapped == [True, True]
+    assert sorted(read_names) == ["a.nii.gz", "b.nii.gz", "d.nii.gz"]
+    assert len(problems) == 1 and "c.nii.gz" in problems[0] and "already exists" in problems[0]
+    assert (out / "c.nii.gz").read_bytes() == b"not mine"
+    first = read_label(out / "a.nii.gz").array
+    for name in ("b", "d"):
+        np.testing.assert_array_equal(read_label(out / f"{name}.nii.gz").array, first)
 
 
 def test_model_resolution(run_dir, tmp_path):

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,8 +179,9 @@ def predict_inputs(
 ) -> tuple[list[dict], list[str]]:
     """Segment every scan of ``input_path`` into ``output``; returns (measurement rows, problems).
 
-    Scans are read, segmented and written one at a time, so memory does not
-    grow with the folder.  A scan that cannot be segmented (not CT, no orbit
+    Scans are segmented and written one at a time, the next one read meanwhile (in a thread:
+    decompression and DICOM decoding overlap the network), so memory holds two scans at most
+    whatever the folder's size.  A scan that cannot be segmented (not CT, no orbit
     found, unreadable) is reported in ``problems`` and the others go on.
     ``postprocess=False`` writes the network's labels as they are, without the
     connected-component clean-up stored with the model (:func:`~orbitseg.predict.segmenter.model_postprocessing`);
@@ -239,63 +241,86 @@ def predict_inputs(
     if progress:
         print(segmenter.describe())
     rows, problems, kept = [], [], 0  # OUTPUT is created by the first file written (none: no folder left)
-    for item in tqdm(inputs, desc="predict", unit="scan", disable=not progress):
-        targets = {f: output / f"{item.case_id}{DICOM_OUTPUTS.get(f, f)}" for f in formats}
-        target = targets[formats[0]]
-        there = [t for t in targets.values() if t.exists()]
-        if there and not (overwrite or resume):
-            problems.append(f"{there[0]}: already exists; pass --overwrite to replace it or --resume to keep it")
-            continue
-        keep = resume and len(there) == len(targets)
-        try:
-            # also for a kept file: the clinical measurements need its bone, and its measurements must
-            # equal those of the run that wrote it
-            scan = read_scan(item.path, series_uid=series_uid)
-            measured = None
-            if keep:
-                labels = _read_output(target, formats[0], scan)
-                kept += 1
-            else:
-                note = acquisition_note(scan.meta)  # tilt corrected, slice blocks joined, series picked
-                if note and progress:
-                    tqdm.write(f"{item.case_id}: {note}")
-                seg = segmenter.segment(scan, per_fold=True) if ensemble else segmenter.segment(scan)
-                labels = seg.labels
-                measured = orbit_measurements(labels, scan, clinical=True)  # once: the flags use its midline
-                flags = quality_flags(labels, scan, fold_probabilities=seg.fold_probabilities if ensemble else None,
-                                      training_acquisition=train_acq, measurements=measured)
-                del seg
-                written = _write_outputs(labels, scan, targets, overwrite=overwrite or resume, problems=problems,
-                                         uid_key=uid_key)
-                if not written:
-                    continue
-                record["cases"][item.case_id] = {
-                    "scan": str(Path(item.path).resolve()), "labels": written[0].name,
-                    "outputs": [t.name for t in written], "settings": sid,
-                    "precision": segmenter.precision, "device": str(device), "engine": segmenter.engine.name,
-                    "engine_files": segmenter.engine.files(), "quality": flags, **acquisition_record(scan.meta),
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-                write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
-        except OutputError:
-            raise  # the next scans could not be written either
-        except OrbitsegError as exc:
-            problems.append(str(exc))
-            continue
-        if measured is None:
-            measured = orbit_measurements(labels, scan, clinical=True)
-        if keep:  # the flags recorded with it, or the anatomy's
-            flags = record["cases"].get(item.case_id, {}).get("quality")
-            flags = (quality_flags(labels, scan, training_acquisition=train_acq, measurements=measured)
-                     if flags is None else flags)
-        if flags:
-            tqdm.write(f"warning: {item.case_id}: {flags_summary(flags)} (prediction.json has what to do)", file=sys.stderr)
-        # with the clinical columns (docs/measurements.md)
-        for r in measured:
-            side = r["side"] if r["side"] in ("right", "left") else None
-            mine = [f for f in flags if side is None or f["side"] in (side, "both")]
-            rows.append({"case": item.case_id, "scan": str(item.path), **r, "flags": flags_summary(mine),
-                         "flag_codes": flag_codes(mine)})
-        write_text_atomic(output / MEASUREMENTS_CSV, rows_to_csv(rows, digits=4))
+
+    def targets_of(item: ScanInput) -> dict[str, Path]:
+        return {f: output / f"{item.case_id}{DICOM_OUTPUTS.get(f, f)}" for f in formats}
+
+    def refused(item: ScanInput) -> list[Path]:
+        there = [t for t in targets_of(item).values() if t.exists()]
+        return there if there and not (overwrite or resume) else []
+
+    reader = ThreadPoolExecutor(max_workers=1)  # reads the next scan while this one is segmented
+    reads: dict[int, Future] = {}
+
+    def read_ahead(k: int) -> None:
+        while k < len(inputs) and refused(inputs[k]):
+            k += 1  # not read: it will be refused
+        if k < len(inputs) and k not in reads:
+            reads[k] = reader.submit(read_scan, inputs[k].path, series_uid=series_uid)
+
+    try:
+        for index, item in enumerate(tqdm(inputs, desc="predict", unit="scan", disable=not progress)):
+            targets = targets_of(item)
+            target = targets[formats[0]]
+            there = [t for t in targets.values() if t.exists()]
+            if refused(item):
+                problems.append(f"{there[0]}: already exists; pass --overwrite to replace it or --resume to keep it")
+                continue
+            keep = resume and len(there) == len(targets)
+            read_ahead(index)
+            pending = reads.pop(index)
+            read_ahead(index + 1)
+            try:
+                # also for a kept file: the clinical measurements need its bone, and its measurements must
+                # equal those of the run that wrote it
+                scan = pending.result()
+                measured = None
+                if keep:
+                    labels = _read_output(target, formats[0], scan)
+                    kept += 1
+                else:
+                    note = acquisition_note(scan.meta)  # tilt corrected, slice blocks joined, series picked
+                    if note and progress:
+                        tqdm.write(f"{item.case_id}: {note}")
+                    seg = segmenter.segment(scan, per_fold=True) if ensemble else segmenter.segment(scan)
+                    labels = seg.labels
+                    measured = orbit_measurements(labels, scan, clinical=True)  # once: the flags use its midline
+                    flags = quality_flags(labels, scan, fold_probabilities=seg.fold_probabilities if ensemble else None,
+                                          training_acquisition=train_acq, measurements=measured)
+                    del seg
+                    written = _write_outputs(labels, scan, targets, overwrite=overwrite or resume, problems=problems,
+                                             uid_key=uid_key)
+                    if not written:
+                        continue
+                    record["cases"][item.case_id] = {
+                        "scan": str(Path(item.path).resolve()), "labels": written[0].name,
+                        "outputs": [t.name for t in written], "settings": sid,
+                        "precision": segmenter.precision, "device": str(device), "engine": segmenter.engine.name,
+                        "engine_files": segmenter.engine.files(), "quality": flags, **acquisition_record(scan.meta),
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                    write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
+            except OutputError:
+                raise  # the next scans could not be written either
+            except OrbitsegError as exc:
+                problems.append(str(exc))
+                continue
+            if measured is None:
+                measured = orbit_measurements(labels, scan, clinical=True)
+            if keep:  # the flags recorded with it, or the anatomy's
+                flags = record["cases"].get(item.case_id, {}).get("quality")
+                flags = (quality_flags(labels, scan, training_acquisition=train_acq, measurements=measured)
+                         if flags is None else flags)
+            if flags:
+                tqdm.write(f"warning: {item.case_id}: {flags_summary(flags)} (prediction.json has what to do)", file=sys.stderr)
+            # with the clinical columns (docs/measurements.md)
+            for r in measured:
+                side = r["side"] if r["side"] in ("right", "left") else None
+                mine = [f for f in flags if side is None or f["side"] in (side, "both")]
+                rows.append({"case": item.case_id, "scan": str(item.path), **r, "flags": flags_summary(mine),
+                             "flag_codes": flag_codes(mine)})
+            write_text_atomic(output / MEASUREMENTS_CSV, rows_to_csv(rows, digits=4))
+    finally:  # an error that stops the run (output unwritable, Ctrl-C) leaves no read behind
+        reader.shutdown(cancel_futures=True)
     if progress and kept:
         print(f"kept {kept} existing label file(s) (resume)")
     return rows, problems
