@@ -23,13 +23,13 @@ def describe(ct) -> str:
     return f"scan {ct.shape[::-1]} (x, y, z) voxels, spacing {tuple(round(s, 3) for s in ct.spacing)} mm"
 
 
-def run_fresh(child_code: str, args: list[str], repeats: int) -> list[dict]:
-    """Run ``child_code`` (which prints one JSON line last) ``repeats`` times, each in a new process,
-    so that its peak RSS is its own."""
+def run_fresh(child_code: str, args: list[str], repeats: int, env: dict | None = None) -> list[dict]:
+    """Run ``child_code`` (which prints one JSON line last) ``repeats`` times, each in a new process
+    (environment ``env``, default this one's), so that its peak RSS is its own."""
     runs = []
     for _ in range(repeats):
         out = subprocess.run([sys.executable, "-c", child_code, *map(str, args)],
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True, check=True, env=env)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return runs
 

@@ -2,14 +2,20 @@
 per inference engine and precision; and scans per minute for a folder.
 
     python bench/predict_speed.py [--repeats 3] [--threads 2] [--mirror] [--model RUN_OR_MODEL_DIR]
-                                  [--engines torch:float32,torch:bfloat16,onnx:float32] [--folder 20]
+                                  [--engines torch:float32,torch:bfloat16,onnx:float32,openvino:float32,openvino:bfloat16]
+                                  [--folder 20] [--emulate-avx2]
 
 Target (issues 7, 21): <= 5 s and <= 1.5 GB on 2 CPU cores without AVX-512.  The scan is a
 synthetic patient at 0.4 x 0.4 x 0.625 mm written as .nii.gz; each timed run is a fresh process
 doing `orbitseg predict` (read, find orbits, 4-model ensemble, map back, write labels and
 measurements), so peak RSS is the prediction's own.  The ONNX graphs are built (and cached) before
-timing, as they would be after a first use or an `orbitseg export`.  The CPU's vector features are
-printed beside the figures.
+timing, as they would be after a first use or an `orbitseg export` (OpenVINO's compiled graphs too).
+The CPU's vector features are printed beside the figures.
+
+``--emulate-avx2`` caps the instruction sets PyTorch (``ATEN_CPU_CAPABILITY=avx2``) and oneDNN, which
+PyTorch's and OpenVINO's convolutions use (``ONEDNN_MAX_CPU_ISA=AVX2``), may use, to estimate a CPU
+without AVX-512 on one that has it (bfloat16 pairs are then left out).  ONNX Runtime has no such cap:
+its figure stays this CPU's.  An estimate, not a measurement on such a CPU.
 """
 
 from __future__ import annotations
@@ -60,11 +66,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mirror", action="store_true", help="with mirrored test-time augmentation")
     ap.add_argument("--model", default="", help="a run, model folder or checkpoint (default: the shipped model)")
-    ap.add_argument("--engines", default="torch:float32,torch:bfloat16,onnx:float32",
+    ap.add_argument("--engines", default="torch:float32,torch:bfloat16,onnx:float32,openvino:float32,openvino:bfloat16",
                     help="engine:precision pairs to time (bfloat16 is left out on CPUs without it in hardware)")
     ap.add_argument("--folder", type=int, default=0,
                     help="also time a folder of this many scans (one process, engine auto): scans per minute")
+    ap.add_argument("--emulate-avx2", action="store_true",
+                    help="cap PyTorch and oneDNN (OpenVINO) at AVX2 in the timed processes (not ONNX Runtime)")
     args = ap.parse_args()
+    env = None
+    if args.emulate_avx2:
+        import os
+
+        env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2")
 
     import torch
     from _common import describe, run_fresh, standard_scan, summary
@@ -75,17 +88,18 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     ct, _ = standard_scan()
-    print(f"CPU: {cpu_features()}; bfloat16 in hardware: {native_bfloat16()}; {args.threads} threads")
+    print(f"CPU: {cpu_features()}; bfloat16 in hardware: {native_bfloat16()}; {args.threads} threads"
+          + ("; EMULATING AVX2 (PyTorch and oneDNN capped; ONNX Runtime not)" if env else ""))
     pairs = [tuple(p.split(":")) for p in args.engines.split(",")]
-    pairs = [(e, p) for e, p in pairs if p != "bfloat16" or native_bfloat16()]
+    pairs = [(e, p) for e, p in pairs if p != "bfloat16" or (native_bfloat16() and not env)]
     with tempfile.TemporaryDirectory() as tmp:
         scan = write_scan(ct, Path(tmp) / "bench.nii.gz")
         print(f"{describe(ct)}, {args.model or 'shipped model'}" + (", mirrored TTA" if args.mirror else ""))
-        if any(e != "torch" for e, _ in pairs):
-            Segmenter.load(args.model or None, engine="onnx")  # build the graphs once (cached), not timed
+        for engine, precision in dict.fromkeys((e, p) for e, p in pairs if e != "torch"):
+            Segmenter.load(args.model or None, engine=engine, precision=precision)  # graphs built/compiled once (cached)
         for engine, precision in pairs:
             runs = run_fresh(CHILD, [scan, Path(tmp) / "out", args.threads, int(args.mirror), args.model, precision,
-                                     engine], args.repeats)
+                                     engine], args.repeats, env=env)
             print(summary(runs, f"predict one scan, engine {engine}, {precision}"))
         if args.folder:
             import shutil
