@@ -30,7 +30,12 @@ __all__ = ["segment_cases", "choose_on_validation", "score_test_fold", "cross_va
 def segment_cases(root: Path, segmenter: Segmenter, cases: list[str],
                   log: Callable[[str], None] = print) -> Iterator[tuple[str, Volume, Segmentation, Path]]:
     """Yield ``(case, scan, segmentation, label path)`` for the ``cases`` of dataset ``root`` that
-    have a scan and a label, segmented by ``segmenter``; a case without them is named and skipped."""
+    have a scan and a label, segmented by ``segmenter``; a case without them is named and skipped.
+
+    A scan the Segmenter refuses (e.g. no orbit found) stops nothing: it is named in a warning and
+    yielded with empty labels, so a test fold scores it as the failure a user would meet (Dice 0)
+    instead of leaving it out of the mean."""
+    from orbitseg.errors import OrbitsegError
     from orbitseg.io.layout import list_cases
     from orbitseg.io.read import read_scan
 
@@ -41,7 +46,13 @@ def segment_cases(root: Path, segmenter: Segmenter, cases: list[str],
             log(f"warning: case {case} has no scan/label in {root}; skipped")
             continue
         scan = read_scan(c.image)
-        yield case, scan, segmenter.segment(scan), c.label
+        try:
+            seg = segmenter.segment(scan)
+        except OrbitsegError as exc:
+            log(f"warning: case {case} could not be segmented ({exc}); scored as empty labels")
+            empty = scan.like(np.zeros(scan.shape, dtype=np.uint8))
+            seg = Segmentation(empty, empty)
+        yield case, scan, seg, c.label
 
 
 def _best(run: Path, device, postprocess: bool | dict) -> Segmenter:
