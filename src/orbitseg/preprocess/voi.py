@@ -20,6 +20,9 @@ from orbitseg.io.volume import Volume
 
 #: HU range of the globe's contents (vitreous, lens, sclera) after light smoothing
 GLOBE_HU = (-45.0, 140.0)
+#: tried only when no pair is found with GLOBE_HU: a vitreous filled with silicone oil (after retinal detachment
+#: surgery) reads 100-160 HU and with noise leaves GLOBE_HU's ball full of holes
+GLOBE_HU_WIDE = (-45.0, 220.0)
 #: a globe's radius in mm (axial length 20-28 mm)
 GLOBE_RADIUS_MM = (8.5, 15.0)
 #: typical globe radius (mm) and spread used to rank candidates
@@ -89,12 +92,13 @@ def _coarse(volume: Volume) -> Volume:
     return Volume.from_sitk(img)
 
 
-def find_globes(volume: Volume) -> list[tuple[np.ndarray, float, float]]:
-    """Candidate globes in a canonical volume: (LPS centre mm, radius mm, score), best first."""
+def find_globes(volume: Volume, hu: tuple[float, float] = GLOBE_HU) -> list[tuple[np.ndarray, float, float]]:
+    """Candidate globes in a canonical volume: (LPS centre mm, radius mm, score), best first.
+    ``hu``: the (low, high) HU a globe's inside may have."""
     coarse = _coarse(volume)
     small = coarse.array
     sp_small = np.asarray(coarse.spacing)[::-1]  # (sz, sy, sx) mm of the coarse grid
-    inside = (small > GLOBE_HU[0]) & (small < GLOBE_HU[1])
+    inside = (small > hu[0]) & (small < hu[1])
     head = small > -400
     if not head.any():
         return []
@@ -121,7 +125,7 @@ def find_globes(volume: Volume) -> list[tuple[np.ndarray, float, float]]:
         if _air_ahead_mm(small, kji, sp_small[1]) > r + MAX_TISSUE_IN_FRONT_MM:
             continue
         mu, sd = GLOBE_RADIUS_TYPICAL
-        score = _sphericity(small, kji, r, sp_small) * float(np.exp(-(((r - mu) / sd) ** 2)))
+        score = _sphericity(small, kji, r, sp_small, hu) * float(np.exp(-(((r - mu) / sd) ** 2)))
         if score > 0.1:
             cands.append((coarse.geometry.index_to_physical(kji[::-1]), r, score))
     cands.sort(key=lambda t: -t[2])
@@ -141,7 +145,8 @@ def _air_ahead_mm(small: np.ndarray, kji: np.ndarray, sy: float) -> float:
     return float(first_outside * sy) if first_outside < len(ray) else np.inf
 
 
-def _sphericity(small: np.ndarray, kji: np.ndarray, r: float, sp: np.ndarray) -> float:
+def _sphericity(small: np.ndarray, kji: np.ndarray, r: float, sp: np.ndarray,
+                hu: tuple[float, float] = GLOBE_HU) -> float:
     """Share of a shell just outside radius r that is NOT globe-like (fat, air, bone): ~1 for a globe."""
     zz, yy, xx = (np.arange(n) * s for n, s in zip(small.shape, sp))
     c = kji * sp
@@ -153,7 +158,7 @@ def _sphericity(small: np.ndarray, kji: np.ndarray, r: float, sp: np.ndarray) ->
     shell = (d > r + 2.5) & (d < r + 5.5)
     if shell.sum() < 10:
         return 0.0
-    outside = (sub[shell] < GLOBE_HU[0]) | (sub[shell] > GLOBE_HU[1])
+    outside = (sub[shell] < hu[0]) | (sub[shell] > hu[1])
     return float(outside.mean())
 
 
@@ -168,7 +173,19 @@ def locate_orbits(volume: Volume, *, margins: VOIMargins = VOIMargins()) -> list
     m = volume.geometry.matrix
     if not np.allclose(np.sign(np.diag(m)), 1) or np.abs(np.diag(m)).min() < 0.7:
         raise ValueError("volume must be in canonical LPS orientation (use orbitseg.io.orient.to_canonical)")
-    cands = find_globes(volume)
+    best = _best_pair(find_globes(volume))
+    if best is None:  # a silicone-filled eye is denser than a vitreous: look again with a wider window
+        best = _best_pair(find_globes(volume, GLOBE_HU_WIDE))
+    where = volume.path or "scan"
+    if best is None:
+        raise InputError(where, "no orbits found: could not find two globes side by side "
+                                "(is this an orbital/head CT covering both eyes?)")
+    right, left = sorted(best[1:], key=lambda c: c[0][0])  # LPS: smaller x = patient's right
+    return [_box(volume, right, "right", margins), _box(volume, left, "left", margins)]
+
+
+def _best_pair(cands: list) -> tuple | None:
+    """(score, globe, globe) of the best pair of candidates side by side (40-90 mm apart in x), or None."""
     best = None
     for a in range(len(cands)):
         for b in range(a + 1, len(cands)):
@@ -178,12 +195,7 @@ def locate_orbits(volume: Volume, *, margins: VOIMargins = VOIMargins()) -> list
                 score = cands[a][2] + cands[b][2] - 0.01 * (dy + dz)
                 if best is None or score > best[0]:
                     best = (score, cands[a], cands[b])
-    where = volume.path or "scan"
-    if best is None:
-        raise InputError(where, "no orbits found: could not find two globes side by side "
-                                "(is this an orbital/head CT covering both eyes?)")
-    right, left = sorted(best[1:], key=lambda c: c[0][0])  # LPS: smaller x = patient's right
-    return [_box(volume, right, "right", margins), _box(volume, left, "left", margins)]
+    return best
 
 
 def _box(volume: Volume, cand, side: str, mg: VOIMargins) -> OrbitBox:
