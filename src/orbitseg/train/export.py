@@ -294,7 +294,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
             "weights_sha256": {fold_file_name(k): file_sha256(tmp / fold_file_name(k)) for k in runs},
             "engine": None if not engine_files else {
                 "onnx": engine_files, "how": "ONNX graphs of each fold (float32), each recording the SHA-256 of its "
-                                             "fold_k.pt; `orbitseg predict --engine onnx|auto` runs them"},
+                                             "fold_k.pt; `orbitseg predict --engine onnx|openvino|auto` runs them"},
             "postprocess": None if pooled is None else {
                 "rules": pooled["rules"], "file": POSTPROCESS_JSON,
                 "how": f"chosen per structure on the folds' validation cases pooled ({len(pooled.get('cases', []))}), "
