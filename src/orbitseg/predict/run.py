@@ -188,8 +188,9 @@ def predict_inputs(
     ``mirror=True`` adds left-right mirrored test-time augmentation (twice the network time).
     ``precision``: ``"auto"`` runs the network in bfloat16 on a CPU that does it in hardware
     (about twice as fast) and in float32 elsewhere; ``"float32"`` or ``"bfloat16"`` forces one.
-    ``engine``: ``"auto"`` runs the faster of PyTorch and ONNX Runtime on this machine (measured once,
-    :mod:`orbitseg.predict.engine`), ``"torch"`` or ``"onnx"`` forces one; the first line printed says which.
+    ``engine``: ``"auto"`` runs the fastest of PyTorch, ONNX Runtime and OpenVINO on this machine (measured
+    once, :mod:`orbitseg.predict.engine`), ``"torch"``, ``"onnx"`` or ``"openvino"`` forces one; the first line
+    printed says which.
     ``ending``: one output format or several, each a label-volume ending (``.nii.gz``, ``.seg.nrrd``, ...)
     or a DICOM object (``"dicom-seg"``, ``"rtstruct"``: :data:`~orbitseg.constants.DICOM_OUTPUTS`,
     written only for scans read from a DICOM series, which they reference slice by slice); the first
