@@ -106,7 +106,7 @@ class TorchEngine:
 RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
 
 
-def _onnxruntime_runner(path: Path, threads: int, precision: str) -> Callable[[dict], list[np.ndarray]]:
+def _onnxruntime_runner(path: Path, threads: int) -> Callable[[dict], list[np.ndarray]]:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -160,7 +160,7 @@ class _OnnxNetwork:
         if runtime == "openvino":
             self.graphs = {k: _openvino_runner(p, threads, precision, core) for k, p in paths.items()}
         else:
-            self.graphs = {k: _onnxruntime_runner(p, threads, precision) for k, p in paths.items()}
+            self.graphs = {k: _onnxruntime_runner(p, threads) for k, p in paths.items()}
         self.seq_len, self.batch_size = seq_len, batch_size
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -461,27 +461,30 @@ def make_engine(engine: str, networks: Sequence[nn.Module], checkpoints: Sequenc
     if engine == "torch":
         return reference
     from_files = device.type == "cpu" and len(checkpoints) == len(networks)
-    usable = {"onnx": from_files and onnx_available() and precision == "float32",
-              "openvino": from_files and openvino_available()}
-    if engine == "onnx":
-        if not (from_files and onnx_available()):
-            raise InputError(None, "the onnx engine needs ONNX Runtime (pip install onnxruntime onnx), the CPU and a "
-                                   "model loaded from files; use --engine torch")
-        if precision != "float32":
-            raise InputError(None, "the onnx engine computes in float32; drop --precision bfloat16 or use --engine torch")
-    if engine == "openvino" and not usable["openvino"]:
-        raise InputError(None, "the openvino engine needs OpenVINO (pip install openvino onnx), the CPU and a model "
-                               "loaded from files; use --engine torch")
-    names = [engine] if engine != "auto" else [n for n in RUNTIMES if usable[n]]
+    installed = {"onnx": from_files and onnx_available(), "openvino": from_files and openvino_available()}
+    if engine in RUNTIMES and not installed[engine]:
+        package = {"onnx": "ONNX Runtime (pip install onnxruntime onnx)", "openvino": "OpenVINO (pip install openvino onnx)"}
+        raise InputError(None, f"the {engine} engine needs {package[engine]}, the CPU and a model loaded from files; "
+                               "use --engine torch")
+    if engine == "onnx" and precision != "float32":
+        raise InputError(None, "the onnx engine computes in float32; drop --precision bfloat16 or use --engine torch")
+    names = [engine] if engine != "auto" else [n for n in RUNTIMES
+                                               if installed[n] and (n != "onnx" or precision == "float32")]
     if not names:
         return reference
     shas = [file_sha256(c) for c in checkpoints]
-    graphs = [_graphs_for(Path(c), n, s, log) for c, n, s in zip(checkpoints, networks, shas)]
     seq_len = getattr(networks[0], "seq_len", 3)
-    candidates = {n: OnnxEngine(graphs, seq_len, batch_size=batch_size if n == "onnx" else min(batch_size, OPENVINO_BATCH),
-                                name=n, precision="float32" if n == "onnx" else precision) for n in names}
+    graphs: list[dict[str, Path]] = []
+
+    def build(name: str) -> OnnxEngine:
+        """The engine ``name``, its graphs found or exported on first need (not when PyTorch was chosen)."""
+        if not graphs:
+            graphs.extend(_graphs_for(Path(c), n, s, log) for c, n, s in zip(checkpoints, networks, shas))
+        return OnnxEngine(graphs, seq_len, batch_size=batch_size if name == "onnx" else min(batch_size, OPENVINO_BATCH),
+                          name=name, precision="float32" if name == "onnx" else precision)
+
     if engine != "auto":
-        return candidates[engine]
+        return build(engine)
     key = (f"{_cpu_signature()}-{torch.get_num_threads()}t-{precision}-" + "-".join(s[:12] for s in shas)
            + "-" + "+".join(names))  # measured again when another runtime is installed
     record_path = cache_dir() / "engine_choice.json"
@@ -489,20 +492,23 @@ def make_engine(engine: str, networks: Sequence[nn.Module], checkpoints: Sequenc
         record = json.loads(record_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         record = {}
-    if key not in record:
-        images = np.random.default_rng(0).uniform(0, 1, (24, size, size)).astype(np.float32)
-        ref32 = TorchEngine(networks, device, "float32", batch_size).vois(images)
-        agree = {n: _agrees(e, images, ref32) for n, e in candidates.items()}
-        seconds = _measure([reference] + [e for n, e in candidates.items() if agree[n]], images)
-        record[key] = {"seconds": seconds, "agrees": agree, "choice": min(seconds, key=seconds.get)}
-        try:
-            from orbitseg.io.atomic import write_text_atomic
+    if key in record:  # remembered: only the chosen engine is built (sessions and compiled graphs cost start-up)
+        choice = record[key]["choice"]
+        return build(choice) if choice in names else reference
+    candidates = {n: build(n) for n in names}
+    images = np.random.default_rng(0).uniform(0, 1, (24, size, size)).astype(np.float32)
+    ref32 = TorchEngine(networks, device, "float32", batch_size).vois(images)
+    agree = {n: _agrees(e, images, ref32) for n, e in candidates.items()}
+    seconds = _measure([reference] + [e for n, e in candidates.items() if agree[n]], images)
+    record[key] = {"seconds": seconds, "agrees": agree, "choice": min(seconds, key=seconds.get)}
+    try:
+        from orbitseg.io.atomic import write_text_atomic
 
-            record_path.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
-        except OSError:
-            pass  # measured again next time
-        wrong = [n for n, ok in agree.items() if not ok]
-        log("engine auto: measured " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()) + " on 24 slices"
-            + (f" ({', '.join(wrong)} disagreed with torch: not used)" if wrong else ""))
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
+    except OSError:
+        pass  # measured again next time
+    wrong = [n for n, ok in agree.items() if not ok]
+    log("engine auto: measured " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()) + " on 24 slices"
+        + (f" ({', '.join(wrong)} disagreed with torch: not used)" if wrong else ""))
     return candidates.get(record[key]["choice"], reference)

@@ -246,15 +246,17 @@ def predict_inputs(
     def targets_of(item: ScanInput) -> dict[str, Path]:
         return {f: output / f"{item.case_id}{DICOM_OUTPUTS.get(f, f)}" for f in formats}
 
-    def refused(item: ScanInput) -> list[Path]:
-        there = [t for t in targets_of(item).values() if t.exists()]
-        return there if there and not (overwrite or resume) else []
+    def existing(item: ScanInput) -> list[Path]:
+        return [t for t in targets_of(item).values() if t.exists()]
+
+    def refused(there: list[Path]) -> bool:
+        return bool(there) and not (overwrite or resume)
 
     reader = ThreadPoolExecutor(max_workers=1)  # reads the next scan while this one is segmented
     reads: dict[int, Future] = {}
 
     def read_ahead(k: int) -> None:
-        while k < len(inputs) and refused(inputs[k]):
+        while k < len(inputs) and refused(existing(inputs[k])):
             k += 1  # not read: it will be refused
         if k < len(inputs) and k not in reads:
             reads[k] = reader.submit(read_scan, inputs[k].path, series_uid=series_uid)
@@ -263,8 +265,8 @@ def predict_inputs(
         for index, item in enumerate(tqdm(inputs, desc="predict", unit="scan", disable=not progress)):
             targets = targets_of(item)
             target = targets[formats[0]]
-            there = [t for t in targets.values() if t.exists()]
-            if refused(item):
+            there = existing(item)
+            if refused(there):
                 problems.append(f"{there[0]}: already exists; pass --overwrite to replace it or --resume to keep it")
                 continue
             keep = resume and len(there) == len(targets)
@@ -275,9 +277,9 @@ def predict_inputs(
                 # also for a kept file: the clinical measurements need its bone, and its measurements must
                 # equal those of the run that wrote it
                 scan = pending.result()
-                measured = None
                 if keep:
                     labels = _read_output(target, formats[0], scan)
+                    measured = orbit_measurements(labels, scan, clinical=True)
                     kept += 1
                 else:
                     note = acquisition_note(scan.meta)  # tilt corrected, slice blocks joined, series picked
@@ -305,8 +307,6 @@ def predict_inputs(
             except OrbitsegError as exc:
                 problems.append(str(exc))
                 continue
-            if measured is None:
-                measured = orbit_measurements(labels, scan, clinical=True)
             if keep:  # the flags recorded with it, or the anatomy's
                 flags = record["cases"].get(item.case_id, {}).get("quality")
                 flags = (quality_flags(labels, scan, training_acquisition=train_acq, measurements=measured)
