@@ -110,7 +110,7 @@ def _asym(labels, s: int) -> float:
 def predict_set(seeds, segmenter, log=print) -> list[dict]:
     """Per scan: seed, degradation, per-structure Dice, per-orbit Dice, fold agreement, flags."""
     from orbitseg.evaluate.metrics import dice_per_structure
-    from orbitseg.evaluate.quality import fold_agreement, quality_flags
+    from orbitseg.evaluate.quality import quality_flags
     from orbitseg.runs.layout import read_model_json
 
     train_acq = (read_model_json(segmenter.checkpoints[0].parent) or {}).get("training_acquisition")
@@ -119,14 +119,13 @@ def predict_set(seeds, segmenter, log=print) -> list[dict]:
         deg = DEGRADATIONS[n % len(DEGRADATIONS)]
         t0 = time.time()
         ct, truth = scan_of(seed, deg)
-        seg = segmenter.segment(ct, per_fold=True)
+        seg = segmenter.segment(ct, fold_agreement=True)  # as predict measures it: on the network's VOI slices
         dice = dice_per_structure(seg.labels.array, truth.array)
         flags = quality_flags(seg.labels, ct, training_acquisition=train_acq)  # fold flags: from "agreement"
         rec = {"seed": seed, "degradation": deg or "none", "spacing": [round(v, 3) for v in ct.spacing],
                "dice": {str(s): float(d) for s, d in dice.items()},
                "orbit_dice": {f"{side}:{s}": d for (side, s), d in orbit_dice(seg.labels, truth).items()},
-               "agreement": {f"{side}:{s}": d for (side, s), d in
-                             fold_agreement(seg.labels, fold_probabilities=seg.fold_probabilities).items()},
+               "agreement": {f"{side}:{s}": d for (side, s), d in seg.fold_agreement.items()},
                "asymmetry_pct": {k: {"pred": abs(_asym(seg.labels, s)), "true": abs(_asym(truth, s))}
                                  for k, s in (("1", 1), ("2", 2), ("3", 3))},
                "flags": [f["code"] + "@" + f["side"] for f in flags],

@@ -528,7 +528,7 @@ def test_tools_use_the_networks_probabilities_after_predict(dataset, tmp_path, m
     class PerfectSegmenter:
         networks, checkpoints = [None], []
 
-        def segment(self, scan, probabilities=False, per_fold=False):
+        def segment(self, scan, probabilities=False, fold_agreement=False):
             labels = scan.like(truth)
             return Segmentation(labels, labels, _one_hot_box(to_canonical(labels).array))
 

@@ -35,7 +35,7 @@ def _stub_model(dataset, tmp_path, monkeypatch):
     class Stub:
         networks, checkpoints = [None], []
 
-        def segment(self, scan, probabilities=False, per_fold=False):
+        def segment(self, scan, probabilities=False, fold_agreement=False):
             box = np.eye(4, dtype=np.float32)[canon].transpose(3, 0, 1, 2)
             from orbitseg.preprocess.pipeline import BoxProbabilities
 

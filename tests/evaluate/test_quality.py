@@ -1,5 +1,6 @@
 """Quality flags: each fires on a label volume built to deserve it, and none on a normal synthetic patient."""
 
+import math
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -7,7 +8,8 @@ from scipy import ndimage
 from orbitseg.constants import EYEBALL, MUSCLES, NERVE
 from orbitseg.evaluate.measure import midline_x, orbit_measurements
 from orbitseg.evaluate.quality import (ASYMMETRY_LIMITS_PCT, EDGE_AREA_MM2, FOLD_AGREEMENT_MIN, REFERENCE_RANGES_ML,
-                                       acquisition_of, flag_codes, flags_summary, fold_agreement, quality_flags)
+                                       acquisition_of, flag_codes, flags_summary, fold_agreement,
+                                       fold_agreement_by_side, quality_flags)
 from orbitseg.io.orient import to_canonical
 from orbitseg.io.volume import Volume
 from orbitseg.preprocess.pipeline import BoxProbabilities
@@ -246,3 +248,21 @@ def test_measurements_given_by_the_caller_are_used_not_measured_again(patient):
     assert fold_agreement(lab, fold_labels=folds, midline=far[0]["midline_x_mm"])[("left", MUSCLES)] != \
         fold_agreement(lab, fold_labels=folds)[("left", MUSCLES)]
     assert "muscles_fold_disagreement@left" not in codes(quality_flags(lab, ct, fold_labels=folds, measurements=far))
+
+
+def test_fold_agreement_given_per_side_on_its_own_grid(patient):
+    ct, lab = patient
+    a = np.zeros((4, 8, 8), np.uint8)
+    a[1:3, 2:6, 2:6] = MUSCLES
+    half = a.copy()
+    half[:, :, 4:] = 0  # half the muscle voxels
+    agree = fold_agreement_by_side({"right": [a, a, a], "left": [a, a, half]})
+    assert agree[("right", MUSCLES)] == 1.0 and math.isnan(agree[("right", NERVE)])
+    # pairs (a, a) 1, (a, half) and (a, half) 2 * 16 / (32 + 16) = 2/3
+    assert agree[("left", MUSCLES)] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    flags = quality_flags(lab, ct, agreement=agree)
+    assert codes(flags) == {"muscles_fold_disagreement@left"}
+    with pytest.raises(ValueError, match="side"):
+        fold_agreement_by_side({"middle": [a, a]})
+    with pytest.raises(ValueError, match="one of"):
+        quality_flags(lab, ct, agreement=agree, fold_labels=[lab.array, lab.array])

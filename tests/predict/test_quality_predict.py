@@ -116,3 +116,24 @@ def test_export_records_the_training_acquisition_of_its_dataset(tiny_run, tiny_d
     assert 0.8 <= acq["pixel_mm"][0] <= acq["pixel_mm"][1] <= 1.0
     assert "5 labelled scans" in acq["source"]  # 4 patients, one with a follow-up scan
     assert {"fov_mm", "obliquity_deg", "globe_hu", "muscle_hu"} <= set(acq)
+
+
+def test_predict_records_the_folds_agreement_it_measured(scans, tmp_path, monkeypatch):
+    """The fold-disagreement check in prediction.json is the Segmenter's agreement on the network's slices (with
+    limits above 1 every orbit and structure is flagged, so each recorded value can be read back)."""
+    from orbitseg.evaluate import quality
+    from orbitseg.io.read import read_scan
+    from orbitseg.predict import Segmenter
+
+    monkeypatch.setattr(quality, "FOLD_AGREEMENT_MIN", {1: 1.01, 2: 1.01, 3: 1.01})
+    out = tmp_path / "out"
+    _, problems = predict_inputs(scans / "whole.nii.gz", out, folds="0,2", engine="torch", precision="float32",
+                                 progress=False)
+    assert not problems
+    flags = json.loads((out / "prediction.json").read_text())["cases"]["whole"]["quality"]
+    recorded = {(f["side"], f["code"]): f["value"] for f in flags if f["code"].endswith("_fold_disagreement")}
+    seg = Segmenter.load(folds="0,2", engine="torch", precision="float32")
+    agree = seg.segment(read_scan(scans / "whole.nii.gz"), fold_agreement=True).fold_agreement
+    expected = {(side, f"{name}_fold_disagreement"): agree[(side, s)]
+                for side in ("right", "left") for s, name in ((1, "eyeball"), (2, "muscles"), (3, "nerve"))}
+    assert recorded == pytest.approx(expected)

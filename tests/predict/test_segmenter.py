@@ -111,3 +111,43 @@ def test_bad_arguments_are_named(tmp_path):
         Segmenter.load(folds="first")
     with pytest.raises(ValueError, match="precision"):
         Segmenter.load(precision="float8")
+
+
+def test_fold_agreement_on_the_network_slices_matches_the_scan_grid_and_keeps_the_sides(scan):
+    """predict and the app measure the folds' agreement on each VOI's network slices (one VOI, one side) instead of
+    mapping every fold's probabilities back onto the scan: the same figures, and each orbit's under its own side."""
+    from orbitseg.evaluate.quality import fold_agreement, quality_flags
+    from orbitseg.predict.core import predict_scan
+
+    seg = Segmenter.load(folds="0,2", precision="float32")
+    pred = predict_scan(seg.networks, scan, seg.preprocess, per_model=True, agreement=True, engine=seg.engine)
+    on_scan = fold_agreement(pred.labels, fold_probabilities=pred.member_probabilities)
+    assert set(pred.member_agreement) == set(on_scan)
+    for key, d in pred.member_agreement.items():
+        assert 0.6 < d <= 1.0 and d == pytest.approx(on_scan[key], abs=0.02), key
+    # the Segmenter gives the same figures without the per-fold probabilities
+    out = seg.segment(scan, fold_agreement=True)
+    assert out.fold_probabilities is None and out.fold_agreement == pytest.approx(pred.member_agreement)
+    assert seg.segment(scan).fold_agreement is None
+
+    class LeftBlind:
+        """The second fold network sees nothing in the second VOI, which prepare_scan gives for the left orbit."""
+
+        def __init__(self, inner):
+            self.inner, self.networks, self.calls = inner, inner.networks, 0
+
+        def vois(self, images, *, mirror=False, per_model=False):
+            mean, each = self.inner.vois(images, mirror=mirror, per_model=True)
+            self.calls += 1
+            if self.calls == 2:
+                each[1] = np.zeros_like(each[1])
+                each[1][:, 0] = 1.0
+            return (mean, each) if per_model else mean
+
+    blind = predict_scan(seg.networks, scan, seg.preprocess, agreement=True, engine=LeftBlind(seg.engine))
+    assert all(blind.member_agreement[("left", s)] == 0.0 for s in (1, 2, 3))
+    assert all(blind.member_agreement[("right", s)] == pytest.approx(pred.member_agreement[("right", s)])
+               for s in (1, 2, 3))
+    flags = quality_flags(blind.labels, scan, agreement=blind.member_agreement)
+    assert {(f["code"], f["side"]) for f in flags if "fold" in f["code"]} == {
+        ("eyeball_fold_disagreement", "left"), ("muscles_fold_disagreement", "left"), ("nerve_fold_disagreement", "left")}

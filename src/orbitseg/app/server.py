@@ -249,7 +249,7 @@ def _quality(segmenter, result, scan) -> tuple[list[dict], str]:
     from orbitseg.evaluate.quality import flags_summary, quality_flags
     from orbitseg.predict.segmenter import training_acquisition
 
-    flags = quality_flags(result.labels, scan, fold_probabilities=result.fold_probabilities,
+    flags = quality_flags(result.labels, scan, agreement=result.fold_agreement,
                           training_acquisition=training_acquisition(segmenter))
     return flags, flags_summary(flags)
 
@@ -530,7 +530,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
                 except InputError as exc:
                     raise AppError(503, "no_model", f"{exc}; restart with `orbitseg label DATASET --model RUN_OR_CKPT`")
             segmenter = model_state["segmenter"]
-            result = segmenter.segment(o.scan, probabilities=True, per_fold=len(segmenter.networks) > 1)
+            result = segmenter.segment(o.scan, probabilities=True, fold_agreement=len(segmenter.networks) > 1)
             priors[case_id] = result.probabilities.quantized()
             priors.move_to_end(case_id)
             while len(priors) > PRIOR_CASES:

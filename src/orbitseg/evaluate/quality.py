@@ -26,7 +26,7 @@ Sides are the patient's, split by :func:`orbitseg.evaluate.measure.orbit_measure
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -35,6 +35,7 @@ from orbitseg.evaluate.measure import MEASURE_KEYS, midline_x, orbit_measurement
 from orbitseg.io.volume import Geometry, Volume
 
 __all__ = ["quality_flags", "flags_summary", "flag_codes", "acquisition_of", "acquisition_range", "fold_agreement",
+           "fold_agreement_by_side",
            "REFERENCE_RANGES_ML", "ASYMMETRY_LIMITS_PCT", "EDGE_AREA_MM2", "FOLD_AGREEMENT_MIN", "MISSING_FRACTION",
            "TRAINING_ACQUISITION_KEY"]
 
@@ -223,13 +224,42 @@ def fold_agreement(labels: Volume, *, fold_labels: Sequence[np.ndarray] | None =
     if len(maps) < 2:
         return {(side, s): math.nan for side in ("right", "left") for s in STRUCTURES}
     right = _physical_x_grid(geom, start, maps[0].shape) < mid
+    return {(side, s): _mean_pairwise_dice([(m == s) & mask for m in maps])
+            for side, mask in (("right", right), ("left", ~right)) for s in STRUCTURES}
+
+
+def _mean_pairwise_dice(masks: Sequence[np.ndarray]) -> float:
+    ds = [_dice(masks[a], masks[b]) for a in range(len(masks)) for b in range(a + 1, len(masks))]
+    ds = [d for d in ds if not math.isnan(d)]
+    return float(np.mean(ds)) if ds else math.nan
+
+
+def fold_agreement_by_side(fold_maps: Mapping[str, Sequence[np.ndarray]]) -> dict[tuple[str, int], float]:
+    """Mean pairwise Dice between the fold models' label maps, each side given on its own grid.
+
+    :func:`fold_agreement` on the scan's grid needs every fold's probabilities mapped back onto the scan (a
+    cubic resampling each); the Segmenter instead takes each fold's argmax on the network's own slices of
+    each orbit's VOI, one side per VOI.  There every pixel stands for the same area and every slice for the
+    same thickness, so the Dice is a volume Dice.  Measured against the scan grid on 12 scans of the fresh
+    cohort (24 orbits): mean difference <= 0.0005 per structure, largest -0.0015..+0.0008 (eyeball,
+    muscles) and -0.0055..+0.0108 (nerve), against flag limits of 0.88 / 0.85 / 0.72.
+
+    Parameters
+    ----------
+    fold_maps : ``{"right" | "left": [each fold's uint8 labels (n, S, S)]}``, the same shape within a side
+
+    Returns
+    -------
+    ``{(side, label): mean Dice}`` for the sides given; NaN where no fold labels that structure there.
+    """
     out = {}
-    for side, mask in (("right", right), ("left", ~right)):
+    for side, maps in fold_maps.items():
+        if side not in ("right", "left"):
+            raise ValueError(f"fold_maps: side must be 'right' or 'left', got {side!r}")
+        if any(np.shape(m) != np.shape(maps[0]) for m in maps):
+            raise ValueError(f"fold_maps[{side!r}]: the folds' label maps differ in shape")
         for s in STRUCTURES:
-            ms = [(m == s) & mask for m in maps]
-            ds = [_dice(ms[a], ms[b]) for a in range(len(ms)) for b in range(a + 1, len(ms))]
-            ds = [d for d in ds if not math.isnan(d)]
-            out[(side, s)] = float(np.mean(ds)) if ds else math.nan
+            out[(side, s)] = _mean_pairwise_dice([np.asarray(m) == s for m in maps]) if len(maps) > 1 else math.nan
     return out
 
 
@@ -388,8 +418,8 @@ def _acquisition_flags(acq: dict, train: dict) -> list[dict]:
 
 # ---------------------------------------------------------------------------
 def quality_flags(labels: Volume, scan: Volume | None = None, *, fold_labels: Sequence[np.ndarray] | None = None,
-                  fold_probabilities=None, training_acquisition: dict | None = None,
-                  measurements: list[dict] | None = None) -> list[dict]:
+                  fold_probabilities=None, agreement: Mapping[tuple[str, int], float] | None = None,
+                  training_acquisition: dict | None = None, measurements: list[dict] | None = None) -> list[dict]:
     """Flags a reader can act on for one predicted scan; an empty list when nothing is flagged.
 
     Parameters
@@ -398,6 +428,8 @@ def quality_flags(labels: Volume, scan: Volume | None = None, *, fold_labels: Se
     scan : the CT it was predicted from (needed for the contrast check); None skips it
     fold_labels : each fold model's labels ``(nz, ny, nx)`` on ``labels``' grid, for the fold-disagreement check
     fold_probabilities : or each fold's BoxProbabilities (``Segmenter.segment(scan, per_fold=True)``)
+    agreement : or the folds' agreement already measured, ``{(side, label): mean Dice}``
+        (:func:`fold_agreement_by_side`; ``Segmenter.segment(scan, fold_agreement=True).fold_agreement``)
     training_acquisition : the model's ``training_acquisition`` record (``model.json``): ranges
         ``[low, high]`` of ``slice_mm``, ``pixel_mm``, ``fov_mm``, ``obliquity_deg``, ``gantry_tilt_deg``,
         ``head_yaw_deg``, ``head_roll_deg``, ``globe_hu``, ``muscle_hu`` and its ``source``; None skips the check
@@ -415,7 +447,11 @@ def quality_flags(labels: Volume, scan: Volume | None = None, *, fold_labels: Se
     missing = {(f["side"], s) for f in flags for s in STRUCTURES if f["code"] == f"{SHORT_NAMES[s]}_missing"}
     missing |= {(side, s) for side0, s in list(missing) if side0 == "both" for side in ("right", "left")}
     flags += _edge_flags(labels, midline[0])
-    if fold_labels is not None or fold_probabilities is not None:
+    if sum(x is not None for x in (fold_labels, fold_probabilities, agreement)) > 1:
+        raise ValueError("give one of fold_labels, fold_probabilities and agreement")
+    if agreement is not None:
+        flags += _fold_flags(dict(agreement), missing)
+    elif fold_labels is not None or fold_probabilities is not None:
         flags += _fold_flags(fold_agreement(labels, fold_labels=fold_labels, fold_probabilities=fold_probabilities,
                                             midline=midline[0]), missing)
     if training_acquisition:

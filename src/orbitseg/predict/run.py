@@ -285,10 +285,10 @@ def predict_inputs(
                     note = acquisition_note(scan.meta)  # tilt corrected, slice blocks joined, series picked
                     if note and progress:
                         tqdm.write(f"{item.case_id}: {note}")
-                    seg = segmenter.segment(scan, per_fold=True) if ensemble else segmenter.segment(scan)
+                    seg = segmenter.segment(scan, fold_agreement=ensemble)
                     labels = seg.labels
                     measured = orbit_measurements(labels, scan, clinical=True)  # once: the flags use its midline
-                    flags = quality_flags(labels, scan, fold_probabilities=seg.fold_probabilities if ensemble else None,
+                    flags = quality_flags(labels, scan, agreement=seg.fold_agreement,
                                           training_acquisition=train_acq, measurements=measured)
                     del seg
                     written = _write_outputs(labels, scan, targets, overwrite=overwrite or resume, problems=problems,

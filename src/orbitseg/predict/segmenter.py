@@ -45,12 +45,15 @@ class Segmentation:
     probabilities : the ensemble's class probabilities ``(C, ...)`` over the orbits' bounding box of the
         scan's canonical grid, or None unless asked
     fold_probabilities : each fold network's own probabilities (same box), in fold order, or None
+    fold_agreement : ``{(side, label): mean pairwise Dice}`` between the fold networks' labels, measured on
+        each orbit's network slices (the quality flags' fold-disagreement check), or None unless asked
     """
 
     labels: Volume
     network_labels: Volume
     probabilities: BoxProbabilities | None = None
     fold_probabilities: tuple[BoxProbabilities, ...] | None = None
+    fold_agreement: dict[tuple[str, int], float] | None = None
 
 
 def model_postprocessing(checkpoints: Sequence[Path]) -> tuple[dict, str]:
@@ -165,11 +168,14 @@ class Segmenter:
                    postprocess_note=note, device=device, precision=precision, mirror=mirror, batch_size=batch_size,
                    engine=engine, log=log)
 
-    def segment(self, scan: Volume, *, probabilities: bool = False, per_fold: bool = False) -> Segmentation:
+    def segment(self, scan: Volume, *, probabilities: bool = False, per_fold: bool = False,
+                fold_agreement: bool = False) -> Segmentation:
         """Segment ``scan`` (a CT :class:`Volume`, any direction matrix): labels on its own grid.
 
         ``probabilities=True`` also returns the ensemble's class probabilities over the orbits'
-        bounding box; ``per_fold=True`` each fold network's own (for uncertainty).
+        bounding box; ``per_fold=True`` each fold network's own (for uncertainty maps);
+        ``fold_agreement=True`` how far the fold networks agree per orbit and structure (for the quality
+        flags; far cheaper than ``per_fold``, which maps every fold's probabilities back onto the scan).
 
         Raises
         ------
@@ -179,9 +185,9 @@ class Segmenter:
         from orbitseg.predict.postprocess import apply_postprocessing
 
         pred = predict_scan(self.networks, scan, self.preprocess, self.device, probabilities=probabilities,
-                            per_model=per_fold, mirror=self.mirror, engine=self.engine)
+                            per_model=per_fold, agreement=fold_agreement, mirror=self.mirror, engine=self.engine)
         labels = pred.labels if self.postprocess is None else apply_postprocessing(pred.labels, self.postprocess)
-        return Segmentation(labels, pred.labels, pred.probabilities, pred.member_probabilities)
+        return Segmentation(labels, pred.labels, pred.probabilities, pred.member_probabilities, pred.member_agreement)
 
     def settings(self) -> dict:
         """What decides this Segmenter's labels, for ``prediction.json``: the model files (path and
