@@ -82,3 +82,19 @@ def test_canonical_matches_simpleitk_and_inverts_exactly():
             np.testing.assert_array_equal(c.array, ref.array)
             np.testing.assert_array_equal(from_canonical(c.array, g), v.array)
             np.testing.assert_array_equal(from_canonical(np.stack([c.array] * 2), g)[1], v.array)
+
+
+def test_crop_keeps_every_voxel_where_it_was_in_patient_space():
+    g = _oblique_geometry()  # size (5, 4, 3): array (3, 4, 5)
+    v = Volume(np.arange(60, dtype=np.int16).reshape(3, 4, 5), g, meta={"series": "x"})
+    c = v.crop((slice(1, 3), slice(2, None), slice(3, 5)))
+    assert c.shape == (2, 2, 2) and c.meta == {"series": "x"}
+    np.testing.assert_array_equal(c.array, v.array[1:3, 2:, 3:5])
+    # voxel (i, j, k) of the crop is voxel (i + 3, j + 2, k + 1) of the volume, at the same LPS point
+    ijk = np.array([[0, 0, 0], [1, 1, 1], [1.5, 0.5, 0.25]])
+    np.testing.assert_allclose(c.geometry.index_to_physical(ijk), g.index_to_physical(ijk + [3, 2, 1]), atol=1e-9)
+    assert c.geometry.spacing == g.spacing and np.allclose(c.geometry.matrix, g.matrix)
+    for bad in ((slice(1, 1), slice(None), slice(None)), (slice(None, None, 2), slice(None), slice(None)),
+                (slice(None), slice(None))):
+        with pytest.raises(ValueError, match="slices"):
+            v.crop(bad)

@@ -149,6 +149,20 @@ class Volume:
         """A new volume with ``array`` on this volume's grid (e.g. a label map)."""
         return Volume(np.asarray(array), self.geometry, None, dict(meta))
 
+    def crop(self, slices: tuple[slice, slice, slice]) -> Volume:
+        """The part ``array[slices]`` (``(k, j, i)`` slices, step 1) as a volume that keeps its place in
+        patient space (its origin moves to the first voxel kept); path and meta are kept."""
+        if len(slices) != 3:
+            raise ValueError(f"slices must be 3 slices (k, j, i), got {len(slices)}")
+        bounds = [s.indices(n) for s, n in zip(slices, self.array.shape)]
+        if any(step != 1 or stop <= start for start, stop, step in bounds):
+            raise ValueError(f"slices must be non-empty with step 1, got {slices}")
+        first = np.array([b[0] for b in bounds[::-1]], dtype=float)  # (i, j, k)
+        size = tuple(int(stop - start) for start, stop, _ in bounds[::-1])
+        geom = self.geometry.with_(size=size, origin=tuple(float(v) for v in self.geometry.index_to_physical(first)))
+        array = np.ascontiguousarray(self.array[tuple(slice(a, b) for a, b, _ in bounds)])
+        return Volume(array, geom, self.path, dict(self.meta))
+
     # ---- SimpleITK bridge ----------------------------------------------------
     def to_sitk(self):
         """This volume as a ``SimpleITK.Image`` with the same geometry."""

@@ -79,11 +79,7 @@ class PreparedVOI:
 
 def crop(volume: Volume, box: OrbitBox) -> Volume:
     """Crop a canonical volume to ``box``; the result keeps its place in patient space."""
-    sl = box.slices()
-    origin = volume.geometry.index_to_physical(np.asarray(box.index_min, dtype=float))
-    size = tuple(int(b - a) for a, b in zip(box.index_min, box.index_max))
-    geom = Geometry(size, volume.geometry.spacing, tuple(origin), volume.geometry.matrix)
-    return Volume(np.ascontiguousarray(volume.array[sl]), geom, volume.path, dict(volume.meta))
+    return volume.crop(box.slices())
 
 
 def prepare_scan(
