@@ -89,3 +89,18 @@ def test_bad_arguments_are_named():
         apply_postprocessing(labels, {"rules": {"lens": "largest"}})
     with pytest.raises(ValueError, match="pairs"):
         choose_postprocessing([])
+
+
+def test_with_one_globe_the_sides_split_at_the_scan_centre_not_at_the_labels_box_centre():
+    """Stored rules run on the labels' bounding box; without two globes the midline is still the whole grid's
+    centre (x 49.5 here), as it is for measurements and flags."""
+    a = np.zeros((10, 10, 100), np.uint8)
+    a[3:7, 3:7, 60:71] = EYEBALL  # one globe: midline_x falls back to the grid's centre
+    a[4:6, 4:6, 40:46] = NERVE  # 24 voxels, right of x 49.5
+    a[4:6, 4:6, 50:54] = NERVE  # 16 voxels, left of x 49.5 (but right of the box's centre, x 55)
+    labels = Volume(a, Geometry(size=(100, 10, 10), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)))
+    out = apply_postprocessing(labels, {"rules": {"eyeball": "largest", "muscles": "none", "nerve": "largest"}})
+    np.testing.assert_array_equal(out.array, a)  # one nerve piece on each side: both kept
+    np.testing.assert_array_equal(keep_largest_per_orbit(labels, [NERVE]).array, a)
+    # given a midline at x 55 instead, the smaller piece shares a side with the larger one and goes
+    assert (keep_largest_per_orbit(labels, [NERVE], midline=55.0).array[:, :, 50:54] == 0).all()

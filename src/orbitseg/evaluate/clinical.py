@@ -537,13 +537,14 @@ def clinical_measurements(labels: Volume, scan: Volume | None = None, *,
         ``{g}_thickness_mm`` for the recti (NaN when not found), ``{g}_ml`` for every group
         (0 when absent; NaN for every muscle on a side without a globe), ``proptosis_mm``.
     """
-    from orbitseg.evaluate.measure import _bbox, midline_x
+    from orbitseg.evaluate.measure import midline_x
+    from orbitseg.evaluate.metrics import bounding_box
 
     if labels.array.ndim != 3:
         raise ValueError(f"labels must be 3D, got shape {labels.array.shape}")
     mid = midline_x(labels)[0] if midline is None else float(midline)
     prop_labels = labels
-    box = _bbox(labels.array > 0)
+    box = bounding_box(labels.array > 0)
     if box is not None:  # every label-only measure is in mm: the labels' box holds them (10x fewer voxels)
         labels = labels.crop(box)
     frames = orbit_frames(labels, midline=mid)

@@ -23,9 +23,11 @@ import math
 import numpy as np
 
 from orbitseg.constants import EYEBALL, MUSCLES, NERVE, STRUCTURES
+from orbitseg.evaluate.metrics import bounding_box
 from orbitseg.io.volume import Volume
 
-__all__ = ["orbit_measurements", "paired_measurements", "midline_x", "MEASUREMENTS_CSV", "MEASURE_KEYS", "MIN_GLOBE_SEPARATION_MM"]
+__all__ = ["orbit_measurements", "paired_measurements", "midline_x", "component_sizes_and_centres", "MEASUREMENTS_CSV",
+           "MEASURE_KEYS", "MIN_GLOBE_SEPARATION_MM"]
 
 #: two eyeball components closer than this in x are taken as pieces of one globe
 MIN_GLOBE_SEPARATION_MM = 20.0
@@ -37,19 +39,20 @@ MEASUREMENTS_CSV = "measurements.csv"
 MEASURE_KEYS: dict[int, str] = {EYEBALL: "globe_ml", MUSCLES: "muscles_ml", NERVE: "nerve_ml"}
 
 
-def _bbox(mask: np.ndarray) -> tuple[slice, ...] | None:
-    out = []
-    for axis in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        if hit.size == 0:
-            return None
-        out.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(out)
-
-
 def _physical_x(labels: Volume, kji: np.ndarray) -> np.ndarray:
     """Physical LPS x (mm) of voxels given as array indices ``(N, 3)`` in (k, j, i) order."""
     return labels.geometry.index_to_physical(kji[:, ::-1])[:, 0]
+
+
+def component_sizes_and_centres(comp: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel counts ``(n,)`` and centroids ``(n, 3)`` (array index order) of components ``1..n`` of a
+    labelled array ``comp`` (``scipy.ndimage.label``'s output); one pass over the component voxels, several
+    times faster than ``ndimage.center_of_mass`` on an array of ones."""
+    where = np.nonzero(comp)
+    ids = comp[where]
+    sizes = np.bincount(ids, minlength=n + 1)[1:].astype(float)
+    sums = [np.bincount(ids, weights=axis_index, minlength=n + 1)[1:] for axis_index in where]
+    return sizes, np.stack(sums, axis=1) / np.maximum(sizes, 1.0)[:, None]
 
 
 def midline_x(labels: Volume) -> tuple[float, str]:
@@ -57,13 +60,11 @@ def midline_x(labels: Volume) -> tuple[float, str]:
     from scipy import ndimage
 
     eye = labels.array == EYEBALL
-    box = _bbox(eye)
+    box = bounding_box(eye)
     if box is not None:
         comp, n = ndimage.label(eye[box], structure=np.ones((3, 3, 3), dtype=bool))
         if n >= 2:
-            idx = np.arange(1, n + 1)
-            sizes = ndimage.sum_labels(np.ones(comp.shape), comp, idx)
-            cents = np.asarray(ndimage.center_of_mass(np.ones(comp.shape), comp, idx))  # (n, 3) k, j, i in box
+            sizes, cents = component_sizes_and_centres(comp, n)  # (n, 3) k, j, i in box
             cents += np.array([s.start for s in box], dtype=float)
             xs = _physical_x(labels, cents)
             order = np.argsort(-sizes, kind="stable")
@@ -133,7 +134,7 @@ def _measure_about(labels: Volume, mid: float, how: str) -> list[dict]:
     voxel_ml = labels.geometry.voxel_volume_ml
     right = {k: 0.0 for k in MEASURE_KEYS.values()}
     left = dict(right)
-    box = _bbox(a > 0)
+    box = bounding_box(a > 0)
     if box is not None:
         sub = a[box]
         offset = np.array([s.start for s in box])

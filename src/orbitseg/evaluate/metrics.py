@@ -49,6 +49,7 @@ import numpy as np
 from orbitseg.constants import SHORT_NAMES, STRUCTURES
 
 __all__ = [
+    "bounding_box",
     "Confusion",
     "confusion",
     "dice",
@@ -163,8 +164,9 @@ def volume_similarity(pred, truth, label: int | str | None = None) -> float:
 # ---------------------------------------------------------------------------
 # surface distances
 # ---------------------------------------------------------------------------
-def _bbox(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
-    """Slices of the bounding box of ``mask`` grown by ``margin`` (clipped); None when empty."""
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """Slices of the bounding box of ``mask`` (any number of axes) grown by ``margin`` voxels (clipped to the
+    array); None when ``mask`` is empty."""
     out = []
     for axis in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != axis)
@@ -253,7 +255,7 @@ def surface_distances(pred_mask, true_mask, *, spacing, method: str = "fast") ->
     except ImportError as exc:
         raise ImportError("method='monai' needs MONAI: pip install monai") from exc
 
-    box = _bbox(pred_mask | true_mask, margin=1)
+    box = bounding_box(pred_mask | true_mask, margin=1)
     p = torch.from_numpy(np.ascontiguousarray(pred_mask[box]))
     t = torch.from_numpy(np.ascontiguousarray(true_mask[box]))
     with warnings.catch_warnings():
@@ -316,7 +318,7 @@ def mean_signed_surface_distance(pred_mask, true_mask, *, spacing) -> float:
     sp = _array_spacing(spacing)
     if not pred_mask.any() or not true_mask.any():
         return math.nan
-    box = _bbox(pred_mask | true_mask, margin=1)
+    box = bounding_box(pred_mask | true_mask, margin=1)
     pred_mask, true_mask = pred_mask[box], true_mask[box]
     return _signed_edge_distances(_edge_coords(np.argwhere(pred_mask), pred_mask.shape),
                                   _edge_coords(np.argwhere(true_mask), true_mask.shape),
@@ -363,7 +365,7 @@ def case_metrics(pred: np.ndarray, truth: np.ndarray, *, spacing: tuple[float, f
     pred, truth = _check_pair(pred, truth)
     _array_spacing(spacing)
     voxel_ml = float(np.prod([float(v) for v in spacing])) / 1000.0
-    box = _bbox((pred > 0) | (truth > 0), margin=1)
+    box = bounding_box((pred > 0) | (truth > 0), margin=1)
     if box is not None:  # everything below works on the foreground's bounding box
         pred, truth = pred[box], truth[box]
     m = _joint_counts(pred, truth)

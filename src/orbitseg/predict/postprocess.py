@@ -57,7 +57,7 @@ _FULL = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity: a diagonal touch is o
 
 
 def keep_largest_per_orbit(labels: Volume, structures: Iterable[int] = STRUCTURES, *,
-                           min_fraction: float | None = None) -> Volume:
+                           min_fraction: float | None = None, midline: float | None = None) -> Volume:
     """Keep each structure's largest connected component on each side of the midline.
 
     Parameters
@@ -67,6 +67,8 @@ def keep_largest_per_orbit(labels: Volume, structures: Iterable[int] = STRUCTURE
     min_fraction : None keeps only the largest component per side; a number keeps every
         component of at least this fraction of the largest one on its side (removes islands,
         keeps e.g. the separate rectus muscles)
+    midline : LPS x (mm) of the plane between the sides (default :func:`~orbitseg.evaluate.measure.midline_x`
+        of ``labels``)
 
     Returns
     -------
@@ -74,14 +76,14 @@ def keep_largest_per_orbit(labels: Volume, structures: Iterable[int] = STRUCTURE
     """
     from scipy import ndimage
 
-    from orbitseg.evaluate.measure import midline_x
+    from orbitseg.evaluate.measure import component_sizes_and_centres, midline_x
 
     out = np.array(labels.array, copy=True)
     if out.ndim != 3:
         raise ValueError(f"labels must be 3D, got shape {out.shape}")
     if min_fraction is not None and not 0.0 < min_fraction <= 1.0:
         raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction!r}")
-    mid, _ = midline_x(labels)
+    mid = midline_x(labels)[0] if midline is None else float(midline)
     for lab in structures:
         if lab not in STRUCTURES:
             raise ValueError(f"structures: unknown label {lab!r}; expected some of {STRUCTURES}")
@@ -93,10 +95,7 @@ def keep_largest_per_orbit(labels: Volume, structures: Iterable[int] = STRUCTURE
         comp, n = ndimage.label(mask[box], structure=_FULL)
         if n <= 1:
             continue
-        idx = np.arange(1, n + 1)
-        ones = np.ones(comp.shape, dtype=np.uint8)
-        sizes = ndimage.sum_labels(ones, comp, idx)
-        cents = np.asarray(ndimage.center_of_mass(ones, comp, idx), dtype=float)
+        sizes, cents = component_sizes_and_centres(comp, n)
         cents += np.array([s.start for s in box], dtype=float)
         x = labels.geometry.index_to_physical(cents[:, ::-1])[:, 0]  # LPS x of each centroid
         keep = np.zeros(n + 1, dtype=bool)
@@ -113,11 +112,20 @@ def keep_largest_per_orbit(labels: Volume, structures: Iterable[int] = STRUCTURE
 
 
 def _apply_rule(labels: Volume, rule: str, structures: list[int]) -> Volume:
-    if rule == "none" or not structures:
+    from orbitseg.evaluate.measure import midline_x
+    from orbitseg.evaluate.metrics import bounding_box
+
+    box = bounding_box(labels.array > 0)
+    if rule == "none" or not structures or box is None:
         return labels
-    if rule == "largest":
-        return keep_largest_per_orbit(labels, structures)
-    return keep_largest_per_orbit(labels, structures, min_fraction=ISLAND_FRACTION)
+    # on the labels' box only (a few % of a head CT), about the midline of the whole grid (without two
+    # globes midline_x falls back to the grid's centre, which a crop would move)
+    mid, _ = midline_x(labels)
+    fraction = None if rule == "largest" else ISLAND_FRACTION
+    kept = keep_largest_per_orbit(labels.crop(box), structures, min_fraction=fraction, midline=mid)
+    out = np.array(labels.array, copy=True)
+    out[box] = kept.array
+    return labels.like(out)
 
 
 def _check_rules(rules: dict) -> dict[int, str]:
