@@ -121,7 +121,7 @@ def test_bfloat16_training_is_recorded_kept_on_resume_and_differs_from_float32(r
         train_fold(root, 1, epochs=1, out=tmp_path / "x", overrides={**opts, "precision": "auto"}, progress=False)
 
 
-def test_init_from_a_folder_starts_each_fold_from_its_own_fold(run, tmp_path):
+def test_init_from_a_folder_starts_each_fold_from_its_own_fold(run, tmp_path, capsys):
     """`--init-from FOLDER` fine-tunes fold k from the folder's fold k, and refuses weights that saw a test case."""
     import shutil
 
@@ -148,6 +148,20 @@ def test_init_from_a_folder_starts_each_fold_from_its_own_fold(run, tmp_path):
     with pytest.raises(InputError, match=rf"test case\(s\) of fold 0 \({sorted(test0)[0]}"):
         train_fold(root, 0, epochs=1, out=tmp_path / "ft0", init_from=model, overrides=opts, progress=False)
     assert not (tmp_path / "ft0").exists()
+    # the same case names from another synthetic cohort (another seed) share no scan: accepted, and said
+    ours = json.loads((root / "dataset.json").read_text())["synthetic"]
+    other = {**ours, "seed": ours["seed"] + 1}
+    (model / "model.json").write_text(json.dumps({"folds": {"0": {"split": split1}}, "dataset": {"synthetic": other}}))
+    capsys.readouterr()
+    out_other = train_fold(root, 0, epochs=1, batch_size=4, out=tmp_path / "ft_other", init_from=model, overrides=opts,
+                           progress=True)
+    assert json.loads((out_other / "run.json").read_text())["init_from"] == str(model / "fold_0.pt")
+    said = capsys.readouterr().out
+    assert f"trained on another dataset (synthetic, seed {other['seed']}" in said and "no shared scan" in said
+    # recorded as the same cohort, the names are the same scans again: refused
+    (model / "model.json").write_text(json.dumps({"folds": {"0": {"split": split1}}, "dataset": {"synthetic": ours}}))
+    with pytest.raises(InputError, match=r"test case\(s\) of fold 0"):
+        train_fold(root, 0, epochs=1, out=tmp_path / "ft0", init_from=model, overrides=opts, progress=False)
     # with fold 0's own split it is accepted
     (model / "model.json").write_text(json.dumps({"folds": {"0": {"split": {**split1, "train": [], "val": []}}}}))
     out0 = train_fold(root, 0, epochs=1, batch_size=4, out=tmp_path / "ft0", init_from=model, overrides=opts,

@@ -31,12 +31,13 @@ import json
 import re
 from pathlib import Path
 
-from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, FULL_FOLD, METRICS_DIR, MODEL_JSON
+from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, DATASET_JSON, FULL_FOLD, METRICS_DIR, MODEL_JSON
 from orbitseg.errors import InputError
 
 __all__ = ["RUN_JSON", "LOG_CSV", "CURVES_PNG", "DATA_ACCESS_JSON", "SEGMENTED_DIR", "RUN_FILES", "RUN_DIRS",
            "POSTPROCESS_JSON", "CV_PER_CASE_JSON", "CV_SUMMARY_JSON", "fold_dir_name", "fold_file_name", "fold_number", "run_dir_of", "holds_run", "fold_runs", "read_run_json",
-           "fold_infos", "read_model_json", "SHIPPED_MODEL", "resolve_model", "model_checkpoints", "fold_init_source", "init_split"]
+           "fold_infos", "read_model_json", "SHIPPED_MODEL", "resolve_model", "model_checkpoints", "fold_init_source", "init_split",
+           "dataset_identity", "init_dataset_identity"]
 
 RUN_JSON = "run.json"
 LOG_CSV = "log.csv"
@@ -209,6 +210,35 @@ def init_split(source: str | Path) -> dict | None:
             return meta["folds"][str(k)]["split"]
         if (source.parent / RUN_JSON).is_file():
             return json.loads((source.parent / RUN_JSON).read_text(encoding="utf-8"))["split"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def dataset_identity(info: dict | None) -> tuple | None:
+    """What tells two datasets apart for sure, from a ``dataset.json`` (or ``model.json["dataset"]``) record:
+    ``("synthetic", seed, generator_version, small)`` for a cohort of orbitseg's generator (the same
+    numbers give the same scans), ``("scans",)`` for any other dataset (nothing recorded tells two such
+    datasets apart), None without a record."""
+    if not isinstance(info, dict):
+        return None
+    synth = info.get("synthetic")
+    if not isinstance(synth, dict) or "seed" not in synth:
+        return ("scans",)
+    return ("synthetic", int(synth["seed"]), str(synth.get("generator_version", "")), bool(synth.get("small", False)))
+
+
+def init_dataset_identity(source: str | Path) -> tuple | None:
+    """:func:`dataset_identity` of the dataset the weights in ``source`` were trained on: ``model.json``'s
+    record beside an exported ``fold_k.pt``, or the ``dataset.json`` of the dataset ``run.json`` names; None
+    where neither is there."""
+    source = Path(source)
+    try:
+        if fold_number(source) is not None and (source.parent / MODEL_JSON).is_file():
+            return dataset_identity(json.loads((source.parent / MODEL_JSON).read_text(encoding="utf-8")).get("dataset"))
+        if (source.parent / RUN_JSON).is_file():
+            root = Path(json.loads((source.parent / RUN_JSON).read_text(encoding="utf-8"))["dataset"])
+            return dataset_identity(json.loads((root / DATASET_JSON).read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None

@@ -68,13 +68,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from orbitseg.constants import (CHECKPOINT_BEST, CHECKPOINT_LAST, DEFAULT_PRESET, FULL_FOLD, SHORT_NAMES, STRUCTURES,
-                                TRAIN_PRECISIONS)
+from orbitseg.constants import (CHECKPOINT_BEST, CHECKPOINT_LAST, DATASET_JSON, DEFAULT_PRESET, FULL_FOLD, SHORT_NAMES,
+                                STRUCTURES, TRAIN_PRECISIONS)
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_path, write_text_atomic
 from orbitseg.runs.checkpoint import load_checkpoint, save_checkpoint, state_dict_of, training_checkpoint
 from orbitseg.runs.layout import (CURVES_PNG, DATA_ACCESS_JSON, LOG_CSV, RUN_DIRS, RUN_FILES, RUN_JSON, fold_dir_name,
-                                  fold_init_source, holds_run, init_split, run_dir_of)
+                                  dataset_identity, fold_init_source, holds_run, init_dataset_identity, init_split,
+                                  run_dir_of)
 from orbitseg.train.augment import AugmentParams, augment
 from orbitseg.train.data import (DataAccess, SliceSequences, derive_seed, epoch_indices, read_manifest,
                                  slice_weights, vois_of_cases)
@@ -229,10 +230,13 @@ def load_init(model: nn.Module, source: str | Path | dict, log=print) -> dict:
     return report
 
 
-def _per_fold_init(folder: Path, fold: int | str, split: dict, log: Callable[[str], None] = print) -> Path:
+def _per_fold_init(folder: Path, fold: int | str, split: dict, log: Callable[[str], None] = print,
+                   root: Path | None = None) -> Path:
     """:func:`fold_init_source`, refused when those weights were trained or validated on a test case
     of this fold (fine-tuning a cross-validation fold by fold must not leak its test patients).  The
-    ``full`` model (no test case) starts from the folder's fold 0."""
+    ``full`` model (no test case) starts from the folder's fold 0.  Case names are compared only when
+    the weights' dataset may be this one (``root``): a synthetic cohort of another seed or generator
+    version, or real scans against a synthetic cohort, shares names (``orbit_001``) but no scan."""
     if fold == FULL_FOLD:
         source = fold_init_source(folder, 0)
         log(f"init-from: the {FULL_FOLD} model starts from fold 0 of {folder} ({source.name})")
@@ -244,11 +248,31 @@ def _per_fold_init(folder: Path, fold: int | str, split: dict, log: Callable[[st
                                  f"{fold} does not start from weights that saw its test patients; pass one "
                                  "checkpoint file to initialise every fold from it")
     leaked = sorted(set(split["test"]) & set(seen.get("train", []) + seen.get("val", [])))
+    theirs = init_dataset_identity(source)
+    ours = dataset_identity(_dataset_json(root)) if root is not None else None
+    if leaked and theirs is not None and ours is not None and theirs != ours:
+        log(f"init-from: fold {fold} starts from {source}, trained on another dataset ({_identity_text(theirs)}) "
+            f"than this one ({_identity_text(ours)}): {len(leaked)} shared case name(s), no shared scan")
+        return source
     if leaked:
         raise InputError(source, f"was trained or validated on {len(leaked)} test case(s) of fold {fold} "
                                  f"({', '.join(leaked[:6])}): its split differs from this dataset's splits.json; "
                                  "pass one checkpoint file to initialise every fold from it")
     return source
+
+
+def _dataset_json(root: Path) -> dict | None:
+    try:
+        return json.loads((Path(root) / DATASET_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _identity_text(identity: tuple) -> str:
+    if identity[0] != "synthetic":
+        return "scans not made by orbitseg's generator"
+    _, seed, version, small = identity
+    return f"synthetic, seed {seed}, generator {version or '?'}" + (", small" if small else "")
 
 
 def _check_init_preprocessing(source: str | Path | dict, pp: PreprocessConfig, root: Path) -> None:
@@ -874,7 +898,7 @@ def train_fold(
     dist = _setup_distributed(device)
     splits, split = _read_split(root, fold, seed if split_seed is None else split_seed, overwrite_splits, dist)
     if init_from is not None and Path(init_from).is_dir():  # a model or run folder: each fold from its own fold
-        init_from = _per_fold_init(Path(init_from), fold, split, log)
+        init_from = _per_fold_init(Path(init_from), fold, split, log, root)
     if init_from is not None:
         _check_init_preprocessing(init_from, conf.pp, root)
     data = _prepare_data(root, conf, split, log)
