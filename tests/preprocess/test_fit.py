@@ -129,3 +129,16 @@ def test_unfit_matches_scipy_cubic_affine_transform():
     np.clip(ref, 0, 1, out=ref)
     ref /= np.maximum(ref.sum(1, keepdims=True), 1e-6)
     np.testing.assert_allclose(unfit_probabilities(probs, fit), ref, atol=1e-5)
+
+
+def test_interpolation_weights_hold_no_subnormal_floats():
+    """Far from a sample a cubic spline's weights decay below float32's normal range; subnormal numbers make the
+    matrix products several times slower on x86, so such weights are dropped (the test above bounds the change)."""
+    from orbitseg.preprocess.fit import INTERPOLATION_WEIGHT_FLOOR, interpolation_matrix
+
+    fit = plan_fit((177, 124), (0.4, 0.4), 80)
+    m = interpolation_matrix(177, 80, 1 / fit.a_row, -fit.b_row / fit.a_row)
+    nonzero = np.abs(m[m != 0])
+    assert nonzero.min() >= np.float32(INTERPOLATION_WEIGHT_FLOOR) > np.finfo(np.float32).tiny
+    assert (m != 0).sum(axis=1).max() <= 50  # each output row mixes +-21 samples (0.268^21 ~ 1e-12), not all 80
+    np.testing.assert_allclose(m.sum(axis=1), 1.0, atol=1e-6)  # interpolating a constant gives it back

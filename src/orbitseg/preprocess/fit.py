@@ -121,6 +121,10 @@ def fit_label_fractions(labels: np.ndarray, fit: SliceFit, n_classes: int = len(
     return out
 
 
+#: weights of :func:`interpolation_matrix` below this are dropped (far from any sample; subnormal in float32)
+INTERPOLATION_WEIGHT_FLOOR = 1e-12
+
+
 def interpolation_matrix(n_out: int, n_in: int, scale: float, shift: float, *, order: int = 3) -> np.ndarray:
     """``(n_out, n_in)`` linear operator of scipy's spline interpolation (``order``, edges
     ``mode="nearest"``) sampling a 1D signal of ``n_in`` samples at ``x = scale * i + shift``.
@@ -133,7 +137,12 @@ def interpolation_matrix(n_out: int, n_in: int, scale: float, shift: float, *, o
     x = scale * np.arange(n_out, dtype=np.float64) + shift
     eye = np.eye(n_in)
     cols = [ndimage.map_coordinates(eye[j], [x], order=order, mode="nearest") for j in range(n_in)]
-    return np.stack(cols, axis=1).astype(np.float32)
+    out = np.stack(cols, axis=1)
+    # a cubic spline's weights decay geometrically away from a sample: most entries are below 1e-12, and in
+    # float32 many are subnormal, which made the products ~8x slower (0.15 s instead of 0.02 s per VOI);
+    # weights that small change no output by more than n_in * 1e-12
+    out[np.abs(out) < INTERPOLATION_WEIGHT_FLOOR] = 0.0
+    return out.astype(np.float32)
 
 
 def unfit_probabilities(probs: np.ndarray, fit: SliceFit) -> np.ndarray:
