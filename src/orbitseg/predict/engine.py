@@ -55,9 +55,11 @@ ONNX_TOLERANCE = 1e-3
 #: (measured on 24 random slices for PyTorch's and OpenVINO's bfloat16 alike; ~4e-5 on real VOI
 #: slices), while a wrong graph moves the mean by several hundredths
 BFLOAT16_MEAN_TOLERANCE = 5e-3
-#: sequences per OpenVINO run: its buffers grow with the batch (shipped model, 2 x 72 slices, buffers released
-#: after each fold: peak RSS 1.72 GB at 64, 1.44 GB at 32, 1.26 GB at 16 on this engine alone), its speed hardly
-OPENVINO_BATCH = 32
+#: sequences per OpenVINO run, by precision: its buffers grow with the batch, and smaller batches were no slower
+#: (shipped model, 4 folds x 2 x 72 slices, buffers released after each fold, 3 interleaved runs of 3 on a 2-core
+#: Xeon: float32 median 6.9 s / 1.0 GB peak RSS at 8, 6.8 s / 1.35 GB at 16, 7.8 s / 1.55 GB at 32; bfloat16
+#: 3.9 s / 0.95 GB at 8, 3.2 s / 1.2 GB at 16, 3.5 s / 1.43 GB at 32)
+OPENVINO_BATCH: dict[str, int] = {"float32": 8, "bfloat16": 16}
 _META_SHA = "orbitseg_weights_sha256"
 _META_GRAPH = "orbitseg_graph"
 
@@ -480,8 +482,9 @@ def make_engine(engine: str, networks: Sequence[nn.Module], checkpoints: Sequenc
         """The engine ``name``, its graphs found or exported on first need (not when PyTorch was chosen)."""
         if not graphs:
             graphs.extend(_graphs_for(Path(c), n, s, log) for c, n, s in zip(checkpoints, networks, shas))
-        return OnnxEngine(graphs, seq_len, batch_size=batch_size if name == "onnx" else min(batch_size, OPENVINO_BATCH),
-                          name=name, precision="float32" if name == "onnx" else precision)
+        arithmetic = "float32" if name == "onnx" else precision
+        return OnnxEngine(graphs, seq_len, name=name, precision=arithmetic,
+                          batch_size=batch_size if name == "onnx" else min(batch_size, OPENVINO_BATCH[arithmetic]))
 
     if engine != "auto":
         return build(engine)
