@@ -58,7 +58,9 @@ ASYMMETRY_LIMITS_PCT: dict[int, float] = {EYEBALL: 15.0, MUSCLES: 40.0, NERVE: 6
 #: scans of bench/quality_flags.py (generator seeds 7100-7107, half of them degraded; disjoint from training's,
 #: the report's and the README's fresh cohort): per structure the largest limit, in 0.01 steps, that flags at most
 #: 5 % of the validation orbits whose own Dice is >= 0.80 (with 12-16 such orbits: none of them)
-FOLD_AGREEMENT_MIN: dict[int, float] = {EYEBALL: 0.88, MUSCLES: 0.85, NERVE: 0.72}
+#: (measured on the network's VOI slices, as predict does, since 2026-12-05: the eyeball's limit moved from 0.88 to
+#: 0.87, its least-agreeing good validation orbit being at 0.880; the report table did not change)
+FOLD_AGREEMENT_MIN: dict[int, float] = {EYEBALL: 0.87, MUSCLES: 0.85, NERVE: 0.72}
 #: eyeball / muscle cross-section (mm^2) on the scan's outer faces from which an orbit counts as cut by the field
 #: of view.  A globe cut through its centre shows about 400 mm^2 in truth, but the network labels a scan's last
 #: column sparsely (70 mm^2 of it in tests/predict/test_quality_predict.py), hence 30; muscle tips grazing the
@@ -242,7 +244,7 @@ def fold_agreement_by_side(fold_maps: Mapping[str, Sequence[np.ndarray]]) -> dic
     each orbit's VOI, one side per VOI.  There every pixel stands for the same area and every slice for the
     same thickness, so the Dice is a volume Dice.  Measured against the scan grid on 12 scans of the fresh
     cohort (24 orbits): mean difference <= 0.0005 per structure, largest -0.0015..+0.0008 (eyeball,
-    muscles) and -0.0055..+0.0108 (nerve), against flag limits of 0.88 / 0.85 / 0.72.
+    muscles) and -0.0055..+0.0108 (nerve), against flag limits of 0.87 / 0.85 / 0.72.
 
     Parameters
     ----------
