@@ -174,3 +174,20 @@ def test_predict_says_the_engine_first_and_records_its_files(tiny_run, tmp_path,
     assert [Path(f["path"]).name for f in files] == ["checkpoint_best.encoder.onnx", "checkpoint_best.sequences.onnx"]
     assert all(f["sha256"] == file_sha256(f["path"]) for f in files)
     read_label(tmp_path / "o" / "fixed_scan.nii.gz", reference=read_scan(FIXED))
+
+
+def test_the_recorded_weights_hash_reads_the_same_without_the_onnx_package(tiny_run, tmp_path, monkeypatch):
+    """The SHA-256 a graph records is read through OpenVINO where installed (importing ``onnx`` costs ~0.9 s at
+    every start) and through ``onnx`` elsewhere: both give the weights' hash; a damaged graph gives None."""
+    from orbitseg.io.read import file_sha256
+
+    ckpt = tmp_path / "fold_0.pt"
+    shutil.copy(tiny_run / "fold_0" / "checkpoint_best.pt", ckpt)
+    graph = next(iter(E.write_engine_files(ckpt).values()))
+    assert E._recorded_sha(graph) == file_sha256(ckpt)  # OpenVINO is installed here
+    monkeypatch.setattr(E, "_installed", lambda *p: "openvino" not in p)
+    assert E._recorded_sha(graph) == file_sha256(ckpt)  # the onnx package's reader
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(graph.read_bytes()[:200])
+    monkeypatch.undo()
+    assert E._recorded_sha(damaged) is None
