@@ -59,3 +59,28 @@ def test_show_command(tmp_path):
     write_label(other, tmp_path / "bad.nii.gz")
     assert main(["show", str(tmp_path / "s.nii.gz"), str(tmp_path / "bad.nii.gz"), "-o", str(tmp_path / "x.png")]) == 2
     assert not (tmp_path / "x.png").exists()
+
+
+def test_side_letters_sit_inside_each_view_on_its_own_sides(tmp_path, monkeypatch):
+    """R / L on the axial and coronal views and A / P on the sagittal one, each inside its own image (a letter
+    placed at the edge of a wider axes box once sat beside the next view, reading as that view's side)."""
+    from matplotlib.axes import Axes
+
+    placed = []
+    original = Axes.text
+
+    def record(self, x, y, s, *args, **kwargs):
+        if s in ("R", "L", "A", "P"):
+            x_lo, x_hi = sorted(self.get_images()[0].get_extent()[:2])
+            placed.append((self.get_title(), s, x, x_lo, x_hi))
+        return original(self, x, y, s, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "text", record)
+    scan, lab = _scan_with_left_eye(np.eye(3))
+    render_views(scan, lab, tmp_path / "v.png")
+    by_view = {}
+    for title, letter, x, x_lo, x_hi in placed:
+        assert x_lo <= x <= x_hi, (title, letter, x, x_lo, x_hi)
+        by_view.setdefault(title.split()[0], {})[letter] = x
+    assert by_view["axial"]["R"] < by_view["axial"]["L"] and by_view["coronal"]["R"] < by_view["coronal"]["L"]
+    assert by_view["sagittal"]["A"] < by_view["sagittal"]["P"]

@@ -117,9 +117,11 @@ def render_views(
             ax.imshow(label_rgba(lab), extent=extent, interpolation="nearest")
         ax.set_title(name, color="white", fontsize=9)
         ax.axis("off")
-    axes[0].text(0.01, 0.5, "R", color="yellow", transform=axes[0].transAxes, fontsize=11, va="center")
-    axes[0].text(0.97, 0.5, "L", color="yellow", transform=axes[0].transAxes, fontsize=11, va="center")
-    axes[2].text(0.01, 0.5, "A", color="yellow", transform=axes[2].transAxes, fontsize=11, va="center")
+    # side letters inside each image's own edges (in mm, not in axes fractions: an axes box is wider than a
+    # tall image, and a letter at its edge sat beside the next view)
+    for ax, (_, _, (x0, x1, y0, y1), _), (first, last) in zip(axes, planes, (("R", "L"), ("R", "L"), ("A", "P"))):
+        for x, letter, ha in ((x0 + 0.02 * (x1 - x0), first, "left"), (x1 - 0.02 * (x1 - x0), last, "right")):
+            ax.text(x, (y0 + y1) / 2, letter, color="yellow", fontsize=11, va="center", ha=ha)
     if lab_c is not None:
         handles = [Patch(color=np.asarray(LABEL_COLOURS[s]) / 255, label=LABEL_TITLES[s]) for s in STRUCTURES]
         fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, labelcolor="white", fontsize=9)
