@@ -376,7 +376,7 @@ def _overlay(case: str, fold_dir: Path, root: Path | None) -> tuple[str | None, 
     from orbitseg.io.orient import to_canonical
     from orbitseg.io.read import read_label, read_scan
     from orbitseg.preprocess.window import apply_window
-    from orbitseg.report.pictures import label_rgba
+    from orbitseg.report.pictures import label_rgba, side_letters
 
     pred_p = fold_dir / SEGMENTED_DIR / f"{case}{FILE_ENDING}"
     if not pred_p.is_file():
@@ -421,8 +421,7 @@ def _overlay(case: str, fold_dir: Path, root: Path | None) -> tuple[str | None, 
             ax.imshow(label_rgba(lab, alpha=0.55), extent=extent, interpolation="nearest")
         ax.set_title(name, color="white", fontsize=10)
         ax.axis("off")
-        ax.text(0.01, 0.5, "R", color="yellow", transform=ax.transAxes, fontsize=10, va="center")
-        ax.text(0.96, 0.5, "L", color="yellow", transform=ax.transAxes, fontsize=10, va="center")
+        side_letters(ax, extent, ("R", "L"), fontsize=10)
     handles = [Patch(color=np.asarray(LABEL_COLOURS[s]) / 255, label=LABEL_TITLES[s]) for s in STRUCTURES]
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, labelcolor="white", fontsize=9)
     fig.suptitle(f"{case}   axial slice k={k} (canonical)", color="white", fontsize=10)

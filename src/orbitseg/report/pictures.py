@@ -60,6 +60,16 @@ def views_point(scan: Volume, labels: Volume | None = None) -> tuple[int, int, i
     return (ks[0] + ks[-1]) // 2, j, i
 
 
+def side_letters(ax, extent: tuple[float, float, float, float], letters: tuple[str, str], *,
+                 fontsize: int = 11) -> None:
+    """Write the patient sides ``letters`` (image left, image right; e.g. ``("R", "L")``) inside the image drawn
+    with ``extent`` (left, right, bottom, top) on ``ax``.  Placed in data units, not axes fractions: an axes
+    box is wider than a tall image, and a letter at its edge sits beside the next view."""
+    x0, x1, y0, y1 = extent
+    for x, letter, ha in ((x0 + 0.02 * (x1 - x0), letters[0], "left"), (x1 - 0.02 * (x1 - x0), letters[1], "right")):
+        ax.text(x, (y0 + y1) / 2, letter, color="yellow", fontsize=fontsize, va="center", ha=ha)
+
+
 def render_views(
     scan: Volume,
     labels: Volume | None,
@@ -117,11 +127,8 @@ def render_views(
             ax.imshow(label_rgba(lab), extent=extent, interpolation="nearest")
         ax.set_title(name, color="white", fontsize=9)
         ax.axis("off")
-    # side letters inside each image's own edges (in mm, not in axes fractions: an axes box is wider than a
-    # tall image, and a letter at its edge sat beside the next view)
-    for ax, (_, _, (x0, x1, y0, y1), _), (first, last) in zip(axes, planes, (("R", "L"), ("R", "L"), ("A", "P"))):
-        for x, letter, ha in ((x0 + 0.02 * (x1 - x0), first, "left"), (x1 - 0.02 * (x1 - x0), last, "right")):
-            ax.text(x, (y0 + y1) / 2, letter, color="yellow", fontsize=11, va="center", ha=ha)
+    for ax, (_, _, extent, _), letters in zip(axes, planes, (("R", "L"), ("R", "L"), ("A", "P"))):
+        side_letters(ax, extent, letters)
     if lab_c is not None:
         handles = [Patch(color=np.asarray(LABEL_COLOURS[s]) / 255, label=LABEL_TITLES[s]) for s in STRUCTURES]
         fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, labelcolor="white", fontsize=9)
