@@ -35,10 +35,10 @@ class _StandIn:
     def describe(self):
         return "stand-in network"
 
-    def segment(self, scan):
+    def segment(self, scan, fold_agreement=False):
         lab = np.zeros(scan.array.shape, np.uint8)
         lab[1:3, 4:8, 4:8] = 1
-        return SimpleNamespace(labels=Volume(lab, scan.geometry))
+        return SimpleNamespace(labels=Volume(lab, scan.geometry), fold_agreement=None)
 
 
 @pytest.fixture
