@@ -8,6 +8,7 @@
     result = seg.segment(scan)                           # a Volume in, labels on the scan's grid out
     result.labels, result.network_labels                 # post-processed / as the networks gave them
     seg.segment(scan, probabilities=True, per_fold=True) # + class probabilities over the orbit boxes
+    seg.segment(scan, fold_agreement=True)               # + how far the folds agree, per orbit and structure
 
 A :class:`Segmenter` holds the fold networks (loaded once, on one device), the preprocessing they
 were trained with, the post-processing stored with them, the arithmetic (float32 or bfloat16) and
