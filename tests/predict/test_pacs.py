@@ -131,12 +131,21 @@ def test_pacs_stores_a_seg_identical_to_predict_and_a_rerun_stores_nothing(pacs,
     np.testing.assert_array_equal(read_dicom_seg(seg_file, reference=scan).array, nifti.array)
     local = pydicom.dcmread(out / "ct.seg.dcm", stop_before_pixels=True)
     assert (str(local.SeriesInstanceUID), str(local.SOPInstanceUID)) == (series, sop)
+    # and the same quality flags (anatomy, fold disagreement, acquisition) as predict records for it
+    import json
+
+    from orbitseg.evaluate.quality import flags_summary
+
+    recorded = json.loads((out / "prediction.json").read_text())["cases"]["ct"]["quality"]
+    assert f"quality: {flags_summary(recorded)}" in text, text
+    assert all(f"{f['side']}: {f['message']}" in text for f in recorded)
 
     # a rerun (the library function) finds the SEG before fetching anything: nothing sent, same volumes
     lines = []
     result = segment_study(pacs.url, study["study"], engine=ENGINE, log=lines.append)
     assert not result.stored and (result.seg_series_uid, result.seg_sop_uid) == (series, sop)
     assert not any("retrieving" in ln for ln in lines) and "already stored" in result.describe()
+    assert result.flags is None and "quality:" not in result.describe()  # no scan fetched: nothing checked
     assert [s["uid"] for s in result.skipped] == [study["mr_series"], series]  # the MR, our SEG
     from orbitseg.evaluate.measure import orbit_measurements
 

@@ -48,6 +48,9 @@ class PacsResult:
     stored: bool  # False: the server already held this SEG, nothing was sent
     skipped: list[dict] = field(default_factory=list)  # series not retrieved (other modalities)
     measurements: list[dict] = field(default_factory=list)  # orbit_measurements of the labels
+    #: quality_flags of the labels on the scan (anatomy, field of view, fold disagreement when segmented here,
+    #: acquisition); None when the scan was not fetched (a stored SEG's own frames are no scan to check)
+    flags: list[dict] | None = None
 
     def describe(self) -> str:
         """The lines ``orbitseg pacs`` prints."""
@@ -63,6 +66,11 @@ class PacsResult:
             if r.get("side") in ("right", "left"):
                 lines.append(f"  {r['side']:<5} orbit: eyeball {r['globe_ml']:.2f} mL, extraocular muscles "
                              f"{r['muscles_ml']:.2f} mL, optic nerve {r['nerve_ml']:.2f} mL")
+        if self.flags is not None:
+            from orbitseg.evaluate.quality import flags_summary
+
+            lines.append(f"  quality: {flags_summary(self.flags)}")
+            lines += [f"    {f['side']}: {f['message']}" for f in self.flags]
         return "\n".join(lines)
 
 
@@ -111,9 +119,11 @@ def segment_study(
         head CT the model can segment
     """
     from orbitseg.evaluate.measure import orbit_measurements
+    from orbitseg.evaluate.quality import quality_flags
     from orbitseg.io.dicomseg import read_dicom_seg, write_dicom_seg
     from orbitseg.io.read import read_label, read_scan
     from orbitseg.predict.run import dicom_output_uids, dicom_uid_key
+    from orbitseg.predict.segmenter import training_acquisition
 
     for what, uid in (("--study", study_uid), ("--series", series_uid)):
         if uid is not None and not _UID.fullmatch(uid):
@@ -167,9 +177,11 @@ def segment_study(
             log(f"the server already holds this segmentation (DICOM-SEG {seg_sop}): nothing is stored")
             server.retrieve_instance(study_uid, seg_series, seg_sop, seg_path)
             labels = read_dicom_seg(seg_path, reference=scan)
+            agreement = None
         else:
             try:
-                labels = segmenter.segment(scan).labels
+                seg = segmenter.segment(scan, fold_agreement=len(getattr(segmenter, "networks", ())) > 1)
+                labels, agreement = seg.labels, seg.fold_agreement
             except OrbitsegError as exc:
                 raise InputError(None, f"{where}, series {chosen}: {_problem(exc)}") from None
             write_dicom_seg(labels, scan, seg_path, series_instance_uid=seg_series, sop_instance_uid=seg_sop)
@@ -177,6 +189,8 @@ def segment_study(
             server.store([seg_path], study_uid)
             result.stored = True
         result.measurements = orbit_measurements(labels)
+        result.flags = quality_flags(labels, scan, agreement=agreement, measurements=result.measurements,
+                                     training_acquisition=training_acquisition(segmenter))
     return result
 
 
