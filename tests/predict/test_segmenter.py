@@ -129,6 +129,8 @@ def test_fold_agreement_on_the_network_slices_matches_the_scan_grid_and_keeps_th
     out = seg.segment(scan, fold_agreement=True)
     assert out.fold_probabilities is None and out.fold_agreement == pytest.approx(pred.member_agreement)
     assert seg.segment(scan).fold_agreement is None
+    # one network has nothing to agree with: the callers (predict, pacs, the app) need not check
+    assert Segmenter.load(folds="0", precision="float32").segment(scan, fold_agreement=True).fold_agreement is None
 
     class LeftBlind:
         """The second fold network sees nothing in the second VOI, which prepare_scan gives for the left orbit."""

@@ -530,7 +530,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
                 except InputError as exc:
                     raise AppError(503, "no_model", f"{exc}; restart with `orbitseg label DATASET --model RUN_OR_CKPT`")
             segmenter = model_state["segmenter"]
-            result = segmenter.segment(o.scan, probabilities=True, fold_agreement=len(segmenter.networks) > 1)
+            result = segmenter.segment(o.scan, probabilities=True, fold_agreement=True)
             priors[case_id] = result.probabilities.quantized()
             priors.move_to_end(case_id)
             while len(priors) > PRIOR_CASES:

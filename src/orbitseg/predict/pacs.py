@@ -180,7 +180,7 @@ def segment_study(
             agreement = None
         else:
             try:
-                seg = segmenter.segment(scan, fold_agreement=len(getattr(segmenter, "networks", ())) > 1)
+                seg = segmenter.segment(scan, fold_agreement=True)
                 labels, agreement = seg.labels, seg.fold_agreement
             except OrbitsegError as exc:
                 raise InputError(None, f"{where}, series {chosen}: {_problem(exc)}") from None

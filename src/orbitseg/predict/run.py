@@ -229,7 +229,6 @@ def predict_inputs(
     settings = segmenter.settings()
     sid = _settings_id(settings)
     train_acq = training_acquisition(segmenter)
-    ensemble = len(getattr(segmenter, "networks", ())) > 1  # each fold's own labels: the disagreement flag
     uid_key = dicom_uid_key(segmenter, settings) if any(f in DICOM_OUTPUTS for f in formats) else None
     record_path = output / PREDICTION_JSON
     record = _read_record(record_path) if record_path.exists() and not overwrite else {"settings": {}, "cases": {}}
@@ -285,7 +284,7 @@ def predict_inputs(
                     note = acquisition_note(scan.meta)  # tilt corrected, slice blocks joined, series picked
                     if note and progress:
                         tqdm.write(f"{item.case_id}: {note}")
-                    seg = segmenter.segment(scan, fold_agreement=ensemble)
+                    seg = segmenter.segment(scan, fold_agreement=True)  # the fold-disagreement flag
                     labels = seg.labels
                     measured = orbit_measurements(labels, scan, clinical=True)  # once: the flags use its midline
                     flags = quality_flags(labels, scan, agreement=seg.fold_agreement,

@@ -176,7 +176,8 @@ class Segmenter:
         ``probabilities=True`` also returns the ensemble's class probabilities over the orbits'
         bounding box; ``per_fold=True`` each fold network's own (for uncertainty maps);
         ``fold_agreement=True`` how far the fold networks agree per orbit and structure (for the quality
-        flags; far cheaper than ``per_fold``, which maps every fold's probabilities back onto the scan).
+        flags; far cheaper than ``per_fold``, which maps every fold's probabilities back onto the scan; None
+        with a single network, which has nothing to agree with).
 
         Raises
         ------
@@ -186,7 +187,8 @@ class Segmenter:
         from orbitseg.predict.postprocess import apply_postprocessing
 
         pred = predict_scan(self.networks, scan, self.preprocess, self.device, probabilities=probabilities,
-                            per_model=per_fold, agreement=fold_agreement, mirror=self.mirror, engine=self.engine)
+                            per_model=per_fold, agreement=fold_agreement and len(self.networks) > 1,
+                            mirror=self.mirror, engine=self.engine)
         labels = pred.labels if self.postprocess is None else apply_postprocessing(pred.labels, self.postprocess)
         return Segmentation(labels, pred.labels, pred.probabilities, pred.member_probabilities, pred.member_agreement)
 
