@@ -111,20 +111,25 @@ def keep_largest_per_orbit(labels: Volume, structures: Iterable[int] = STRUCTURE
     return labels.like(out)
 
 
-def _apply_rule(labels: Volume, rule: str, structures: list[int]) -> Volume:
+
+
+def _apply_rules(labels: Volume, steps: Sequence[tuple[str, list[int]]]) -> Volume:
+    """Apply each ``(rule, structures)`` in turn; each step sees the labels the previous one left."""
     from orbitseg.evaluate.measure import midline_x
     from orbitseg.evaluate.metrics import bounding_box
 
-    box = bounding_box(labels.array > 0)
-    if rule == "none" or not structures or box is None:
+    steps = [(rule, structures) for rule, structures in steps if rule != "none" and structures]
+    box = bounding_box(labels.array > 0)  # rules only remove voxels: this box holds every later step's labels
+    if not steps or box is None:
         return labels
-    # on the labels' box only (a few % of a head CT), about the midline of the whole grid (without two
-    # globes midline_x falls back to the grid's centre, which a crop would move)
-    mid, _ = midline_x(labels)
-    fraction = None if rule == "largest" else ISLAND_FRACTION
-    kept = keep_largest_per_orbit(labels.crop(box), structures, min_fraction=fraction, midline=mid)
     out = np.array(labels.array, copy=True)
-    out[box] = kept.array
+    for rule, structures in steps:
+        # on the labels' box only (a few % of a head CT), about the midline of the whole grid as it stands
+        # (without two globes midline_x falls back to the grid's centre, which a crop would move)
+        now = labels.like(out)
+        kept = keep_largest_per_orbit(now.crop(box), structures, midline=midline_x(now)[0],
+                                      min_fraction=None if rule == "largest" else ISLAND_FRACTION)
+        out[box] = kept.array
     return labels.like(out)
 
 
@@ -144,9 +149,7 @@ def apply_postprocessing(labels: Volume, choice: dict) -> Volume:
     """Apply a stored choice (``{"rules": {"eyeball": "largest", "muscles": "islands", ...}}``)
     to a label Volume; structures are cleaned independently of each other."""
     rules = _check_rules(choice.get("rules", {}))
-    for rule in RULES[1:]:
-        labels = _apply_rule(labels, rule, [lab for lab, r in rules.items() if r == rule])
-    return labels
+    return _apply_rules(labels, [(rule, [lab for lab, r in rules.items() if r == rule]) for rule in RULES[1:]])
 
 
 def choose_postprocessing(pairs: Sequence[tuple[str, Volume, np.ndarray]]) -> dict:
@@ -170,7 +173,7 @@ def choose_postprocessing(pairs: Sequence[tuple[str, Volume, np.ndarray]]) -> di
         raise ValueError("pairs: no validation cases to choose post-processing on")
     per_case: dict[str, dict] = {}
     for case, pred, truth in pairs:
-        scores = {rule: dice_per_structure(_apply_rule(pred, rule, list(STRUCTURES)).array, truth) for rule in RULES}
+        scores = {rule: dice_per_structure(_apply_rules(pred, [(rule, list(STRUCTURES))]).array, truth) for rule in RULES}
         per_case[case] = {SHORT_NAMES[s]: {rule: scores[rule][s] for rule in RULES} for s in STRUCTURES}
     return _decide(per_case)
 
