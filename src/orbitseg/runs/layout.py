@@ -31,7 +31,7 @@ import json
 import re
 from pathlib import Path
 
-from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, DATASET_JSON, FULL_FOLD, METRICS_DIR, MODEL_JSON
+from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, FULL_FOLD, METRICS_DIR, MODEL_JSON
 from orbitseg.errors import InputError
 
 __all__ = ["RUN_JSON", "LOG_CSV", "CURVES_PNG", "DATA_ACCESS_JSON", "SEGMENTED_DIR", "RUN_FILES", "RUN_DIRS",
@@ -199,18 +199,29 @@ def fold_init_source(folder: str | Path, fold: int) -> Path:
                              "export`, a run folder, or one checkpoint file")
 
 
-def init_split(source: str | Path) -> dict | None:
-    """The split the weights in ``source`` were trained on, where it is recorded: ``model.json``
-    beside an exported ``fold_k.pt``, or ``run.json`` beside a run's checkpoint; else None."""
-    source = Path(source)
+def _init_record(source: Path) -> tuple[dict, int | None] | None:
+    """What is recorded beside the weights in ``source``: (``model.json``, k) beside an exported ``fold_k.pt``,
+    or (``run.json``, None) beside a run's checkpoint; None when neither is there or it cannot be read."""
     try:
         k = fold_number(source)
         if k is not None and source.suffix == ".pt" and (source.parent / MODEL_JSON).is_file():
-            meta = json.loads((source.parent / MODEL_JSON).read_text(encoding="utf-8"))
-            return meta["folds"][str(k)]["split"]
+            return json.loads((source.parent / MODEL_JSON).read_text(encoding="utf-8")), k
         if (source.parent / RUN_JSON).is_file():
-            return json.loads((source.parent / RUN_JSON).read_text(encoding="utf-8"))["split"]
-    except (OSError, ValueError, KeyError, TypeError):
+            return json.loads((source.parent / RUN_JSON).read_text(encoding="utf-8")), None
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def init_split(source: str | Path) -> dict | None:
+    """The split the weights in ``source`` were trained on, where it is recorded: ``model.json``
+    beside an exported ``fold_k.pt``, or ``run.json`` beside a run's checkpoint; else None."""
+    found = _init_record(Path(source))
+    try:
+        if found is not None:
+            meta, k = found
+            return meta["folds"][str(k)]["split"] if k is not None else meta["split"]
+    except (KeyError, TypeError):
         pass
     return None
 
@@ -232,13 +243,14 @@ def init_dataset_identity(source: str | Path) -> tuple | None:
     """:func:`dataset_identity` of the dataset the weights in ``source`` were trained on: ``model.json``'s
     record beside an exported ``fold_k.pt``, or the ``dataset.json`` of the dataset ``run.json`` names; None
     where neither is there."""
-    source = Path(source)
+    from orbitseg.errors import OrbitsegError
+    from orbitseg.io.layout import read_dataset_json
+
+    found = _init_record(Path(source))
     try:
-        if fold_number(source) is not None and (source.parent / MODEL_JSON).is_file():
-            return dataset_identity(json.loads((source.parent / MODEL_JSON).read_text(encoding="utf-8")).get("dataset"))
-        if (source.parent / RUN_JSON).is_file():
-            root = Path(json.loads((source.parent / RUN_JSON).read_text(encoding="utf-8"))["dataset"])
-            return dataset_identity(json.loads((root / DATASET_JSON).read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError):
+        if found is not None:
+            meta, k = found
+            return dataset_identity(meta.get("dataset") if k is not None else read_dataset_json(meta["dataset"]))
+    except (OrbitsegError, KeyError, TypeError):
         pass
     return None

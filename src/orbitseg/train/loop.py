@@ -68,10 +68,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from orbitseg.constants import (CHECKPOINT_BEST, CHECKPOINT_LAST, DATASET_JSON, DEFAULT_PRESET, FULL_FOLD, SHORT_NAMES,
-                                STRUCTURES, TRAIN_PRECISIONS)
+from orbitseg.constants import (CHECKPOINT_BEST, CHECKPOINT_LAST, DEFAULT_PRESET, FULL_FOLD, SHORT_NAMES, STRUCTURES,
+                                TRAIN_PRECISIONS)
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_path, write_text_atomic
+from orbitseg.io.layout import read_dataset_json
 from orbitseg.runs.checkpoint import load_checkpoint, save_checkpoint, state_dict_of, training_checkpoint
 from orbitseg.runs.layout import (CURVES_PNG, DATA_ACCESS_JSON, LOG_CSV, RUN_DIRS, RUN_FILES, RUN_JSON, fold_dir_name,
                                   dataset_identity, fold_init_source, holds_run, init_dataset_identity, init_split,
@@ -248,9 +249,9 @@ def _per_fold_init(folder: Path, fold: int | str, split: dict, log: Callable[[st
                                  f"{fold} does not start from weights that saw its test patients; pass one "
                                  "checkpoint file to initialise every fold from it")
     leaked = sorted(set(split["test"]) & set(seen.get("train", []) + seen.get("val", [])))
-    theirs = init_dataset_identity(source)
-    ours = dataset_identity(_dataset_json(root)) if root is not None else None
-    if leaked and theirs is not None and ours is not None and theirs != ours:
+    theirs = init_dataset_identity(source) if leaked else None
+    ours = dataset_identity(read_dataset_json(root)) if theirs is not None and root is not None else None
+    if theirs is not None and ours is not None and theirs != ours:
         log(f"init-from: fold {fold} starts from {source}, trained on another dataset ({_identity_text(theirs)}) "
             f"than this one ({_identity_text(ours)}): {len(leaked)} shared case name(s), no shared scan")
         return source
@@ -259,13 +260,6 @@ def _per_fold_init(folder: Path, fold: int | str, split: dict, log: Callable[[st
                                  f"({', '.join(leaked[:6])}): its split differs from this dataset's splits.json; "
                                  "pass one checkpoint file to initialise every fold from it")
     return source
-
-
-def _dataset_json(root: Path) -> dict | None:
-    try:
-        return json.loads((Path(root) / DATASET_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _identity_text(identity: tuple) -> str:
