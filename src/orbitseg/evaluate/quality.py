@@ -261,7 +261,7 @@ def fold_agreement_by_side(fold_maps: Mapping[str, Sequence[np.ndarray]]) -> dic
         if any(np.shape(m) != np.shape(maps[0]) for m in maps):
             raise ValueError(f"fold_maps[{side!r}]: the folds' label maps differ in shape")
         for s in STRUCTURES:
-            out[(side, s)] = _mean_pairwise_dice([np.asarray(m) == s for m in maps]) if len(maps) > 1 else math.nan
+            out[(side, s)] = _mean_pairwise_dice([np.asarray(m) == s for m in maps])  # one fold: no pair, NaN
     return out
 
 

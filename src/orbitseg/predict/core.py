@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from orbitseg.evaluate.quality import fold_agreement_by_side
 from orbitseg.io.orient import from_canonical
 from orbitseg.io.volume import Volume
 from orbitseg.preprocess.pipeline import (BoxProbabilities, PreprocessConfig, box_probabilities, labels_to_scan,
@@ -94,8 +95,6 @@ def predict_scan(models: list[nn.Module] | nn.Module, scan: Volume, config: Prep
         models = [models]
     if engine is not None:
         models = list(engine.networks)
-    from orbitseg.evaluate.quality import fold_agreement_by_side
-
     parts, member_parts, member_maps = [], [[] for _ in models], {}
     for p in prepare_scan(scan, config):
         out = (engine.vois(p.images, mirror=mirror, per_model=per_model or agreement) if engine is not None else
