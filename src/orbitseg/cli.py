@@ -146,7 +146,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from orbitseg.train.export import describe_export, export_model
 
-    out = export_model(args.run_dir, args.output, name=args.name, dataset=args.dataset, overwrite=args.overwrite)
+    out = export_model(args.run_dir, args.output, name=args.name, dataset=args.dataset, overwrite=args.overwrite,
+                       full=True if args.full else None)
     print(describe_export(out))
     print(f"use it with: orbitseg predict SCANS OUT --model {out}")
     return 0
@@ -269,7 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("output", type=Path, help="folder for one label file per scan and measurements.csv")
     s.add_argument("--model", type=Path, default=None,
                    help="a cross-validation run folder (ensembles its folds) or a checkpoint file")
-    s.add_argument("--folds", default="all", help="folds of a run to ensemble: all, or e.g. 0,2")
+    s.add_argument("--folds", default="all",
+                   help=f"folds of a run or model to ensemble: all, or e.g. 0,2; {FULL_FOLD}: its network trained on "
+                        f"every case (`train --fold {FULL_FOLD}`), taken by all only where there are no folds (the two "
+                        "are never averaged)")
     s.add_argument("--device", default="cpu", help="cpu or cuda")
     segments = next(e for e in LABEL_WRITE_ENDINGS if FORMATS[e].segments)
     s.add_argument("--format", default=[FILE_ENDING], nargs="+", choices=(*LABEL_WRITE_ENDINGS, *DICOM_OUTPUTS),
@@ -335,12 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("export", help="package a cross-validation run as a compact model folder (float16 folds, "
-                                      "post-processing, re-scored CV metrics, model.json)")
-    s.add_argument("run_dir", type=Path, help="the run folder `orbitseg train --fold all` wrote (holds fold_*/)")
+                                      "post-processing, re-scored CV metrics, model.json), or its full model")
+    s.add_argument("run_dir", type=Path, help="the run folder `orbitseg train --fold all` wrote (holds fold_*/; "
+                                              f"or {FULL_FOLD}/, or is the folder `--fold {FULL_FOLD}` wrote)")
     s.add_argument("output", type=Path, help="model folder to create (give it to `orbitseg predict --model`)")
     s.add_argument("--name", default=None, help="model name recorded in model.json (default: the folder's name)")
     s.add_argument("--dataset", type=Path, default=None,
                    help="the run's dataset, if it has moved (used to re-score the float16 folds)")
+    s.add_argument("--full", action="store_true",
+                   help=f"export the run's {FULL_FOLD} model (one network on every labelled case; no metric of its "
+                        "own, its folds' cross-validation recorded as the recipe's estimate) instead of its folds; "
+                        f"a run holding only {FULL_FOLD}/ exports it without this option")
     s.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     s.set_defaults(func=_cmd_export)
 

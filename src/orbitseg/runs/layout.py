@@ -21,6 +21,16 @@ A **model folder** (``orbitseg export``; the shipped one is ``orbitseg/pretraine
     MODEL/model.json                 how it was made, splits, CV metrics
     MODEL/cv_per_case.json, cv_summary.json
 
+or, exported from ``RUN/full`` (``orbitseg export RUN MODEL --full``, or a run holding only ``full``)::
+
+    MODEL/full.pt                    float16 weights of the one network trained on every labelled case
+    MODEL/postprocess.json           the run's cross-validation folds' pooled choice, when it has folds
+    MODEL/model.json                 how it was made; no metric of its own (it held no case out), the
+                                     recipe's cross-validation estimate from the run's folds where they exist
+
+A folder holding both ``fold_k`` and ``full`` networks is read as its folds (``all``: their ensemble);
+the full network only when asked for by name (``--folds full``): it is never averaged with the folds.
+
 The names live here and in :mod:`orbitseg.constants` (checkpoint and record names); the functions
 below find folds and read the records, so no other module globs ``fold_*`` or parses ``run.json``.
 """
@@ -35,7 +45,8 @@ from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, FULL_FOLD, METR
 from orbitseg.errors import InputError
 
 __all__ = ["RUN_JSON", "LOG_CSV", "CURVES_PNG", "DATA_ACCESS_JSON", "SEGMENTED_DIR", "RUN_FILES", "RUN_DIRS",
-           "POSTPROCESS_JSON", "CV_PER_CASE_JSON", "CV_SUMMARY_JSON", "fold_dir_name", "fold_file_name", "fold_number", "run_dir_of", "holds_run", "fold_runs", "read_run_json",
+           "POSTPROCESS_JSON", "CV_PER_CASE_JSON", "CV_SUMMARY_JSON", "fold_dir_name", "fold_file_name", "fold_number",
+           "network_name", "full_run", "run_dir_of", "holds_run", "fold_runs", "read_run_json",
            "fold_infos", "read_model_json", "SHIPPED_MODEL", "resolve_model", "model_checkpoints", "fold_init_source", "init_split",
            "dataset_identity", "init_dataset_identity"]
 
@@ -65,15 +76,23 @@ def fold_dir_name(fold: int | str) -> str:
     return FULL_FOLD if fold == FULL_FOLD else f"fold_{int(fold)}"
 
 
-def fold_file_name(fold: int) -> str:
-    """``fold_k.pt``: the weights of fold ``k`` in a model folder."""
-    return f"fold_{int(fold)}.pt"
+def fold_file_name(fold: int | str) -> str:
+    """``fold_k.pt``: the weights of fold ``k`` in a model folder; ``full.pt`` for the model trained on
+    every labelled case (:data:`~orbitseg.constants.FULL_FOLD`)."""
+    return f"{FULL_FOLD}.pt" if fold == FULL_FOLD else f"fold_{int(fold)}.pt"
 
 
 def fold_number(path: str | Path) -> int | None:
     """``k`` of a ``fold_k`` folder or a ``fold_k.pt`` file, else None."""
     m = _FOLD.fullmatch(Path(path).name)
     return int(m.group(1)) if m else None
+
+
+def network_name(path: str | Path) -> int | str | None:
+    """Which network a model-folder file (``fold_k.pt``, ``full.pt``) or run sub-folder (``fold_k``, ``full``)
+    holds: ``k``, :data:`~orbitseg.constants.FULL_FOLD`, or None."""
+    name = Path(path).name
+    return FULL_FOLD if name in (FULL_FOLD, fold_file_name(FULL_FOLD)) else fold_number(name)
 
 
 def run_dir_of(dataset: str | Path, preset: str, fold: int | str) -> Path:
@@ -106,8 +125,20 @@ def fold_runs(run_dir: str | Path) -> dict[int, Path]:
             found[k] = d
     if not found:
         raise InputError(run_dir, f"holds no trained fold (fold_*/{CHECKPOINT_BEST} with {RUN_JSON}); "
-                                  "give the folder `orbitseg train --fold all` wrote")
+                                  "give the folder `orbitseg train --fold all` (or `--fold full`) wrote")
     return found
+
+
+def full_run(run_dir: str | Path) -> Path | None:
+    """The trained ``full`` model of a run (``checkpoint_best.pt`` with ``run.json``): ``run_dir/full``, or
+    ``run_dir`` itself when it is that folder (``orbitseg train --fold full --out DIR`` writes into DIR);
+    None when there is none."""
+    run_dir = Path(run_dir)
+    for d in (run_dir / fold_dir_name(FULL_FOLD), run_dir):
+        if (d / CHECKPOINT_BEST).is_file() and (d / RUN_JSON).is_file():
+            if d != run_dir or d.name == FULL_FOLD or read_run_json(d).get("fold") == FULL_FOLD:
+                return d
+    return None
 
 
 def read_run_json(fold_dir: str | Path) -> dict:
@@ -152,11 +183,23 @@ def resolve_model(model: str | Path | None) -> Path:
     return Path(model)
 
 
+def _full_checkpoint(folder: Path) -> Path | None:
+    """``folder``'s full network: ``full.pt`` of a model folder or ``full/checkpoint_best.pt`` of a run."""
+    for cand in (folder / fold_file_name(FULL_FOLD), folder / fold_dir_name(FULL_FOLD) / CHECKPOINT_BEST):
+        if cand.is_file():
+            return cand
+    return None
+
+
 def model_checkpoints(model: str | Path | None, folds: str = "all") -> list[Path]:
     """Checkpoint files for ``model``: a checkpoint file, a fold folder, a cross-validation run
     folder (``fold_k/checkpoint_best.pt``) or a model folder (``fold_k.pt``); ``folds`` picks
     which folds to ensemble (``"all"`` or e.g. ``"0,2"``).  ``None`` means the model shipped
     with orbitseg.
+
+    The network trained on every labelled case (``full.pt``, or ``full/checkpoint_best.pt`` of a run) is
+    taken by ``folds="full"``, and by ``"all"`` only where the folder holds no fold: it saw every case the
+    folds were tested on, so it is never averaged with them.
 
     Raises
     ------
@@ -175,35 +218,56 @@ def model_checkpoints(model: str | Path | None, folds: str = "all") -> list[Path
         k = fold_number(p.parent if p.name == CHECKPOINT_BEST else p)
         if k is not None:
             found[k] = p
-    if not found:
-        raise InputError(model, f"holds no {CHECKPOINT_BEST} (neither itself nor in fold_*/) and no fold_*.pt")
+    full = _full_checkpoint(model)
+    if str(folds).strip() == FULL_FOLD:
+        if full is None:
+            raise InputError(model, f"holds no {FULL_FOLD} model ({fold_file_name(FULL_FOLD)} or "
+                                    f"{fold_dir_name(FULL_FOLD)}/{CHECKPOINT_BEST}); trained folds: {sorted(found)}")
+        return [full]
+    if not found and full is not None and folds == "all":
+        return [full]
+    if not found and full is None:
+        raise InputError(model, f"holds no {CHECKPOINT_BEST} (neither itself nor in fold_*/ or {FULL_FOLD}/) "
+                                f"and no fold_*.pt or {fold_file_name(FULL_FOLD)}")
     try:
         wanted = sorted(found) if folds == "all" else [int(f) for f in str(folds).split(",")]
     except ValueError:
-        raise InputError(model, f"folds must be 'all' or fold numbers like '0,2', got {folds!r}") from None
+        raise InputError(model, f"folds must be 'all', '{FULL_FOLD}' or fold numbers like '0,2', "
+                                f"got {folds!r}") from None
     missing = [f for f in wanted if f not in found]
     if missing:
-        raise InputError(model, f"has no trained fold(s) {missing}; trained: {sorted(found)}")
+        only_full = f"; it holds only the {FULL_FOLD} model (--folds all or {FULL_FOLD})" if not found else ""
+        raise InputError(model, f"has no trained fold(s) {missing}; trained: {sorted(found)}{only_full}")
     return [found[f] for f in wanted]
 
 
-def fold_init_source(folder: str | Path, fold: int) -> Path:
+def fold_init_source(folder: str | Path, fold: int | str) -> Path:
     """The weights fold ``fold`` starts from when ``init_from`` is a folder: that folder's own
-    fold ``fold`` (``fold_k.pt`` of an exported model, or ``fold_k/checkpoint_best.pt`` of a run)."""
+    fold ``fold`` (``fold_k.pt`` of an exported model, or ``fold_k/checkpoint_best.pt`` of a run).
+    The ``full`` model starts from the folder's own full network, else from its fold 0.  A folder
+    holding no fold, only a full network (``full.pt`` / ``full/checkpoint_best.pt``), starts every
+    fold from that network (the caller checks that it never saw the fold's test cases)."""
     folder = Path(folder)
-    for cand in (folder / fold_file_name(fold), folder / fold_dir_name(fold) / CHECKPOINT_BEST):
-        if cand.is_file():
-            return cand
-    raise InputError(folder, f"holds no weights for fold {fold} ({fold_file_name(fold)} or "
-                             f"{fold_dir_name(fold)}/{CHECKPOINT_BEST}); give a model folder from `orbitseg "
+    own = [fold_file_name(fold), f"{fold_dir_name(fold)}/{CHECKPOINT_BEST}"]
+    if fold == FULL_FOLD:
+        own += [fold_file_name(0), f"{fold_dir_name(0)}/{CHECKPOINT_BEST}"]
+    for cand in own:
+        if (folder / cand).is_file():
+            return folder / cand
+    full = _full_checkpoint(folder)
+    if full is not None and not [*folder.glob("fold_*.pt"), *folder.glob(f"fold_*/{CHECKPOINT_BEST}")]:
+        return full
+    raise InputError(folder, f"holds no weights for fold {fold} ({' or '.join(own[:2])}) nor only a "
+                             f"{FULL_FOLD} model ({fold_file_name(FULL_FOLD)}); give a model folder from `orbitseg "
                              "export`, a run folder, or one checkpoint file")
 
 
-def _init_record(source: Path) -> tuple[dict, int | None] | None:
-    """What is recorded beside the weights in ``source``: (``model.json``, k) beside an exported ``fold_k.pt``,
-    or (``run.json``, None) beside a run's checkpoint; None when neither is there or it cannot be read."""
+def _init_record(source: Path) -> tuple[dict, int | str | None] | None:
+    """What is recorded beside the weights in ``source``: (``model.json``, k) beside an exported ``fold_k.pt``
+    (``k`` = ``full`` for ``full.pt``), or (``run.json``, None) beside a run's checkpoint; None when neither is
+    there or it cannot be read."""
     try:
-        k = fold_number(source)
+        k = network_name(source)
         if k is not None and source.suffix == ".pt" and (source.parent / MODEL_JSON).is_file():
             return json.loads((source.parent / MODEL_JSON).read_text(encoding="utf-8")), k
         if (source.parent / RUN_JSON).is_file():
@@ -215,7 +279,7 @@ def _init_record(source: Path) -> tuple[dict, int | None] | None:
 
 def init_split(source: str | Path) -> dict | None:
     """The split the weights in ``source`` were trained on, where it is recorded: ``model.json``
-    beside an exported ``fold_k.pt``, or ``run.json`` beside a run's checkpoint; else None."""
+    beside an exported ``fold_k.pt`` or ``full.pt`` (every labelled case trains), or ``run.json`` beside a run's checkpoint; else None."""
     found = _init_record(Path(source))
     try:
         if found is not None:
@@ -241,7 +305,7 @@ def dataset_identity(info: dict | None) -> tuple | None:
 
 def init_dataset_identity(source: str | Path) -> tuple | None:
     """:func:`dataset_identity` of the dataset the weights in ``source`` were trained on: ``model.json``'s
-    record beside an exported ``fold_k.pt``, or the ``dataset.json`` of the dataset ``run.json`` names; None
+    record beside an exported ``fold_k.pt`` / ``full.pt``, or the ``dataset.json`` of the dataset ``run.json`` names; None
     where neither is there."""
     from orbitseg.errors import OrbitsegError
     from orbitseg.io.layout import read_dataset_json

@@ -13,6 +13,14 @@
 * ``model.json``: how it was made (commands to re-create it, seeds, splits, code commit,
   versions, results), what the shipped model ``orbitseg/pretrained/default`` holds.
 
+From a run's ``full/`` (``orbitseg train --fold full``: one network on every labelled case,
+nnU-Net's ``-f all``) it writes instead ``full.pt`` and its ONNX graphs, ``model.json`` and, when the
+run also holds cross-validation folds of the same recipe (preset, preprocessing, dataset), their pooled
+``postprocess.json``.  That network held no case out, so it has **no metric of its own**; ``model.json``
+records the folds' cross-validation result as the estimate for the recipe (``cv_estimate``), never as
+``cv_metrics``.  A run holding only ``full/`` exports it; a run holding both exports its folds unless
+``full=True`` (``orbitseg export RUN MODEL --full``); the two are never mixed in one model folder.
+
 The folder appears complete or not at all, and an existing one is replaced only with
 ``overwrite=True``.
 """
@@ -27,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from orbitseg.constants import CHECKPOINT_BEST, DATASET_JSON, FILE_ENDING, MODEL_JSON, SHORT_NAMES, STRUCTURES
+from orbitseg.constants import (CHECKPOINT_BEST, DATASET_JSON, FILE_ENDING, FULL_FOLD, MODEL_JSON, SHORT_NAMES,
+                                STRUCTURES)
 from orbitseg.errors import InputError
 from orbitseg.evaluate.quality import TRAINING_ACQUISITION_KEY
 from orbitseg.io.atomic import atomic_dir
@@ -35,14 +44,15 @@ from orbitseg.preprocess.pipeline import PreprocessConfig
 from orbitseg.io.read import file_sha256
 from orbitseg.predict.engine import onnx_available, write_engine_files
 from orbitseg.runs.checkpoint import export_half
-from orbitseg.runs.layout import (CV_PER_CASE_JSON, CV_SUMMARY_JSON, LOG_CSV, POSTPROCESS_JSON, fold_dir_name,
-                                  fold_file_name, fold_infos, read_model_json)
+from orbitseg.runs.layout import (CV_PER_CASE_JSON, CV_SUMMARY_JSON, LOG_CSV, POSTPROCESS_JSON, fold_file_name,
+                                  fold_infos, fold_init_source, full_run, network_name, read_model_json,
+                                  read_run_json)
 
 __all__ = ["export_model", "describe_export"]
 
 
 
-def _trained_epochs(infos: dict[int, dict]) -> int:
+def _trained_epochs(infos: dict) -> int:
     """The most epochs any fold of a run trained."""
     return max(i.get("result", {}).get("epochs", 0) for i in infos.values())
 
@@ -123,10 +133,13 @@ def _epoch_stages(info: dict, epochs: int) -> list[int]:
 
 
 def _recreate(dataset_info: dict | None, info: dict, epochs: int, *,
-              parent: tuple[list[str], str] | None = None) -> list[str]:
+              parent: tuple[list[str], str | None] | None = None, fold: str = "all", out: str = "RUN",
+              export: str = "orbitseg export RUN MODEL_DIR") -> list[str]:
     """Commands that re-create the model from nothing (the dataset as DATA).  ``parent``: the
     commands that re-create the folder the run was fine-tuned from fold by fold, and the name
-    they give it (:func:`_parent_commands`); they come first and make DATA."""
+    they give it (:func:`_parent_commands`); they come first and make DATA (a name None: commands
+    that come first without being fine-tuned from).  ``fold``, ``out``: ``train``'s ``--fold`` and
+    ``--out``; ``export``: the last command."""
     cmds = list(parent[0]) if parent else []
     synth = (dataset_info or {}).get("synthetic")
     if synth and not parent:
@@ -146,25 +159,33 @@ def _recreate(dataset_info: dict | None, info: dict, epochs: int, *,
         cmds.append(preprocess + " --overwrite")
     precision = (info.get("options") or {}).get("precision", "float32")
     for i, e in enumerate(_epoch_stages(info, epochs)):
-        cmds.append(f"orbitseg train DATA --fold all --preset {info['preset_name']} --epochs {e} "
-                    f"--seed {info['seed']} --out RUN" + (f" --precision {precision}" if precision != "float32" else "")
-                    + (" --resume" if i else f" --init-from {parent[1]}" if parent else ""))
-    cmds.append("orbitseg export RUN MODEL_DIR")
+        cmds.append(f"orbitseg train DATA --fold {fold} --preset {info['preset_name']} --epochs {e} "
+                    f"--seed {info['seed']} --out {out}" + (f" --precision {precision}" if precision != "float32" else "")
+                    + (" --resume" if i else f" --init-from {parent[1]}" if parent and parent[1] else ""))
+    cmds.append(export)
     return cmds
 
 
-def _init_parent(infos: dict[int, dict]) -> Path | None:
-    """The model or run folder that every fold k of a run started from its fold k
-    (``train --init-from FOLDER``), or None."""
+def _init_parent(infos: dict) -> Path | None:
+    """The model or run folder that every network of a run started from as ``train --init-from FOLDER``
+    picks (:func:`~orbitseg.runs.layout.fold_init_source`: fold k from its fold k, or from its one full
+    network; the full model from its full network, else its fold 0), or None."""
     parents = set()
     for k, info in infos.items():
         src = Path(info.get("init_from") or "")
-        if src.name == fold_file_name(k):
-            parents.add(src.parent)
-        elif src.name == CHECKPOINT_BEST and src.parent.name == fold_dir_name(k):
-            parents.add(src.parent.parent)
+        if src.suffix == ".pt" and network_name(src) is not None:
+            parent, which = src.parent, network_name(src)
+        elif src.name == CHECKPOINT_BEST and network_name(src.parent) is not None:
+            parent, which = src.parent.parent, network_name(src.parent)
         else:
             return None
+        try:  # the folder is here: exactly what --init-from FOLDER takes
+            if fold_init_source(parent, k).resolve() != src.resolve():
+                return None
+        except InputError:  # gone or moved: by the names alone
+            if which not in (k, FULL_FOLD) and not (k == FULL_FOLD and which == 0):
+                return None
+        parents.add(parent)
     return parents.pop() if len(parents) == 1 else None
 
 
@@ -179,9 +200,14 @@ def _parent_commands(parent: Path, dataset_info: dict | None) -> tuple[list[str]
         cmds = meta.get("recreate") or []
         name = "MODEL0"
     else:
-        _, infos = fold_infos(parent)
+        full = full_run(parent)
+        if full is not None and not _fold_dirs(parent):
+            infos, fold, out = {FULL_FOLD: read_run_json(full)}, FULL_FOLD, "RUN/full"
+        else:
+            infos, fold, out = fold_infos(parent)[1], "all", "RUN"
         grand = _init_parent(infos)
-        cmds = _recreate(dataset_info, infos[min(infos)], _trained_epochs(infos),
+        cmds = _recreate(dataset_info, infos[next(iter(infos))] if fold == FULL_FOLD else infos[min(infos)],
+                         _trained_epochs(infos), fold=fold, out=out,
                          parent=None if grand is None else _parent_commands(grand, dataset_info))[:-1]
         name = "RUN0"
     if not cmds:
@@ -195,11 +221,21 @@ def _parent_commands(parent: Path, dataset_info: dict | None) -> tuple[list[str]
     return out, name
 
 
-def _parent_summary(parent: Path) -> dict:
+def _parent_summary(parent: Path, infos: dict) -> dict:
     """What ``model.json`` says of the folder a run was fine-tuned from fold by fold."""
     meta = read_model_json(parent) or {}
-    return {"folder": str(parent.resolve()), "how": "each fold k started from that folder's fold k",
-            "name": meta.get("name"), "cv_dice": (meta.get("cv_metrics") or {}).get("dice")}
+    sources = {k: Path(i["init_from"]) for k, i in infos.items()}
+    if all(network_name(s if s.name != CHECKPOINT_BEST else s.parent) == k for k, s in sources.items()):
+        how = "each fold k started from that folder's fold k" if FULL_FOLD not in infos else \
+            "the full network started from that folder's full network"
+    else:
+        how = "; ".join(f"{'the full network' if k == FULL_FOLD else f'fold {k}'} started from that folder's "
+                        f"{s.relative_to(parent)}" for k, s in sources.items())
+    out = {"folder": str(parent.resolve()), "how": how, "name": meta.get("name"),
+           "cv_dice": (meta.get("cv_metrics") or {}).get("dice")}
+    if meta.get("cv_estimate"):  # a full model: its recipe's estimate, not its own
+        out["cv_estimate_dice"] = meta["cv_estimate"].get("dice")
+    return out
 
 
 def _means(summary: list[dict]) -> dict[str, float]:
@@ -222,17 +258,115 @@ def _training_acquisition(dataset: Path, ds_info: dict) -> dict | None:
     return acquisition_range(acqs, f"the {len(acqs)} labelled scans of dataset {ds_info.get('name')}") if acqs else None
 
 
+def _fold_dirs(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a trained cross-validation fold."""
+    try:
+        fold_infos(run_dir)
+        return True
+    except InputError:
+        return False
+
+
+def _dataset(first: dict, dataset: str | Path | None) -> tuple[Path, dict | None]:
+    """Where the run's dataset is (``dataset`` or the path run.json records) and its ``dataset.json``
+    (None when it is not there; refused when ``dataset`` was given and is no dataset)."""
+    from orbitseg.io.layout import read_dataset_json
+
+    ds = Path(dataset) if dataset is not None else Path(first.get("dataset", ""))
+    if (ds / DATASET_JSON).is_file():
+        return ds, read_dataset_json(ds)
+    if dataset is not None:
+        raise InputError(ds, "is not a dataset folder (no dataset.json)")
+    return ds, None
+
+
+def _cv_metrics(folder: Path, run_dir: Path, runs: dict[int, Path], infos: dict[int, dict], ds: Path,
+                ds_info: dict | None, progress: bool) -> tuple[list[dict] | None, list[dict] | None, str]:
+    """The cross-validation metrics of the folds whose float16 weights are in ``folder`` (``fold_k.pt``):
+    re-scored on each fold's test patients where the dataset is here, else copied from ``RUN/metrics/``
+    (None when neither); and how they were made."""
+    if ds_info is not None:
+        rows, summary = _rescore(folder, runs, infos, ds, progress)
+        return rows, summary, ("the exported float16 weights re-scored on CPU: each fold's test patients, "
+                               "post-processed with the rules chosen on that fold's own validation cases; 3D, in "
+                               "each scan's geometry")
+    copied = _copied_metrics(run_dir)
+    rows, summary = copied if copied is not None else (None, None)
+    return rows, summary, "copied from the run's metrics/ (float32 checkpoints; the dataset was not found to re-score)"
+
+
+def _dice_of(summary: list[dict]) -> dict:
+    dice = _means(summary)
+    return {SHORT_NAMES[s]: dice.get(f"dice_{SHORT_NAMES[s]}") for s in STRUCTURES} | {"all": dice.get("dice_all")}
+
+
+def _common_meta(runs: dict, infos: dict, ds: Path, ds_info: dict | None) -> dict:
+    """What ``model.json`` says alike of folds and of a full model: training time and machine, code, dataset,
+    the acquisition of its training scans."""
+    return {
+        "trained_on": sorted({f"{i['options'].get('device', '?')}, {i['result'].get('epochs')} epochs, "
+                              f"{_train_seconds(runs[k], i) / 60:.0f} min" for k, i in infos.items()
+                              if "options" in i and "result" in i}),
+        "code_commit": sorted({str(i.get("git_commit")) for i in infos.values()}),
+        "dataset": None if ds_info is None else {
+            "name": ds_info.get("name"), "cases": ds_info.get("numTraining"),
+            "synthetic": None if "synthetic" not in ds_info else {
+                k: ds_info["synthetic"][k] for k in ("seed", "generator_version", "small") if k in ds_info["synthetic"]}},
+        TRAINING_ACQUISITION_KEY: None if ds_info is None else _training_acquisition(ds, ds_info),
+    }
+
+
+def _records(infos: dict) -> dict:
+    """Each network's split, result, seeds, command, resumes and versions from its ``run.json``."""
+    return {str(k): {key: i.get(key) for key in ("split", "result", "seed", "split_seed", "command", "resumes",
+                                                 "versions")} for k, i in infos.items()}
+
+
+def _engine(tmp: Path, weights: list[str]) -> dict[str, str]:
+    """The ONNX engine's graphs beside the weights they were made from: file name -> SHA-256."""
+    files = {}
+    if onnx_available():
+        for w in weights:
+            files.update({p.name: file_sha256(p) for p in write_engine_files(tmp / w).values()})
+    return files
+
+
 def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = None,
-                 dataset: str | Path | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+                 dataset: str | Path | None = None, overwrite: bool = False, progress: bool = True,
+                 full: bool | None = None) -> Path:
     """Write the model folder ``out`` from the cross-validation run ``run_dir`` (see the module
     docstring).  ``dataset``: where the run's dataset is now (default: the path its run.json
     records); when it is not there, the run's own CV metrics are copied instead of re-scored.
-    Returns ``out``."""
+    ``full``: export the run's ``full`` model (True), its folds (False), or (None) the folds where there
+    are any, else the full model.  Returns ``out``.
+
+    Raises
+    ------
+    InputError
+        ``run_dir`` holds no trained fold (nor full model), not what ``full`` asks for, folds of different
+        networks; ``out`` exists without ``overwrite``; ``dataset`` is no dataset.
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    if not run_dir.is_dir():
+        raise InputError(run_dir, "run folder does not exist")
+    full_dir = full_run(run_dir)
+    if full is None:
+        full = full_dir is not None and not _fold_dirs(run_dir)
+    if full:
+        if full_dir is None:
+            raise InputError(run_dir, f"holds no {FULL_FOLD} model ({FULL_FOLD}/{CHECKPOINT_BEST} with run.json); "
+                                      f"train one with `orbitseg train DATA --fold {FULL_FOLD}`")
+        return _export_full(run_dir, full_dir, out, name=name, dataset=dataset, overwrite=overwrite,
+                            progress=progress)
+    return _export_folds(run_dir, out, name=name, dataset=dataset, overwrite=overwrite, progress=progress)
+
+
+def _export_folds(run_dir: Path, out: Path, *, name: str | None, dataset: str | Path | None, overwrite: bool,
+                  progress: bool) -> Path:
+    """:func:`export_model` of a run's cross-validation folds."""
     from orbitseg.evaluate.folders import to_json
-    from orbitseg.io.layout import read_dataset_json
     from orbitseg.predict.postprocess import pool_choices, read_postprocessing, write_postprocessing
 
-    run_dir, out = Path(run_dir), Path(out)
     runs, infos = fold_infos(run_dir)
     presets = {json.dumps(i.get("preset", {}).get("model"), sort_keys=True) for i in infos.values()}
     if len(presets) > 1:
@@ -240,56 +374,32 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
     if out.exists() and not overwrite:
         raise InputError(out, "already exists; choose a new folder or pass --overwrite to replace that model")
     first = infos[min(infos)]
-    ds = Path(dataset) if dataset is not None else Path(first.get("dataset", ""))
-    ds_info = None
-    if (ds / DATASET_JSON).is_file():
-        ds_info = read_dataset_json(ds)
-    elif dataset is not None:
-        raise InputError(ds, "is not a dataset folder (no dataset.json)")
+    ds, ds_info = _dataset(first, dataset)
 
     parent = _init_parent(infos)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        engine_files = {}
         for k, d in runs.items():
             export_half(d / CHECKPOINT_BEST, tmp / fold_file_name(k))
-            if onnx_available():  # the ONNX engine's graphs beside the weights they were made from
-                engine_files.update({p.name: file_sha256(p) for p in
-                                     write_engine_files(tmp / fold_file_name(k)).values()})
+        engine_files = _engine(tmp, [fold_file_name(k) for k in runs])
         choices = [read_postprocessing(d) for d in runs.values()]
         pooled = pool_choices(choices) if all(c is not None for c in choices) else None
         if pooled is not None:
             write_postprocessing(tmp, pooled)
-        if ds_info is not None:
-            rows, summary = _rescore(tmp, runs, infos, ds, progress)
-            how = ("the exported float16 weights re-scored on CPU: each fold's test patients, post-processed with "
-                   "the rules chosen on that fold's own validation cases; 3D, in each scan's geometry")
-        else:
-            copied = _copied_metrics(run_dir)
-            rows, summary = copied if copied is not None else (None, None)
-            how = "copied from the run's metrics/ (float32 checkpoints; the dataset was not found to re-score)"
+        rows, summary, how = _cv_metrics(tmp, run_dir, runs, infos, ds, ds_info, progress)
         if rows is not None:
             (tmp / CV_PER_CASE_JSON).write_text(to_json(rows), encoding="utf-8")
             (tmp / CV_SUMMARY_JSON).write_text(to_json(summary), encoding="utf-8")
-        train_acq = None if ds_info is None else _training_acquisition(ds, ds_info)
         epochs = _trained_epochs(infos)
-        dice = {} if summary is None else _means(summary)
+        common = _common_meta(runs, infos, ds, ds_info)
         meta = {
             "name": name or out.name,
             "description": f"SEQ-UNET '{first['preset_name']}' preset: the {len(runs)} fold model(s) of a "
                            "cross-validation by patient; `orbitseg predict` averages their probabilities",
             "recreate": _recreate(ds_info, first, epochs, parent=None if parent is None
                                   else _parent_commands(parent, ds_info)),
-            "init_from": None if parent is None else _parent_summary(parent),
+            "init_from": None if parent is None else _parent_summary(parent, infos),
             "source_run": str(run_dir.resolve()),
-            "trained_on": sorted({f"{i['options'].get('device', '?')}, {i['result'].get('epochs')} epochs, "
-                                  f"{_train_seconds(runs[k], i) / 60:.0f} min" for k, i in infos.items()
-                                  if "options" in i and "result" in i}),
-            "code_commit": sorted({str(i.get("git_commit")) for i in infos.values()}),
-            "dataset": None if ds_info is None else {
-                "name": ds_info.get("name"), "cases": ds_info.get("numTraining"),
-                "synthetic": None if "synthetic" not in ds_info else {
-                    k: ds_info["synthetic"][k] for k in ("seed", "generator_version", "small") if k in ds_info["synthetic"]}},
-            TRAINING_ACQUISITION_KEY: train_acq,
+            **common,
             "weights": "float16 (checkpoint_best.pt of each fold: chosen on its validation patients)",
             "weights_sha256": {fold_file_name(k): file_sha256(tmp / fold_file_name(k)) for k in runs},
             "engine": None if not engine_files else {
@@ -300,26 +410,133 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
                 "how": f"chosen per structure on the folds' validation cases pooled ({len(pooled.get('cases', []))}), "
                        "never a test fold; `orbitseg predict --no-postprocess` turns it off"},
             "cv_metrics": None if rows is None else {
-                "files": [CV_SUMMARY_JSON, CV_PER_CASE_JSON], "how": how,
-                "dice": {SHORT_NAMES[s]: dice.get(f"dice_{SHORT_NAMES[s]}") for s in STRUCTURES}
-                | {"all": dice.get("dice_all")}},
-            "folds": {str(k): {key: i.get(key) for key in ("split", "result", "seed", "split_seed", "command",
-                                                          "resumes", "versions")} for k, i in infos.items()},
+                "files": [CV_SUMMARY_JSON, CV_PER_CASE_JSON], "how": how, "dice": _dice_of(summary)},
+            "folds": _records(infos),
+        }
+        (tmp / MODEL_JSON).write_text(to_json(meta), encoding="utf-8")
+    return out
+
+
+def _matching_folds(cv_dir: Path, info: dict) -> tuple[dict[int, Path], dict[int, dict], str | None]:
+    """The cross-validation folds in ``cv_dir`` trained with the full model's recipe (network, preprocessing,
+    dataset), and None; or no folds and why none is used."""
+    if not _fold_dirs(cv_dir):
+        return {}, {}, f"the run holds no cross-validation fold beside {FULL_FOLD}/"
+    runs, infos = fold_infos(cv_dir)
+    for key in ("preset", "preprocess", "dataset"):
+        mine = json.dumps(info.get(key), sort_keys=True)
+        other = [k for k, i in infos.items() if json.dumps(i.get(key), sort_keys=True) != mine]
+        if other:
+            return {}, {}, (f"the run's fold(s) {other} were trained with another {key} than the {FULL_FOLD} model, "
+                            "so their result is no estimate for it")
+    return runs, infos, None
+
+
+def _export_full(run_dir: Path, full_dir: Path, out: Path, *, name: str | None, dataset: str | Path | None,
+                 overwrite: bool, progress: bool) -> Path:
+    """:func:`export_model` of a run's ``full`` model (see the module docstring)."""
+    import shutil
+
+    from orbitseg.evaluate.folders import to_json
+    from orbitseg.predict.postprocess import pool_choices, read_postprocessing, write_postprocessing
+
+    if out.exists() and not overwrite:
+        raise InputError(out, "already exists; choose a new folder or pass --overwrite to replace that model")
+    info = read_run_json(full_dir)
+    ds, ds_info = _dataset(info, dataset)
+    cv_dir = full_dir.parent if full_dir != run_dir else run_dir
+    cv_runs, cv_infos, no_cv = _matching_folds(cv_dir, info)
+    weights = fold_file_name(FULL_FOLD)
+    cases, patients = len(info["split"]["train"]), len(info["split"].get("train_patients") or [])
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        export_half(full_dir / CHECKPOINT_BEST, tmp / weights)
+        engine_files = _engine(tmp, [weights])
+        pooled, estimate = None, None
+        if cv_runs:
+            choices = [read_postprocessing(d) for d in cv_runs.values()]
+            pooled = pool_choices(choices) if all(c is not None for c in choices) else None
+            if pooled is not None:
+                write_postprocessing(tmp, pooled)
+            scratch = tmp / ".cv_folds"  # the folds' float16 weights, re-scored as a fold export does, then gone
+            scratch.mkdir()
+            for k, d in cv_runs.items():
+                export_half(d / CHECKPOINT_BEST, scratch / fold_file_name(k))
+            rows, summary, how = _cv_metrics(scratch, cv_dir, cv_runs, cv_infos, ds, ds_info, progress)
+            shutil.rmtree(scratch)
+            if summary is not None:
+                estimate = {"dice": _dice_of(summary), "cases": len(rows),
+                            "how": f"the estimate for this recipe, from the {len(cv_runs)} cross-validation folds of "
+                                   f"the run (each scored on test patients it never saw), not this network: {how}",
+                            "source_folds": {str(k): str(d.resolve()) for k, d in cv_runs.items()},
+                            "folds": _records(cv_infos)}
+            else:
+                no_cv = "the run's cross-validation folds were not scored (no dataset to re-score, no metrics/)"
+        parent = _init_parent({FULL_FOLD: info})
+        own_parent = None if parent is None else _parent_commands(parent, ds_info)
+        cv_parent = _init_parent(cv_infos) if estimate is not None else None
+        if estimate is not None and (parent is None or parent == cv_parent):
+            # the folds that give the estimate are re-created first, and export --full picks the full model
+            cv_cmds = _recreate(ds_info, cv_infos[min(cv_infos)], _trained_epochs(cv_infos),
+                                parent=None if cv_parent is None else _parent_commands(cv_parent, ds_info))[:-1]
+            recreate = _recreate(ds_info, info, _trained_epochs({FULL_FOLD: info}),
+                                 parent=(cv_cmds, None if own_parent is None else own_parent[1]),
+                                 fold=FULL_FOLD, out="RUN/full", export="orbitseg export RUN MODEL_DIR --full")
+        else:  # the network alone (the estimate's folds record their own commands)
+            recreate = _recreate(ds_info, info, _trained_epochs({FULL_FOLD: info}), parent=own_parent,
+                                 fold=FULL_FOLD, out="RUN/full")
+        meta = {
+            "name": name or out.name,
+            "description": f"SEQ-UNET '{info['preset_name']}' preset: 1 network trained on all {cases} labelled "
+                           f"cases ({patients} patients) of its dataset (`orbitseg train --fold {FULL_FOLD}`, "
+                           "nnU-Net's -f all); no case was held out, so it has no metric of its own",
+            "networks": FULL_FOLD,
+            "recreate": recreate,
+            "init_from": None if parent is None else _parent_summary(parent, {FULL_FOLD: info}),
+            "source_run": str(full_dir.resolve()),
+            **_common_meta({FULL_FOLD: full_dir}, {FULL_FOLD: info}, ds, ds_info),
+            "weights": f"float16 ({CHECKPOINT_BEST} of the {FULL_FOLD} model: its last epoch, since no validation "
+                       "case could choose one)",
+            "weights_sha256": {weights: file_sha256(tmp / weights)},
+            "engine": None if not engine_files else {
+                "onnx": engine_files, "how": f"ONNX graphs of the network (float32), each recording the SHA-256 of "
+                                             f"{weights}; `orbitseg predict --engine onnx|openvino|auto` runs them"},
+            "postprocess": {"rules": None, "how": f"none: the {FULL_FOLD} model has no validation case to choose it "
+                                                  f"on, and {no_cv or 'not every fold of the run chose one'}"}
+            if pooled is None else {
+                "rules": pooled["rules"], "file": POSTPROCESS_JSON,
+                "how": f"chosen per structure on the validation cases of the run's {len(cv_runs)} cross-validation "
+                       f"folds pooled ({len(pooled.get('cases', []))}), with those fold networks: the {FULL_FOLD} "
+                       "model has no validation case of its own; `orbitseg predict --no-postprocess` turns it off"},
+            "cv_metrics": None,
+            "cv_estimate": estimate if estimate is not None else {
+                "dice": None, "how": f"none: {no_cv}"},
+            "folds": _records({FULL_FOLD: info}),
         }
         (tmp / MODEL_JSON).write_text(to_json(meta), encoding="utf-8")
     return out
 
 
 def describe_export(out: str | Path) -> str:
-    """A few lines on an exported model folder: folds, size, CV Dice."""
+    """A few lines on an exported model folder: folds (or the full model), size, CV Dice."""
     out = Path(out)
     meta = json.loads((out / MODEL_JSON).read_text(encoding="utf-8"))
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 1e6
-    lines = [f"model {meta['name']}: {len(meta['folds'])} fold(s), {size:.1f} MB -> {out}"]
-    cv = meta.get("cv_metrics")
-    if cv:
-        lines.append("cross-validation Dice: " + ", ".join(
-            f"{k} {v:.3f}" for k, v in cv["dice"].items() if isinstance(v, float) and np.isfinite(v)))
-    if meta.get("postprocess"):
+
+    def dice(d: dict) -> str:
+        return ", ".join(f"{k} {v:.3f}" for k, v in d.items() if isinstance(v, float) and np.isfinite(v))
+
+    if meta.get("networks") == FULL_FOLD:
+        n = len(meta["folds"][FULL_FOLD]["split"]["train"])
+        est = (meta.get("cv_estimate") or {}).get("dice")
+        lines = [f"model {meta['name']}: 1 network trained on all {n} labelled cases ({FULL_FOLD}), {size:.1f} MB "
+                 f"-> {out}", "no metric of its own (no case held out); "
+                 + (f"cross-validation estimate of the recipe (its folds, not this network): Dice {dice(est)}" if est
+                    else "no cross-validation estimate")]
+    else:
+        lines = [f"model {meta['name']}: {len(meta['folds'])} fold(s), {size:.1f} MB -> {out}"]
+        cv = meta.get("cv_metrics")
+        if cv:
+            lines.append("cross-validation Dice: " + dice(cv["dice"]))
+    if (meta.get("postprocess") or {}).get("rules"):
         lines.append("post-processing: " + ", ".join(f"{k} {v}" for k, v in meta["postprocess"]["rules"].items()))
     return "\n".join(lines)

@@ -234,15 +234,15 @@ def load_init(model: nn.Module, source: str | Path | dict, log=print) -> dict:
 def _per_fold_init(folder: Path, fold: int | str, split: dict, log: Callable[[str], None] = print,
                    root: Path | None = None) -> Path:
     """:func:`fold_init_source`, refused when those weights were trained or validated on a test case
-    of this fold (fine-tuning a cross-validation fold by fold must not leak its test patients).  The
-    ``full`` model (no test case) starts from the folder's fold 0.  Case names are compared only when
+    of this fold (fine-tuning a cross-validation fold by fold must not leak its test patients; a folder's
+    ``full`` network, trained on every case, leaks them all on its own dataset).  The ``full`` model (no test
+    case) starts from the folder's full network, else its fold 0.  Case names are compared only when
     the weights' dataset may be this one (``root``): a synthetic cohort of another seed or generator
     version, or real scans against a synthetic cohort, shares names (``orbit_001``) but no scan."""
-    if fold == FULL_FOLD:
-        source = fold_init_source(folder, 0)
-        log(f"init-from: the {FULL_FOLD} model starts from fold 0 of {folder} ({source.name})")
-        return source
     source = fold_init_source(folder, fold)
+    if fold == FULL_FOLD:
+        log(f"init-from: the {FULL_FOLD} model starts from {source.relative_to(folder)} of {folder}")
+        return source
     seen = init_split(source)
     if seen is None:
         raise InputError(source, "records no split (model.json / run.json), so it cannot be checked that fold "
@@ -255,6 +255,10 @@ def _per_fold_init(folder: Path, fold: int | str, split: dict, log: Callable[[st
         log(f"init-from: fold {fold} starts from {source}, trained on another dataset ({_identity_text(theirs)}) "
             f"than this one ({_identity_text(ours)}): {len(leaked)} shared case name(s), no shared scan")
         return source
+    if leaked and not seen.get("val") and not seen.get("test"):  # a full model: no case held out
+        raise InputError(source, f"is a {FULL_FOLD} model: it was trained on every case of its dataset, among them "
+                                 f"the {len(leaked)} test case(s) of fold {fold} here ({', '.join(leaked[:6])}), so "
+                                 f"no cross-validation fold of this dataset may start from it (--fold {FULL_FOLD} may)")
     if leaked:
         raise InputError(source, f"was trained or validated on {len(leaked)} test case(s) of fold {fold} "
                                  f"({', '.join(leaked[:6])}): its split differs from this dataset's splits.json; "
@@ -858,8 +862,9 @@ def train_fold(
         without validation (the last epoch is kept), post-processing choice or test scoring
     init_from : checkpoint or state_dict to initialise matching layers from (ignored when resuming), or a
         model / run folder: fold ``fold`` then starts from that folder's own fold ``fold``, refused if
-        those weights saw one of this fold's test cases (:func:`fold_init_source`); the ``full`` model
-        starts from fold 0.  Refused when the dataset was preprocessed otherwise than those weights' data
+        those weights saw one of this fold's test cases (:func:`fold_init_source`; a folder holding only a
+        full network starts every fold from it); the ``full`` model starts from the folder's full network,
+        else its fold 0.  Refused when the dataset was preprocessed otherwise than those weights' data
     device : ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
     seed : drives the initial weights, the sample draws, augmentation and (unless ``split_seed``)
         the split
