@@ -198,3 +198,61 @@ def test_class_defaults_are_the_model_configs(cls, arch):
     direct = cls()
     assert _structure(direct) == _structure(build_model(cfg))
     assert (direct.output, getattr(direct, "head_reduce", cfg.head_reduce)) == (cfg.output, cfg.head_reduce)
+
+
+def _textbook(m: SeqUNet, x: torch.Tensor) -> torch.Tensor:
+    """SEQ-UNET's data flow written out plainly: concatenated skips (``UpStage.forward``) and LSTM cells
+    stepped on their inputs, nothing computed once per slice; ``x: (B, T, 1, H, W)`` -> logits."""
+    b, t = x.shape[:2]
+    c = t // 2
+    skips, bottom = m.encoder(x.flatten(0, 1))
+
+    def run(stack: ConvLSTM, seq: torch.Tensor) -> torch.Tensor:  # (B, T', C, h, w) -> last layer's h per step
+        for cell in stack.cells:
+            state, outs = None, []
+            for step in range(seq.shape[1]):
+                state = cell(seq[:, step], state)
+                outs.append(state[0])
+            seq = torch.stack(outs, 1)
+        return seq
+
+    def bi(lstm: BiConvLSTM, seq: torch.Tensor) -> torch.Tensor:
+        f, r = run(lstm.fwd, seq), run(lstm.backward_lstm, seq.flip(1)).flip(1)
+        return torch.cat([f, r], 2) if lstm.combine == "concat" else f + r
+
+    y = bi(m.bottleneck_lstm, bottom.view(b, t, *bottom.shape[1:])).flatten(0, 1)
+    for k in range(len(m.widths) - 1, m.head_level - 1, -1):
+        y = m.decoder.stages[k](y, skips[k])
+    hs = bi(m.head_lstm, y.view(b, t, *y.shape[1:]))
+    h = {"sum": hs.sum(1), "mean": hs.mean(1), "centre": hs[:, c]}[m.head_reduce]
+    for k in range(m.head_level - 1, -1, -1):
+        h = m.decoder.stages[k](h, skips[k].view(b, t, *skips[k].shape[1:])[:, c])
+    return m.out(h)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(preset="paper"),  # shared weights, 3-layer LSTMs, sum over time, head at full resolution
+    dict(preset="default"),  # separate directions, concat, centre step, head at half resolution
+    dict(preset="default", norm="none", head_reduce="mean", head_level=2),  # convolutions with biases
+])
+def test_per_slice_sharing_is_the_textbook_network(overrides):
+    """What SEQ-UNET computes once per slice (skip terms, bottleneck input gates) gives the network written
+    out plainly, by every path that uses it: forward, forward_indexed and whole-volume prediction."""
+    from orbitseg.model import predict_volume_slices
+    from orbitseg.model.seq_unet import probabilities
+    from orbitseg.model.slice_inference import sequence_indices
+
+    overrides = dict(overrides)
+    preset = overrides.pop("preset")
+    m = tiny(preset, bottleneck_lstm_layers=2 if preset == "paper" else 1, **overrides).eval()
+    s = SIZE[preset]
+    x = seq(b=3, size=s)
+    with torch.no_grad():
+        want = _textbook(m, x)
+        torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-4)
+        slices = torch.randn(6, 1, s, s, generator=torch.Generator().manual_seed(3))
+        index = sequence_indices(6, 3)
+        ref = _textbook(m, slices[index])
+        torch.testing.assert_close(m.forward_indexed(slices, index), ref, atol=1e-5, rtol=1e-4)
+    got = predict_volume_slices(m, slices, batch_size=2)
+    torch.testing.assert_close(got, probabilities(ref, m.output), atol=1e-5, rtol=1e-4)

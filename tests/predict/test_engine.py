@@ -191,3 +191,31 @@ def test_the_recorded_weights_hash_reads_the_same_without_the_onnx_package(tiny_
     damaged.write_bytes(graph.read_bytes()[:200])
     monkeypatch.undo()
     assert E._recorded_sha(damaged) is None
+
+
+def test_graphs_of_an_older_format_are_rebuilt_not_fed(tiny_run, tmp_path, scan):
+    """A model folder exported by an older orbitseg holds graphs whose encoder gives other features (format 1:
+    skips and bottom).  Their weights' hash still matches, but they must not run: a line names the format and
+    the engine is rebuilt in the cache, agreeing with PyTorch."""
+    import onnx
+
+    ckpt = tmp_path / "fold_0.pt"
+    shutil.copy(tiny_run / "fold_0" / "checkpoint_best.pt", ckpt)
+    beside = E.write_engine_files(ckpt)
+    for path in beside.values():  # what an older orbitseg wrote: no format entry
+        model = onnx.load(str(path))
+        keep = [(p.key, p.value) for p in model.metadata_props if p.key != "orbitseg_graph_format"]
+        del model.metadata_props[:]
+        for key, value in keep:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(model, str(path))
+    lines = []
+    seg = Segmenter.load(ckpt, engine="onnx", log=lines.append)
+    assert any("older orbitseg (graph format 1" in m for m in lines), lines
+    used = list(seg.engine.networks[0].paths.values())
+    assert used != list(beside.values()) and all(E._stale(p, E._recorded_sha(p)) is None for p in used)
+    ref = Segmenter.load(ckpt, engine="torch", precision="float32")
+    a = seg.segment(scan, probabilities=True).probabilities.values
+    b = ref.segment(scan, probabilities=True).probabilities.values
+    assert np.abs(a - b).max() < E.ONNX_TOLERANCE

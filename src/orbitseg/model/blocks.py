@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["make_norm", "make_act", "ConvBlock", "DoubleConv", "Encoder", "UpStage", "Decoder"]
@@ -143,9 +144,28 @@ class UpStage(nn.Module):
         else:
             raise ValueError(f"unknown upsample {upsample!r}; choose 'transpose' or 'bilinear'")
         self.conv = DoubleConv(out_channels + skip_channels, out_channels, norm, act)
+        self.up_channels = out_channels
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat([self.up(x), skip], dim=1))
+
+    def skip_term(self, skip: torch.Tensor) -> torch.Tensor:
+        """The skip's share of the first convolution: ``(N, skip_channels, 2h, 2w) -> (N, out_channels, 2h, 2w)``.
+
+        A convolution over ``concat(up, skip)`` is the sum of one over ``up`` and one over ``skip``; the
+        second depends on the slice alone, so SEQ-UNET computes it once per slice instead of once per
+        sequence that holds the slice.
+        """
+        first = self.conv[0][0]
+        return F.conv2d(skip, first.weight[:, self.up_channels:], None, padding=first.padding)
+
+    def forward_term(self, x: torch.Tensor, skip_term: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` given :meth:`skip_term` of the skip instead of the skip itself (the same
+        result up to float rounding): ``x: (N, in_channels, h, w)`` -> ``(N, out_channels, 2h, 2w)``."""
+        block = self.conv[0]
+        first = block[0]
+        y = F.conv2d(self.up(x), first.weight[:, :self.up_channels], first.bias, padding=first.padding) + skip_term
+        return self.conv[1](block[2](block[1](y)))
 
 
 class Decoder(nn.Module):
@@ -177,4 +197,15 @@ class Decoder(nn.Module):
         x = bottom
         for k in range(len(self.stages) - 1, stop - 1, -1):
             x = self.stages[k](x, skips[k])
+        return x
+
+    def skip_terms(self, skips: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Every stage's :meth:`UpStage.skip_term`: ``skips[k] -> (N, widths[k], H / 2**k, W / 2**k)``."""
+        return [stage.skip_term(s) for stage, s in zip(self.stages, skips)]
+
+    def forward_terms(self, bottom: torch.Tensor, terms: Sequence[torch.Tensor], stop: int = 0) -> torch.Tensor:
+        """:meth:`forward` from :meth:`skip_terms` instead of the skips (same shapes)."""
+        x = bottom
+        for k in range(len(self.stages) - 1, stop - 1, -1):
+            x = self.stages[k].forward_term(x, terms[k])
         return x

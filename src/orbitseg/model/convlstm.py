@@ -5,8 +5,9 @@ Shapes: a sequence is ``(B, T, C, H, W)``; a single step is ``(B, C, H, W)``.
 Speed note: the cell's gate convolution over ``concat(x_t, h_{t-1})`` is split
 into an input convolution (with bias) and a hidden convolution (no bias).  The
 two sum to exactly the convolution over the concatenation, but the input part
-is computed for all ``T`` steps in one batched call, and the hidden part is
-skipped at ``t = 0`` where ``h = 0``.
+is computed for all ``T`` steps in one batched call (or given precomputed:
+:meth:`BiConvLSTM.input_gates` / :meth:`BiConvLSTM.forward_gates`), and the
+hidden part is skipped at ``t = 0`` where ``h = 0``.
 """
 
 from __future__ import annotations
@@ -84,9 +85,20 @@ class ConvLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]
-        for cell in self.cells:
-            gx = cell.input_gates(x.flatten(0, 1))
-            gx = gx.view(b, t, *gx.shape[1:])
+        gx = self.cells[0].input_gates(x.flatten(0, 1))
+        return self.run_gates(gx.view(b, t, *gx.shape[1:]))
+
+    def run_gates(self, gates: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` given the first layer's input gates ``(B, T, 4*hidden, H, W)`` (its
+        ``input_gates`` of each step) instead of the input -> ``(B, T, hidden_channels, H, W)``."""
+        b, t = gates.shape[:2]
+        x = gates
+        for layer, cell in enumerate(self.cells):
+            if layer == 0:
+                gx = gates
+            else:
+                gx = cell.input_gates(x.flatten(0, 1))
+                gx = gx.view(b, t, *gx.shape[1:])
             state: State | None = None
             outs = []
             for step in range(t):
@@ -138,8 +150,29 @@ class BiConvLSTM(nn.Module):
         return torch.cat([f, b], dim=dim) if self.combine == "concat" else f + b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.fwd(x)
-        b = self.backward_lstm(x.flip(1)).flip(1)
+        b, t = x.shape[:2]
+        g = self.input_gates(x.flatten(0, 1))
+        return self.forward_gates(g.view(b, t, *g.shape[1:]))
+
+    @property
+    def gate_channels(self) -> int:
+        """Channels of :meth:`input_gates`: ``4 * hidden`` per direction with its own weights."""
+        return 4 * self.hidden_channels * (1 if self.bwd is None else 2)
+
+    def input_gates(self, x: torch.Tensor) -> torch.Tensor:
+        """The first layers' input gates of independent steps: ``(N, in_channels, H, W) -> (N, gate_channels,
+        H, W)``, the forward stack's then the backward stack's.  A step's gates depend on that step's input
+        alone, so SEQ-UNET computes them once per slice and shares them between the sequences holding it."""
+        gf = self.fwd.cells[0].input_gates(x)
+        return gf if self.bwd is None else torch.cat([gf, self.bwd.cells[0].input_gates(x)], dim=1)
+
+    def forward_gates(self, gates: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` given :meth:`input_gates` of every step ``(B, T, gate_channels, H, W)``."""
+        gf = gb = gates
+        if self.bwd is not None:
+            gf, gb = gates.split(gates.shape[2] // 2, dim=2)
+        f = self.fwd.run_gates(gf)
+        b = self.backward_lstm.run_gates(gb.flip(1)).flip(1)
         return self._combine(f, b, dim=2)
 
     def forward_centre(self, x: torch.Tensor, centre: int) -> torch.Tensor:

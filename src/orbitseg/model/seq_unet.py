@@ -56,7 +56,8 @@ class SeqUNet(nn.Module):
     Data flow for ``x: (B, T, 1, H, W)``, ``L = len(widths)`` poolings:
 
     1. Encoder on every slice (``B*T`` images): skips ``(B*T, widths[k], H/2^k, W/2^k)``,
-       bottom ``(B*T, widths[-1], H/2^L, W/2^L)``.
+       bottom ``(B*T, widths[-1], H/2^L, W/2^L)``; and what of the later steps depends on
+       one slice alone (:meth:`slice_features`).
     2. Bottleneck :class:`BiConvLSTM` over ``T``: ``(B, T, widths[-1], .) -> (B, T, Cb, .)``
        with ``Cb = bottleneck_lstm_hidden`` (sum) or twice that (concat).
     3. Decoder on every slice with that slice's skips, up to level ``k = head_level``:
@@ -105,45 +106,70 @@ class SeqUNet(nn.Module):
                                stage_in={head_level - 1: head_out} if head_level > 0 else None)
         self.out = nn.Conv2d(widths[0] if head_level > 0 else head_out, num_classes, 1)
 
-    # -- pieces, used by predict_volume_slices to share per-slice work ---------
-    def encode(self, slices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Encoder on independent slices ``(N, in_channels, H, W)`` -> ``(skips, bottom)``.
+    # -- pieces, used by predict_volume_slices and the ONNX graphs to share per-slice work ---------
+    def slice_features(self, slices: torch.Tensor) -> list[torch.Tensor]:
+        """Everything that depends on one slice alone, computed once per slice and shared by every
+        sequence that holds it: ``(N, in_channels, H, W)`` -> ``[term_0, .., term_{L-1}, gates]``.
 
-        Depends on nothing but the slice itself (in eval mode), so a slice's
-        encoding can be reused by every sequence that contains it.
+        ``term_k: (N, widths[k], H/2^k, W/2^k)`` is decoder stage ``k``'s convolution of the slice's
+        skip (:meth:`Decoder.skip_terms`) and ``gates: (N, G, H/2^L, W/2^L)`` the bottleneck LSTM's
+        input gates of the slice's bottom (:meth:`BiConvLSTM.input_gates`).  Both are linear maps
+        that would otherwise run ``T`` times per slice, once in each of its sequences (about 15 % of
+        the default network's arithmetic).
         """
-        return self.encoder(slices)
+        skips, bottom = self.encoder(slices)
+        return [*self.decoder.skip_terms(skips), self.bottleneck_lstm.input_gates(bottom)]
 
-    def forward_encoded(self, skips: Sequence[torch.Tensor], bottom: torch.Tensor, batch: int) -> torch.Tensor:
-        """Everything after the encoder.
+    def forward_features(self, features: Sequence[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
+        """Sequences given as indices into a bank of :meth:`slice_features`.
 
-        ``skips[k]: (batch*T, widths[k], H/2^k, W/2^k)`` and
-        ``bottom: (batch*T, widths[-1], H/2^L, W/2^L)``, sequence-major
-        (row ``b*T + t`` is slice ``t`` of sequence ``b``) -> logits
+        ``features``: as returned by :meth:`slice_features` for ``N`` slices; ``index: (B, T)``
+        long, row ``b`` the slices of sequence ``b`` -> logits ``(B, num_classes, H, W)``.
+        """
+        *terms, gates = features
+        flat, centre = index.reshape(-1), index[:, index.shape[1] // 2]
+        hl = self.head_level
+        return self._decode(gates[flat], [f[flat] for f in terms[hl:]], [f[centre] for f in terms[:hl]],
+                            index.shape[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, T, in_channels, H, W)`` -> centre-slice logits ``(B, num_classes, H, W)``."""
+        _check_input(x, self.in_channels, len(self.widths))
+        b, t = x.shape[:2]
+        skips, bottom = self.encoder(x.flatten(0, 1))
+        stages, hl = self.decoder.stages, self.head_level
+        # the stages below the head run on the centre slice only: their terms for it alone
+        centre = [stages[k].skip_term(skips[k].view(b, t, *skips[k].shape[1:])[:, t // 2]) for k in range(hl)]
+        seq = [stages[k].skip_term(skips[k]) for k in range(hl, len(stages))]
+        return self._decode(self.bottleneck_lstm.input_gates(bottom), seq, centre, b)
+
+    def _decode(self, gates: torch.Tensor, terms: Sequence[torch.Tensor], centre_terms: Sequence[torch.Tensor],
+                batch: int) -> torch.Tensor:
+        """Everything after the per-slice work, for ``batch`` sequences of ``T`` slices, sequence-major
+        (row ``b*T + t`` is slice ``t`` of sequence ``b``).
+
+        ``gates: (batch*T, G, H/2^L, W/2^L)``; ``terms``: the skip terms of stages ``head_level ..
+        L-1``, ``(batch*T, widths[k], H/2^k, W/2^k)``; ``centre_terms``: those of stages ``0 ..
+        head_level-1`` for the centre slices alone, ``(batch, widths[k], H/2^k, W/2^k)`` -> logits
         ``(batch, num_classes, H, W)``.
         """
-        t = bottom.shape[0] // batch
+        t = gates.shape[0] // batch
         c = t // 2
-        seq = self.bottleneck_lstm(bottom.view(batch, t, *bottom.shape[1:]))
-        dec = self.decoder(seq.flatten(0, 1), skips, stop=self.head_level)
+        seq = self.bottleneck_lstm.forward_gates(gates.view(batch, t, *gates.shape[1:]))
+        dec = self.decoder.forward_terms(seq.flatten(0, 1), [None] * self.head_level + list(terms),
+                                         stop=self.head_level)
         dec = dec.view(batch, t, *dec.shape[1:])
         if self.head_reduce == "centre":
             h = self.head_lstm.forward_centre(dec, c)
         else:
             hs = self.head_lstm(dec)
             h = hs.sum(1) if self.head_reduce == "sum" else hs.mean(1)
-        for k in range(self.head_level - 1, -1, -1):
-            h = self.decoder.stages[k](h, skips[k].view(batch, t, *skips[k].shape[1:])[:, c])
+        for k in range(self.head_level - 1, -1, -1):  # below the head: the centre slice only
+            h = self.decoder.stages[k].forward_term(h, centre_terms[k])
         return self.out(h)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x: (B, T, in_channels, H, W)`` -> centre-slice logits ``(B, num_classes, H, W)``."""
-        _check_input(x, self.in_channels, len(self.widths))
-        skips, bottom = self.encode(x.flatten(0, 1))
-        return self.forward_encoded(skips, bottom, x.shape[0])
-
     def forward_indexed(self, slices: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Sequences given as indices into a bank of slices, each slice encoded once.
+        """Sequences given as indices into a bank of slices, each slice's features computed once.
 
         ``slices: (N, in_channels, H, W)``, ``index: (B, T)`` long -> logits
         ``(B, num_classes, H, W)``, equal to ``forward(slices[index])`` (exactly
@@ -151,9 +177,7 @@ class SeqUNet(nn.Module):
         training loop that draws runs of neighbouring centre slices can use it
         to encode ``N`` slices instead of ``B*T``.
         """
-        skips, bottom = self.encode(slices)
-        flat = index.reshape(-1)
-        return self.forward_encoded([s[flat] for s in skips], bottom[flat], index.shape[0])
+        return self.forward_features(self.slice_features(slices), index)
 
 
 class UNet2D(nn.Module):

@@ -2,11 +2,12 @@
 
 A volume of ``N`` slices yields ``N`` centre-slice sequences (edges
 replicated: the sequence of slice 0 is ``(0, 0, 1)`` for ``T = 3``).  Naively
-each slice is encoded ``T`` times; here the encoder runs once per slice and the
-sequences gather their slices' encodings (skips and bottom) by index.  The
-encoder of a slice depends on that slice only (in eval mode), so this is exact.
-Everything after the encoder (bottleneck LSTM, decoder, head LSTM) depends on the
-sequence and runs per sequence.
+each slice is encoded ``T`` times; here everything that depends on one slice
+alone (:meth:`SeqUNet.slice_features`: the encoder, the decoder's convolutions of
+the skips, the bottleneck LSTM's input gates) runs once per slice and the
+sequences gather it by index.  In eval mode that is exact up to float rounding.
+The rest (the LSTMs' recurrences, the decoder's up paths, the head) depends on
+the sequence and runs per sequence.
 
 ``precision="bfloat16"`` runs the network under bfloat16 autocast (convolutions
 and matrix products in bfloat16, normalisations and outputs in float32).  On a
@@ -100,19 +101,11 @@ def _predict(model: nn.Module, slices: torch.Tensor, batch_size: int, seq_len: i
         for s in range(0, n, batch_size):
             outs.append(probabilities(model(slices[idx[s:s + batch_size]]).float(), output))
         return torch.cat(outs)
-    # encode each slice once
-    skips_parts: list[list[torch.Tensor]] = []
-    bottoms = []
-    for s in range(0, n, batch_size * t):
-        sk, bo = model.encode(slices[s:s + batch_size * t])
-        skips_parts.append(sk)
-        bottoms.append(bo)
-    skips = [torch.cat([p[k] for p in skips_parts]) for k in range(len(skips_parts[0]))]
-    bottom = torch.cat(bottoms)
-    del skips_parts, bottoms
+    # each slice's own work once (encoder, skip terms, bottleneck input gates), shared by its sequences
+    parts = [model.slice_features(slices[s:s + batch_size * t]) for s in range(0, n, batch_size * t)]
+    features = [torch.cat(p) for p in zip(*parts)]
+    del parts
     for s in range(0, n, batch_size):
-        rows = idx[s:s + batch_size]
-        flat = rows.reshape(-1)
-        logits = model.forward_encoded([sk[flat] for sk in skips], bottom[flat], rows.shape[0])
+        logits = model.forward_features(features, idx[s:s + batch_size])
         outs.append(probabilities(logits.float(), output))  # float32 softmax
     return torch.cat(outs)

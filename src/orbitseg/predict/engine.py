@@ -8,9 +8,10 @@ back to the scan, post-processing) is shared, so engines differ only in the arit
 * ``torch``: the networks as PyTorch modules, float32 or bfloat16 autocast
   (:func:`orbitseg.model.predict_volume_slices`).
 * ``onnx``: each fold network exported as ONNX graphs and run by ONNX Runtime's CPU provider in
-  float32.  SEQ-UNET keeps the trick of encoding each slice once: an *encoder* graph runs on every
-  slice, a *sequences* graph gathers the encodings of each 3-slice sequence by index and runs
-  the bottleneck LSTM, decoder and head.  The graphs are written by ``orbitseg export`` beside the
+  float32.  SEQ-UNET keeps the trick of computing each slice's own work once: an *encoder* graph
+  runs on every slice (the encoder, the decoder's convolutions of the skips and the bottleneck
+  LSTM's input gates: :meth:`SeqUNet.slice_features`), a *sequences* graph gathers them for each
+  3-slice sequence by index and runs the LSTMs' recurrences, the decoder's up paths and the head.  The graphs are written by ``orbitseg export`` beside the
   float16 weights (``fold_k.encoder.onnx`` / ``fold_k.sequences.onnx``) or built on first use
   into the cache folder (:func:`cache_dir`); every graph records the SHA-256 of the weights file
   it was made from, and a graph whose record does not match its weights is never used (it is
@@ -62,6 +63,10 @@ BFLOAT16_MEAN_TOLERANCE = 5e-3
 OPENVINO_BATCH: dict[str, int] = {"float32": 8, "bfloat16": 16}
 _META_SHA = "orbitseg_weights_sha256"
 _META_GRAPH = "orbitseg_graph"
+_META_FORMAT = "orbitseg_graph_format"
+#: what the graphs compute at their boundary; graphs of another format are rebuilt, never fed: "2" = the
+#: encoder graph gives :meth:`SeqUNet.slice_features` (skip terms, bottleneck gates), not skips and bottom
+GRAPH_FORMAT = "2"
 
 
 def _as_slices(images: np.ndarray) -> np.ndarray:
@@ -255,9 +260,9 @@ class _Encoder(nn.Module):
         self.net = net
 
     def forward(self, slices: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(N, 1, S, S)`` -> the skips ``(N, w_k, S/2^k, S/2^k)`` and the bottom."""
-        skips, bottom = self.net.encode(slices)
-        return (*skips, bottom)
+        """``(N, 1, S, S)`` -> each slice's own features (:meth:`SeqUNet.slice_features`: the skip terms
+        ``(N, w_k, S/2^k, S/2^k)`` and the bottleneck's input gates)."""
+        return tuple(self.net.slice_features(slices))
 
 
 class _Sequences(nn.Module):
@@ -269,9 +274,7 @@ class _Sequences(nn.Module):
         """``index (B, T)`` into the encoded slices ``feats`` -> centre-slice probabilities ``(B, C, S, S)``."""
         from orbitseg.model.seq_unet import probabilities
 
-        flat = index.reshape(-1)
-        logits = self.net.forward_encoded([f[flat] for f in feats[:-1]], feats[-1][flat], index.shape[0])
-        return probabilities(logits, self.net.output)
+        return probabilities(self.net.forward_features(feats, index), self.net.output)
 
 
 class _Slices(nn.Module):
@@ -315,22 +318,38 @@ def openvino_available() -> bool:
     return _installed("onnx", "openvino")
 
 
-def _recorded_sha(path: Path) -> str | None:
-    """The weights' SHA-256 that graph ``path`` records (ONNX metadata), None if none or unreadable.  Read by
-    OpenVINO where installed (about 10 ms a graph), else by ``onnx`` (whose import alone takes ~0.9 s)."""
+def _graph_record(path: Path) -> dict[str, str]:
+    """What graph ``path`` records in its metadata (weights' SHA-256, graph kind, format); empty if unreadable.
+    Read by OpenVINO where installed (about 10 ms a graph), else by ``onnx`` (whose import alone takes ~0.9 s)."""
+    keys = (_META_SHA, _META_GRAPH, _META_FORMAT)
     try:
         if _installed("openvino"):
             import openvino as ov
 
             model = ov.Core().read_model(str(path))
-            key = ["framework", _META_SHA]
-            return model.get_rt_info(key).astype(str) if model.has_rt_info(key) else None
+            return {k: model.get_rt_info(["framework", k]).astype(str) for k in keys
+                    if model.has_rt_info(["framework", k])}
         import onnx
 
         model = onnx.load(str(path), load_external_data=False)
-        return {p.key: p.value for p in model.metadata_props}.get(_META_SHA)
+        return {p.key: p.value for p in model.metadata_props if p.key in keys}
     except Exception:  # noqa: BLE001 - a damaged graph is simply not used
-        return None
+        return {}
+
+
+def _recorded_sha(path: Path) -> str | None:
+    """The weights' SHA-256 that graph ``path`` records, None if none or unreadable."""
+    return _graph_record(path).get(_META_SHA)
+
+
+def _stale(path: Path, sha: str) -> str | None:
+    """Why graph ``path`` must not run the weights whose SHA-256 is ``sha`` (None: it may)."""
+    record = _graph_record(path)
+    if record.get(_META_SHA) != sha:
+        return "was made from other weights"
+    if record.get(_META_FORMAT) != GRAPH_FORMAT:
+        return f"was made by an older orbitseg (graph format {record.get(_META_FORMAT, '1')}, now {GRAPH_FORMAT})"
+    return None
 
 
 def export_onnx(network: nn.Module, folder: Path, stem: str, weights_sha256: str, *,
@@ -365,7 +384,7 @@ def export_onnx(network: nn.Module, folder: Path, stem: str, weights_sha256: str
             torch.onnx.export(module.eval(), args, str(tmp), dynamo=False, opset_version=17, input_names=inputs,
                               output_names=outputs, dynamic_axes=dynamic)
             model = onnx.load(str(tmp))
-            for key, value in ((_META_SHA, weights_sha256), (_META_GRAPH, kind)):
+            for key, value in ((_META_SHA, weights_sha256), (_META_GRAPH, kind), (_META_FORMAT, GRAPH_FORMAT)):
                 entry = model.metadata_props.add()
                 entry.key, entry.value = key, value
             onnx.save(model, str(tmp))
@@ -395,12 +414,12 @@ def _graphs_for(checkpoint: Path, network: nn.Module, sha: str, log: Callable[[s
     (``orbitseg export`` writes them), else in the cache (built on first use)."""
     beside = onnx_graph_paths(checkpoint.parent, checkpoint.stem, network)
     if all(p.is_file() for p in beside.values()):
-        if all(_recorded_sha(p) == sha for p in beside.values()):
+        why = next((f"{p.name} {w}" for p in beside.values() if (w := _stale(p, sha))), None)
+        if why is None:
             return beside
-        log(f"warning: {beside[next(iter(beside))].name} beside {checkpoint} was made from other weights; "
-            "not used (building the engine from the weights instead)")
+        log(f"warning: beside {checkpoint}, {why}; not used (building the engine from the weights instead)")
     cached = onnx_graph_paths(cache_dir() / "engines" / sha[:24], checkpoint.stem, network)
-    if all(p.is_file() and _recorded_sha(p) == sha for p in cached.values()):
+    if all(p.is_file() and _stale(p, sha) is None for p in cached.values()):
         return cached
     log(f"building the ONNX engine for {checkpoint} (once; cached in {cache_dir()})")
     try:
@@ -498,7 +517,7 @@ def make_engine(engine: str, networks: Sequence[nn.Module], checkpoints: Sequenc
     if engine != "auto":
         return build(engine)
     key = (f"{_cpu_signature()}-{torch.get_num_threads()}t-{precision}-" + "-".join(s[:12] for s in shas)
-           + "-" + "+".join(names))  # measured again when another runtime is installed
+           + "-" + "+".join(names) + f"-g{GRAPH_FORMAT}")  # measured again with another runtime or graph format
     record_path = cache_dir() / "engine_choice.json"
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
