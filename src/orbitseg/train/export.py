@@ -466,7 +466,8 @@ def _export_full(run_dir: Path, full_dir: Path, out: Path, *, name: str | None, 
             if summary is not None:
                 estimate = {"dice": _dice_of(summary), "cases": len(rows),
                             "how": f"the estimate for this recipe, from the {len(cv_runs)} cross-validation folds of "
-                                   f"the run (each scored on test patients it never saw), not this network: {how}",
+                                   f"the run (each scored on test patients it never saw), not this network: "
+                                   + how.replace("the exported float16 weights", "the folds' weights as float16"),
                             "source_folds": {str(k): str(d.resolve()) for k, d in cv_runs.items()},
                             "folds": _records(cv_infos)}
             else:
@@ -512,6 +513,9 @@ def _export_full(run_dir: Path, full_dir: Path, out: Path, *, name: str | None, 
                 "dice": None, "how": f"none: {no_cv}"},
             "folds": _records({FULL_FOLD: info}),
         }
+        # run.json's best_val_dice of an unvalidated run is a placeholder (0.0), no metric: not carried over
+        meta["folds"][FULL_FOLD]["result"] = {k: v for k, v in (info.get("result") or {}).items()
+                                              if k != "best_val_dice"}
         (tmp / MODEL_JSON).write_text(to_json(meta), encoding="utf-8")
     return out
 

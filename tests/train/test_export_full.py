@@ -1,0 +1,196 @@
+"""orbitseg export of a ``full`` model (``train --fold full``, nnU-Net's ``-f all``): the network trained on
+every labelled case becomes a model folder with no metric of its own, that predict and --init-from take."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from tiny import TINY_TRAINING
+
+from orbitseg.cli import main
+from orbitseg.errors import InputError
+from orbitseg.io.layout import list_cases
+from orbitseg.io.read import file_sha256, read_scan
+from orbitseg.predict import Segmenter
+from orbitseg.runs.layout import model_checkpoints
+from orbitseg.train import train_fold
+from orbitseg.train.export import export_model
+
+
+@pytest.fixture(scope="module")
+def run(tiny_dataset, tmp_path_factory):
+    """Two tiny cross-validation folds and the full model of the same recipe, as `train --fold all` and
+    `train --fold full` lay them out in one run folder."""
+    run = tmp_path_factory.mktemp("full") / "run"
+    for k in (0, 1, "full"):
+        train_fold(tiny_dataset, k, epochs=1, batch_size=4, seed=0, out=run / f"{'fold_' if k != 'full' else ''}{k}",
+                   overrides=TINY_TRAINING, progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def folds_model(run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "folds"
+    export_model(run, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_model(run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "full"
+    assert main(["export", str(run), str(out), "--full", "--name", "tinyfull"]) == 0
+    return out
+
+
+def test_a_run_holding_folds_and_full_exports_its_folds_by_default(folds_model):
+    names = sorted(p.name for p in folds_model.iterdir())
+    assert "fold_0.pt" in names and "fold_1.pt" in names and not [n for n in names if n.startswith("full")]
+    assert json.loads((folds_model / "model.json").read_text())["cv_metrics"]["dice"]["all"] is not None
+
+
+def test_full_export_is_the_one_network_in_float16_with_its_graphs(run, full_model, tiny_dataset, capsys):
+    from orbitseg.predict.engine import _recorded_sha
+
+    assert sorted(p.name for p in full_model.iterdir()) == [
+        "full.encoder.onnx", "full.pt", "full.sequences.onnx", "model.json", "postprocess.json"]
+    meta = json.loads((full_model / "model.json").read_text())
+    assert meta["weights_sha256"] == {"full.pt": file_sha256(full_model / "full.pt")}
+    assert meta["engine"]["onnx"] == {p.name: file_sha256(p) for p in full_model.glob("*.onnx")}
+    assert {_recorded_sha(p) for p in full_model.glob("*.onnx")} == {meta["weights_sha256"]["full.pt"]}
+    half = torch.load(full_model / "full.pt", weights_only=True)
+    assert half["fold"] == "full" and {v.dtype for v in half["model"].values() if v.is_floating_point()} == {
+        torch.float16}
+    # the graphs beside the weights are the ones the ONNX engine runs (looked up by the stem "full")
+    lines = []
+    seg = Segmenter.load(full_model, engine="onnx", log=lines.append)
+    assert seg.engine.files()[0]["path"].startswith(str(full_model.resolve())) and not lines
+    # and the float16 network gives the full run's checkpoint's probabilities
+    scan = read_scan(next(c for c in list_cases(tiny_dataset) if c.training).image)
+    p16 = Segmenter.load(full_model, precision="float32").segment(scan, probabilities=True).probabilities.values
+    p32 = Segmenter.load(run / "full", precision="float32").segment(scan, probabilities=True).probabilities.values
+    assert np.abs(p16 - p32).max() < 0.02
+    fold0 = Segmenter.load(run / "fold_0", precision="float32").segment(scan, probabilities=True).probabilities.values
+    assert np.abs(fold0 - p32).max() > 0.05  # (the comparison tells networks apart)
+
+
+def test_model_json_says_what_the_full_model_is_and_claims_no_metric_of_its_own(run, full_model, folds_model,
+                                                                                 tiny_dataset, capsys):
+    meta = json.loads((full_model / "model.json").read_text())
+    labelled = sorted(c.case_id for c in list_cases(tiny_dataset) if c.training)
+    assert meta["networks"] == "full" and meta["name"] == "tinyfull"
+    assert sorted(meta["folds"]["full"]["split"]["train"]) == labelled and meta["folds"]["full"]["split"]["test"] == []
+    assert f"all {len(labelled)} labelled cases" in meta["description"] and "no metric of its own" in meta["description"]
+    assert meta["cv_metrics"] is None
+
+    def dice_keys(d, path=""):  # every key naming a Dice, wherever it sits
+        if isinstance(d, dict):
+            return [p for k, v in d.items() for p in ([f"{path}/{k}"] if "dice" in k.lower() else [])
+                    + dice_keys(v, f"{path}/{k}")]
+        return []
+
+    # the recipe's estimate (and its folds' records), nothing of its own
+    assert [k for k in dice_keys(meta) if not k.startswith("/cv_estimate/")] == []
+    assert not (full_model / "cv_summary.json").exists() and not (full_model / "cv_per_case.json").exists()
+    # the folds' cross-validation, recorded as the recipe's estimate: the very numbers the folds' export records
+    est = meta["cv_estimate"]
+    assert est["dice"] == json.loads((folds_model / "model.json").read_text())["cv_metrics"]["dice"]
+    assert "not this network" in est["how"] and set(est["folds"]) == {"0", "1"}
+    # post-processing: the folds' pooled validation choice, said to be theirs
+    assert json.loads((full_model / "postprocess.json").read_text()) == json.loads(
+        (folds_model / "postprocess.json").read_text())
+    assert meta["postprocess"]["rules"] == json.loads((folds_model / "model.json").read_text())["postprocess"]["rules"]
+    assert "cross-validation folds" in meta["postprocess"]["how"]
+    cmds = meta["recreate"]
+    assert cmds[0] == "orbitseg synth DATA --seed 0 --patients 4 --small"
+    assert [c.split(" --preset")[0] for c in cmds if c.startswith("orbitseg train")] == [
+        "orbitseg train DATA --fold all", "orbitseg train DATA --fold full"]
+    assert "--out RUN/full" in cmds[-2] and cmds[-1] == "orbitseg export RUN MODEL_DIR --full"
+    assert meta["training_acquisition"] is not None
+    from orbitseg.train.export import describe_export
+
+    text = describe_export(full_model)
+    assert f"1 network trained on all {len(labelled)} labelled cases" in text and "no metric of its own" in text
+    assert "estimate" in text
+
+
+def test_a_run_holding_only_full_exports_it_without_an_option(run, tmp_path, tiny_dataset):
+    only = tmp_path / "only"
+    shutil.copytree(run / "full", only / "full")
+    model = export_model(only, tmp_path / "m", progress=False)
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["networks"] == "full" and (model / "full.pt").is_file()
+    # nothing to estimate the recipe or choose post-processing with: said so, nothing invented
+    assert meta["cv_estimate"]["dice"] is None and "no cross-validation fold" in meta["cv_estimate"]["how"]
+    assert meta["postprocess"]["rules"] is None and not (model / "postprocess.json").exists()
+    assert meta["recreate"][-2:] == [
+        "orbitseg train DATA --fold full --preset default --epochs 1 --seed 0 --out RUN/full",
+        "orbitseg export RUN MODEL_DIR"]
+    # the folder train --fold full --out DIR wrote, given itself, exports too
+    assert json.loads((export_model(only / "full", tmp_path / "m2", progress=False) / "model.json").read_text())[
+        "networks"] == "full"
+
+
+def test_full_is_refused_by_name_where_there_is_none(run, tmp_path):
+    folds_only = tmp_path / "folds_only"
+    for k in (0, 1):
+        shutil.copytree(run / f"fold_{k}", folds_only / f"fold_{k}", ignore=shutil.ignore_patterns("segmented"))
+    with pytest.raises(InputError, match="holds no full model"):
+        export_model(folds_only, tmp_path / "m", full=True)
+    assert main(["export", str(folds_only), str(tmp_path / "m"), "--full"]) == 2
+    assert not (tmp_path / "m").exists()
+
+
+def test_predict_with_the_full_model_records_full_pt(full_model, tiny_dataset, tmp_path):
+    from orbitseg.predict.run import predict_inputs
+
+    case = next(c for c in list_cases(tiny_dataset) if c.training)
+    rows, problems = predict_inputs(case.image, tmp_path / "pred", model=full_model, engine="torch", progress=False)
+    assert problems == [] and rows
+    record = json.loads((tmp_path / "pred" / "prediction.json").read_text())
+    (settings,) = record["settings"].values()
+    assert settings["checkpoints"] == [{"path": str((full_model / "full.pt").resolve()),
+                                        "sha256": file_sha256(full_model / "full.pt")}]
+    assert settings["postprocess"] == json.loads((full_model / "postprocess.json").read_text())["rules"]
+    assert [p.name for p in model_checkpoints(full_model)] == ["full.pt"]
+
+
+def test_init_from_a_full_model(full_model, run, tiny_dataset, tmp_path):
+    """A full model saw every case of its dataset: no cross-validation fold of that dataset may start from
+    it; on another dataset every fold may; the full model of its own dataset may."""
+    from orbitseg.train.loop import _per_fold_init
+    from orbitseg.train.splits import fold_split, full_split, read_splits
+
+    with pytest.raises(InputError, match="full model: it was trained on every case"):
+        train_fold(tiny_dataset, 1, epochs=1, init_from=full_model, out=tmp_path / "f1", overrides=TINY_TRAINING,
+                   progress=False)
+    assert not (tmp_path / "f1").exists()
+    only = tmp_path / "only"  # a run folder holding only full/: the same (run.json names the dataset)
+    shutil.copytree(run / "full", only / "full")
+    with pytest.raises(InputError, match="full model"):
+        _per_fold_init(only, 0, fold_split(read_splits(tiny_dataset), 0), lambda _: None, tiny_dataset)
+    # another dataset (another synthetic cohort): every fold starts from the full network
+    other = tmp_path / "other"
+    other.mkdir()
+    info = json.loads((tiny_dataset / "dataset.json").read_text())
+    info["synthetic"]["seed"] = 99
+    (other / "dataset.json").write_text(json.dumps(info))
+    assert _per_fold_init(full_model, 0, fold_split(read_splits(tiny_dataset), 0), lambda _: None, other) == full_model / "full.pt"
+    # a full model of this dataset from it: continued training, and its provenance is exported
+    child = train_fold(tiny_dataset, "full", epochs=1, batch_size=4, init_from=full_model, out=tmp_path / "child",
+                       overrides=TINY_TRAINING, progress=False)
+    assert json.loads((child / "run.json").read_text())["init_from"] == str(full_model / "full.pt")
+    assert _per_fold_init(full_model, "full", full_split(tiny_dataset), lambda _: None, tiny_dataset) == \
+        full_model / "full.pt"
+    meta = json.loads((export_model(child, tmp_path / "m", progress=False) / "model.json").read_text())
+    assert meta["init_from"]["folder"] == str(full_model.resolve())
+    assert "full network started from that folder's full network" in meta["init_from"]["how"]
+    assert meta["init_from"]["cv_estimate_dice"] == json.loads((full_model / "model.json").read_text())[
+        "cv_estimate"]["dice"]
+    assert meta["recreate"][-3:] == [
+        "orbitseg export RUN0 MODEL0 --full",
+        "orbitseg train DATA --fold full --preset default --epochs 1 --seed 0 --out RUN/full --init-from MODEL0",
+        "orbitseg export RUN MODEL_DIR"]
