@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input", type=Path, help="a scan file, a DICOM series folder, or a folder of either")
     s.add_argument("output", type=Path, help="folder for one label file per scan and measurements.csv")
     s.add_argument("--model", type=Path, default=None,
-                   help="a cross-validation run folder (ensembles its folds) or a checkpoint file")
+                   help="a model folder (`orbitseg export`), a cross-validation run folder (ensembles its folds; "
+                        "a run or model with only a full network: that network) or a checkpoint file")
     s.add_argument("--folds", default="all",
                    help=f"folds of a run or model to ensemble: all, or e.g. 0,2; {FULL_FOLD}: its network trained on "
                         f"every case (`train --fold {FULL_FOLD}`), taken by all only where there are no folds (the two "

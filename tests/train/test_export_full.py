@@ -194,3 +194,11 @@ def test_init_from_a_full_model(full_model, run, tiny_dataset, tmp_path):
         "orbitseg export RUN0 MODEL0 --full",
         "orbitseg train DATA --fold full --preset default --epochs 1 --seed 0 --out RUN/full --init-from MODEL0",
         "orbitseg export RUN MODEL_DIR"]
+    # from a run folder holding only full/: its commands re-create that run, then the fine-tuning from it
+    child = train_fold(tiny_dataset, "full", epochs=1, batch_size=4, init_from=only, out=tmp_path / "child2",
+                       overrides=TINY_TRAINING, progress=False)
+    meta = json.loads((export_model(child, tmp_path / "m2", progress=False) / "model.json").read_text())
+    assert meta["recreate"][2:] == [
+        "orbitseg train DATA --fold full --preset default --epochs 1 --seed 0 --out RUN0/full",
+        "orbitseg train DATA --fold full --preset default --epochs 1 --seed 0 --out RUN/full --init-from RUN0",
+        "orbitseg export RUN MODEL_DIR"]

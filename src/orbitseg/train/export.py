@@ -45,7 +45,7 @@ from orbitseg.io.read import file_sha256
 from orbitseg.predict.engine import onnx_available, write_engine_files
 from orbitseg.runs.checkpoint import export_half
 from orbitseg.runs.layout import (CV_PER_CASE_JSON, CV_SUMMARY_JSON, LOG_CSV, POSTPROCESS_JSON, fold_file_name,
-                                  fold_infos, fold_init_source, full_run, network_name, read_model_json,
+                                  fold_infos, fold_init_source, fold_runs, full_run, network_name, read_model_json,
                                   read_run_json)
 
 __all__ = ["export_model", "describe_export"]
@@ -261,7 +261,7 @@ def _training_acquisition(dataset: Path, ds_info: dict) -> dict | None:
 def _fold_dirs(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a trained cross-validation fold."""
     try:
-        fold_infos(run_dir)
+        fold_runs(run_dir)  # (a fold whose run.json is broken still counts, and is named where it is read)
         return True
     except InputError:
         return False
