@@ -201,13 +201,13 @@ def _parent_commands(parent: Path, dataset_info: dict | None) -> tuple[list[str]
         name = "MODEL0"
     else:
         full = full_run(parent)
-        if full is not None and not _fold_dirs(parent):
-            infos, fold, out = {FULL_FOLD: read_run_json(full)}, FULL_FOLD, "RUN/full"
+        if full is not None and not _fold_dirs(parent):  # a run holding only full/
+            infos, fold, run_out = {FULL_FOLD: read_run_json(full)}, FULL_FOLD, "RUN/full"
         else:
-            infos, fold, out = fold_infos(parent)[1], "all", "RUN"
+            infos, fold, run_out = fold_infos(parent)[1], "all", "RUN"
         grand = _init_parent(infos)
-        cmds = _recreate(dataset_info, infos[next(iter(infos))] if fold == FULL_FOLD else infos[min(infos)],
-                         _trained_epochs(infos), fold=fold, out=out,
+        cmds = _recreate(dataset_info, infos[FULL_FOLD] if fold == FULL_FOLD else infos[min(infos)],
+                         _trained_epochs(infos), fold=fold, out=run_out,
                          parent=None if grand is None else _parent_commands(grand, dataset_info))[:-1]
         name = "RUN0"
     if not cmds:
