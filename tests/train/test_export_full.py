@@ -144,7 +144,7 @@ def test_full_is_refused_by_name_where_there_is_none(run, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_predict_with_the_full_model_records_full_pt(full_model, tiny_dataset, tmp_path):
+def test_predict_with_the_full_model_records_full_pt(full_model, run, tiny_dataset, tmp_path):
     from orbitseg.predict.run import predict_inputs
 
     case = next(c for c in list_cases(tiny_dataset) if c.training)
@@ -156,6 +156,12 @@ def test_predict_with_the_full_model_records_full_pt(full_model, tiny_dataset, t
                                         "sha256": file_sha256(full_model / "full.pt")}]
     assert settings["postprocess"] == json.loads((full_model / "postprocess.json").read_text())["rules"]
     assert [p.name for p in model_checkpoints(full_model)] == ["full.pt"]
+    # a run folder holding folds and full: `--folds full` on the command line takes the full network alone
+    assert main(["predict", str(case.image), str(tmp_path / "pred_run"), "--model", str(run), "--folds", "full",
+                 "--engine", "torch"]) == 0
+    record = json.loads((tmp_path / "pred_run" / "prediction.json").read_text())
+    assert [c["path"] for s in record["settings"].values() for c in s["checkpoints"]] == [
+        str((run / "full" / "checkpoint_best.pt").resolve())]
 
 
 def test_init_from_a_full_model(full_model, run, tiny_dataset, tmp_path):
