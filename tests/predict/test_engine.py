@@ -222,20 +222,21 @@ def test_graphs_of_an_older_format_are_rebuilt_not_fed(tiny_run, tmp_path, scan)
 
 
 def test_the_torch_engine_runs_channels_last_with_the_same_probabilities():
-    """On the CPU the PyTorch engine keeps its networks' weights channels-last (faster oneDNN convolutions); the
-    probabilities are those of the same networks in the default layout."""
+    """On the CPU the PyTorch engine (through ``predict_vois``) keeps its networks' weights channels-last (faster
+    oneDNN convolutions); the probabilities are those of the same networks in the default layout."""
     import copy
 
-    from orbitseg.model import build_model
-    from orbitseg.predict.core import predict_vois
+    from orbitseg.model import build_model, predict_volume_slices
 
     torch.manual_seed(0)
     net = build_model("default", widths=(4, 8, 8, 16), bottleneck_lstm_hidden=8, head_lstm_hidden=4,
                       input_size=32).eval()
     plain = copy.deepcopy(net)
-    images = np.random.default_rng(1).uniform(0, 1, (7, 32, 32)).astype(np.float32)
-    engine = E.TorchEngine([net], torch.device("cpu"), "float32")
+    images = np.random.default_rng(1).uniform(0, 1, (7, 32, 32)).astype(np.float16).astype(np.float32)  # as stored
+    got = E.TorchEngine([net], torch.device("cpu"), "float32").vois(images)
     convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs
                          if w.shape[1] > 1 and w.shape[-1] > 1)
-    np.testing.assert_allclose(engine.vois(images), predict_vois([plain], images), atol=1e-5)
+    want = predict_volume_slices(plain, torch.from_numpy(images)[:, None])
+    assert all(m.weight.is_contiguous() for m in plain.modules() if isinstance(m, torch.nn.Conv2d))  # the default layout
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5)

@@ -85,8 +85,8 @@ class TorchEngine:
 
     Parameters
     ----------
-    networks : fold networks in eval mode on ``device`` (on the CPU their weights are made channels-last, in place:
-        the same values, faster convolutions)
+    networks : fold networks in eval mode on ``device`` (on the CPU :func:`~orbitseg.predict.core.predict_vois`
+        makes their weights channels-last, in place: the same values, faster convolutions)
     device : where they run
     precision : ``"float32"`` or ``"bfloat16"`` (already resolved)
     batch_size : sequences per forward pass
@@ -96,12 +96,6 @@ class TorchEngine:
 
     def __init__(self, networks: Sequence[nn.Module], device: torch.device, precision: str, batch_size: int = 64):
         self.networks, self.device, self.precision, self.batch_size = list(networks), device, precision, batch_size
-        if torch.device(device).type == "cpu":
-            # channels-last weights make oneDNN keep every feature map channels-last (the 1-channel input does
-            # not decide it): the shipped networks ran 17-26 % faster in float32 and bfloat16 (2-core Xeon,
-            # 3 interleaved rounds), probabilities within 6e-5
-            for net in self.networks:
-                net.to(memory_format=torch.channels_last)
 
     def vois(self, images: np.ndarray, *, mirror: bool = False,
              per_model: bool = False) -> np.ndarray | tuple[np.ndarray, list[np.ndarray]]:
