@@ -92,11 +92,9 @@ class ConvLSTM(nn.Module):
         """:meth:`forward` given the first layer's input gates ``(B, T, 4*hidden, H, W)`` (its
         ``input_gates`` of each step) instead of the input -> ``(B, T, hidden_channels, H, W)``."""
         b, t = gates.shape[:2]
-        x = gates
+        gx = gates
         for layer, cell in enumerate(self.cells):
-            if layer == 0:
-                gx = gates
-            else:
+            if layer:  # a later layer's gates come from the layer below's hidden states
                 gx = cell.input_gates(x.flatten(0, 1))
                 gx = gx.view(b, t, *gx.shape[1:])
             state: State | None = None
@@ -154,20 +152,16 @@ class BiConvLSTM(nn.Module):
         g = self.input_gates(x.flatten(0, 1))
         return self.forward_gates(g.view(b, t, *g.shape[1:]))
 
-    @property
-    def gate_channels(self) -> int:
-        """Channels of :meth:`input_gates`: ``4 * hidden`` per direction with its own weights."""
-        return 4 * self.hidden_channels * (1 if self.bwd is None else 2)
-
     def input_gates(self, x: torch.Tensor) -> torch.Tensor:
-        """The first layers' input gates of independent steps: ``(N, in_channels, H, W) -> (N, gate_channels,
-        H, W)``, the forward stack's then the backward stack's.  A step's gates depend on that step's input
-        alone, so SEQ-UNET computes them once per slice and shares them between the sequences holding it."""
+        """The first layers' input gates of independent steps: ``(N, in_channels, H, W) -> (N, G, H, W)``
+        with ``G = 4 * hidden`` per direction that has its own weights, the forward stack's then the
+        backward stack's.  A step's gates depend on that step's input alone, so SEQ-UNET computes them
+        once per slice and shares them between the sequences holding it."""
         gf = self.fwd.cells[0].input_gates(x)
         return gf if self.bwd is None else torch.cat([gf, self.bwd.cells[0].input_gates(x)], dim=1)
 
     def forward_gates(self, gates: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` given :meth:`input_gates` of every step ``(B, T, gate_channels, H, W)``."""
+        """:meth:`forward` given :meth:`input_gates` of every step ``(B, T, G, H, W)``."""
         gf = gb = gates
         if self.bwd is not None:
             gf, gb = gates.split(gates.shape[2] // 2, dim=2)

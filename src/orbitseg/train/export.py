@@ -201,7 +201,7 @@ def _parent_commands(parent: Path, dataset_info: dict | None) -> tuple[list[str]
         name = "MODEL0"
     else:
         full = full_run(parent)
-        if full is not None and not _fold_dirs(parent):  # a run holding only full/
+        if full is not None and not _holds_folds(parent):  # a run holding only full/
             infos, fold, run_out = {FULL_FOLD: read_run_json(full)}, FULL_FOLD, "RUN/full"
         else:
             infos, fold, run_out = fold_infos(parent)[1], "all", "RUN"
@@ -258,13 +258,26 @@ def _training_acquisition(dataset: Path, ds_info: dict) -> dict | None:
     return acquisition_range(acqs, f"the {len(acqs)} labelled scans of dataset {ds_info.get('name')}") if acqs else None
 
 
-def _fold_dirs(run_dir: Path) -> bool:
+def _holds_folds(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a trained cross-validation fold."""
     try:
         fold_runs(run_dir)  # (a fold whose run.json is broken still counts, and is named where it is read)
         return True
     except InputError:
         return False
+
+
+def _pooled_postprocessing(runs: dict[int, Path], tmp: Path) -> dict | None:
+    """The folds' post-processing choices pooled over their validation cases, written into ``tmp``; None (and
+    nothing written) unless every fold chose one."""
+    from orbitseg.predict.postprocess import pool_choices, read_postprocessing, write_postprocessing
+
+    choices = [read_postprocessing(d) for d in runs.values()]
+    if not all(c is not None for c in choices):
+        return None
+    pooled = pool_choices(choices)
+    write_postprocessing(tmp, pooled)
+    return pooled
 
 
 def _dataset(first: dict, dataset: str | Path | None) -> tuple[Path, dict | None]:
@@ -351,7 +364,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
         raise InputError(run_dir, "run folder does not exist")
     full_dir = full_run(run_dir)
     if full is None:
-        full = full_dir is not None and not _fold_dirs(run_dir)
+        full = full_dir is not None and not _holds_folds(run_dir)
     if full:
         if full_dir is None:
             raise InputError(run_dir, f"holds no {FULL_FOLD} model ({FULL_FOLD}/{CHECKPOINT_BEST} with run.json); "
@@ -365,8 +378,6 @@ def _export_folds(run_dir: Path, out: Path, *, name: str | None, dataset: str | 
                   progress: bool) -> Path:
     """:func:`export_model` of a run's cross-validation folds."""
     from orbitseg.evaluate.folders import to_json
-    from orbitseg.predict.postprocess import pool_choices, read_postprocessing, write_postprocessing
-
     runs, infos = fold_infos(run_dir)
     presets = {json.dumps(i.get("preset", {}).get("model"), sort_keys=True) for i in infos.values()}
     if len(presets) > 1:
@@ -381,10 +392,7 @@ def _export_folds(run_dir: Path, out: Path, *, name: str | None, dataset: str | 
         for k, d in runs.items():
             export_half(d / CHECKPOINT_BEST, tmp / fold_file_name(k))
         engine_files = _engine(tmp, [fold_file_name(k) for k in runs])
-        choices = [read_postprocessing(d) for d in runs.values()]
-        pooled = pool_choices(choices) if all(c is not None for c in choices) else None
-        if pooled is not None:
-            write_postprocessing(tmp, pooled)
+        pooled = _pooled_postprocessing(runs, tmp)
         rows, summary, how = _cv_metrics(tmp, run_dir, runs, infos, ds, ds_info, progress)
         if rows is not None:
             (tmp / CV_PER_CASE_JSON).write_text(to_json(rows), encoding="utf-8")
@@ -420,7 +428,7 @@ def _export_folds(run_dir: Path, out: Path, *, name: str | None, dataset: str | 
 def _matching_folds(cv_dir: Path, info: dict) -> tuple[dict[int, Path], dict[int, dict], str | None]:
     """The cross-validation folds in ``cv_dir`` trained with the full model's recipe (network, preprocessing,
     dataset), and None; or no folds and why none is used."""
-    if not _fold_dirs(cv_dir):
+    if not _holds_folds(cv_dir):
         return {}, {}, f"the run holds no cross-validation fold beside {FULL_FOLD}/"
     runs, infos = fold_infos(cv_dir)
     for key in ("preset", "preprocess", "dataset"):
@@ -438,13 +446,12 @@ def _export_full(run_dir: Path, full_dir: Path, out: Path, *, name: str | None, 
     import shutil
 
     from orbitseg.evaluate.folders import to_json
-    from orbitseg.predict.postprocess import pool_choices, read_postprocessing, write_postprocessing
 
     if out.exists() and not overwrite:
         raise InputError(out, "already exists; choose a new folder or pass --overwrite to replace that model")
     info = read_run_json(full_dir)
     ds, ds_info = _dataset(info, dataset)
-    cv_dir = full_dir.parent if full_dir != run_dir else run_dir
+    cv_dir = run_dir  # full_dir is run_dir/full or run_dir itself
     cv_runs, cv_infos, no_cv = _matching_folds(cv_dir, info)
     weights = fold_file_name(FULL_FOLD)
     cases, patients = len(info["split"]["train"]), len(info["split"].get("train_patients") or [])
@@ -453,10 +460,7 @@ def _export_full(run_dir: Path, full_dir: Path, out: Path, *, name: str | None, 
         engine_files = _engine(tmp, [weights])
         pooled, estimate = None, None
         if cv_runs:
-            choices = [read_postprocessing(d) for d in cv_runs.values()]
-            pooled = pool_choices(choices) if all(c is not None for c in choices) else None
-            if pooled is not None:
-                write_postprocessing(tmp, pooled)
+            pooled = _pooled_postprocessing(cv_runs, tmp)
             scratch = tmp / ".cv_folds"  # the folds' float16 weights, re-scored as a fold export does, then gone
             scratch.mkdir()
             for k, d in cv_runs.items():
