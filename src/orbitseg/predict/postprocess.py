@@ -111,8 +111,6 @@ def keep_largest_per_orbit(labels: Volume, structures: Iterable[int] = STRUCTURE
     return labels.like(out)
 
 
-
-
 def _apply_rules(labels: Volume, steps: Sequence[tuple[str, list[int]]]) -> Volume:
     """Apply each ``(rule, structures)`` in turn; each step sees the labels the previous one left."""
     from orbitseg.evaluate.measure import midline_x
