@@ -52,7 +52,7 @@ def test_a_run_holding_folds_and_full_exports_its_folds_by_default(folds_model):
     assert json.loads((folds_model / "model.json").read_text())["cv_metrics"]["dice"]["all"] is not None
 
 
-def test_full_export_is_the_one_network_in_float16_with_its_graphs(run, full_model, tiny_dataset, capsys):
+def test_full_export_is_the_one_network_in_float16_with_its_graphs(run, full_model, folds_model, tiny_dataset, capsys):
     from orbitseg.predict.engine import _recorded_sha
 
     assert sorted(p.name for p in full_model.iterdir()) == [
@@ -68,6 +68,9 @@ def test_full_export_is_the_one_network_in_float16_with_its_graphs(run, full_mod
     lines = []
     seg = Segmenter.load(full_model, engine="onnx", log=lines.append)
     assert seg.engine.files()[0]["path"].startswith(str(full_model.resolve())) and not lines
+    # the post-processing line says whose validation cases chose it (the full model has none)
+    assert "of the cross-validation folds" in seg.describe()
+    assert "cross-validation" not in Segmenter.load(folds_model).describe()
     # and the float16 network gives the full run's checkpoint's probabilities
     scan = read_scan(next(c for c in list_cases(tiny_dataset) if c.training).image)
     p16 = Segmenter.load(full_model, precision="float32").segment(scan, probabilities=True).probabilities.values

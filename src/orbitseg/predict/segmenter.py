@@ -27,10 +27,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from orbitseg.constants import FULL_FOLD
 from orbitseg.errors import InputError
 from orbitseg.io.volume import Volume
 from orbitseg.predict.core import predict_scan
 from orbitseg.preprocess.pipeline import BoxProbabilities, PreprocessConfig
+from orbitseg.runs.layout import network_name
 
 __all__ = ["Segmenter", "Segmentation", "model_postprocessing"]
 
@@ -73,7 +75,11 @@ def model_postprocessing(checkpoints: Sequence[Path]) -> tuple[dict, str]:
         return dict(NO_POSTPROCESSING), f"no post-processing ({', '.join(lacking)} hold(s) no postprocess.json)"
     choice = choices[0] if len(choices) == 1 else pool_choices(choices)
     rules = ", ".join(f"{k} {v}" for k, v in choice["rules"].items())
-    return choice, f"post-processing chosen on {len(choice.get('cases', []))} validation case(s): {rules}"
+    cases = f"{len(choice.get('cases', []))} validation case(s)"
+    if any(network_name(c) == FULL_FOLD for c in checkpoints):  # `orbitseg export --full` pools the folds' choice
+        cases += (f" of the cross-validation folds trained with it (the {FULL_FOLD} model held no case out to "
+                  "choose on)")
+    return choice, f"post-processing chosen on {cases}: {rules}"
 
 
 def training_acquisition(segmenter) -> dict | None:
