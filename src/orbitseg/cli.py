@@ -86,6 +86,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         args.dataset, args.fold, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
         resume=args.resume, overwrite=args.overwrite, device=args.device,
         init_from=None if args.init_from is None else resolve_model(args.init_from),
+        distill_from=None if args.distill_from is None else resolve_model(args.distill_from),
         seed=args.seed, workers=args.workers, out=args.out,
         overrides={"precision": args.precision} if args.precision != "float32" else None,
     )
@@ -254,7 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init-from", type=Path, default=None,
                    help="initialise from a compatible checkpoint, or from a model or run folder (`shipped`: the model "
                         "shipped with orbitseg): each fold from that folder's own fold (refused if it saw one of the "
-                        "fold's test cases)")
+                        "fold's test cases); a wider network of the same layout is narrowed to its most important "
+                        "channels (e.g. --preset fast --init-from shipped)")
+    s.add_argument("--distill-from", type=Path, default=None,
+                   help="also learn from this network's probabilities (knowledge distillation): a checkpoint, or a "
+                        "model or run folder (`shipped`) whose fold k teaches fold k (refused if it saw one of the "
+                        "fold's test cases), e.g. --preset fast --distill-from shipped")
     s.add_argument("--device", default="cpu", help="cpu or cuda (multi-GPU: see `orbitseg.train.loop`)")
     s.add_argument("--seed", type=int, default=0, help="random seed (recorded in the run folder)")
     s.add_argument("--workers", type=int, default=0, help="data-loading worker processes")

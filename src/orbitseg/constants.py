@@ -83,7 +83,7 @@ FIT_ASPECTS: tuple[str, ...] = ("stretch", "pad")
 FIT_ASPECT: str = "stretch"
 #: names of the presets, in the order of orbitseg.model.config.PRESETS (which checks it has exactly these);
 #: here so that the CLI can offer them without importing torch
-PRESET_NAMES: tuple[str, ...] = ("paper", "default", "unet2d")
+PRESET_NAMES: tuple[str, ...] = ("paper", "default", "unet2d", "fast")
 #: the preset `orbitseg train` uses unless told (orbitseg.model.config.PRESETS)
 DEFAULT_PRESET: str = "default"
 #: synthetic cohort variants (orbitseg.synth): the shipped model's cohort, and the variety of clinical head CT

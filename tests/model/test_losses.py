@@ -42,3 +42,23 @@ def test_paper_weights_favour_rare_labels():
     assert paper_dice_loss(bad_nerve, t) > paper_dice_loss(bad_eye, t)
     normed = paper_dice_loss(bad_nerve, t, normalize_weights=True)
     assert 0 < normed.item() <= 1.0
+
+
+def test_distillation_loss_is_the_kl_divergence_to_the_teacher():
+    """Zero where the student gives the teacher's probabilities, the KL divergence (checked against torch's)
+    elsewhere, and a gradient step brings the student's probabilities towards the teacher's, the teacher
+    untouched."""
+    from orbitseg.model.losses import distillation_loss
+
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 4, 8, 8)
+    assert distillation_loss(teacher + 3.0, teacher).abs() < 1e-6  # a constant shift is the same softmax
+    student = torch.randn(2, 4, 8, 8, requires_grad=True)
+    kd = distillation_loss(student, teacher)
+    ref = torch.nn.functional.kl_div(torch.log_softmax(student, 1), torch.log_softmax(teacher, 1), log_target=True,
+                                     reduction="none").sum(1).mean()
+    torch.testing.assert_close(kd, ref)
+    kd.backward()
+    moved = (student - 0.5 * student.grad).detach()
+    far = lambda s: (torch.softmax(s, 1) - torch.softmax(teacher, 1)).abs().mean()  # noqa: E731
+    assert far(moved) < far(student.detach())

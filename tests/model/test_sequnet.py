@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -123,7 +123,14 @@ def test_presets_build_and_count():
     assert isinstance(plain, UNet2D) and count_parameters(plain) < count_parameters(default)
     assert get_preset("unet2d").training == get_preset("default").training
     assert [n for n, _ in plain.encoder.named_parameters()] == [n for n, _ in default.encoder.named_parameters()]
-    for name in ("paper", "default", "unet2d"):
+    # the fast preset: the default layout narrowed (so a trained default model can start it), same recipe
+    from orbitseg.model.narrow import narrowing_problem
+
+    fast = get_preset("fast")
+    assert narrowing_problem(get_preset("default").model, fast.model) is None
+    assert fast.training == replace(get_preset("default").training, epochs=40)
+    assert count_parameters(build_model("fast")) < count_parameters(default) / 3
+    for name in ("paper", "default", "unet2d", "fast"):
         p = get_preset(name)
         d = asdict(p)
         assert d["name"] == name and "lr" in d["training"] and "widths" in d["model"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -95,6 +96,54 @@ def test_init_from_reports_loaded_and_skipped(run, tmp_path_factory):
                                                 "evaluate_test": False}, progress=False)
     info = json.loads((out / "run.json").read_text())
     assert info["init_report"]["loaded"] and info["init_report"]["shape_mismatch"]
+
+
+def test_init_from_a_wider_network_narrows_it(run, tmp_path):
+    """A checkpoint of the same layout with more channels starts a narrower network from its most important
+    channels (every tensor loaded, none skipped for its shape), and the run records it."""
+    from orbitseg.model.config import model_config
+    from orbitseg.model.narrow import narrow_state_dict
+
+    root, r = run
+    ck = torch.load(r / "checkpoint_best.pt", weights_only=True)
+    wide = model_config(ck["preset"])
+    narrow = build_model(wide, widths=(2, 4), bottleneck_lstm_hidden=2, head_lstm_hidden=2)
+    lines = []
+    rep = load_init(narrow, r / "checkpoint_best.pt", log=lines.append)
+    assert not rep["shape_mismatch"] and not rep["missing"] and len(rep["loaded"]) == len(narrow.state_dict())
+    assert rep["narrowed_from"]["widths"] == [4, 8] and rep["narrowed_from"]["head_lstm_hidden"] == 4
+    assert "narrowed" in lines[0]
+    expected, _ = narrow_state_dict(ck["model"], wide, narrow.config)
+    for k, v in narrow.state_dict().items():
+        assert torch.equal(v.float(), expected[k].float()), k
+    out = train_fold(root, 1, epochs=1, batch_size=4, out=tmp_path / "f", init_from=r / "checkpoint_best.pt",
+                     overrides={**TINY, "widths": (2, 4), "bottleneck_lstm_hidden": 2, "head_lstm_hidden": 2,
+                                "max_steps_per_epoch": 1, "evaluate_test": False}, progress=False)
+    info = json.loads((out / "run.json").read_text())
+    assert info["init_report"]["narrowed_from"]["bottleneck_lstm_hidden"] == 4
+
+
+def test_distill_from_teaches_with_the_same_folds_network_and_is_recorded(run, tmp_path):
+    """With a teacher the trained weights differ from the same seed's without one (the teacher's probabilities
+    enter the loss); a run folder teaches with its own fold k; a teacher that saw the fold's test cases is
+    refused by name."""
+    root, r = run
+    opts = {**TINY, "widths": (2, 4), "bottleneck_lstm_hidden": 2, "head_lstm_hidden": 2, "max_steps_per_epoch": 2,
+            "evaluate_test": False}
+    plain = train_fold(root, 1, epochs=1, batch_size=4, seed=0, out=tmp_path / "plain", overrides=opts,
+                       progress=False)
+    taught = train_fold(root, 1, epochs=1, batch_size=4, seed=0, out=tmp_path / "taught", overrides=opts,
+                        distill_from=r.parent, progress=False)
+    info = json.loads((taught / "run.json").read_text())
+    assert info["distill_from"] == str(r / "checkpoint_best.pt") and info["options"]["distill_weight"] == 1.0
+    a = torch.load(plain / "checkpoint_last.pt", weights_only=True)["model"]
+    b = torch.load(taught / "checkpoint_last.pt", weights_only=True)["model"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    leaky = tmp_path / "leaky"  # fold 1's network posing as fold 0: it trained on fold 0's test cases
+    shutil.copytree(r, leaky / "fold_0")
+    with pytest.raises(InputError, match=r"test case\(s\) of fold 0.*--distill-from"):
+        train_fold(root, 0, epochs=1, batch_size=4, seed=0, out=tmp_path / "leak", overrides=opts,
+                   distill_from=leaky, progress=False)
 
 
 def test_bfloat16_training_is_recorded_kept_on_resume_and_differs_from_float32(run, tmp_path):

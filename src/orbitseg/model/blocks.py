@@ -14,10 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["make_norm", "make_act", "ConvBlock", "DoubleConv", "Encoder", "UpStage", "Decoder"]
+__all__ = ["group_count", "make_norm", "make_act", "ConvBlock", "DoubleConv", "Encoder", "UpStage", "Decoder"]
 
 NORMS = ("batch", "instance", "group", "none")
 ACTS = ("elu", "relu", "leakyrelu")
+
+
+def group_count(channels: int) -> int:
+    """Groups of the ``group`` norm for ``channels`` feature maps: 8, or fewer when 8 does not divide it."""
+    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -36,8 +41,7 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     if kind == "instance":
         return nn.GroupNorm(channels, channels)
     if kind == "group":
-        groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
-        return nn.GroupNorm(groups, channels)
+        return nn.GroupNorm(group_count(channels), channels)
     if kind == "none":
         return nn.Identity()
     raise ValueError(f"unknown norm {kind!r}; choose one of {NORMS}")

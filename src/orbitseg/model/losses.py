@@ -15,7 +15,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["one_hot", "soft_dice_per_label", "paper_dice_loss", "dice_ce_loss", "LOSSES", "get_loss"]
+__all__ = ["one_hot", "soft_dice_per_label", "paper_dice_loss", "dice_ce_loss", "distillation_loss", "LOSSES",
+           "get_loss"]
 
 
 def one_hot(target: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -82,6 +83,17 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float 
     wg = g * w[None, :, None, None]
     ce = -(wg * logp).sum() / wg.sum().clamp_min(1e-12)
     return dice_weight * (1.0 - dice.mean()) + ce_weight * ce
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Knowledge distillation: ``KL(softmax(teacher) || softmax(student))`` per pixel, mean over pixels.
+
+    ``logits``, ``teacher_logits``: ``(B, C, H, W)`` of softmax networks.  Zero where the student gives the
+    teacher's probabilities; its gradient pulls every class's probability (not only the label's) towards
+    the teacher's, which is what a narrower network learns from faster than from labels alone.
+    """
+    log_t = F.log_softmax(teacher_logits.detach(), dim=1)
+    return (log_t.exp() * (log_t - F.log_softmax(logits, dim=1))).sum(1).mean()
 
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {"paper_dice": paper_dice_loss, "dice_ce": dice_ce_loss}

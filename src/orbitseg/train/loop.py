@@ -73,14 +73,15 @@ from orbitseg.constants import (CHECKPOINT_BEST, CHECKPOINT_LAST, DEFAULT_PRESET
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import atomic_path, write_text_atomic
 from orbitseg.io.layout import read_dataset_json
-from orbitseg.runs.checkpoint import load_checkpoint, save_checkpoint, state_dict_of, training_checkpoint
+from orbitseg.runs.checkpoint import (load_checkpoint, read_training_checkpoint, save_checkpoint, state_dict_of,
+                                     training_checkpoint)
 from orbitseg.runs.layout import (CURVES_PNG, DATA_ACCESS_JSON, LOG_CSV, RUN_DIRS, RUN_FILES, RUN_JSON, fold_dir_name,
                                   dataset_identity, fold_init_source, holds_run, init_dataset_identity, init_split,
                                   run_dir_of)
 from orbitseg.train.augment import AugmentParams, augment
 from orbitseg.train.data import (DataAccess, SliceSequences, derive_seed, epoch_indices, read_manifest,
                                  slice_weights, vois_of_cases)
-from orbitseg.model.losses import get_loss
+from orbitseg.model.losses import distillation_loss, get_loss
 from orbitseg.train.scoring import choose_on_validation, cross_validation_metrics, score_test_fold
 from orbitseg.train.splits import N_FOLDS, fold_split, full_split, make_splits
 
@@ -105,6 +106,8 @@ LOOP_OPTIONS: dict[str, Any] = {
     # "bfloat16": the training forward pass under bfloat16 autocast (loss, optimiser state and validation stay
     # float32); about 1.9x the steps per second on a CPU with AMX, 1.2x with AVX512-BF16 alone (AMD Zen 4)
     "precision": "float32",
+    # weight of the distillation term (KL to the teacher's probabilities) when train_fold has distill_from
+    "distill_weight": 1.0,
 }
 
 
@@ -202,6 +205,9 @@ def load_init(model: nn.Module, source: str | Path | dict, log=print) -> dict:
     (names); ``missing`` = in the model but not in the source, ``unexpected`` the other way.
     """
     sd = state_dict_of(source)
+    narrowed = _narrow_if_wider(model, source, sd, log)
+    if narrowed is not None:
+        sd = narrowed[0]
     own = model.state_dict()
     take, mismatch = {}, []
     for k, v in sd.items():
@@ -216,6 +222,8 @@ def load_init(model: nn.Module, source: str | Path | dict, log=print) -> dict:
     model.load_state_dict(own)
     report = {"loaded": sorted(take), "shape_mismatch": sorted(mismatch), "missing": sorted(missing),
               "unexpected": sorted(unexpected)}
+    if narrowed is not None:
+        report["narrowed_from"] = narrowed[1]
 
     def names(xs: list[str], n: int = 8) -> str:
         return ", ".join(xs[:n]) + (f", ... ({len(xs)} in all)" if len(xs) > n else "")
@@ -231,38 +239,65 @@ def load_init(model: nn.Module, source: str | Path | dict, log=print) -> dict:
     return report
 
 
+def _narrow_if_wider(model: nn.Module, source: str | Path | dict, state: dict, log: Callable[[str], None]
+                     ) -> tuple[dict, dict] | None:
+    """``state`` narrowed to ``model``'s layout (:func:`orbitseg.model.narrow.narrow_state_dict`) when
+    ``source`` is a checkpoint of a wider SEQ-UNET of the same layout otherwise, with a record of it;
+    ``None`` when its layout is the model's, unrecorded, or not one that narrows to it."""
+    from orbitseg.model.config import model_config
+    from orbitseg.model.narrow import SIZE_FIELDS, narrow_state_dict, narrowing_problem
+
+    ck = source if isinstance(source, dict) else load_checkpoint(source)
+    target = getattr(model, "config", None)
+    if target is None or not isinstance(ck.get("preset"), dict):
+        return None
+    theirs = model_config(ck["preset"])
+    if theirs == target or narrowing_problem(theirs, target) is not None:
+        return None
+    narrowed, _ = narrow_state_dict(state, theirs, target)
+    sizes = {f: (list(getattr(theirs, f)) if f == "widths" else getattr(theirs, f)) for f in SIZE_FIELDS}
+    log(f"init-from: narrowed the wider network (widths {list(theirs.widths)}, LSTM hidden "
+        f"{theirs.bottleneck_lstm_hidden}/{theirs.head_lstm_hidden}) to this one (widths {list(target.widths)}, "
+        f"{target.bottleneck_lstm_hidden}/{target.head_lstm_hidden}): in every layer its channels with the "
+        "largest norm scale (or weights) kept")
+    return narrowed, sizes
+
+
 def _per_fold_init(folder: Path, fold: int | str, split: dict, log: Callable[[str], None] = print,
-                   root: Path | None = None) -> Path:
+                   root: Path | None = None, role: str = "init-from") -> Path:
     """:func:`fold_init_source`, refused when those weights were trained or validated on a test case
     of this fold (fine-tuning a cross-validation fold by fold must not leak its test patients; a folder's
     ``full`` network, trained on every case, leaks them all on its own dataset).  The ``full`` model (no test
     case) starts from the folder's full network, else its fold 0.  Case names are compared only when
     the weights' dataset may be this one (``root``): a synthetic cohort of another seed or generator
-    version, or real scans against a synthetic cohort, shares names (``orbit_001``) but no scan."""
+    version, or real scans against a synthetic cohort, shares names (``orbit_001``) but no scan.  ``role``
+    names the option in the lines and errors (``init-from``, or ``distill-from`` for a teacher, checked alike:
+    a teacher that saw a test case would pass it on)."""
     source = fold_init_source(folder, fold)
+    verb, base = ("starts from", "start") if role == "init-from" else ("learns from", "learn")
     if fold == FULL_FOLD:
-        log(f"init-from: the {FULL_FOLD} model starts from {source.relative_to(folder)} of {folder}")
+        log(f"{role}: the {FULL_FOLD} model {verb} {source.relative_to(folder)} of {folder}")
         return source
     seen = init_split(source)
     if seen is None:
         raise InputError(source, "records no split (model.json / run.json), so it cannot be checked that fold "
-                                 f"{fold} does not start from weights that saw its test patients; pass one "
-                                 "checkpoint file to initialise every fold from it")
+                                 f"{fold} does not {base} from weights that saw its test patients; pass one "
+                                 f"checkpoint file (--{role}) for every fold")
     leaked = sorted(set(split["test"]) & set(seen.get("train", []) + seen.get("val", [])))
     theirs = init_dataset_identity(source) if leaked else None
     ours = dataset_identity(read_dataset_json(root)) if theirs is not None and root is not None else None
     if theirs is not None and ours is not None and theirs != ours:
-        log(f"init-from: fold {fold} starts from {source}, trained on another dataset ({_identity_text(theirs)}) "
+        log(f"{role}: fold {fold} {verb} {source}, trained on another dataset ({_identity_text(theirs)}) "
             f"than this one ({_identity_text(ours)}): {len(leaked)} shared case name(s), no shared scan")
         return source
     if leaked and not seen.get("val") and not seen.get("test"):  # a full model: no case held out
         raise InputError(source, f"is a {FULL_FOLD} model: it was trained on every case of its dataset, among them "
                                  f"the {len(leaked)} test case(s) of fold {fold} here ({', '.join(leaked[:6])}), so "
-                                 f"no cross-validation fold of this dataset may start from it (--fold {FULL_FOLD} may)")
+                                 f"no cross-validation fold of this dataset may {base} from it (--fold {FULL_FOLD} may)")
     if leaked:
         raise InputError(source, f"was trained or validated on {len(leaked)} test case(s) of fold {fold} "
                                  f"({', '.join(leaked[:6])}): its split differs from this dataset's splits.json; "
-                                 "pass one checkpoint file to initialise every fold from it")
+                                 f"pass one checkpoint file (--{role}) for every fold")
     return source
 
 
@@ -499,6 +534,7 @@ class _Training:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    teacher: nn.Module | None = None  # distill_from's network (eval mode, frozen)
 
 
 @dataclass
@@ -606,6 +642,25 @@ def _build_training(conf: _Config, seed: int, device: torch.device, log: Callabl
     return _Training(model, optimizer, scheduler, get_loss(recipe.loss))
 
 
+def _teacher(source: Path, conf: _Config, device: torch.device, log: Callable[[str], None]) -> nn.Module:
+    """The network of checkpoint ``source``, frozen in eval mode, to distil from; refused unless it and the
+    trained network both give softmax probabilities."""
+    from orbitseg.model import build_model
+
+    ck = read_training_checkpoint(source)  # built here, as training builds its own network (not a Segmenter's)
+    teacher = build_model(ck["preset"]["model"])
+    teacher.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict_of(ck).items()})
+    teacher.to(device).eval()
+    for name, output in (("teacher", teacher.config.output), ("network", conf.cfg.model.output)):
+        if output != "softmax":
+            raise InputError(source, f"cannot distil: the {name} gives {output} outputs (distillation compares "
+                                     "softmax probabilities)")
+    teacher.requires_grad_(False)
+    log(f"distilling from {source} ({sum(p.numel() for p in teacher.parameters()):,} parameters), weight "
+        f"{conf.opts['distill_weight']}")
+    return teacher
+
+
 def _resume_or_init(tr: _Training, conf: _Config, run: Path, resume: bool, init_from: str | Path | None,
                     log: Callable[[str], None]) -> _Progress:
     """Restore ``checkpoint_last.pt`` (weights, optimiser, schedule, RNG states, history) when resuming
@@ -656,7 +711,8 @@ def _open_data_access(ctx: _Fold, data: _Data, state: _Progress) -> DataAccess:
 
 
 def _write_run_json(ctx: _Fold, splits: dict, split: dict, state: _Progress, model: nn.Module, *, workers: int,
-                    overrides: dict | None, init_from: str | Path | None) -> None:
+                    overrides: dict | None, init_from: str | Path | None,
+                    distill_from: str | Path | None = None) -> None:
     """Write ``run.json`` for a new run, or append this call to a resumed run's ``resumes``."""
     conf = ctx.conf
     rj = ctx.run / RUN_JSON
@@ -677,6 +733,7 @@ def _write_run_json(ctx: _Fold, splits: dict, split: dict, state: _Progress, mod
                         "deterministic": True},
             "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in (overrides or {}).items()},
             "init_from": None if init_from is None else str(init_from), "init_report": state.init_report,
+            "distill_from": None if distill_from is None else str(distill_from),
             "versions": _versions(), "git_commit": _git_commit(),
             "split": {k: split[k] for k in ("train", "val", "test", "train_patients", "val_patients",
                                              "test_patients")},
@@ -731,7 +788,12 @@ def _train_epoch(ctx: _Fold, model: nn.Module, tr: _Training, data: _Data, epoch
         tr.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=opts["precision"] == "bfloat16"):
             logits = model(x)
+            if tr.teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = tr.teacher(x)
         loss = tr.loss_fn(logits.float(), y)
+        if tr.teacher is not None:
+            loss = loss + opts["distill_weight"] * distillation_loss(logits.float(), teacher_logits.float())
         loss.backward()
         tr.optimizer.step()
         total += float(loss.detach()) * x.shape[0]
@@ -841,6 +903,7 @@ def train_fold(
     resume: bool = False,
     overwrite: bool = False,
     init_from: str | Path | None = None,
+    distill_from: str | Path | None = None,
     device: str = "cpu",
     seed: int = 0,
     workers: int = 0,
@@ -865,6 +928,10 @@ def train_fold(
         those weights saw one of this fold's test cases (:func:`fold_init_source`; a folder holding only a
         full network starts every fold from it); the ``full`` model starts from the folder's full network,
         else its fold 0.  Refused when the dataset was preprocessed otherwise than those weights' data
+    distill_from : a checkpoint, or a model / run folder (its fold ``fold``, checked as for ``init_from``), whose
+        network teaches: the loss adds ``distill_weight`` (:data:`LOOP_OPTIONS`) times the KL divergence from
+        its probabilities on the same augmented batch (:func:`~orbitseg.model.losses.distillation_loss`);
+        for a narrower layout (the ``fast`` preset) learning from a trained wide network
     device : ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
     seed : drives the initial weights, the sample draws, augmentation and (unless ``split_seed``)
         the split
@@ -900,6 +967,10 @@ def train_fold(
         init_from = _per_fold_init(Path(init_from), fold, split, log, root)
     if init_from is not None:
         _check_init_preprocessing(init_from, conf.pp, root)
+    if distill_from is not None and Path(distill_from).is_dir():  # the teacher of fold k is the folder's fold k
+        distill_from = _per_fold_init(Path(distill_from), fold, split, log, root, role="distill-from")
+    if distill_from is not None:
+        _check_init_preprocessing(distill_from, conf.pp, root)
     data = _prepare_data(root, conf, split, log)
     run = Path(out) if out is not None else run_dir_of(root, preset, fold)
     _prepare_run_folder(run, resume, overwrite, dist.is_main)
@@ -908,11 +979,13 @@ def train_fold(
     log(f"fold {fold} of {root} - preset {preset!r}, device {dist.device}, {conf.threads} thread(s)"
         + (f", {dist.world} processes" if dist.ddp else ""))
     tr = _build_training(conf, seed, dist.device, log)
+    if distill_from is not None:
+        tr = replace(tr, teacher=_teacher(Path(distill_from), conf, dist.device, log))
     state = _resume_or_init(tr, conf, run, resume, init_from, log)
     access = _open_data_access(ctx, data, state)
     if dist.is_main:
         _write_run_json(ctx, splits, split, state, tr.model, workers=workers, overrides=overrides,
-                        init_from=init_from)
+                        init_from=init_from, distill_from=distill_from)
 
     model = dist.wrap(tr.model)
     recipe = conf.recipe
