@@ -255,8 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init-from", type=Path, default=None,
                    help="initialise from a compatible checkpoint, or from a model or run folder (`shipped`: the model "
                         "shipped with orbitseg): each fold from that folder's own fold (refused if it saw one of the "
-                        "fold's test cases); a wider network of the same layout is narrowed to its most important "
-                        "channels (e.g. --preset fast --init-from shipped)")
+                        "fold's test cases)")
     s.add_argument("--distill-from", type=Path, default=None,
                    help="also learn from this network's probabilities (knowledge distillation): a checkpoint, or a "
                         "model or run folder (`shipped`) whose fold k teaches fold k (refused if it saw one of the "

@@ -98,31 +98,6 @@ def test_init_from_reports_loaded_and_skipped(run, tmp_path_factory):
     assert info["init_report"]["loaded"] and info["init_report"]["shape_mismatch"]
 
 
-def test_init_from_a_wider_network_narrows_it(run, tmp_path):
-    """A checkpoint of the same layout with more channels starts a narrower network from its most important
-    channels (every tensor loaded, none skipped for its shape), and the run records it."""
-    from orbitseg.model.config import model_config
-    from orbitseg.model.narrow import narrow_state_dict
-
-    root, r = run
-    ck = torch.load(r / "checkpoint_best.pt", weights_only=True)
-    wide = model_config(ck["preset"])
-    narrow = build_model(wide, widths=(2, 4), bottleneck_lstm_hidden=2, head_lstm_hidden=2)
-    lines = []
-    rep = load_init(narrow, r / "checkpoint_best.pt", log=lines.append)
-    assert not rep["shape_mismatch"] and not rep["missing"] and len(rep["loaded"]) == len(narrow.state_dict())
-    assert rep["narrowed_from"]["widths"] == [4, 8] and rep["narrowed_from"]["head_lstm_hidden"] == 4
-    assert "narrowed" in lines[0]
-    expected, _ = narrow_state_dict(ck["model"], wide, narrow.config)
-    for k, v in narrow.state_dict().items():
-        assert torch.equal(v.float(), expected[k].float()), k
-    out = train_fold(root, 1, epochs=1, batch_size=4, out=tmp_path / "f", init_from=r / "checkpoint_best.pt",
-                     overrides={**TINY, "widths": (2, 4), "bottleneck_lstm_hidden": 2, "head_lstm_hidden": 2,
-                                "max_steps_per_epoch": 1, "evaluate_test": False}, progress=False)
-    info = json.loads((out / "run.json").read_text())
-    assert info["init_report"]["narrowed_from"]["bottleneck_lstm_hidden"] == 4
-
-
 def test_distill_from_teaches_with_the_same_folds_network_and_is_recorded(run, tmp_path):
     """With a teacher the trained weights differ from the same seed's without one (the teacher's probabilities
     enter the loss); a run folder teaches with its own fold k; a teacher that saw the fold's test cases is

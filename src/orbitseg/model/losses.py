@@ -90,7 +90,7 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> tor
 
     ``logits``, ``teacher_logits``: ``(B, C, H, W)`` of softmax networks.  Zero where the student gives the
     teacher's probabilities; its gradient pulls every class's probability (not only the label's) towards
-    the teacher's, which is what a narrower network learns from faster than from labels alone.
+    the teacher's, so a smaller network also learns where the teacher is unsure (borders, thin structures).
     """
     log_t = F.log_softmax(teacher_logits.detach(), dim=1)
     return (log_t.exp() * (log_t - F.log_softmax(logits, dim=1))).sum(1).mean()

@@ -205,9 +205,6 @@ def load_init(model: nn.Module, source: str | Path | dict, log=print) -> dict:
     (names); ``missing`` = in the model but not in the source, ``unexpected`` the other way.
     """
     sd = state_dict_of(source)
-    narrowed = _narrow_if_wider(model, source, sd, log)
-    if narrowed is not None:
-        sd = narrowed[0]
     own = model.state_dict()
     take, mismatch = {}, []
     for k, v in sd.items():
@@ -222,8 +219,6 @@ def load_init(model: nn.Module, source: str | Path | dict, log=print) -> dict:
     model.load_state_dict(own)
     report = {"loaded": sorted(take), "shape_mismatch": sorted(mismatch), "missing": sorted(missing),
               "unexpected": sorted(unexpected)}
-    if narrowed is not None:
-        report["narrowed_from"] = narrowed[1]
 
     def names(xs: list[str], n: int = 8) -> str:
         return ", ".join(xs[:n]) + (f", ... ({len(xs)} in all)" if len(xs) > n else "")
@@ -237,30 +232,6 @@ def load_init(model: nn.Module, source: str | Path | dict, log=print) -> dict:
         if report[key]:
             log(f"  {title}: {names(report[key])}")
     return report
-
-
-def _narrow_if_wider(model: nn.Module, source: str | Path | dict, state: dict, log: Callable[[str], None]
-                     ) -> tuple[dict, dict] | None:
-    """``state`` narrowed to ``model``'s layout (:func:`orbitseg.model.narrow.narrow_state_dict`) when
-    ``source`` is a checkpoint of a wider SEQ-UNET of the same layout otherwise, with a record of it;
-    ``None`` when its layout is the model's, unrecorded, or not one that narrows to it."""
-    from orbitseg.model.config import model_config
-    from orbitseg.model.narrow import SIZE_FIELDS, narrow_state_dict, narrowing_problem
-
-    ck = source if isinstance(source, dict) else load_checkpoint(source)
-    target = getattr(model, "config", None)
-    if target is None or not isinstance(ck.get("preset"), dict):
-        return None
-    theirs = model_config(ck["preset"])
-    if theirs == target or narrowing_problem(theirs, target) is not None:
-        return None
-    narrowed, _ = narrow_state_dict(state, theirs, target)
-    sizes = {f: (list(getattr(theirs, f)) if f == "widths" else getattr(theirs, f)) for f in SIZE_FIELDS}
-    log(f"init-from: narrowed the wider network (widths {list(theirs.widths)}, LSTM hidden "
-        f"{theirs.bottleneck_lstm_hidden}/{theirs.head_lstm_hidden}) to this one (widths {list(target.widths)}, "
-        f"{target.bottleneck_lstm_hidden}/{target.head_lstm_hidden}): in every layer its channels with the "
-        "largest norm scale (or weights) kept")
-    return narrowed, sizes
 
 
 def _per_fold_init(folder: Path, fold: int | str, split: dict, log: Callable[[str], None] = print,
