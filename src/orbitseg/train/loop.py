@@ -272,6 +272,19 @@ def _per_fold_init(folder: Path, fold: int | str, split: dict, log: Callable[[st
     return source
 
 
+def _fold_source(source: str | Path | dict | None, fold: int | str, split: dict, conf: _Config, root: Path,
+                 log: Callable[[str], None], role: str) -> str | Path | dict | None:
+    """The weights ``--init-from`` / ``--distill-from`` (``role``) gives fold ``fold``: a model or run folder's
+    own fold (:func:`_per_fold_init`, refused if they saw a test case), else ``source`` as given; refused when
+    the dataset was preprocessed otherwise than their data (:func:`_check_init_preprocessing`)."""
+    if source is None:
+        return None
+    if not isinstance(source, dict) and Path(source).is_dir():
+        source = _per_fold_init(Path(source), fold, split, log, root, role=role)
+    _check_init_preprocessing(source, conf.pp, root)
+    return source
+
+
 def _identity_text(identity: tuple) -> str:
     if identity[0] != "synthetic":
         return "scans not made by orbitseg's generator"
@@ -620,7 +633,7 @@ def _teacher(source: Path, conf: _Config, device: torch.device, log: Callable[[s
 
     ck = read_training_checkpoint(source)  # built here, as training builds its own network (not a Segmenter's)
     teacher = build_model(ck["preset"]["model"])
-    teacher.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict_of(ck).items()})
+    teacher.load_state_dict(state_dict_of(ck))  # (float16 weights of an exported fold are copied into float32)
     teacher.to(device).eval()
     for name, output in (("teacher", teacher.config.output), ("network", conf.cfg.model.output)):
         if output != "softmax":
@@ -683,7 +696,7 @@ def _open_data_access(ctx: _Fold, data: _Data, state: _Progress) -> DataAccess:
 
 def _write_run_json(ctx: _Fold, splits: dict, split: dict, state: _Progress, model: nn.Module, *, workers: int,
                     overrides: dict | None, init_from: str | Path | None,
-                    distill_from: str | Path | None = None) -> None:
+                    distill_from: str | Path | None) -> None:
     """Write ``run.json`` for a new run, or append this call to a resumed run's ``resumes``."""
     conf = ctx.conf
     rj = ctx.run / RUN_JSON
@@ -934,14 +947,8 @@ def train_fold(
     conf = _configure(root, preset, epochs, batch_size, overrides)
     dist = _setup_distributed(device)
     splits, split = _read_split(root, fold, seed if split_seed is None else split_seed, overwrite_splits, dist)
-    if init_from is not None and Path(init_from).is_dir():  # a model or run folder: each fold from its own fold
-        init_from = _per_fold_init(Path(init_from), fold, split, log, root)
-    if init_from is not None:
-        _check_init_preprocessing(init_from, conf.pp, root)
-    if distill_from is not None and Path(distill_from).is_dir():  # the teacher of fold k is the folder's fold k
-        distill_from = _per_fold_init(Path(distill_from), fold, split, log, root, role="distill-from")
-    if distill_from is not None:
-        _check_init_preprocessing(distill_from, conf.pp, root)
+    init_from = _fold_source(init_from, fold, split, conf, root, log, "init-from")
+    distill_from = _fold_source(distill_from, fold, split, conf, root, log, "distill-from")
     data = _prepare_data(root, conf, split, log)
     run = Path(out) if out is not None else run_dir_of(root, preset, fold)
     _prepare_run_folder(run, resume, overwrite, dist.is_main)
