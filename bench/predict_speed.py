@@ -3,7 +3,7 @@ per inference engine and precision; and scans per minute for a folder.
 
     python bench/predict_speed.py [--repeats 3] [--threads 2] [--mirror] [--model RUN_OR_MODEL_DIR]
                                   [--engines torch:float32,torch:bfloat16,onnx:float32,openvino:float32,openvino:bfloat16]
-                                  [--folder 20] [--emulate-avx2]
+                                  [--folds all] [--folder 20] [--emulate-avx2]
 
 Target (issues 7, 21): <= 5 s and <= 1.5 GB on 2 CPU cores without AVX-512.  The scan is a
 synthetic patient at 0.4 x 0.4 x 0.625 mm written as .nii.gz; each timed run is a fresh process
@@ -34,7 +34,7 @@ t_import = time.perf_counter() - t0
 t1 = time.perf_counter()
 rows, problems = predict_inputs(sys.argv[1], sys.argv[2], overwrite=True, progress=False,
                                 mirror=sys.argv[4] == "1", model=sys.argv[5] or None, precision=sys.argv[6],
-                                engine=sys.argv[7])
+                                engine=sys.argv[7], folds=sys.argv[8])
 t = time.perf_counter() - t1
 assert not problems, problems
 print(json.dumps({"seconds": t, "import_seconds": t_import,
@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--model", default="", help="a run, model folder or checkpoint (default: the shipped model)")
     ap.add_argument("--engines", default="torch:float32,torch:bfloat16,onnx:float32,openvino:float32,openvino:bfloat16",
                     help="engine:precision pairs to time (bfloat16 is left out on CPUs without it in hardware)")
+    ap.add_argument("--folds", default="all",
+                    help="folds of the model to ensemble, as `orbitseg predict --folds` (e.g. 0: one network)")
     ap.add_argument("--folder", type=int, default=0,
                     help="also time a folder of this many scans (one process, engine auto): scans per minute")
     ap.add_argument("--emulate-avx2", action="store_true",
@@ -94,12 +96,13 @@ def main() -> None:
     pairs = [(e, p) for e, p in pairs if p != "bfloat16" or (native_bfloat16() and not env)]
     with tempfile.TemporaryDirectory() as tmp:
         scan = write_scan(ct, Path(tmp) / "bench.nii.gz")
-        print(f"{describe(ct)}, {args.model or 'shipped model'}" + (", mirrored TTA" if args.mirror else ""))
+        print(f"{describe(ct)}, {args.model or 'shipped model'}, folds {args.folds}"
+              + (", mirrored TTA" if args.mirror else ""))
         for engine, precision in dict.fromkeys((e, p) for e, p in pairs if e != "torch"):
             Segmenter.load(args.model or None, engine=engine, precision=precision)  # graphs built/compiled once (cached)
         for engine, precision in pairs:
             runs = run_fresh(CHILD, [scan, Path(tmp) / "out", args.threads, int(args.mirror), args.model, precision,
-                                     engine], args.repeats, env=env)
+                                     engine, args.folds], args.repeats, env=env)
             print(summary(runs, f"predict one scan, engine {engine}, {precision}"))
         if args.folder:
             import shutil
@@ -112,7 +115,8 @@ def main() -> None:
             for i in range(args.folder):
                 shutil.copy(scan, folder / f"scan_{i:02d}.nii.gz")
             t0 = time.perf_counter()
-            _, problems = predict_inputs(folder, Path(tmp) / "folder_out", model=args.model or None, progress=False)
+            _, problems = predict_inputs(folder, Path(tmp) / "folder_out", model=args.model or None, progress=False,
+                                         folds=args.folds)
             sec = time.perf_counter() - t0
             assert not problems, problems
             print(f"folder of {args.folder} scans (engine auto): {sec:.1f} s, {60 * args.folder / sec:.1f} scans per minute")

@@ -106,6 +106,9 @@ def test_prediction_json_says_what_made_each_label_file(run_dir, inputs, tmp_pat
     case = record["cases"]["flipped"]
     assert case["settings"] == sid and case["precision"] == "float32" and case["labels"] == "flipped.nii.gz"
     assert case["scan"] == str((inputs / "scans" / "flipped.nii.gz").resolve())
+    # one fold network: nothing to compare it with, and the record says that check was not made
+    assert "fold_disagreement" not in case["quality_checks"] and case["quality_checks"][:2] == ["anatomy",
+                                                                                                "field_of_view"]
     # resuming with another setting would mix two predictions in one folder: refused, nothing touched
     (out / "series.nii.gz").unlink()
     before = (out / "prediction.json").read_bytes()
@@ -270,6 +273,9 @@ def test_shipped_model_segments_a_new_patient_on_any_grid(inputs, tmp_path):
     out = tmp_path / "o"
     rows, problems = predict_inputs(folder, out, progress=False)
     assert problems == []
+    # four folds and a model.json with its training acquisition: every group of checks was made
+    checks = json.loads((out / "prediction.json").read_text())["cases"]["patient"]["quality_checks"]
+    assert checks == ["anatomy", "field_of_view", "fold_disagreement", "acquisition"]
     flipped_scan = read_scan(folder / "patient_flipped.nii.gz")
     assert np.allclose(flipped_scan.geometry.matrix, np.diag([-1.0, -1.0, 1.0]))
     pred = read_label(out / "patient.nii.gz", reference=ct).array

@@ -67,7 +67,9 @@ def test_settings_name_the_files_by_hash_and_what_decides_the_labels():
     assert s["mirror"] is True and s["preprocess"]["size"] == seg.preprocess.size
     assert s["postprocess"] == seg.postprocess["rules"]
     assert Segmenter.load(postprocess=False).settings()["postprocess"] is None
-    assert "network in float32" in seg.describe()
+    assert "network in float32" in seg.describe() and "4 networks averaged" in seg.describe()
+    # one fold: the line says the fold-disagreement check cannot be made
+    assert "fold-disagreement check is not made" in Segmenter.load(folds="0", precision="float32").describe()
 
 
 def test_postprocessing_true_false_or_given(tiny_run, scan, tmp_path):

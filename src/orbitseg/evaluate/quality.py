@@ -34,7 +34,7 @@ from orbitseg.constants import EYEBALL, MUSCLES, NERVE, SHORT_NAMES, STRUCTURES
 from orbitseg.evaluate.measure import MEASURE_KEYS, midline_x, orbit_measurements
 from orbitseg.io.volume import Geometry, Volume
 
-__all__ = ["quality_flags", "flags_summary", "flag_codes", "acquisition_of", "acquisition_range", "fold_agreement",
+__all__ = ["quality_flags", "quality_checks", "QUALITY_CHECKS", "flags_summary", "flag_codes", "acquisition_of", "acquisition_range", "fold_agreement",
            "fold_agreement_by_side",
            "REFERENCE_RANGES_ML", "ASYMMETRY_LIMITS_PCT", "EDGE_AREA_MM2", "FOLD_AGREEMENT_MIN", "MISSING_FRACTION",
            "TRAINING_ACQUISITION_KEY"]
@@ -463,6 +463,24 @@ def quality_flags(labels: Volume, scan: Volume | None = None, *, fold_labels: Se
             acq["globe_hu"] = acq["muscle_hu"] = None
         flags += _acquisition_flags(acq, training_acquisition)
     return flags
+
+
+#: the groups of checks :func:`quality_flags` makes, in its order
+QUALITY_CHECKS: tuple[str, ...] = ("anatomy", "field_of_view", "fold_disagreement", "acquisition")
+
+
+def quality_checks(*, fold_check: bool, training_acquisition: dict | None) -> list[str]:
+    """Which of :data:`QUALITY_CHECKS` :func:`quality_flags` makes with these inputs, for the record: an empty
+    flag list then says "nothing found" only for these.
+
+    Parameters
+    ----------
+    fold_check : whether the folds' agreement (or their labels or probabilities) was given; a model of one
+        network (``--folds 0``, a ``full`` model) has no second opinion to compare with
+    training_acquisition : the model's ``training_acquisition`` record, or None (a bare checkpoint)
+    """
+    return [c for c in QUALITY_CHECKS
+            if (c != "fold_disagreement" or fold_check) and (c != "acquisition" or training_acquisition)]
 
 
 def flag_codes(flags: Sequence[dict], side: str | None = None) -> str:

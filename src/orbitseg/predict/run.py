@@ -207,7 +207,7 @@ def predict_inputs(
     from orbitseg import __version__
     from orbitseg.evaluate.folders import rows_to_csv
     from orbitseg.evaluate.measure import MEASUREMENTS_CSV, orbit_measurements
-    from orbitseg.evaluate.quality import flag_codes, flags_summary, quality_flags
+    from orbitseg.evaluate.quality import flag_codes, flags_summary, quality_checks, quality_flags
     from orbitseg.io.dicom import acquisition_note, acquisition_record
     from orbitseg.io.read import read_scan
     from orbitseg.predict.segmenter import Segmenter, training_acquisition
@@ -287,7 +287,8 @@ def predict_inputs(
                     seg = segmenter.segment(scan, fold_agreement=True)  # the fold-disagreement flag
                     labels = seg.labels
                     measured = orbit_measurements(labels, scan, clinical=True)  # once: the flags use its midline
-                    flags = quality_flags(labels, scan, agreement=seg.fold_agreement,
+                    agreement = seg.fold_agreement  # None with one network: no fold check
+                    flags = quality_flags(labels, scan, agreement=agreement,
                                           training_acquisition=train_acq, measurements=measured)
                     del seg
                     written = _write_outputs(labels, scan, targets, overwrite=overwrite or resume, problems=problems,
@@ -298,7 +299,10 @@ def predict_inputs(
                         "scan": str(Path(item.path).resolve()), "labels": written[0].name,
                         "outputs": [t.name for t in written], "settings": sid,
                         "precision": segmenter.precision, "device": str(device), "engine": segmenter.engine.name,
-                        "engine_files": segmenter.engine.files(), "quality": flags, **acquisition_record(scan.meta),
+                        "engine_files": segmenter.engine.files(), "quality": flags,
+                        "quality_checks": quality_checks(fold_check=agreement is not None,
+                                                         training_acquisition=train_acq),
+                        **acquisition_record(scan.meta),
                         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
                     write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
             except OutputError:

@@ -211,8 +211,11 @@ class Segmenter:
                 "mirror": self.mirror}
 
     def describe(self) -> str:
-        """One line: engine, arithmetic, post-processing."""
-        return f"engine {self.engine.name}, network in {self.precision}; {self.postprocess_note}"
+        """One line: engine, arithmetic, how many networks, post-processing."""
+        n = len(self.networks)
+        nets = (f"{n} networks averaged" if n > 1
+                else "1 network (no second one to compare: the fold-disagreement check is not made)")
+        return f"engine {self.engine.name}, network in {self.precision}, {nets}; {self.postprocess_note}"
 
     def __repr__(self) -> str:
         return (f"Segmenter({len(self.networks)} network(s), size {self.preprocess.size}, device {self.device}, "
