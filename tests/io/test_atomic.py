@@ -1,7 +1,7 @@
 import pytest
 
 from orbitseg.errors import ExistsError
-from orbitseg.io.atomic import atomic_dir, atomic_path, write_text_atomic
+from orbitseg.io.atomic import atomic_dir, atomic_path, exclusive_lock, write_text_atomic
 
 
 def test_atomic_path_keeps_ending_and_renames(tmp_path):
@@ -72,3 +72,36 @@ def test_results_get_the_permissions_of_any_new_file(tmp_path):
     mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
     assert mode(tmp_path / "a.json") == mode(tmp_path / "plain") == 0o640
     assert mode(tmp_path / "model") == 0o750
+
+
+def test_exclusive_lock_refuses_a_second_holder_and_dies_with_its_process(tmp_path):
+    """A held lock refuses a second holder at once (no waiting), naming the folder and the holder's pid; a
+    holder that is killed leaves the lock free (the kernel's flock, not a stale-file check)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from orbitseg.errors import InputError
+
+    lock = tmp_path / "run" / ".lock"
+    with exclusive_lock(lock, what="training"):
+        with pytest.raises(InputError, match=rf"run.*in use.*pid {os.getpid()}.*training"):
+            with exclusive_lock(lock, what="training"):
+                pass
+    with exclusive_lock(lock, what="training"):  # released at the end of the block
+        pass
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from orbitseg.io.atomic import exclusive_lock\n"
+        f"with exclusive_lock({str(lock)!r}, what='testing'):\n"
+        "    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(InputError, match=rf"pid {child.pid}.*testing"):
+            with exclusive_lock(lock, what="training"):
+                pass
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    with exclusive_lock(lock, what="training"):  # the killed holder left no stale lock
+        pass

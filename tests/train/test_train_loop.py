@@ -68,6 +68,25 @@ def test_refuses_to_overwrite(run):
     assert json.loads((r / "run.json").read_text())["resumes"][-1]["epochs"] == 1
 
 
+def test_a_folder_being_trained_is_refused_to_a_second_process(run, tmp_path):
+    """Two trainings given one folder (e.g. the same --out in two shells) would interleave checkpoints and logs:
+    while one holds the folder the other is refused by name, writing nothing, even with overwrite."""
+    from orbitseg.io.atomic import exclusive_lock
+    from orbitseg.runs.layout import TRAIN_LOCK
+
+    root, r = run
+    before = {p.name: p.read_bytes() for p in r.iterdir() if p.is_file()}
+    with exclusive_lock(r / TRAIN_LOCK, what="training"):  # another process's hold, as flock sees it
+        with pytest.raises(InputError, match=rf"{r.name}.*in use.*pid {__import__('os').getpid()}.*training"):
+            train_fold(root, 1, epochs=1, batch_size=4, out=r, overrides=TINY, progress=False, overwrite=True)
+    assert {p.name: p.read_bytes() for p in r.iterdir() if p.is_file() and p.name != TRAIN_LOCK} == \
+        {k: v for k, v in before.items() if k != TRAIN_LOCK}
+    # released when the holder is done: the folder trains again
+    fresh = train_fold(root, 1, epochs=1, batch_size=4, out=tmp_path / "f1", overrides=TINY_TRAINING, progress=False)
+    with exclusive_lock(fresh / TRAIN_LOCK, what="training"):
+        pass
+
+
 def test_fold_all_refuses_up_front(run):
     """A later fold already trained (e.g. in parallel) is named before any fold trains, and nothing is written."""
     root, r = run

@@ -20,10 +20,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from orbitseg.errors import ExistsError, OutputError
+from orbitseg.errors import ExistsError, InputError, OutputError
 from orbitseg.io.formats import split_ending
 
-__all__ = ["atomic_path", "atomic_dir", "write_text_atomic", "remove_stale_temporaries", "TEMPORARY_RE"]
+__all__ = ["atomic_path", "atomic_dir", "write_text_atomic", "remove_stale_temporaries", "exclusive_lock",
+           "TEMPORARY_RE"]
 
 #: the name of every temporary file or folder this module makes: group ``pid`` is the writing process
 TEMPORARY_RE = re.compile(r"^\..*\.orbitseg-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp(?:\..*)?$")
@@ -180,3 +181,44 @@ def write_text_atomic(path: str | Path, text: str, *, overwrite: bool = True) ->
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, *, what: str) -> Iterator[None]:
+    """Hold the lock file ``path`` (created if needed) for the ``with`` block, or refuse at once.
+
+    Two processes writing one folder (two ``orbitseg train`` given the same ``--out``) would interleave
+    checkpoints and logs; the second is refused with an :class:`~orbitseg.errors.InputError` naming the
+    folder and the process holding it.  The lock is the kernel's (``flock``): it goes with the process, so
+    a killed one leaves no stale lock (the file itself stays).  Where ``fcntl`` does not exist (Windows) the
+    block runs unlocked.
+
+    Parameters
+    ----------
+    path : the lock file, in the folder it guards
+    what : what the holder does there, written into the file for a refused process's message (``"training"``)
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = Path(path)
+    _writable_parent(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputError(path, _why_not_writable(path, exc)) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, _, doing = os.pread(fd, 200, 0).decode("utf-8", "replace").strip().partition(" ")
+            raise InputError(path.parent, f"is in use: another process (pid {pid or 'unknown'}) is "
+                                          f"{doing or 'writing'} there; wait for it to finish or choose another "
+                                          "folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {what}\n".encode(), 0)  # for the message of a refused process
+        yield
+    finally:
+        os.close(fd)  # releases the lock

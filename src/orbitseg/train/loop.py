@@ -60,6 +60,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,12 +72,12 @@ from torch import nn
 from orbitseg.constants import (CHECKPOINT_BEST, CHECKPOINT_LAST, DEFAULT_PRESET, FULL_FOLD, SHORT_NAMES, STRUCTURES,
                                 TRAIN_PRECISIONS)
 from orbitseg.errors import InputError
-from orbitseg.io.atomic import atomic_path, write_text_atomic
+from orbitseg.io.atomic import atomic_path, exclusive_lock, write_text_atomic
 from orbitseg.io.layout import read_dataset_json
 from orbitseg.runs.checkpoint import (load_checkpoint, read_training_checkpoint, save_checkpoint, state_dict_of,
                                      training_checkpoint)
-from orbitseg.runs.layout import (CURVES_PNG, DATA_ACCESS_JSON, LOG_CSV, RUN_DIRS, RUN_FILES, RUN_JSON, fold_dir_name,
-                                  dataset_identity, fold_init_source, holds_run, init_dataset_identity, init_split,
+from orbitseg.runs.layout import (CURVES_PNG, DATA_ACCESS_JSON, LOG_CSV, RUN_DIRS, RUN_FILES, RUN_JSON, TRAIN_LOCK,
+                                  dataset_identity, fold_dir_name, fold_init_source, holds_run, init_dataset_identity, init_split,
                                   run_dir_of)
 from orbitseg.train.augment import AugmentParams, augment
 from orbitseg.train.data import (DataAccess, SliceSequences, derive_seed, epoch_indices, read_manifest,
@@ -951,35 +952,38 @@ def train_fold(
     distill_from = _fold_source(distill_from, fold, split, conf, root, log, "distill-from")
     data = _prepare_data(root, conf, split, log)
     run = Path(out) if out is not None else run_dir_of(root, preset, fold)
-    _prepare_run_folder(run, resume, overwrite, dist.is_main)
-    ctx = _Fold(root, fold, preset, seed, run, conf, dist, log)
+    with ExitStack() as held:
+        if dist.is_main:  # a second process training into this folder is refused, not interleaved
+            held.enter_context(exclusive_lock(run / TRAIN_LOCK, what="training"))
+        _prepare_run_folder(run, resume, overwrite, dist.is_main)
+        ctx = _Fold(root, fold, preset, seed, run, conf, dist, log)
 
-    log(f"fold {fold} of {root} - preset {preset!r}, device {dist.device}, {conf.threads} thread(s)"
-        + (f", {dist.world} processes" if dist.ddp else ""))
-    tr = _build_training(conf, seed, dist.device, log)
-    if distill_from is not None:
-        tr = replace(tr, teacher=_teacher(Path(distill_from), conf, dist.device, log))
-    state = _resume_or_init(tr, conf, run, resume, init_from, log)
-    access = _open_data_access(ctx, data, state)
-    if dist.is_main:
-        _write_run_json(ctx, splits, split, state, tr.model, workers=workers, overrides=overrides,
-                        init_from=init_from, distill_from=distill_from)
+        log(f"fold {fold} of {root} - preset {preset!r}, device {dist.device}, {conf.threads} thread(s)"
+            + (f", {dist.world} processes" if dist.ddp else ""))
+        tr = _build_training(conf, seed, dist.device, log)
+        if distill_from is not None:
+            tr = replace(tr, teacher=_teacher(Path(distill_from), conf, dist.device, log))
+        state = _resume_or_init(tr, conf, run, resume, init_from, log)
+        access = _open_data_access(ctx, data, state)
+        if dist.is_main:
+            _write_run_json(ctx, splits, split, state, tr.model, workers=workers, overrides=overrides,
+                            init_from=init_from, distill_from=distill_from)
 
-    model = dist.wrap(tr.model)
-    recipe = conf.recipe
-    log(f"{len(split['train'])} training cases ({len(data.train)} slices), {len(split['val'])} validation cases "
-        f"({len(data.val)} slices), {len(split['test'])} test cases; {recipe.epochs} epochs of "
-        f"{int(conf.opts['epoch_size'] or len(data.train))} sequences, batch {recipe.batch_size}")
-    for epoch in range(state.start_epoch, recipe.epochs):
-        t0 = time.time()
-        stats = _train_epoch(ctx, model, tr, data, epoch, workers=workers, progress=progress)
-        _validate_and_checkpoint(ctx, tr, data, state, stats, access, epoch, t0)
-    dist.barrier()
+        model = dist.wrap(tr.model)
+        recipe = conf.recipe
+        log(f"{len(split['train'])} training cases ({len(data.train)} slices), {len(split['val'])} validation cases "
+            f"({len(data.val)} slices), {len(split['test'])} test cases; {recipe.epochs} epochs of "
+            f"{int(conf.opts['epoch_size'] or len(data.train))} sequences, batch {recipe.batch_size}")
+        for epoch in range(state.start_epoch, recipe.epochs):
+            t0 = time.time()
+            stats = _train_epoch(ctx, model, tr, data, epoch, workers=workers, progress=progress)
+            _validate_and_checkpoint(ctx, tr, data, state, stats, access, epoch, t0)
+        dist.barrier()
 
-    if dist.is_main:
-        _finish(ctx, split, state, access, t_start)
-    dist.barrier()
-    return run
+        if dist.is_main:
+            _finish(ctx, split, state, access, t_start)
+        dist.barrier()
+        return run
 
 
 def train(
