@@ -72,6 +72,23 @@ def test_settings_name_the_files_by_hash_and_what_decides_the_labels():
     assert "fold-disagreement check is not made" in Segmenter.load(folds="0", precision="float32").describe()
 
 
+def test_speed_note_only_where_an_ensemble_runs_in_float32_for_want_of_bfloat16_hardware(monkeypatch):
+    """Without AMX / AVX512-BF16 the four networks run in float32 and the user is told of --folds 0; not on a
+    CPU with bfloat16 hardware, not for one network, not when bfloat16 is asked for."""
+    import orbitseg.model as model
+    import orbitseg.model.slice_inference as si
+
+    for where in (model, si):  # "auto" resolves through slice_inference; the note asks orbitseg.model
+        monkeypatch.setattr(where, "native_bfloat16", lambda: False)
+    note = Segmenter.load(precision="auto").speed_note()
+    assert note is not None and "--folds 0" in note and "4 networks run in float32" in note
+    assert Segmenter.load(folds="0", precision="auto").speed_note() is None
+    assert Segmenter.load(precision="bfloat16").speed_note() is None
+    for where in (model, si):
+        monkeypatch.setattr(where, "native_bfloat16", lambda: True)
+    assert Segmenter.load(precision="float32").speed_note() is None
+
+
 def test_postprocessing_true_false_or_given(tiny_run, scan, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

@@ -217,6 +217,19 @@ class Segmenter:
                 else "1 network (no second one to compare: the fold-disagreement check is not made)")
         return f"engine {self.engine.name}, network in {self.precision}, {nets}; {self.postprocess_note}"
 
+    def speed_note(self) -> str | None:
+        """A hint for a CPU that runs an ensemble in float32 because it lacks bfloat16 hardware (most
+        workstations and laptops: no AMX or AVX512-BF16), where four networks take several times the
+        reading and writing; None elsewhere, and for one network."""
+        from orbitseg.model import native_bfloat16
+
+        n = len(self.networks)
+        if self.device.type != "cpu" or n < 2 or self.precision != "float32" or native_bfloat16():
+            return None
+        return (f"note: this CPU has no bfloat16 arithmetic in hardware (AMX, AVX512-BF16), so the {n} networks run "
+                f"in float32, most of the time per scan; --folds 0 uses one of them, about 1/{n} of the network "
+                "time, at a small cost in accuracy and without the fold-disagreement check (README: Speed)")
+
     def __repr__(self) -> str:
         return (f"Segmenter({len(self.networks)} network(s), size {self.preprocess.size}, device {self.device}, "
                 f"{self.engine.name} {self.precision}, mirror={self.mirror}, postprocess={None if self.postprocess is None else self.postprocess['rules']})")
