@@ -227,8 +227,9 @@ class Segmenter:
         if self.device.type != "cpu" or n < 2 or self.precision != "float32" or native_bfloat16():
             return None
         return (f"note: this CPU has no bfloat16 arithmetic in hardware (AMX, AVX512-BF16), so the {n} networks run "
-                f"in float32, most of the time per scan; --folds 0 uses one of them, about 1/{n} of the network "
-                "time, at a small cost in accuracy and without the fold-disagreement check (README: Speed)")
+                "in float32, most of the time per scan; fewer are faster at some cost in accuracy: --folds 0,1 "
+                "takes about half the network time, --folds 0 about a quarter without the fold-disagreement check "
+                "(README: Speed)")
 
     def __repr__(self) -> str:
         return (f"Segmenter({len(self.networks)} network(s), size {self.preprocess.size}, device {self.device}, "
