@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--distill-from", type=Path, default=None,
                    help="also learn from this network's probabilities (knowledge distillation): a checkpoint, or a "
                         "model or run folder (`shipped`) whose fold k teaches fold k (refused if it saw one of the "
-                        "fold's test cases), e.g. --preset fast --distill-from shipped")
+                        "fold's test cases; --fold full learns from the mean of all its folds), e.g. --preset fast "
+                        "--distill-from shipped")
     s.add_argument("--device", default="cpu", help="cpu or cuda (multi-GPU: see `orbitseg.train.loop`)")
     s.add_argument("--seed", type=int, default=0, help="random seed (recorded in the run folder)")
     s.add_argument("--workers", type=int, default=0, help="data-loading worker processes")

@@ -62,3 +62,18 @@ def test_distillation_loss_is_the_kl_divergence_to_the_teacher():
     moved = (student - 0.5 * student.grad).detach()
     far = lambda s: (torch.softmax(s, 1) - torch.softmax(teacher, 1)).abs().mean()  # noqa: E731
     assert far(moved) < far(student.detach())
+
+
+def test_an_ensemble_teacher_gives_the_mean_of_its_members_probabilities():
+    """The folds teaching one network: as logits, the ensemble's output soft-maxes to the members' mean
+    probabilities (what orbitseg predict averages), not to a mean of their logits."""
+    from orbitseg.model.losses import EnsembleTeacher
+
+    torch.manual_seed(0)
+    members = [torch.nn.Conv2d(1, 4, 3, padding=1) for _ in range(3)]
+    x = torch.randn(2, 1, 8, 8)
+    mean = torch.stack([torch.softmax(m(x), 1) for m in members]).mean(0)
+    out = EnsembleTeacher(members)(x)
+    torch.testing.assert_close(torch.softmax(out, 1), mean)
+    logit_mean = torch.softmax(torch.stack([m(x) for m in members]).mean(0), 1)
+    assert (logit_mean - mean).abs().max() > 1e-3  # the two differ, so the check above can fail

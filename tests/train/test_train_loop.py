@@ -138,6 +138,14 @@ def test_distill_from_teaches_with_the_same_folds_network_and_is_recorded(run, t
     with pytest.raises(InputError, match=r"test case\(s\) of fold 0.*--distill-from"):
         train_fold(root, 0, epochs=1, batch_size=4, seed=0, out=tmp_path / "leak", overrides=opts,
                    distill_from=leaky, progress=False)
+    # the network trained on every case learns from all the folds of a folder (none of them leaks a test case)
+    folds = tmp_path / "folds"
+    for k in (0, 1):
+        shutil.copytree(r, folds / f"fold_{k}")
+    full = train_fold(root, "full", epochs=1, batch_size=4, seed=0, out=tmp_path / "full", overrides=opts,
+                      distill_from=folds, progress=False)
+    assert json.loads((full / "run.json").read_text())["distill_from"] == [
+        str(folds / f"fold_{k}" / "checkpoint_best.pt") for k in (0, 1)]
 
 
 def test_bfloat16_training_is_recorded_kept_on_resume_and_differs_from_float32(run, tmp_path):

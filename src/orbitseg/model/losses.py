@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 __all__ = ["one_hot", "soft_dice_per_label", "paper_dice_loss", "dice_ce_loss", "distillation_loss", "LOSSES",
            "get_loss"]
@@ -94,6 +95,25 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> tor
     """
     log_t = F.log_softmax(teacher_logits.detach(), dim=1)
     return (log_t.exp() * (log_t - F.log_softmax(logits, dim=1))).sum(1).mean()
+
+
+class EnsembleTeacher(nn.Module):
+    """Several softmax networks as one teacher (the folds of a model teaching one network trained on every case).
+
+    ``forward(x)`` takes what each member takes (``(B, T, 1, H, W)`` sequences) and returns the log of the
+    members' mean probabilities, ``(B, C, H, W)``: as logits they soft-max back to that mean, which is what
+    :func:`distillation_loss` compares with (the ensemble ``orbitseg predict`` averages, not its logits' mean).
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble teacher needs at least one network")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.stack([F.softmax(m(x).float(), dim=1) for m in self.members]).mean(0)
+        return torch.log(p.clamp_min(1e-12))
 
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {"paper_dice": paper_dice_loss, "dice_ce": dice_ce_loss}

@@ -46,7 +46,7 @@ from orbitseg.errors import InputError
 
 __all__ = ["RUN_JSON", "TRAIN_LOCK", "LOG_CSV", "CURVES_PNG", "DATA_ACCESS_JSON", "SEGMENTED_DIR", "RUN_FILES", "RUN_DIRS",
            "POSTPROCESS_JSON", "CV_PER_CASE_JSON", "CV_SUMMARY_JSON", "fold_dir_name", "fold_file_name", "fold_number",
-           "network_name", "full_run", "run_dir_of", "holds_run", "fold_runs", "read_run_json",
+           "network_name", "full_run", "full_checkpoint", "run_dir_of", "holds_run", "fold_runs", "read_run_json",
            "fold_infos", "read_model_json", "SHIPPED_MODEL", "resolve_model", "model_checkpoints", "fold_init_source", "init_split",
            "dataset_identity", "init_dataset_identity"]
 
@@ -185,7 +185,7 @@ def resolve_model(model: str | Path | None) -> Path:
     return Path(model)
 
 
-def _full_checkpoint(folder: Path) -> Path | None:
+def full_checkpoint(folder: Path) -> Path | None:
     """``folder``'s full network: ``full.pt`` of a model folder or ``full/checkpoint_best.pt`` of a run."""
     for cand in (folder / fold_file_name(FULL_FOLD), folder / fold_dir_name(FULL_FOLD) / CHECKPOINT_BEST):
         if cand.is_file():
@@ -220,7 +220,7 @@ def model_checkpoints(model: str | Path | None, folds: str = "all") -> list[Path
         k = fold_number(p.parent if p.name == CHECKPOINT_BEST else p)
         if k is not None:
             found[k] = p
-    full = _full_checkpoint(model)
+    full = full_checkpoint(model)
     if str(folds).strip() == FULL_FOLD:
         if full is None:
             raise InputError(model, f"holds no {FULL_FOLD} model ({fold_file_name(FULL_FOLD)} or "
@@ -256,7 +256,7 @@ def fold_init_source(folder: str | Path, fold: int | str) -> Path:
     for cand in own:
         if (folder / cand).is_file():
             return folder / cand
-    full = _full_checkpoint(folder)
+    full = full_checkpoint(folder)
     if full is not None and not [*folder.glob("fold_*.pt"), *folder.glob(f"fold_*/{CHECKPOINT_BEST}")]:
         return full
     raise InputError(folder, f"holds no weights for fold {fold} ({' or '.join(own[:2])}) nor only a "

@@ -77,7 +77,8 @@ from orbitseg.io.layout import read_dataset_json
 from orbitseg.runs.checkpoint import (load_checkpoint, read_training_checkpoint, save_checkpoint, state_dict_of,
                                      training_checkpoint)
 from orbitseg.runs.layout import (CURVES_PNG, DATA_ACCESS_JSON, LOG_CSV, RUN_DIRS, RUN_FILES, RUN_JSON, TRAIN_LOCK,
-                                  dataset_identity, fold_dir_name, fold_init_source, holds_run, init_dataset_identity, init_split,
+                                  dataset_identity, fold_dir_name, fold_init_source, full_checkpoint,
+                                  model_checkpoints, holds_run, init_dataset_identity, init_split,
                                   run_dir_of)
 from orbitseg.train.augment import AugmentParams, augment
 from orbitseg.train.data import (DataAccess, SliceSequences, derive_seed, epoch_indices, read_manifest,
@@ -274,12 +275,21 @@ def _per_fold_init(folder: Path, fold: int | str, split: dict, log: Callable[[st
 
 
 def _fold_source(source: str | Path | dict | None, fold: int | str, split: dict, conf: _Config, root: Path,
-                 log: Callable[[str], None], role: str) -> str | Path | dict | None:
+                 log: Callable[[str], None], role: str) -> str | Path | dict | list[Path] | None:
     """The weights ``--init-from`` / ``--distill-from`` (``role``) gives fold ``fold``: a model or run folder's
     own fold (:func:`_per_fold_init`, refused if they saw a test case), else ``source`` as given; refused when
-    the dataset was preprocessed otherwise than their data (:func:`_check_init_preprocessing`)."""
+    the dataset was preprocessed otherwise than their data (:func:`_check_init_preprocessing`).  The ``full``
+    model distils from every fold of a folder without a full network (a list of checkpoints)."""
     if source is None:
         return None
+    if (role == "distill-from" and fold == FULL_FOLD and not isinstance(source, dict) and Path(source).is_dir()
+            and full_checkpoint(Path(source)) is None):
+        # the network trained on every case learns from the whole ensemble (no case is held out to leak)
+        members = model_checkpoints(Path(source))
+        log(f"{role}: the {FULL_FOLD} model learns from the mean of the {len(members)} network(s) of {source}")
+        for m in members:
+            _check_init_preprocessing(m, conf.pp, root)
+        return members
     if not isinstance(source, dict) and Path(source).is_dir():
         source = _per_fold_init(Path(source), fold, split, log, root, role=role)
     _check_init_preprocessing(source, conf.pp, root)
@@ -627,21 +637,28 @@ def _build_training(conf: _Config, seed: int, device: torch.device, log: Callabl
     return _Training(model, optimizer, scheduler, get_loss(recipe.loss))
 
 
-def _teacher(source: Path, conf: _Config, device: torch.device, log: Callable[[str], None]) -> nn.Module:
-    """The network of checkpoint ``source``, frozen in eval mode, to distil from; refused unless it and the
-    trained network both give softmax probabilities."""
+def _teacher(sources: Path | list[Path], conf: _Config, device: torch.device,
+             log: Callable[[str], None]) -> nn.Module:
+    """The network of checkpoint ``sources`` (or the mean of several: :class:`~orbitseg.model.losses.EnsembleTeacher`),
+    frozen in eval mode, to distil from; refused unless every one and the trained network give softmax
+    probabilities."""
     from orbitseg.model import build_model
+    from orbitseg.model.losses import EnsembleTeacher
 
-    ck = read_training_checkpoint(source)  # built here, as training builds its own network (not a Segmenter's)
-    teacher = build_model(ck["preset"]["model"])
-    teacher.load_state_dict(state_dict_of(ck))  # (float16 weights of an exported fold are copied into float32)
+    members = []
+    for source in sources if isinstance(sources, list) else [sources]:
+        ck = read_training_checkpoint(source)  # built here, as training builds its own network (not a Segmenter's)
+        net = build_model(ck["preset"]["model"])
+        net.load_state_dict(state_dict_of(ck))  # (float16 weights of an exported fold are copied into float32)
+        for name, output in (("teacher", net.config.output), ("network", conf.cfg.model.output)):
+            if output != "softmax":
+                raise InputError(source, f"cannot distil: the {name} gives {output} outputs (distillation compares "
+                                         "softmax probabilities)")
+        members.append(net)
+    teacher = members[0] if len(members) == 1 else EnsembleTeacher(members)
     teacher.to(device).eval()
-    for name, output in (("teacher", teacher.config.output), ("network", conf.cfg.model.output)):
-        if output != "softmax":
-            raise InputError(source, f"cannot distil: the {name} gives {output} outputs (distillation compares "
-                                     "softmax probabilities)")
     teacher.requires_grad_(False)
-    log(f"distilling from {source} ({sum(p.numel() for p in teacher.parameters()):,} parameters), weight "
+    log(f"distilling from {sources} ({sum(p.numel() for p in teacher.parameters()):,} parameters), weight "
         f"{conf.opts['distill_weight']}")
     return teacher
 
@@ -718,7 +735,8 @@ def _write_run_json(ctx: _Fold, splits: dict, split: dict, state: _Progress, mod
                         "deterministic": True},
             "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in (overrides or {}).items()},
             "init_from": None if init_from is None else str(init_from), "init_report": state.init_report,
-            "distill_from": None if distill_from is None else str(distill_from),
+            "distill_from": (None if distill_from is None else [str(d) for d in distill_from]
+                             if isinstance(distill_from, list) else str(distill_from)),
             "versions": _versions(), "git_commit": _git_commit(),
             "split": {k: split[k] for k in ("train", "val", "test", "train_patients", "val_patients",
                                              "test_patients")},
@@ -916,7 +934,9 @@ def train_fold(
     distill_from : a checkpoint, or a model / run folder (its fold ``fold``, checked as for ``init_from``), whose
         network teaches: the loss adds ``distill_weight`` (:data:`LOOP_OPTIONS`) times the KL divergence from
         its probabilities on the same augmented batch (:func:`~orbitseg.model.losses.distillation_loss`);
-        for a narrower layout (the ``fast`` preset) learning from a trained wide network
+        for a narrower layout (the ``fast`` preset) learning from a trained wide network.  The ``full`` model
+        learns from a folder's full network, else from the mean probabilities of all its folds (one network
+        taught by the ensemble: no case is held out, so none can leak)
     device : ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
     seed : drives the initial weights, the sample draws, augmentation and (unless ``split_seed``)
         the split
@@ -962,7 +982,8 @@ def train_fold(
             + (f", {dist.world} processes" if dist.ddp else ""))
         tr = _build_training(conf, seed, dist.device, log)
         if distill_from is not None:
-            tr = replace(tr, teacher=_teacher(Path(distill_from), conf, dist.device, log))
+            tr = replace(tr, teacher=_teacher(distill_from if isinstance(distill_from, list) else Path(distill_from),
+                                              conf, dist.device, log))
         state = _resume_or_init(tr, conf, run, resume, init_from, log)
         access = _open_data_access(ctx, data, state)
         if dist.is_main:
