@@ -34,7 +34,8 @@ from orbitseg.constants import EYEBALL, MUSCLES, NERVE, SHORT_NAMES, STRUCTURES
 from orbitseg.evaluate.measure import MEASURE_KEYS, midline_x, orbit_measurements
 from orbitseg.io.volume import Geometry, Volume
 
-__all__ = ["quality_flags", "quality_checks", "QUALITY_CHECKS", "flags_summary", "flag_codes", "acquisition_of", "acquisition_range", "fold_agreement",
+__all__ = ["quality_flags", "quality_checks", "QUALITY_CHECKS", "flags_summary", "flag_codes", "acquisition_of",
+           "acquisition_range", "fold_agreement",
            "fold_agreement_by_side",
            "REFERENCE_RANGES_ML", "ASYMMETRY_LIMITS_PCT", "EDGE_AREA_MM2", "FOLD_AGREEMENT_MIN", "MISSING_FRACTION",
            "TRAINING_ACQUISITION_KEY"]

@@ -219,8 +219,8 @@ class Segmenter:
 
     def speed_note(self) -> str | None:
         """A hint for a CPU that runs an ensemble in float32 because it lacks bfloat16 hardware (most
-        workstations and laptops: no AMX or AVX512-BF16), where four networks take several times the
-        reading and writing; None elsewhere, and for one network."""
+        workstations and laptops: no AMX or AVX512-BF16), where the networks take most of the time per scan;
+        None elsewhere, and for one network."""
         from orbitseg.model import native_bfloat16
 
         n = len(self.networks)

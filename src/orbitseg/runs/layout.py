@@ -44,7 +44,8 @@ from pathlib import Path
 from orbitseg.constants import CHECKPOINT_BEST, CHECKPOINT_LAST, FULL_FOLD, METRICS_DIR, MODEL_JSON
 from orbitseg.errors import InputError
 
-__all__ = ["RUN_JSON", "TRAIN_LOCK", "LOG_CSV", "CURVES_PNG", "DATA_ACCESS_JSON", "SEGMENTED_DIR", "RUN_FILES", "RUN_DIRS",
+__all__ = ["RUN_JSON", "TRAIN_LOCK", "LOG_CSV", "CURVES_PNG", "DATA_ACCESS_JSON", "SEGMENTED_DIR", "RUN_FILES",
+           "RUN_DIRS",
            "POSTPROCESS_JSON", "CV_PER_CASE_JSON", "CV_SUMMARY_JSON", "fold_dir_name", "fold_file_name", "fold_number",
            "network_name", "full_run", "full_checkpoint", "run_dir_of", "holds_run", "fold_runs", "read_run_json",
            "fold_infos", "read_model_json", "SHIPPED_MODEL", "resolve_model", "model_checkpoints", "fold_init_source", "init_split",
