@@ -71,13 +71,15 @@ def test_refuses_to_overwrite(run):
 def test_a_folder_being_trained_is_refused_to_a_second_process(run, tmp_path):
     """Two trainings given one folder (e.g. the same --out in two shells) would interleave checkpoints and logs:
     while one holds the folder the other is refused by name, writing nothing, even with overwrite."""
+    import os
+
     from orbitseg.io.atomic import exclusive_lock
     from orbitseg.runs.layout import TRAIN_LOCK
 
     root, r = run
     before = {p.name: p.read_bytes() for p in r.iterdir() if p.is_file()}
     with exclusive_lock(r / TRAIN_LOCK, what="training"):  # another process's hold, as flock sees it
-        with pytest.raises(InputError, match=rf"{r.name}.*in use.*pid {__import__('os').getpid()}.*training"):
+        with pytest.raises(InputError, match=rf"{r.name}.*in use.*pid {os.getpid()}.*training"):
             train_fold(root, 1, epochs=1, batch_size=4, out=r, overrides=TINY, progress=False, overwrite=True)
     assert {p.name: p.read_bytes() for p in r.iterdir() if p.is_file() and p.name != TRAIN_LOCK} == \
         {k: v for k, v in before.items() if k != TRAIN_LOCK}

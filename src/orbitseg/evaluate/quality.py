@@ -450,14 +450,15 @@ def quality_flags(labels: Volume, scan: Volume | None = None, *, fold_labels: Se
     missing = {(f["side"], s) for f in flags for s in STRUCTURES if f["code"] == f"{SHORT_NAMES[s]}_missing"}
     missing |= {(side, s) for side0, s in list(missing) if side0 == "both" for side in ("right", "left")}
     flags += _edge_flags(labels, midline[0])
-    if sum(x is not None for x in (fold_labels, fold_probabilities, agreement)) > 1:
+    given = sum(x is not None for x in (fold_labels, fold_probabilities, agreement))
+    if given > 1:
         raise ValueError("give one of fold_labels, fold_probabilities and agreement")
-    if agreement is not None:
-        flags += _fold_flags(dict(agreement), missing)
-    elif fold_labels is not None or fold_probabilities is not None:
-        flags += _fold_flags(fold_agreement(labels, fold_labels=fold_labels, fold_probabilities=fold_probabilities,
+    made = quality_checks(fold_check=given == 1, training_acquisition=training_acquisition)
+    if "fold_disagreement" in made:
+        flags += _fold_flags(dict(agreement) if agreement is not None else
+                             fold_agreement(labels, fold_labels=fold_labels, fold_probabilities=fold_probabilities,
                                             midline=midline[0]), missing)
-    if training_acquisition:
+    if "acquisition" in made:
         geometry_scan = scan if scan is not None else Volume(np.zeros(labels.shape, np.int16), labels.geometry)
         acq = acquisition_of(geometry_scan, labels, midline=midline)
         if scan is None:

@@ -240,8 +240,9 @@ def predict_inputs(
     record.update({"orbitseg": __version__, "command": list(sys.argv)})
     if progress:
         print(segmenter.describe())
-        if segmenter.speed_note():
-            print(segmenter.speed_note())
+        note = segmenter.speed_note()
+        if note:
+            print(note)
     rows, problems, kept = [], [], 0  # OUTPUT is created by the first file written (none: no folder left)
 
     def targets_of(item: ScanInput) -> dict[str, Path]:

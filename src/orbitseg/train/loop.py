@@ -637,7 +637,7 @@ def _build_training(conf: _Config, seed: int, device: torch.device, log: Callabl
     return _Training(model, optimizer, scheduler, get_loss(recipe.loss))
 
 
-def _teacher(sources: Path | list[Path], conf: _Config, device: torch.device,
+def _teacher(sources: str | Path | list[Path], conf: _Config, device: torch.device,
              log: Callable[[str], None]) -> nn.Module:
     """The network of checkpoint ``sources`` (or the mean of several: :class:`~orbitseg.model.losses.EnsembleTeacher`),
     frozen in eval mode, to distil from; refused unless every one and the trained network give softmax
@@ -712,9 +712,16 @@ def _open_data_access(ctx: _Fold, data: _Data, state: _Progress) -> DataAccess:
     return access
 
 
+def _record_source(source: str | Path | list[Path] | None) -> str | list[str] | None:
+    """A teacher for ``run.json``: its path, the paths of an ensemble's members, or None."""
+    if isinstance(source, list):
+        return [str(p) for p in source]
+    return None if source is None else str(source)
+
+
 def _write_run_json(ctx: _Fold, splits: dict, split: dict, state: _Progress, model: nn.Module, *, workers: int,
                     overrides: dict | None, init_from: str | Path | None,
-                    distill_from: str | Path | None) -> None:
+                    distill_from: str | Path | list[Path] | None) -> None:
     """Write ``run.json`` for a new run, or append this call to a resumed run's ``resumes``."""
     conf = ctx.conf
     rj = ctx.run / RUN_JSON
@@ -735,8 +742,7 @@ def _write_run_json(ctx: _Fold, splits: dict, split: dict, state: _Progress, mod
                         "deterministic": True},
             "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in (overrides or {}).items()},
             "init_from": None if init_from is None else str(init_from), "init_report": state.init_report,
-            "distill_from": (None if distill_from is None else [str(d) for d in distill_from]
-                             if isinstance(distill_from, list) else str(distill_from)),
+            "distill_from": _record_source(distill_from),
             "versions": _versions(), "git_commit": _git_commit(),
             "split": {k: split[k] for k in ("train", "val", "test", "train_patients", "val_patients",
                                              "test_patients")},
@@ -982,8 +988,7 @@ def train_fold(
             + (f", {dist.world} processes" if dist.ddp else ""))
         tr = _build_training(conf, seed, dist.device, log)
         if distill_from is not None:
-            tr = replace(tr, teacher=_teacher(distill_from if isinstance(distill_from, list) else Path(distill_from),
-                                              conf, dist.device, log))
+            tr = replace(tr, teacher=_teacher(distill_from, conf, dist.device, log))
         state = _resume_or_init(tr, conf, run, resume, init_from, log)
         access = _open_data_access(ctx, data, state)
         if dist.is_main:
