@@ -139,6 +139,11 @@ def test_pacs_stores_a_seg_identical_to_predict_and_a_rerun_stores_nothing(pacs,
     recorded = json.loads((out / "prediction.json").read_text())["cases"]["ct"]["quality"]
     assert f"quality: {flags_summary(recorded)}" in text, text
     assert all(f"{f['side']}: {f['message']}" in text for f in recorded)
+    from orbitseg.evaluate.quality import QUALITY_CHECKS
+
+    # four networks and a model folder with its training acquisition: every check made, none said missing
+    assert json.loads((out / "prediction.json").read_text())["cases"]["ct"]["quality_checks"] == list(QUALITY_CHECKS)
+    assert "not checked" not in text, text
 
     # a rerun (the library function) finds the SEG before fetching anything: nothing sent, same volumes
     lines = []
@@ -331,3 +336,16 @@ def test_two_ct_volumes_in_a_study_are_named_and_one_must_be_chosen(study, tmp_p
             segment_study(server.url, study["study"], engine=ENGINE, credentials=Credentials(server.user, server.password))
         assert study["ct_series"] in str(e.value) and series in str(e.value) and "bone kernel" in str(e.value)
         assert server.instances() == before
+
+
+def test_pacs_result_names_the_checks_not_made():
+    """One network (``--folds 0``, a full model) cannot check fold disagreement: the printed result says so
+    instead of an unqualified "ok"."""
+    from orbitseg.evaluate.quality import QUALITY_CHECKS
+    from orbitseg.predict.pacs import PacsResult
+
+    result = PacsResult("http://pacs", "1.2", "1.2.3", "head", 100, "1.2.4", "1.2.5", stored=True, flags=[],
+                        checks=[c for c in QUALITY_CHECKS if c != "fold_disagreement"])
+    assert "quality: ok (not checked: fold disagreement)" in result.describe()
+    result.checks = list(QUALITY_CHECKS)
+    assert "quality: ok\n" in result.describe() + "\n" and "not checked" not in result.describe()

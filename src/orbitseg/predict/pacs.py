@@ -51,6 +51,8 @@ class PacsResult:
     #: quality_flags of the labels on the scan (anatomy, field of view, fold disagreement when segmented here,
     #: acquisition); None when the scan was not fetched (a stored SEG's own frames are no scan to check)
     flags: list[dict] | None = None
+    #: which of the quality checks were made (``quality_checks``; one network has no fold disagreement to check)
+    checks: list[str] | None = None
 
     def describe(self) -> str:
         """The lines ``orbitseg pacs`` prints."""
@@ -67,9 +69,11 @@ class PacsResult:
                 lines.append(f"  {r['side']:<5} orbit: eyeball {r['globe_ml']:.2f} mL, extraocular muscles "
                              f"{r['muscles_ml']:.2f} mL, optic nerve {r['nerve_ml']:.2f} mL")
         if self.flags is not None:
-            from orbitseg.evaluate.quality import flags_summary
+            from orbitseg.evaluate.quality import QUALITY_CHECKS, flags_summary
 
-            lines.append(f"  quality: {flags_summary(self.flags)}")
+            missing = [c.replace("_", " ") for c in QUALITY_CHECKS if self.checks is not None and c not in self.checks]
+            lines.append(f"  quality: {flags_summary(self.flags)}"
+                         + (f" (not checked: {', '.join(missing)})" if missing else ""))
             lines += [f"    {f['side']}: {f['message']}" for f in self.flags]
         return "\n".join(lines)
 
@@ -119,7 +123,7 @@ def segment_study(
         head CT the model can segment
     """
     from orbitseg.evaluate.measure import orbit_measurements
-    from orbitseg.evaluate.quality import quality_flags
+    from orbitseg.evaluate.quality import quality_checks, quality_flags
     from orbitseg.io.dicomseg import read_dicom_seg, write_dicom_seg
     from orbitseg.io.read import read_label, read_scan
     from orbitseg.predict.run import dicom_output_uids, dicom_uid_key
@@ -189,8 +193,10 @@ def segment_study(
             server.store([seg_path], study_uid)
             result.stored = True
         result.measurements = orbit_measurements(labels)
+        train_acq = training_acquisition(segmenter)
         result.flags = quality_flags(labels, scan, agreement=agreement, measurements=result.measurements,
-                                     training_acquisition=training_acquisition(segmenter))
+                                     training_acquisition=train_acq)
+        result.checks = quality_checks(fold_check=agreement is not None, training_acquisition=train_acq)
     return result
 
 
