@@ -145,8 +145,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from orbitseg.train.export import describe_export, export_model
+    from orbitseg.constants import FULL_FOLD
+    from orbitseg.train.export import add_full_network, describe_export, export_model
 
+    if args.add_full:
+        out = add_full_network(args.run_dir, args.output, overwrite=args.overwrite, dataset=args.dataset)
+        print(describe_export(out))
+        print(f"use it with: orbitseg predict SCANS OUT --model {out} --folds {FULL_FOLD}")
+        return 0
     out = export_model(args.run_dir, args.output, name=args.name, dataset=args.dataset, overwrite=args.overwrite,
                        full=True if args.full else None)
     print(describe_export(out))
@@ -314,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = s.add_mutually_exclusive_group(required=True)
     which.add_argument("--study", nargs="+", help="StudyInstanceUID(s)")
     which.add_argument("--new", action="store_true",
-                       help="every study with a CT (from --since) whose DICOM-SEG by this model is not stored yet")
+                           help="every study with a CT (from --since) whose DICOM-SEG by this model is not stored yet")
     s.add_argument("--since", default=None, help="with --new: studies dated YYYYMMDD or later")
     s.add_argument("--series", default=None, help="SeriesInstanceUID of the CT when the (one) study holds several")
     s.add_argument("--model", type=Path, default=None, help="as for predict (default: the shipped model)")
@@ -353,11 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default=None, help="model name recorded in model.json (default: the folder's name)")
     s.add_argument("--dataset", type=Path, default=None,
                    help="the run's dataset, if it has moved (used to re-score the float16 folds)")
-    s.add_argument("--full", action="store_true",
-                   help=f"export the run's {FULL_FOLD} model (one network on every labelled case; no metric of its "
-                        "own, its folds' cross-validation recorded as the recipe's estimate) instead of its folds; "
-                        f"a run holding only {FULL_FOLD}/ exports it without this option")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    which = s.add_mutually_exclusive_group()
+    which.add_argument("--full", action="store_true",
+                       help=f"export the run's {FULL_FOLD} model (one network on every labelled case; no metric of its "
+                            "own, its folds' cross-validation recorded as the recipe's estimate) instead of its folds; "
+                            f"a run holding only {FULL_FOLD}/ exports it without this option")
+    which.add_argument("--add-full", action="store_true",
+                       help=f"add the run's {FULL_FOLD} network to the existing fold model folder OUTPUT (trained on "
+                            f"exactly the cases of its folds, same network and preprocessing): `--folds {FULL_FOLD}` "
+                            "then runs it alone instead of the ensemble; the folds are not changed")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing model folder (with --add-full: "
+                                                            "its full network)")
     s.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("label", help="open the browser labeling tool on a dataset")

@@ -211,3 +211,91 @@ def test_init_from_a_full_model(full_model, run, tiny_dataset, tmp_path):
         "orbitseg train DATA --fold full --preset default --epochs 1 --seed 0 --out RUN0/full",
         "orbitseg train DATA --fold full --preset default --epochs 1 --seed 0 --out RUN/full --init-from RUN0",
         "orbitseg export RUN MODEL_DIR"]
+
+
+@pytest.fixture(scope="module")
+def both_model(run, folds_model, tmp_path_factory):
+    """The folds' model folder with the run's full network added (`orbitseg export RUN MODEL --add-full`)."""
+    out = tmp_path_factory.mktemp("models") / "both"
+    shutil.copytree(folds_model, out)
+    assert main(["export", str(run), str(out), "--add-full"]) == 0
+    return out
+
+
+def _digests(folder):
+    return {p.name: file_sha256(p) for p in folder.iterdir() if p.is_file()}
+
+
+def test_add_full_puts_the_full_network_beside_the_untouched_folds(run, folds_model, full_model, both_model,
+                                                                   tiny_dataset):
+    before, after = _digests(folds_model), _digests(both_model)
+    # the folds, their graphs, post-processing and CV files as they were; the full network and its graphs added
+    assert {k: after[k] for k in before if k != "model.json"} == {k: v for k, v in before.items() if k != "model.json"}
+    assert sorted(set(after) - set(before)) == ["full.encoder.onnx", "full.pt", "full.sequences.onnx"]
+    mine, theirs = (torch.load(m / "full.pt", weights_only=True)["model"] for m in (both_model, full_model))
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs) and mine.keys() == theirs.keys()  # `--full`'s
+    meta = json.loads((both_model / "model.json").read_text())
+    old = json.loads((folds_model / "model.json").read_text())
+    assert {k: v for k, v in meta.items() if k not in ("full", "engine", "weights_sha256")} == {
+        k: v for k, v in old.items() if k not in ("engine", "weights_sha256")}
+    assert meta["full"]["sha256"] == meta["weights_sha256"]["full.pt"] == after["full.pt"]
+    assert meta["engine"]["onnx"] == {n: d for n, d in after.items() if n.endswith(".onnx")}
+    assert "no metric of its own" in meta["full"]["description"]
+    assert "best_val_dice" not in meta["full"]["run"]["result"]
+    assert sorted(meta["full"]["run"]["split"]["train"]) == sorted(
+        c.case_id for c in list_cases(tiny_dataset) if c.training)
+    cmds = meta["full"]["recreate"]
+    assert cmds[:len(old["recreate"])] == old["recreate"]  # the folds first, then the full network
+    assert any(c.startswith("orbitseg train DATA --fold full") for c in cmds[len(old["recreate"]):])
+    assert cmds[-1] == "orbitseg export RUN_FULL MODEL_DIR --add-full"
+    # `all` stays the folds' ensemble; `full` is the full network alone, labelling as its own model folder does
+    assert [p.name for p in model_checkpoints(both_model)] == ["fold_0.pt", "fold_1.pt"]
+    assert [p.name for p in model_checkpoints(both_model, "full")] == ["full.pt"]
+    scan = read_scan(next(c for c in list_cases(tiny_dataset) if c.training).image)
+    mixed = Segmenter.load(both_model, folds="full", engine="torch", precision="float32").segment(scan)
+    alone = Segmenter.load(full_model, engine="torch", precision="float32").segment(scan)
+    np.testing.assert_array_equal(mixed.labels.array, alone.labels.array)
+    from orbitseg.train.export import describe_export
+
+    assert "--folds full" in describe_export(both_model) and "2 fold(s)" in describe_export(both_model)
+
+
+def test_add_full_refuses_other_cases_a_second_full_network_and_a_full_model_folder(run, folds_model, full_model,
+                                                                                  both_model, tmp_path):
+    from orbitseg.train.export import add_full_network
+
+    before = _digests(both_model)
+    assert main(["export", str(run), str(both_model), "--add-full"]) == 2  # holds one: not without --overwrite
+    assert _digests(both_model) == before
+    assert main(["export", str(run), str(both_model), "--add-full", "--overwrite"]) == 0
+    mine, theirs = (torch.load(m / "full.pt", weights_only=True)["model"] for m in (both_model, full_model))
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)  # the same network, written anew
+    assert {k: v for k, v in _digests(both_model).items() if not k.startswith("full.") and k != "model.json"} == {
+        k: v for k, v in before.items() if not k.startswith("full.") and k != "model.json"}
+    # folds made from other cases than the full network saw: their CV and post-processing are not its recipe's
+    other = tmp_path / "other"
+    shutil.copytree(folds_model, other)
+    meta = json.loads((other / "model.json").read_text())
+    meta["folds"]["0"]["split"]["test"] = meta["folds"]["0"]["split"]["test"][1:]
+    meta["folds"]["1"]["split"]["train"] = [c for c in meta["folds"]["1"]["split"]["train"]
+                                            if c not in json.loads((folds_model / "model.json").read_text())[
+                                                "folds"]["0"]["split"]["test"][:1]]
+    (other / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="not trained on the cases the folds"):
+        add_full_network(run, other)
+    assert not (other / "full.pt").exists()
+    with pytest.raises(InputError, match="is no fold model folder"):
+        add_full_network(run, full_model)
+    with pytest.raises(SystemExit):  # --full (on its own) and --add-full (beside the folds) exclude each other
+        main(["export", str(run), str(tmp_path / "x"), "--full", "--add-full"])
+
+
+def test_the_speed_note_offers_the_full_network_where_the_model_has_one(both_model, folds_model, monkeypatch):
+    import orbitseg.model as model
+    import orbitseg.model.slice_inference as si
+
+    for where in (model, si):
+        monkeypatch.setattr(where, "native_bfloat16", lambda: False)
+    note = Segmenter.load(both_model, precision="auto", engine="torch").speed_note()
+    assert "--folds full runs the one network" in note and "--folds 0,1" in note
+    assert "--folds full" not in Segmenter.load(folds_model, precision="auto", engine="torch").speed_note()

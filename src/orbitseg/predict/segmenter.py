@@ -112,12 +112,14 @@ class Segmenter:
     engine : ``"torch"`` (the reference), ``"onnx"`` (ONNX Runtime), ``"openvino"`` or ``"auto"`` (the fastest on this
         machine, measured once): see :mod:`orbitseg.predict.engine`
     log : where a line about building or choosing the engine goes
+    full_network : the checkpoint of a network trained on every case beside these folds (``--folds full``), which
+        the speed note offers; None where the model has none
     """
 
     def __init__(self, networks: Sequence[nn.Module], preprocess: PreprocessConfig, *,
                  checkpoints: Sequence[Path] = (), postprocess: dict | None = None, postprocess_note: str = "",
                  device: str | torch.device = "cpu", precision: str = "auto", mirror: bool = False,
-                 batch_size: int = 64, engine: str = "torch", log=print) -> None:
+                 batch_size: int = 64, engine: str = "torch", log=print, full_network: Path | None = None) -> None:
         from orbitseg.model import resolve_precision
         from orbitseg.predict.engine import make_engine
 
@@ -126,6 +128,7 @@ class Segmenter:
         self.networks = list(networks)
         self.preprocess = preprocess
         self.checkpoints = [Path(c) for c in checkpoints]
+        self.full_network = None if full_network is None else Path(full_network)
         self.postprocess = postprocess
         self.postprocess_note = postprocess_note or ("no post-processing" if postprocess is None else "")
         self.device = torch.device(device)
@@ -158,9 +161,11 @@ class Segmenter:
             preprocessing (they cannot be averaged).
         """
         from orbitseg.runs.checkpoint import load_network
-        from orbitseg.runs.layout import model_checkpoints
+        from orbitseg.runs.layout import full_checkpoint, model_checkpoints
 
         ckpts = model_checkpoints(model, folds)
+        source = Path(model) if model is not None else ckpts[0].parent  # None: the shipped model's folder
+        full = full_checkpoint(source) if source.is_dir() else None
         loaded = [load_network(c, device) for c in ckpts]
         if len({repr(c.to_dict()) for _, c in loaded}) > 1:
             raise InputError(Path(model) if model is not None else ckpts[0].parent,
@@ -173,7 +178,7 @@ class Segmenter:
             choice, note = dict(postprocess), "post-processing given by the caller"
         return cls([m for m, _ in loaded], loaded[0][1], checkpoints=ckpts, postprocess=choice,
                    postprocess_note=note, device=device, precision=precision, mirror=mirror, batch_size=batch_size,
-                   engine=engine, log=log)
+                   engine=engine, log=log, full_network=full if full not in ckpts else None)
 
     def segment(self, scan: Volume, *, probabilities: bool = False, per_fold: bool = False,
                 fold_agreement: bool = False) -> Segmentation:
@@ -226,8 +231,10 @@ class Segmenter:
         n = len(self.networks)
         if self.device.type != "cpu" or n < 2 or self.precision != "float32" or native_bfloat16():
             return None
+        full = (f"--folds {FULL_FOLD} runs the one network this model trained on every case (about 1/{n} of the "
+                "network time, no fold-disagreement check), " if self.full_network is not None else "")
         return (f"note: this CPU has no bfloat16 arithmetic in hardware (AMX, AVX512-BF16), so the {n} networks run "
-                "in float32, most of the time per scan; fewer are faster at some cost in accuracy: --folds 0,1 "
+                f"in float32, most of the time per scan; fewer are faster at some cost in accuracy: {full}--folds 0,1 "
                 "takes about half the network time, --folds 0 about a quarter without the fold-disagreement check "
                 "(README: Speed)")
 

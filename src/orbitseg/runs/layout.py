@@ -28,8 +28,10 @@ or, exported from ``RUN/full`` (``orbitseg export RUN MODEL --full``, or a run h
     MODEL/model.json                 how it was made; no metric of its own (it held no case out), the
                                      recipe's cross-validation estimate from the run's folds where they exist
 
-A folder holding both ``fold_k`` and ``full`` networks is read as its folds (``all``: their ensemble);
-the full network only when asked for by name (``--folds full``): it is never averaged with the folds.
+A folder holding both ``fold_k`` and ``full`` networks (``orbitseg export RUN MODEL --add-full`` adds a full
+network trained on exactly the folds' cases to their model folder; the shipped model holds one) is read as its
+folds (``all``: their ensemble); the full network only when asked for by name (``--folds full``): it is never
+averaged with the folds.
 
 The names live here and in :mod:`orbitseg.constants` (checkpoint and record names); the functions
 below find folds and read the records, so no other module globs ``fold_*`` or parses ``run.json``.

@@ -19,7 +19,10 @@ run also holds cross-validation folds of the same recipe (preset, preprocessing,
 ``postprocess.json``.  That network held no case out, so it has **no metric of its own**; ``model.json``
 records the folds' cross-validation result as the estimate for the recipe (``cv_estimate``), never as
 ``cv_metrics``.  A run holding only ``full/`` exports it; a run holding both exports its folds unless
-``full=True`` (``orbitseg export RUN MODEL --full``); the two are never mixed in one model folder.
+``full=True`` (``orbitseg export RUN MODEL --full``).  :func:`add_full_network` (``orbitseg export RUN MODEL
+--add-full``) puts a full network beside the folds of an existing model folder when it was trained on exactly
+their cases with their network and preprocessing (as nnU-Net keeps ``fold_all`` beside its folds): ``--folds
+full`` then picks it, and it is never averaged with the folds.
 
 The folder appears complete or not at all, and an existing one is replaced only with
 ``overwrite=True``.
@@ -48,7 +51,7 @@ from orbitseg.runs.layout import (CV_PER_CASE_JSON, CV_SUMMARY_JSON, LOG_CSV, PO
                                   fold_infos, fold_init_source, fold_runs, full_run, network_name, read_model_json,
                                   read_run_json)
 
-__all__ = ["export_model", "describe_export"]
+__all__ = ["export_model", "add_full_network", "describe_export"]
 
 
 
@@ -524,6 +527,111 @@ def _export_full(run_dir: Path, full_dir: Path, out: Path, *, name: str | None, 
     return out
 
 
+def _folds_cases(meta: dict) -> set[str] | None:
+    """Every case the folds of a model folder's ``model.json`` were made from (train, validation and test of
+    each fold), or None when it records no splits."""
+    splits = [(f or {}).get("split") for f in (meta.get("folds") or {}).values()]
+    if not splits or any(not sp for sp in splits):
+        return None
+    return {c for sp in splits for part in ("train", "val", "test") for c in sp.get(part, [])}
+
+
+def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: bool = False,
+                     dataset: str | Path | None = None) -> Path:
+    """Add the ``full`` network of ``run_dir`` (``orbitseg train --fold full``) to the fold model folder
+    ``model_dir``: ``full.pt`` (float16) beside ``fold_k.pt``, its ONNX graphs where the folds have theirs,
+    and a ``"full"`` record in ``model.json`` (how it was made; no metric of its own).  ``--folds full`` then
+    takes it alone; ``all`` stays the folds' ensemble, and the folds' files are not changed.
+
+    It must have been trained on exactly the cases the folds were made from (their train, validation and test
+    patients together), with the folds' network and preprocessing: then the folds' pooled post-processing and
+    their cross-validation are the recipe's, and the quality flags' training acquisition is its own.  The
+    folder is replaced as a whole (never half written).
+
+    Raises
+    ------
+    InputError
+        ``model_dir`` is no fold model folder, ``run_dir`` holds no full network, they differ in cases,
+        network or preprocessing, or ``model_dir`` holds a full network already (without ``overwrite``).
+    """
+    import shutil
+
+    from orbitseg.evaluate.folders import to_json
+    from orbitseg.runs.checkpoint import read_training_checkpoint
+
+    run_dir, model_dir = Path(run_dir), Path(model_dir)
+    meta = read_model_json(model_dir) if model_dir.is_dir() else None
+    folds = sorted(model_dir.glob("fold_*.pt")) if meta is not None else []
+    if not folds or meta.get("networks") == FULL_FOLD:
+        raise InputError(model_dir, "is no fold model folder (fold_k.pt and model.json, as `orbitseg export` "
+                                    "writes); export the full network on its own with --full")
+    full_dir = full_run(run_dir)
+    if full_dir is None:
+        raise InputError(run_dir, f"holds no {FULL_FOLD} model ({FULL_FOLD}/{CHECKPOINT_BEST} with run.json); "
+                                  f"train one with `orbitseg train DATA --fold {FULL_FOLD}`")
+    weights = fold_file_name(FULL_FOLD)
+    if (model_dir / weights).exists() and not overwrite:
+        raise InputError(model_dir, f"already holds a {FULL_FOLD} network ({weights}); pass --overwrite to replace it")
+    info = read_run_json(full_dir)
+    mine, theirs = (read_training_checkpoint(full_dir / CHECKPOINT_BEST), read_training_checkpoint(folds[0]))
+    for key, what in ((("preset", "model"), "network"), (("preprocess",), "preprocessing")):
+        a, b = mine, theirs
+        for k in key:
+            a, b = (a or {}).get(k), (b or {}).get(k)
+        if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+            raise InputError(full_dir, f"was trained with another {what} than the folds of {model_dir}; export it on "
+                                       "its own (orbitseg export RUN MODEL --full)")
+    cases, trained = _folds_cases(meta), set(info["split"]["train"])
+    if cases is None or cases != trained:
+        why = ("its model.json records no splits" if cases is None else
+               f"{len(trained - cases)} case(s) not in the folds, {len(cases - trained)} of theirs missing")
+        raise InputError(full_dir, f"was not trained on the cases the folds of {model_dir} were made from ({why}); "
+                                   "export it on its own (orbitseg export RUN MODEL --full)")
+    ds, ds_info = _dataset(info, dataset)
+    parent = _init_parent({FULL_FOLD: info})
+    epochs = _trained_epochs({FULL_FOLD: info})
+    train_cmds = _recreate(ds_info, info, epochs, parent=(list(meta.get("recreate") or []), "MODEL_DIR"),
+                           fold=FULL_FOLD, out="RUN_FULL", export="orbitseg export RUN_FULL MODEL_DIR --add-full")
+    if parent is not None and parent.resolve() != model_dir.resolve():  # started elsewhere: that folder's commands
+        own = _parent_commands(parent, ds_info)
+        train_cmds = list(meta.get("recreate") or []) + _recreate(
+            ds_info, info, epochs, parent=own, fold=FULL_FOLD, out="RUN_FULL",
+            export="orbitseg export RUN_FULL MODEL_DIR --add-full")
+    record = _records({FULL_FOLD: info})[FULL_FOLD]
+    record["result"] = {k: v for k, v in (record.get("result") or {}).items() if k != "best_val_dice"}
+    n_patients = len(info["split"].get("train_patients") or [])
+    with atomic_dir(model_dir, overwrite=True) as tmp:
+        stale = {weights, *(p.name for p in model_dir.glob(f"{FULL_FOLD}.*.onnx"))}
+        for p in model_dir.iterdir():
+            if p.is_file() and p.name not in stale:
+                shutil.copy2(p, tmp / p.name)
+        export_half(full_dir / CHECKPOINT_BEST, tmp / weights)
+        # graphs beside the weights only where the folds have theirs (else all are built on first use)
+        engine_files = _engine(tmp, [weights]) if meta.get("engine") else {}
+        if engine_files:
+            meta["engine"]["onnx"] = {k: v for k, v in meta["engine"]["onnx"].items()
+                                      if not k.startswith(f"{FULL_FOLD}.")} | engine_files
+        if isinstance(meta.get("weights_sha256"), dict):
+            meta["weights_sha256"][weights] = file_sha256(tmp / weights)
+        meta[FULL_FOLD] = {
+            "description": f"1 network trained on all {len(trained)} cases ({n_patients} patients) the folds were "
+                           f"made from (`orbitseg train --fold {FULL_FOLD}`, nnU-Net's -f all); `--folds "
+                           f"{FULL_FOLD}` runs it alone, it is never averaged with the folds; no case was held out, "
+                           "so it has no metric of its own (the folds' cross-validation is the recipe's estimate)",
+            "weights": weights, "sha256": file_sha256(tmp / weights),
+            "recreate": train_cmds,
+            "init_from": None if parent is None else _parent_summary(parent, {FULL_FOLD: info}),
+            "source_run": str(full_dir.resolve()),
+            **{k: v for k, v in _common_meta({FULL_FOLD: full_dir}, {FULL_FOLD: info}, ds, ds_info).items()
+               if k in ("trained_on", "code_commit")},
+            "postprocess": "the folds' pooled choice (postprocess.json), chosen with the fold networks: the "
+                           f"{FULL_FOLD} network has no validation case of its own",
+            "run": record,
+        }
+        (tmp / MODEL_JSON).write_text(to_json(meta), encoding="utf-8")
+    return model_dir
+
+
 def describe_export(out: str | Path) -> str:
     """A few lines on an exported model folder: folds (or the full model), size, CV Dice."""
     out = Path(out)
@@ -545,6 +653,9 @@ def describe_export(out: str | Path) -> str:
         cv = meta.get("cv_metrics")
         if cv:
             lines.append("cross-validation Dice: " + dice(cv["dice"]))
+        if meta.get(FULL_FOLD):
+            lines.append(f"and a {FULL_FOLD} network trained on every case (`--folds {FULL_FOLD}`: one network "
+                         "instead of the ensemble; no metric of its own)")
     if (meta.get("postprocess") or {}).get("rules"):
         lines.append("post-processing: " + ", ".join(f"{k} {v}" for k, v in meta["postprocess"]["rules"].items()))
     return "\n".join(lines)
