@@ -29,7 +29,7 @@ or, exported from ``RUN/full`` (``orbitseg export RUN MODEL --full``, or a run h
                                      recipe's cross-validation estimate from the run's folds where they exist
 
 A folder holding both ``fold_k`` and ``full`` networks (``orbitseg export RUN MODEL --add-full`` adds a full
-network trained on exactly the folds' cases to their model folder; the shipped model holds one) is read as its
+network trained on exactly the folds' cases to their model folder) is read as its
 folds (``all``: their ensemble); the full network only when asked for by name (``--folds full``): it is never
 averaged with the folds.
 
