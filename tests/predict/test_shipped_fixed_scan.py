@@ -36,3 +36,24 @@ def test_shipped_model_labels_of_the_fixed_scan_are_unchanged(tmp_path):
     assert differing == 0, f"{differing} voxel(s) differ from the labels written before the refactor"
     assert np.bincount(got.ravel(), minlength=4).tolist() == COUNTS
     assert {r["case"] for r in rows} == {"fixed_scan"}
+
+
+def test_the_shipped_full_network_labels_the_fixed_scan_like_the_four_folds(tmp_path):
+    """`--folds full` runs the one network the shipped model trained on every case (README: Speed): alone, with
+    the folds' post-processing, it labels the fixed scan as the four folds' ensemble does up to boundary voxels."""
+    from orbitseg.evaluate.metrics import dice
+    from orbitseg.pretrained import shipped_model_dir
+
+    scan = read_scan(DATA / "fixed_scan.nii.gz")
+    reference = read_label(DATA / "fixed_scan_shipped_labels.nii.gz", reference=scan).array
+    rows, problems = predict_inputs(DATA / "fixed_scan.nii.gz", tmp_path, precision="float32", engine="torch",
+                                    folds="full", progress=False)
+    assert problems == []
+    import json
+
+    (settings,) = json.loads((tmp_path / "prediction.json").read_text())["settings"].values()
+    assert [c["path"] for c in settings["checkpoints"]] == [str((shipped_model_dir() / "full.pt").resolve())]
+    got = read_label(tmp_path / "fixed_scan.nii.gz", reference=scan).array
+    assert 0 < int((got != reference).sum()) < 0.1 * int((reference > 0).sum())  # another network, close to them
+    for label in (1, 2, 3):
+        assert dice(got == label, reference == label) > 0.95, label  # (0.993 / 0.963 / 0.988 when shipped)

@@ -299,3 +299,20 @@ def test_the_speed_note_offers_the_full_network_where_the_model_has_one(both_mod
     note = Segmenter.load(both_model, precision="auto", engine="torch").speed_note()
     assert "--folds full runs the one network" in note and "--folds 0,1" in note
     assert "--folds full" not in Segmenter.load(folds_model, precision="auto", engine="torch").speed_note()
+
+
+def test_a_full_network_fine_tuned_from_the_folds_it_joins_recreates_after_them(folds_model, tiny_dataset, tmp_path):
+    """`train --fold full --init-from MODEL` then `export --add-full` into MODEL (or a copy of it): the record's
+    commands are the folds' own, once, then the full network's training from them."""
+    from orbitseg.train.export import add_full_network
+
+    child = train_fold(tiny_dataset, "full", epochs=1, batch_size=4, seed=0, init_from=folds_model,
+                       out=tmp_path / "runf" / "full", overrides=TINY_TRAINING, progress=False)
+    target = tmp_path / "copy"
+    shutil.copytree(folds_model, target)  # a copy: the same folds, another path
+    meta = json.loads((add_full_network(child.parent, target) / "model.json").read_text())
+    folds_cmds = json.loads((folds_model / "model.json").read_text())["recreate"]
+    assert meta["full"]["recreate"] == folds_cmds + [
+        "orbitseg train DATA --fold full --preset default --epochs 1 --seed 0 --out RUN_FULL --init-from MODEL_DIR",
+        "orbitseg export RUN_FULL MODEL_DIR --add-full"]
+    assert meta["full"]["init_from"]["how"] == "the full network started from that folder's fold_0.pt"

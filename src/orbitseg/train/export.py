@@ -536,6 +536,15 @@ def _folds_cases(meta: dict) -> set[str] | None:
     return {c for sp in splits for part in ("train", "val", "test") for c in sp.get(part, [])}
 
 
+def _same_folds(a: Path, b: Path) -> bool:
+    """Whether two model folders hold the same fold networks (a copy of a folder counts as that folder)."""
+    if a.resolve() == b.resolve():
+        return True
+    fa, fb = sorted(a.glob("fold_*.pt")), sorted(b.glob("fold_*.pt"))
+    return bool(fa) and [f.name for f in fa] == [f.name for f in fb] and all(
+        file_sha256(x) == file_sha256(y) for x, y in zip(fa, fb))
+
+
 def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: bool = False,
                      dataset: str | Path | None = None) -> Path:
     """Add the ``full`` network of ``run_dir`` (``orbitseg train --fold full``) to the fold model folder
@@ -592,7 +601,7 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
     epochs = _trained_epochs({FULL_FOLD: info})
     train_cmds = _recreate(ds_info, info, epochs, parent=(list(meta.get("recreate") or []), "MODEL_DIR"),
                            fold=FULL_FOLD, out="RUN_FULL", export="orbitseg export RUN_FULL MODEL_DIR --add-full")
-    if parent is not None and parent.resolve() != model_dir.resolve():  # started elsewhere: that folder's commands
+    if parent is not None and not _same_folds(parent, model_dir):  # started elsewhere: that folder's commands
         own = _parent_commands(parent, ds_info)
         train_cmds = list(meta.get("recreate") or []) + _recreate(
             ds_info, info, epochs, parent=own, fold=FULL_FOLD, out="RUN_FULL",
