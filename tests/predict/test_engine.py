@@ -134,6 +134,12 @@ def test_auto_takes_the_faster_correct_engine_and_remembers(tiny_run, tmp_path, 
     monkeypatch.setattr(E, "_measure", lambda engines, images: {e.name: (3.0 if e.name == "onnx" else 2.0)
                                                                   for e in engines})
     assert Segmenter.load(ckpt, engine="auto", precision="float32").engine.name == "torch"
+    # a near tie (faster by less than AUTO_MIN_GAIN) -> torch, the reference; clearly faster -> the runtime
+    for gain, chosen in ((E.AUTO_MIN_GAIN / 2, "torch"), (E.AUTO_MIN_GAIN * 1.5, "onnx")):
+        monkeypatch.setenv(E.CACHE_ENV, str(tmp_path / f"cache_gain_{chosen}"))
+        monkeypatch.setattr(E, "_measure", lambda engines, images: {e.name: (2.0 * (1 - gain) if e.name == "onnx"
+                                                                             else 2.0) for e in engines})
+        assert Segmenter.load(ckpt, engine="auto", precision="float32").engine.name == chosen
     # an ONNX engine that disagrees with PyTorch is never chosen, however fast
     monkeypatch.setenv(E.CACHE_ENV, str(tmp_path / "cache3"))
     monkeypatch.setattr(E, "_measure", lambda engines, images: {e.name: (2.0 if e.name == "torch" else 0.1)

@@ -56,6 +56,13 @@ ONNX_TOLERANCE = 1e-3
 #: (measured on 24 random slices for PyTorch's and OpenVINO's bfloat16 alike; ~4e-5 on real VOI
 #: slices), while a wrong graph moves the mean by several hundredths
 BFLOAT16_MEAN_TOLERANCE = 5e-3
+#: ``auto`` takes another runtime than PyTorch only where it is at least this fraction faster on the measuring
+#: slices, which leave out what a scan also pays for it (the runtime's start-up in each process, its compiled graphs
+#: loaded; 0.3-0.45 GB more memory): on a 2-core AMD EPYC with AVX512-BF16 (no AMX), shipped model in bfloat16,
+#: OpenVINO measured 0.61 against PyTorch's 0.63 s (4 folds) and 0.15 against 0.17 s (the full network) on the 24
+#: slices, yet took 8.7 against 6.8 s and 3.8 against 3.1 s per 512 x 512 x 100 scan; where it wins per scan (a
+#: Xeon with AMX: 0.47 against 0.79 s on the slices) it wins by far more than this
+AUTO_MIN_GAIN = 0.25
 #: sequences per OpenVINO run, by precision: its buffers grow with the batch, and smaller batches were no slower
 #: (shipped model, 4 folds x 2 x 72 slices, buffers released after each fold, 3 interleaved runs of 3 on a 2-core
 #: Xeon: float32 median 6.9 s / 1.0 GB peak RSS at 8, 6.8 s / 1.35 GB at 16, 7.8 s / 1.55 GB at 32; bfloat16
@@ -476,7 +483,8 @@ def make_engine(engine: str, networks: Sequence[nn.Module], checkpoints: Sequenc
     ``auto``: on a CPU, the fastest of ``torch`` (in ``precision``, already resolved), ``onnx``
     (float32; ONNX Runtime installed) and ``openvino`` (in ``precision``; OpenVINO installed) on these
     networks, measured once on this machine (24 random slices) and remembered in the cache; an ONNX
-    engine is taken only if it agrees with PyTorch float32 (:func:`_agrees`).  Elsewhere ``torch``.
+    engine is taken only if it agrees with PyTorch float32 (:func:`_agrees`) and is faster by
+    :data:`AUTO_MIN_GAIN` at least.  Elsewhere ``torch``.
 
     Raises
     ------
@@ -518,7 +526,7 @@ def make_engine(engine: str, networks: Sequence[nn.Module], checkpoints: Sequenc
     if engine != "auto":
         return build(engine)
     key = (f"{_cpu_signature()}-{torch.get_num_threads()}t-{precision}-" + "-".join(s[:12] for s in shas)
-           + "-" + "+".join(names) + f"-g{GRAPH_FORMAT}")  # measured again with another runtime or graph format
+           + "-" + "+".join(names) + f"-g{GRAPH_FORMAT}-r2")  # measured again with another runtime, graph format or rule
     record_path = cache_dir() / "engine_choice.json"
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
@@ -532,7 +540,10 @@ def make_engine(engine: str, networks: Sequence[nn.Module], checkpoints: Sequenc
     ref32 = TorchEngine(networks, device, "float32", batch_size).vois(images)
     agree = {n: _agrees(e, images, ref32) for n, e in candidates.items()}
     seconds = _measure([reference] + [e for n, e in candidates.items() if agree[n]], images)
-    record[key] = {"seconds": seconds, "agrees": agree, "choice": min(seconds, key=seconds.get)}
+    fastest = min(seconds, key=seconds.get)
+    if seconds[fastest] > (1 - AUTO_MIN_GAIN) * seconds[reference.name]:
+        fastest = reference.name  # a near tie: PyTorch, the reference
+    record[key] = {"seconds": seconds, "agrees": agree, "choice": fastest}
     try:
         from orbitseg.io.atomic import write_text_atomic
 

@@ -232,7 +232,8 @@ class Segmenter:
         if self.device.type != "cpu" or n < 2 or self.precision != "float32" or native_bfloat16():
             return None
         full = (f"--folds {FULL_FOLD} runs the one network this model trained on every case (about 1/{n} of the "
-                "network time, no fold-disagreement check), " if self.full_network is not None else "")
+                "network time; for the shipped model the ensemble's Dice on new synthetic patients; no "
+                "fold-disagreement check), " if self.full_network is not None else "")
         return (f"note: this CPU has no bfloat16 arithmetic in hardware (AMX, AVX512-BF16), so the {n} networks run "
                 f"in float32, most of the time per scan; fewer are faster at some cost in accuracy: {full}--folds 0,1 "
                 "takes about half the network time, --folds 0 about a quarter without the fold-disagreement check "
