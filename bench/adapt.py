@@ -16,7 +16,8 @@ first k labelled site-B scans and scored on ``--test`` other site-B patients (3D
 scan's own grid, four numbers per arm: eyeball, muscles, nerve, their mean):
 
 * ``shipped``: the shipped model untouched (zero-shot);
-* ``fine-tune k``: ``--init-from shipped`` (its fold 0), ``--epochs`` epochs, slices made ``--like shipped``;
+* ``fine-tune k``: ``--init-from shipped`` (its full network; before 2026-12-06, when it had none, its fold 0),
+  ``--epochs`` epochs, slices made ``--like shipped``;
 * ``scratch k``: the same k scans and slices from random weights, ``--scratch-epochs`` epochs.
 
 The shipped model's in-domain reference is measured on the same test patients without the site shift. Every
