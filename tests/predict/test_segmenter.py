@@ -83,6 +83,7 @@ def test_speed_note_only_where_an_ensemble_runs_in_float32_for_want_of_bfloat16_
     note = Segmenter.load(precision="auto").speed_note()
     assert note is not None and "--folds 0 " in note and "--folds 0,1 " in note and "4 networks run in float32" in note
     assert "--folds full runs the one network" in note  # the shipped folder holds one
+    assert "--folds full runs" in Segmenter.load("shipped", precision="auto").speed_note()  # named as on the CLI
     assert Segmenter.load(folds="0", precision="auto").speed_note() is None
     assert Segmenter.load(precision="bfloat16").speed_note() is None
     for where in (model, si):

@@ -161,10 +161,10 @@ class Segmenter:
             preprocessing (they cannot be averaged).
         """
         from orbitseg.runs.checkpoint import load_network
-        from orbitseg.runs.layout import full_checkpoint, model_checkpoints
+        from orbitseg.runs.layout import full_checkpoint, model_checkpoints, resolve_model
 
         ckpts = model_checkpoints(model, folds)
-        source = Path(model) if model is not None else ckpts[0].parent  # None: the shipped model's folder
+        source = resolve_model(model)  # None or `shipped`: the shipped model's folder
         full = full_checkpoint(source) if source.is_dir() else None
         loaded = [load_network(c, device) for c in ckpts]
         if len({repr(c.to_dict()) for _, c in loaded}) > 1:
@@ -232,12 +232,12 @@ class Segmenter:
         if self.device.type != "cpu" or n < 2 or self.precision != "float32" or native_bfloat16():
             return None
         full = (f"--folds {FULL_FOLD} runs the one network this model trained on every case (about 1/{n} of the "
-                "network time; for the shipped model the ensemble's Dice on new synthetic patients; no "
-                "fold-disagreement check), " if self.full_network is not None else "")
+                "network time; the shipped one matched the ensemble's Dice on new synthetic patients; no "
+                "fold-disagreement check); " if self.full_network is not None else "")
         return (f"note: this CPU has no bfloat16 arithmetic in hardware (AMX, AVX512-BF16), so the {n} networks run "
-                f"in float32, most of the time per scan; fewer are faster at some cost in accuracy: {full}--folds 0,1 "
-                "takes about half the network time, --folds 0 about a quarter without the fold-disagreement check "
-                "(README: Speed)")
+                f"in float32, most of the time per scan. Faster: {full}fewer folds, at some cost in accuracy: "
+                "--folds 0,1 about half the network time, --folds 0 about a quarter without the fold-disagreement "
+                "check (README: Speed)")
 
     def __repr__(self) -> str:
         return (f"Segmenter({len(self.networks)} network(s), size {self.preprocess.size}, device {self.device}, "
