@@ -69,7 +69,8 @@ def main() -> None:
     ap.add_argument("--engines", default="torch:float32,torch:bfloat16,onnx:float32,openvino:float32,openvino:bfloat16",
                     help="engine:precision pairs to time (bfloat16 is left out on CPUs without it in hardware)")
     ap.add_argument("--folds", default="all",
-                    help="folds of the model to ensemble, as `orbitseg predict --folds` (e.g. 0: one network)")
+                    help="folds of the model to ensemble, as `orbitseg predict --folds` (e.g. 0: one network; full: the "
+                         "network trained on every case, where the model holds one)")
     ap.add_argument("--folder", type=int, default=0,
                     help="also time a folder of this many scans (one process, engine auto): scans per minute")
     ap.add_argument("--emulate-avx2", action="store_true",
