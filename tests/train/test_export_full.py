@@ -246,7 +246,8 @@ def test_add_full_puts_the_full_network_beside_the_untouched_folds(run, folds_mo
         c.case_id for c in list_cases(tiny_dataset) if c.training)
     cmds = meta["full"]["recreate"]
     assert cmds[:len(old["recreate"])] == old["recreate"]  # the folds first, then the full network
-    assert any(c.startswith("orbitseg train DATA --fold full") for c in cmds[len(old["recreate"]):])
+    (train_full,) = [c for c in cmds[len(old["recreate"]):] if c.startswith("orbitseg train DATA --fold full")]
+    assert "--init-from" not in train_full  # this one started from random weights
     assert cmds[-1] == "orbitseg export RUN_FULL MODEL_DIR --add-full"
     # `all` stays the folds' ensemble; `full` is the full network alone, labelling as its own model folder does
     assert [p.name for p in model_checkpoints(both_model)] == ["fold_0.pt", "fold_1.pt"]

@@ -182,8 +182,9 @@ def _init_parent(infos: dict) -> Path | None:
             parent, which = src.parent.parent, network_name(src.parent)
         else:
             return None
-        try:  # the folder is here: exactly what --init-from FOLDER takes
-            if fold_init_source(parent, k).resolve() != src.resolve():
+        try:  # the folder is here: exactly what --init-from FOLDER takes (a full network from fold 0: what it
+            # took before the folder held a full network of its own, e.g. the one added from this very run)
+            if fold_init_source(parent, k).resolve() != src.resolve() and not (k == FULL_FOLD and which == 0):
                 return None
         except InputError:  # gone or moved: by the names alone
             if which not in (k, FULL_FOLD) and not (k == FULL_FOLD and which == 0):
@@ -316,14 +317,21 @@ def _dice_of(summary: list[dict]) -> dict:
     return {SHORT_NAMES[s]: dice.get(f"dice_{SHORT_NAMES[s]}") for s in STRUCTURES} | {"all": dice.get("dice_all")}
 
 
-def _common_meta(runs: dict, infos: dict, ds: Path, ds_info: dict | None) -> dict:
-    """What ``model.json`` says alike of folds and of a full model: training time and machine, code, dataset,
-    the acquisition of its training scans."""
+def _provenance(runs: dict, infos: dict) -> dict:
+    """Where and with which code the networks were trained (``model.json``'s ``trained_on``, ``code_commit``)."""
     return {
         "trained_on": sorted({f"{i['options'].get('device', '?')}, {i['result'].get('epochs')} epochs, "
                               f"{_train_seconds(runs[k], i) / 60:.0f} min" for k, i in infos.items()
                               if "options" in i and "result" in i}),
         "code_commit": sorted({str(i.get("git_commit")) for i in infos.values()}),
+    }
+
+
+def _common_meta(runs: dict, infos: dict, ds: Path, ds_info: dict | None) -> dict:
+    """What ``model.json`` says alike of folds and of a full model: training time and machine, code, dataset,
+    the acquisition of its training scans."""
+    return {
+        **_provenance(runs, infos),
         "dataset": None if ds_info is None else {
             "name": ds_info.get("name"), "cases": ds_info.get("numTraining"),
             "synthetic": None if "synthetic" not in ds_info else {
@@ -596,16 +604,16 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
                f"{len(trained - cases)} case(s) not in the folds, {len(cases - trained)} of theirs missing")
         raise InputError(full_dir, f"was not trained on the cases the folds of {model_dir} were made from ({why}); "
                                    "export it on its own (orbitseg export RUN MODEL --full)")
-    ds, ds_info = _dataset(info, dataset)
+    _, ds_info = _dataset(info, dataset)
     parent = _init_parent({FULL_FOLD: info})
     epochs = _trained_epochs({FULL_FOLD: info})
-    train_cmds = _recreate(ds_info, info, epochs, parent=(list(meta.get("recreate") or []), "MODEL_DIR"),
-                           fold=FULL_FOLD, out="RUN_FULL", export="orbitseg export RUN_FULL MODEL_DIR --add-full")
-    if parent is not None and not _same_folds(parent, model_dir):  # started elsewhere: that folder's commands
-        own = _parent_commands(parent, ds_info)
-        train_cmds = list(meta.get("recreate") or []) + _recreate(
-            ds_info, info, epochs, parent=own, fold=FULL_FOLD, out="RUN_FULL",
-            export="orbitseg export RUN_FULL MODEL_DIR --add-full")
+    folds_cmds, add = list(meta.get("recreate") or []), "orbitseg export RUN_FULL MODEL_DIR --add-full"
+    if parent is None or _same_folds(parent, model_dir):  # from these folds (or nothing): after their commands
+        train_cmds = _recreate(ds_info, info, epochs, parent=(folds_cmds, None if parent is None else "MODEL_DIR"),
+                               fold=FULL_FOLD, out="RUN_FULL", export=add)
+    else:  # started elsewhere: the folds' commands, then that folder's and the full network's
+        train_cmds = folds_cmds + _recreate(ds_info, info, epochs, parent=_parent_commands(parent, ds_info),
+                                            fold=FULL_FOLD, out="RUN_FULL", export=add)
     record = _records({FULL_FOLD: info})[FULL_FOLD]
     record["result"] = {k: v for k, v in (record.get("result") or {}).items() if k != "best_val_dice"}
     n_patients = len(info["split"].get("train_patients") or [])
@@ -631,8 +639,7 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
             "recreate": train_cmds,
             "init_from": None if parent is None else _parent_summary(parent, {FULL_FOLD: info}),
             "source_run": str(full_dir.resolve()),
-            **{k: v for k, v in _common_meta({FULL_FOLD: full_dir}, {FULL_FOLD: info}, ds, ds_info).items()
-               if k in ("trained_on", "code_commit")},
+            **_provenance({FULL_FOLD: full_dir}, {FULL_FOLD: info}),
             "postprocess": "the folds' pooled choice (postprocess.json), chosen with the fold networks: the "
                            f"{FULL_FOLD} network has no validation case of its own",
             "run": record,
