@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 
@@ -447,6 +448,18 @@ def test_predict_with_a_checkpoint(dataset, tiny_run, monkeypatch):
     np.testing.assert_array_equal(got, canon.array)
     assert c.post(f"/api/cases/{CASE}/predict").status_code == 200
     assert calls == [ckpt]  # loaded once, reused by the second Predict
+    assert asked["folds"] == "all"
+    # `orbitseg label --folds`: the networks Predict takes, and the model it records
+    c = TestClient(create_app(dataset, model=tiny_run, folds="0"), raise_server_exceptions=False,
+                   base_url="http://127.0.0.1")
+    r = c.post(f"/api/cases/{CASE}/predict")
+    assert r.status_code == 200, r.text
+    assert asked["folds"] == "0" and asked["model"] == tiny_run
+    expected = to_canonical(real_load(tiny_run, folds="0", precision="auto", engine="auto").segment(_scan(dataset)).labels)
+    np.testing.assert_array_equal(np.frombuffer(r.content, np.uint8).reshape(expected.shape), expected.array)
+    listed = c.get("/api/cases").json()
+    rows = listed["cases"] if isinstance(listed, dict) else listed
+    assert any(f"{tiny_run.name} --folds 0" in json.dumps(row) for row in rows), rows
 
 
 def test_unknown_case_and_bad_dataset(client, tmp_path):

@@ -254,10 +254,13 @@ def _quality(segmenter, result, scan) -> tuple[list[dict], str]:
     return flags, flags_summary(flags)
 
 
-def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES) -> FastAPI:
+def create_app(dataset: Path, *, model: Path | None = None, folds: str = "all",
+               allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES) -> FastAPI:
     """The labeling app for the dataset folder ``dataset`` (nnU-Net layout with dataset.json).
 
-    ``model``: an orbitseg training checkpoint for the Predict button (loaded on first use).
+    ``model``: an orbitseg training checkpoint, run or model folder for the Predict button (loaded on first
+    use); ``folds``: which of its networks, as ``orbitseg predict --folds`` (``full``: the one network trained on
+    every case, a quarter of the ensemble's time).
     ``allowed_hosts``: host names the page may be reached under (Host header; and the Origin of
     requests that change something).  The loopback default stops other web sites from reading
     scans or writing labels through the browser (DNS rebinding, cross-site posts); None allows any.
@@ -266,6 +269,8 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
     app = FastAPI(title="orbitseg label", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
     model_path = None if model is None else Path(model)
+    #: what Predict records as its model: the file or folder, and the networks taken from it when not all
+    model_name = None if model_path is None else model_path.name + ("" if folds == "all" else f" --folds {folds}")
     model_state: dict = {"lock": threading.Lock(), "segmenter": None}
     # the network's probabilities of the cases Predict ran on, over the orbits' bounding box of the
     # canonical grid as uint8 (1/255 steps; ~10 MB per case), the last PRIOR_CASES only: SmartFill
@@ -345,7 +350,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
                        for s in STRUCTURES],
             "window_presets": {k: {"level": v[0], "width": v[1]} for k, v in WINDOW_PRESETS.items()},
             "resolutions": list(RESOLUTIONS),
-            "model": None if model_path is None else model_path.name,
+            "model": model_name,
             "max_body_bytes": MAX_BODY_BYTES,
             "max_slab": MAX_SLAB,
         }
@@ -526,7 +531,8 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
         with model_state["lock"]:
             if model_state["segmenter"] is None:
                 try:  # a checkpoint, a run folder or a model folder (folds ensembled), loaded once
-                    model_state["segmenter"] = Segmenter.load(model_path, precision="auto", engine="auto")
+                    model_state["segmenter"] = Segmenter.load(model_path, folds=folds, precision="auto",
+                                                                 engine="auto")
                 except InputError as exc:
                     raise AppError(503, "no_model", f"{exc}; restart with `orbitseg label DATASET --model RUN_OR_CKPT`")
             segmenter = model_state["segmenter"]
@@ -536,7 +542,7 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
             while len(priors) > PRIOR_CASES:
                 priors.popitem(last=False)
             flags, summary = _quality(segmenter, result, o.scan)
-            store.record_prediction(case_id, result.labels.array, flags, summary, model_path.name,
+            store.record_prediction(case_id, result.labels.array, flags, summary, model_name,
                                     measurement_rows(result.labels, o.scan))
         return _gzip_response(np.ascontiguousarray(to_canonical(result.labels).array, dtype=np.uint8),
                               **{"X-Quality-Flags": len(flags)})
@@ -544,12 +550,13 @@ def create_app(dataset: Path, *, model: Path | None = None, allowed_hosts: tuple
     return app
 
 
-def serve(dataset: Path, host: str = "127.0.0.1", port: int = 8000, model: Path | None = None) -> None:
+def serve(dataset: Path, host: str = "127.0.0.1", port: int = 8000, model: Path | None = None,
+          folds: str = "all") -> None:
     """Run the labeling app under uvicorn until Ctrl+C; prints the address to open."""
     import uvicorn
 
     hosts = None if host in ("0.0.0.0", "::", "") else tuple(sorted(set(LOOPBACK_NAMES) | {host}))
-    app = create_app(Path(dataset), model=model, allowed_hosts=hosts)
+    app = create_app(Path(dataset), model=model, folds=folds, allowed_hosts=hosts)
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     shown = f"[{shown}]" if ":" in shown else shown
     print(f"orbitseg label: labeling {Path(dataset).resolve()}\n  open http://{shown}:{port}/ in a browser "
