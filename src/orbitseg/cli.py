@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = s.add_mutually_exclusive_group(required=True)
     which.add_argument("--study", nargs="+", help="StudyInstanceUID(s)")
     which.add_argument("--new", action="store_true",
-                           help="every study with a CT (from --since) whose DICOM-SEG by this model is not stored yet")
+                       help="every study with a CT (from --since) whose DICOM-SEG by this model is not stored yet")
     s.add_argument("--since", default=None, help="with --new: studies dated YYYYMMDD or later")
     s.add_argument("--series", default=None, help="SeriesInstanceUID of the CT when the (one) study holds several")
     s.add_argument("--model", type=Path, default=None, help="as for predict (default: the shipped model)")

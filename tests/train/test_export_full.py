@@ -287,6 +287,14 @@ def test_add_full_refuses_other_cases_a_second_full_network_and_a_full_model_fol
     assert not (other / "full.pt").exists()
     with pytest.raises(InputError, match="is no fold model folder"):
         add_full_network(run, full_model)
+    # a full network made from slices prepared otherwise cannot stand beside these folds
+    moved = tmp_path / "moved"
+    shutil.copytree(run / "full", moved / "full")
+    ckpt = torch.load(moved / "full" / "checkpoint_best.pt", weights_only=False)
+    ckpt["preprocess"] = {**ckpt["preprocess"], "size": ckpt["preprocess"]["size"] * 2}
+    torch.save(ckpt, moved / "full" / "checkpoint_best.pt")
+    with pytest.raises(InputError, match="another preprocessing than the folds"):
+        add_full_network(moved, other)
     with pytest.raises(SystemExit):  # --full (on its own) and --add-full (beside the folds) exclude each other
         main(["export", str(run), str(tmp_path / "x"), "--full", "--add-full"])
 

@@ -591,10 +591,8 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
         raise InputError(model_dir, f"already holds a {FULL_FOLD} network ({weights}); pass --overwrite to replace it")
     info = read_run_json(full_dir)
     mine, theirs = (read_training_checkpoint(full_dir / CHECKPOINT_BEST), read_training_checkpoint(folds[0]))
-    for key, what in ((("preset", "model"), "network"), (("preprocess",), "preprocessing")):
-        a, b = mine, theirs
-        for k in key:
-            a, b = (a or {}).get(k), (b or {}).get(k)
+    for what, a, b in (("network", mine["preset"]["model"], theirs["preset"]["model"]),
+                       ("preprocessing", mine["preprocess"], theirs["preprocess"])):
         if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
             raise InputError(full_dir, f"was trained with another {what} than the folds of {model_dir}; export it on "
                                        "its own (orbitseg export RUN MODEL --full)")
