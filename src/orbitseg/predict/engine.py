@@ -526,7 +526,7 @@ def make_engine(engine: str, networks: Sequence[nn.Module], checkpoints: Sequenc
     if engine != "auto":
         return build(engine)
     key = (f"{_cpu_signature()}-{torch.get_num_threads()}t-{precision}-" + "-".join(s[:12] for s in shas)
-           + "-" + "+".join(names) + f"-g{GRAPH_FORMAT}-r2")  # measured again with another runtime, graph format or rule
+           + "-" + "+".join(names) + f"-g{GRAPH_FORMAT}-m{AUTO_MIN_GAIN:g}")  # again with another runtime, graphs or margin
     record_path = cache_dir() / "engine_choice.json"
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
