@@ -123,3 +123,19 @@ def test_train_precision_reaches_the_training_loop(monkeypatch):
     assert main(["train", "D", "--fold", "0", "--precision", "bfloat16"]) == 0
     assert main(["train", "D", "--fold", "0"]) == 0
     assert calls[0]["overrides"] == {"precision": "bfloat16"} and calls[1]["overrides"] is None
+
+
+def test_train_split_flags_reach_the_loop_and_exclude_each_other(monkeypatch, capsys):
+    """`--extend-splits` / `--overwrite-splits` are passed on (off by default) and cannot be given together."""
+    import orbitseg.train
+    from orbitseg.cli import main
+
+    calls = []
+    monkeypatch.setattr(orbitseg.train, "train", lambda *a, **kw: calls.append(kw) or [])
+    assert main(["train", "D", "--extend-splits"]) == 0
+    assert main(["train", "D", "--overwrite-splits"]) == 0
+    assert main(["train", "D"]) == 0
+    assert [(c["extend_splits"], c["overwrite_splits"]) for c in calls] == [(True, False), (False, True), (False, False)]
+    with pytest.raises(SystemExit):
+        main(["train", "D", "--extend-splits", "--overwrite-splits"])
+    assert "not allowed with" in capsys.readouterr().err

@@ -89,6 +89,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         distill_from=None if args.distill_from is None else resolve_model(args.distill_from),
         seed=args.seed, workers=args.workers, out=args.out,
         overrides={"precision": args.precision} if args.precision != "float32" else None,
+        extend_splits=args.extend_splits, overwrite_splits=args.overwrite_splits,
     )
     for r in runs:
         print(f"run folder: {r}")
@@ -262,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initialise from a compatible checkpoint, or from a model or run folder (`shipped`: the model "
                         "shipped with orbitseg): each fold from that folder's own fold (refused if it saw one of the "
                         "fold's test cases)")
+    grown = s.add_mutually_exclusive_group()
+    grown.add_argument("--extend-splits", action="store_true",
+                       help="the dataset gained cases since its splits.json was made: keep every known patient's "
+                            "fold and role and deal only the new patients (a model trained on the old split can then "
+                            "seed each fold with --init-from)")
+    grown.add_argument("--overwrite-splits", action="store_true",
+                       help="deal all patients into new folds (runs made with the old split no longer match)")
     s.add_argument("--distill-from", type=Path, default=None,
                    help="also learn from this network's probabilities (knowledge distillation): a checkpoint, or a "
                         "model or run folder (`shipped`) whose fold k teaches fold k (refused if it saw one of the "

@@ -585,13 +585,14 @@ def _configure(root: Path, preset: str, epochs: int | None, batch_size: int | No
     return _Config(manifest, pp, cfg, opts, aug_params, torch.get_num_threads())
 
 
-def _read_split(root: Path, fold: int | str, split_seed: int, overwrite_splits: bool,
+def _read_split(root: Path, fold: int | str, split_seed: int, overwrite_splits: bool, extend_splits: bool,
                 dist: _Distributed) -> tuple[dict, dict]:
     """``splits.json`` (made or checked by rank 0 alone, then sent to every rank) and fold ``fold``'s entry;
     for the ``full`` model, every labelled case trains and no ``splits.json`` is read or written."""
     if fold == FULL_FOLD:
         return {"seed": split_seed, "n_folds": 0}, full_split(root)
-    splits = make_splits(root, seed=split_seed, overwrite=overwrite_splits) if dist.is_main else None
+    splits = (make_splits(root, seed=split_seed, overwrite=overwrite_splits, extend=extend_splits) if dist.is_main
+              else None)
     splits = dist.broadcast(splits)
     return splits, fold_split(splits, fold)
 
@@ -621,6 +622,20 @@ def _prepare_run_folder(run: Path, resume: bool, overwrite: bool, is_main: bool)
         for name in RUN_DIRS:
             shutil.rmtree(run / name, ignore_errors=True)
     run.mkdir(parents=True, exist_ok=True)
+
+
+def _check_resumed_split(run: Path, split: dict) -> None:
+    """Refuse to resume a run on other cases than it started with (its ``run.json`` split): the dataset's
+    ``splits.json`` was extended or remade meanwhile, and the run's record would no longer say what trained it."""
+    rj = run / RUN_JSON
+    if not (holds_run(run) and rj.exists()):
+        return
+    started = json.loads(rj.read_text(encoding="utf-8")).get("split") or {}
+    changed = [k for k in ("train", "val", "test") if k in started and sorted(started[k]) != sorted(split[k])]
+    if changed:
+        raise InputError(rj, f"this run started with other {'/'.join(changed)} cases than the dataset's split "
+                             "now holds (splits.json extended or remade since); start the fold again (overwrite) "
+                             "or train into another folder (out)")
 
 
 def _build_training(conf: _Config, seed: int, device: torch.device, log: Callable[[str], None]) -> _Training:
@@ -920,6 +935,7 @@ def train_fold(
     overrides: dict | None = None,
     progress: bool = True,
     overwrite_splits: bool = False,
+    extend_splits: bool = False,
     split_seed: int | None = None,
 ) -> Path:
     """Train fold ``fold`` (0..3) of ``dataset``, then predict and evaluate its test cases.
@@ -949,6 +965,9 @@ def train_fold(
     split_seed : seed of ``splits.json`` when it should differ from ``seed`` (same split, other
         training seed)
     overwrite_splits : replace a ``splits.json`` made with another seed / other cases
+    extend_splits : a dataset that gained cases keeps its ``splits.json`` folds, the new patients dealt
+        among them (:func:`~orbitseg.train.splits.extend_splits`), so that each fold of a model trained
+        on the old split can seed the same fold (``init_from``) without having seen its test patients
     workers : DataLoader worker processes
     out : run folder (default ``DATASET/runs/{preset}/fold_{fold}``)
     overrides : ModelConfig fields (``widths``...), TrainingRecipe fields (``lr``...) or
@@ -973,7 +992,8 @@ def train_fold(
 
     conf = _configure(root, preset, epochs, batch_size, overrides)
     dist = _setup_distributed(device)
-    splits, split = _read_split(root, fold, seed if split_seed is None else split_seed, overwrite_splits, dist)
+    splits, split = _read_split(root, fold, seed if split_seed is None else split_seed, overwrite_splits,
+                                extend_splits, dist)
     init_from = _fold_source(init_from, fold, split, conf, root, log, "init-from")
     distill_from = _fold_source(distill_from, fold, split, conf, root, log, "distill-from")
     data = _prepare_data(root, conf, split, log)
@@ -982,6 +1002,8 @@ def train_fold(
         if dist.is_main:  # a second process training into this folder is refused, not interleaved
             held.enter_context(exclusive_lock(run / TRAIN_LOCK, what="training"))
         _prepare_run_folder(run, resume, overwrite, dist.is_main)
+        if resume:
+            _check_resumed_split(run, split)
         ctx = _Fold(root, fold, preset, seed, run, conf, dist, log)
 
         log(f"fold {fold} of {root} - preset {preset!r}, device {dist.device}, {conf.threads} thread(s)"
