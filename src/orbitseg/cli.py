@@ -30,8 +30,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from orbitseg.io.dataset import import_dataset
 
-    cases = import_dataset(args.src, args.dataset, overwrite=args.overwrite, series_uid=args.series, name=args.name)
-    print(f"imported {len(cases)} scans into {args.dataset}")
+    cases = import_dataset(args.src, args.dataset, overwrite=args.overwrite, add=args.add, prefix=args.prefix,
+                           series_uid=args.series, name=args.name)
+    print(f"{'added' if args.add else 'imported'} {len(cases)} scans {'to' if args.add else 'into'} {args.dataset}")
     return 0
 
 
@@ -210,11 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_synth)
 
     s = sub.add_parser("import", help="bring scans and labels (any format, DICOM series) into a dataset")
-    s.add_argument("src", type=Path, help="folder with images/ and labels/, or scans beside *_label files")
+    s.add_argument("src", type=Path, help="folder with images/ and labels/, scans beside *_label files, or a dataset "
+                                          "(dataset.json + imagesTr/: its patients kept)")
     s.add_argument("dataset", type=Path, help="dataset folder to create (imagesTr/ labelsTr/ dataset.json)")
     s.add_argument("--series", default=None, help="SeriesInstanceUID to take when a DICOM folder holds several")
     s.add_argument("--name", default=None, help="dataset name recorded in dataset.json")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    into = s.add_mutually_exclusive_group()
+    into.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    into.add_argument("--add", action="store_true",
+                      help="add the scans to an existing dataset (e.g. another site's beside yours; then `orbitseg "
+                           "train --extend-splits` keeps its folds)")
+    s.add_argument("--prefix", default="",
+                   help="put before every added case and patient id (e.g. site2_), so two sources' names stay apart")
     s.set_defaults(func=_cmd_import)
 
     s = sub.add_parser("check", help="validate every scan/label pair of a dataset and print a table")

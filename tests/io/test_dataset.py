@@ -182,3 +182,40 @@ def test_check_flags_broken_pairs(source, tmp_path, capsys):
 def test_check_missing_dataset_is_a_clear_error(tmp_path, capsys):
     assert main(["check", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_add_a_dataset_under_a_prefix_keeps_both_and_their_patients(source, tmp_path):
+    """Another site's dataset added to ours: its cases and patients prefixed, follow-up scans kept together,
+    our cases untouched, a clash refused and a bad file adding nothing."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    import_dataset(source, ours, progress=False)
+    import_dataset(source, theirs, progress=False)  # a dataset as a source: same case names, same patients
+    before = {f.name: f.read_bytes() for f in (ours / "imagesTr").iterdir()}
+    with pytest.raises(InputError, match=r"already holds case\(s\) a, b, c.*--prefix"):
+        import_dataset(theirs, ours, add=True, progress=False)
+    assert main(["import", str(theirs), str(ours), "--add", "--prefix", "site2_"]) == 0
+    info = json.loads((ours / "dataset.json").read_text())
+    assert info["patients"] == {"a": "p1", "b": "p1", "c": "p2", "site2_a": "site2_p1", "site2_b": "site2_p1",
+                                "site2_c": "site2_p2"}
+    assert info["numTraining"] == 6 and info["imports"][0]["prefix"] == "site2_"
+    assert {c.case_id: c.label is not None for c in list_cases(ours)} == {k: True for k in info["patients"]}
+    for f in (ours / "imagesTr").iterdir():
+        if f.name in before:
+            assert f.read_bytes() == before[f.name]  # ours untouched
+    added = read_scan(ours / "imagesTr" / "site2_b_0000.nii.gz")
+    assert added.geometry.differences(read_scan(theirs / "imagesTr" / "b_0000.nii.gz").geometry) == []
+    assert not [p for p in ours.iterdir() if p.name.startswith(".import-")]  # no temporary folder left
+    # a source with one unreadable scan adds nothing at all
+    bad = tmp_path / "bad"
+    (bad / "images").mkdir(parents=True)
+    for f in (source / "images").iterdir():
+        (bad / "images" / f.name).write_bytes(f.read_bytes())
+    (bad / "images" / "zz.nii.gz").write_bytes(b"not a scan")
+    snapshot = sorted(p.relative_to(ours) for p in ours.rglob("*"))
+    dataset_json = (ours / "dataset.json").read_text()
+    with pytest.raises(InputError, match="zz.nii.gz"):
+        import_dataset(bad, ours, add=True, prefix="site3_", progress=False)
+    assert sorted(p.relative_to(ours) for p in ours.rglob("*")) == snapshot
+    assert (ours / "dataset.json").read_text() == dataset_json
+    with pytest.raises(InputError, match="prefix"):
+        import_dataset(theirs, ours, add=True, prefix="a/b", progress=False)

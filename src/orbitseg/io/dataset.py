@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from orbitseg.constants import DICOM_OUTPUTS, LABELS_TR, IMAGES_TR, IMAGES_TS, STRUCTURES, LABEL_NAMES
+from orbitseg.constants import DATASET_JSON, DICOM_OUTPUTS, LABELS_TR, IMAGES_TR, IMAGES_TS, STRUCTURES, LABEL_NAMES
 from orbitseg.errors import InputError, OrbitsegError
 from orbitseg.io.atomic import atomic_dir
 from orbitseg.io.formats import format_of, split_ending
-from orbitseg.io.layout import image_path, label_path, list_cases, make_dataset_json, write_dataset_json
+from orbitseg.io.layout import (image_path, label_path, list_cases, make_dataset_json,
+                                read_dataset_json, write_dataset_json)
 
 #: stem suffixes that mark a label file in a flat source folder
 _LABEL_MARKERS = ("_label", "_labels", "_seg", "_mask", "_segmentation")
@@ -114,6 +118,9 @@ def find_source_cases(src: str | Path) -> list[SourceCase]:
     folder ``CASE/`` holding one SEG (a PACS export); it is read on its scan's
     grid and must refer to that scan's series when the scan is DICOM.
 
+    * a dataset (``SRC/dataset.json`` beside ``imagesTr/``: orbitseg's or
+      nnU-Net's layout): its cases, labels and ``dataset.json`` patients.
+
     An optional ``SRC/patients.csv`` with columns ``case,patient`` says which
     scans belong to the same patient; otherwise each scan is its own patient.
     """
@@ -122,6 +129,10 @@ def find_source_cases(src: str | Path) -> list[SourceCase]:
         raise InputError(src, "source folder does not exist")
     if not src.is_dir():
         raise InputError(src, "is not a folder; `orbitseg import` takes a folder of scans")
+    if (src / DATASET_JSON).is_file() and (src / IMAGES_TR).is_dir():
+        # a dataset (orbitseg / nnU-Net layout): its case ids and its patients, follow-up scans kept together
+        return [SourceCase(c.case_id, c.image, c.label if c.label is not None and c.label.exists() else None,
+                           c.patient_id) for c in list_cases(src)]
     img_dir = next((src / n for n in _IMAGE_FOLDERS if (src / n).is_dir()), None)
     lab_dir = next((src / n for n in _LABEL_FOLDERS if (src / n).is_dir()), None)
     scans: dict[str, Path]
@@ -171,6 +182,8 @@ def import_dataset(
     dataset: str | Path,
     *,
     overwrite: bool = False,
+    add: bool = False,
+    prefix: str = "",
     series_uid: str | None = None,
     name: str | None = None,
     progress: bool = True,
@@ -184,6 +197,13 @@ def import_dataset(
     folder and renamed into place only when every case succeeded, so a bad file
     leaves nothing behind.
 
+    ``add=True`` adds the cases to the existing dataset ``dataset`` instead (e.g. another site's
+    scans beside one's own, to train on both): converted in a temporary folder inside it, moved in
+    only when every case succeeded, then ``dataset.json`` gains their patients and an ``imports``
+    record.  ``prefix`` is put before every imported case id and patient id (``site2_``), so that
+    two sources' ``case_001`` / ``patient_001`` stay apart; without it a patient id the dataset
+    already holds is that patient (a follow-up scan).
+
     Returns
     -------
     the imported case ids
@@ -191,39 +211,83 @@ def import_dataset(
     Raises
     ------
     InputError
-        naming every bad file and its problem (nothing is written).
+        naming every bad file and its problem (nothing is written); with ``add``, case ids the dataset
+        already holds (nothing is written), or no dataset there.
     ExistsError
-        ``dataset`` exists and ``overwrite`` is False.
+        ``dataset`` exists and neither ``overwrite`` nor ``add`` is given.
     """
+    if add and overwrite:
+        raise ValueError("add and overwrite exclude each other (add to the dataset, or replace it)")
+    if prefix and not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
+        raise InputError(None, f"prefix {prefix!r} may hold letters, digits, '_' and '-' only")
+    cases = find_source_cases(src)
+    for c in cases:
+        c.case_id = prefix + c.case_id
+    dataset = Path(dataset)
+    if not add:
+        with atomic_dir(dataset, overwrite=overwrite) as tmp:
+            patients, n_train = _convert_cases(cases, tmp, src, series_uid, progress, prefix)
+            info = make_dataset_json(patients, name=name or dataset.name, num_training=n_train,
+                                     description=f"imported by orbitseg from {Path(src).resolve()}")
+            write_dataset_json(tmp, info)
+        return sorted(patients)
+    info = read_dataset_json(dataset)
+    held = {c.case_id for c in list_cases(dataset)}
+    clash = sorted(held & {c.case_id for c in cases})
+    if clash:
+        raise InputError(dataset, f"already holds case(s) {', '.join(clash[:6])}{' ...' if len(clash) > 6 else ''}"
+                                  " of the source; add them under a --prefix (e.g. site2_)")
+    tmp = Path(tempfile.mkdtemp(prefix=".import-", suffix=".tmp", dir=dataset))
+    try:
+        patients, n_train = _convert_cases(cases, tmp, src, series_uid, progress, prefix)
+        for folder in (IMAGES_TR, LABELS_TR, IMAGES_TS):
+            if (tmp / folder).is_dir():
+                (dataset / folder).mkdir(exist_ok=True)
+                for f in sorted((tmp / folder).iterdir()):
+                    os.replace(f, dataset / folder / f.name)
+        info["patients"] = {**info.get("patients", {}), **patients}
+        info["numTraining"] = sum(c.training for c in list_cases(dataset))
+        info.setdefault("imports", []).append({"from": str(Path(src).resolve()), "prefix": prefix,
+                                               "cases": len(patients), "labelled": n_train})
+        write_dataset_json(dataset, info)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return sorted(patients)
+
+
+def _convert_cases(cases: list[SourceCase], out: Path, src: str | Path, series_uid: str | None,
+                   progress: bool, prefix: str = "") -> tuple[dict[str, str], int]:
+    """Write ``cases`` into the layout under ``out``: ``(case id -> patient id, labelled cases)``; the
+    patient is the source's (``patients.csv``, a dataset's ``dataset.json``), else the DICOM PatientID,
+    else the case itself, with ``prefix`` before the first two (case ids carry it already).
+
+    Raises
+    ------
+    InputError : naming every case that could not be read or checked (after trying them all)."""
     from tqdm import tqdm
 
     from orbitseg.io.read import read_label, read_scan
     from orbitseg.io.write import write_label, write_scan
 
-    cases = find_source_cases(src)
-    dataset = Path(dataset)
     problems: list[str] = []
     patients: dict[str, str] = {}
     n_train = 0
-    with atomic_dir(dataset, overwrite=overwrite) as tmp:
-        for case in tqdm(cases, desc="import", unit="scan", disable=not progress):
-            try:
-                scan = read_scan(case.scan, series_uid=series_uid)
-                training = case.label is not None
-                if training:
-                    labels = read_label(case.label, reference=scan, purpose="view")
-                    write_label(labels, label_path(tmp, case.case_id), reference=scan)
-                    n_train += 1
-                write_scan(scan, image_path(tmp, case.case_id, training=training))
-                patients[case.case_id] = case.patient_id or scan.meta.get("patient_id") or case.case_id
-            except OrbitsegError as exc:
-                problems.append(str(exc))
-        if problems:
-            raise InputError(Path(src), "cannot import; nothing was written:\n  " + "\n  ".join(problems))
-        info = make_dataset_json(patients, name=name or dataset.name, num_training=n_train,
-                                 description=f"imported by orbitseg from {Path(src).resolve()}")
-        write_dataset_json(tmp, info)
-    return sorted(patients)
+    for case in tqdm(cases, desc="import", unit="scan", disable=not progress):
+        try:
+            scan = read_scan(case.scan, series_uid=series_uid)
+            training = case.label is not None
+            if training:
+                labels = read_label(case.label, reference=scan, purpose="view")
+                write_label(labels, label_path(out, case.case_id), reference=scan)
+                n_train += 1
+            write_scan(scan, image_path(out, case.case_id, training=training))
+            known = case.patient_id or scan.meta.get("patient_id")
+            patients[case.case_id] = prefix + str(known) if known else case.case_id
+        except OrbitsegError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise InputError(Path(src), "cannot import; nothing was written:\n  " + "\n  ".join(problems))
+    return patients, n_train
 
 
 @dataclass
