@@ -51,6 +51,11 @@ def test_full_model_trains_on_every_labelled_case_without_splits(two_patients, t
     best, last = load_checkpoint(run / "checkpoint_best.pt"), load_checkpoint(run / "checkpoint_last.pt")
     assert best["epoch"] == last["epoch"] == 2 and best["best_epoch"] == 2
     assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    # a full run resumes like a fold's (its records say fold "full"), here with one epoch more
+    train(ds, "full", epochs=3, batch_size=4, seed=0, overrides=TINY_TRAINING, progress=False, resume=True)
+    assert load_checkpoint(run / "checkpoint_last.pt")["epoch"] == 3
+    access = json.loads((run / "data_access.json").read_text())
+    assert access["fold"] == "full" and [e["epoch"] for e in access["epochs"]] == [1, 2, 3]
     # predict takes the run folder as it is
     seg = Segmenter.load(run, engine="torch", precision="float32")
     scan = read_scan(next((ds / "imagesTr").iterdir()))

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from orbitseg.constants import EYEBALL, MUSCLES, NERVE
+from orbitseg.constants import EYEBALL, FULL_FOLD, MUSCLES, NERVE
 from orbitseg.errors import InputError
 from orbitseg.io.atomic import write_text_atomic
 from orbitseg.preprocess.dataset import MANIFEST
@@ -192,7 +192,7 @@ class DataAccess:
     its own (an epoch redone after a kill replaces its earlier record: the same draw, the same cases).
     """
 
-    fold: int
+    fold: int | str  # 0..3, or "full"
     train_pool: list[str] = field(default_factory=list)
     epochs: dict[int, dict] = field(default_factory=dict)
     postprocess: list[str] | None = None
@@ -200,7 +200,7 @@ class DataAccess:
     VERSION = 1
 
     @classmethod
-    def read(cls, path: str | Path, fold: int) -> DataAccess:
+    def read(cls, path: str | Path, fold: int | str) -> DataAccess:
         """The record at ``path``, or an empty one for ``fold`` when there is none (a run started
         before the record existed: its earlier epochs then show as missing from ``epochs``)."""
         path = Path(path)
@@ -210,7 +210,8 @@ class DataAccess:
             d = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise InputError(path, f"is not valid JSON ({exc})") from None
-        return cls(int(d.get("fold", fold)), list(d.get("train_pool", [])),
+        recorded = d.get("fold", fold)  # the full model's run records "full"
+        return cls(recorded if recorded == FULL_FOLD else int(recorded), list(d.get("train_pool", [])),
                    {int(e["epoch"]): {"trained": dict(e["trained"]), "validated": dict(e["validated"])}
                     for e in d.get("epochs", [])}, d.get("postprocess"))
 
