@@ -129,3 +129,32 @@ def test_an_eye_filled_with_silicone_oil_is_still_found():
     for box in boxes:
         sl = box.slices()
         assert (canon_lab.array[sl] == EYEBALL).sum() > 0.4 * len(eye)  # each box holds its own globe
+
+
+def test_a_globe_hugged_by_swollen_tissue_is_found_beside_its_clear_fellow(patient):
+    """Thyroid eye disease: swollen muscles and oedema (soft tissue where the retrobulbar fat was) hug one
+    globe, which is then less round to the search (0.065 here; 0.065-0.068 on two clinical-variety scans that
+    were refused) than its fellow (0.37): level with the clear globe it is still found, its box around its
+    labels.  Two such weak candidates alone never make a pair."""
+    from scipy import ndimage
+
+    from orbitseg.preprocess.voi import CLEAR_GLOBE_SCORE, GLOBE_HU, GLOBE_MIN_SCORE, _best_pair, find_globes
+
+    ct, lab = patient
+    canon, canon_lab = to_canonical(ct), to_canonical(lab)
+    parts, _ = ndimage.label(canon_lab.array == 1)
+    left = max((1, 2), key=lambda k: ndimage.center_of_mass(parts == k)[2])  # larger x index: patient's left (LPS)
+    globe = parts == left
+    around = ndimage.distance_transform_edt(~globe, sampling=np.asarray(canon.spacing)[::-1])
+    behind = np.arange(canon.shape[1])[None, :, None] > ndimage.center_of_mass(globe)[1]  # LPS: +y posterior
+    hu = canon.array.copy()
+    hu[(around > 0) & (around < 6.5) & behind & (hu < -45)] = 40  # the fat behind that globe: soft tissue
+    swollen = Volume(hu, canon.geometry)
+    assert len(find_globes(swollen, GLOBE_HU)) == 1  # the usual search finds the clear globe alone
+    boxes = locate_orbits(swollen)
+    assert [b.side for b in boxes] == ["right", "left"]
+    assert globe[boxes[1].slices()].sum() > 0.9 * globe.sum()
+    weak = [c for c in find_globes(swollen, GLOBE_HU, min_score=0.04) if c[2] < GLOBE_MIN_SCORE]
+    assert len(weak) == 1
+    mirrored = (weak[0][0] * np.array([-1.0, 1.0, 1.0]), weak[0][1], weak[0][2])
+    assert _best_pair([weak[0], mirrored], anchor=CLEAR_GLOBE_SCORE) is None

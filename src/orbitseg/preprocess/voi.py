@@ -31,6 +31,15 @@ GLOBE_RADIUS_TYPICAL = (11.5, 2.0)
 MAX_TISSUE_IN_FRONT_MM = 12.0
 #: working resolution of the search in mm
 SEARCH_SPACING_MM = 1.5
+#: a candidate globe's least score (sphericity x radius prior)
+GLOBE_MIN_SCORE = 0.1
+#: the last try, when no pair is found otherwise: a clear globe (score >= CLEAR_GLOBE_SCORE) with a weaker fellow
+#: (>= PARTNER_MIN_SCORE) level with it (within PARTNER_LEVEL_MM in y and z).  Retrobulbar tissue swollen in thyroid
+#: eye disease, or a silicone-filled eye, makes a globe less round to the search: two clinical-variety scans were
+#: refused with such a globe scoring 0.065-0.068 beside its fellow's 0.37-0.40; a chest phantom's best blobs score 0.27
+CLEAR_GLOBE_SCORE = 0.3
+PARTNER_MIN_SCORE = 0.04
+PARTNER_LEVEL_MM = 10.0
 
 
 @dataclass(frozen=True)
@@ -92,9 +101,10 @@ def _coarse(volume: Volume) -> Volume:
     return Volume.from_sitk(img)
 
 
-def find_globes(volume: Volume, hu: tuple[float, float] = GLOBE_HU) -> list[tuple[np.ndarray, float, float]]:
+def find_globes(volume: Volume, hu: tuple[float, float] = GLOBE_HU, *,
+                min_score: float = GLOBE_MIN_SCORE) -> list[tuple[np.ndarray, float, float]]:
     """Candidate globes in a canonical volume: (LPS centre mm, radius mm, score), best first.
-    ``hu``: the (low, high) HU a globe's inside may have."""
+    ``hu``: the (low, high) HU a globe's inside may have; ``min_score``: the least score kept."""
     coarse = _coarse(volume)
     small = coarse.array
     sp_small = np.asarray(coarse.spacing)[::-1]  # (sz, sy, sx) mm of the coarse grid
@@ -126,7 +136,7 @@ def find_globes(volume: Volume, hu: tuple[float, float] = GLOBE_HU) -> list[tupl
             continue
         mu, sd = GLOBE_RADIUS_TYPICAL
         score = _sphericity(small, kji, r, sp_small, hu) * float(np.exp(-(((r - mu) / sd) ** 2)))
-        if score > 0.1:
+        if score > min_score:
             cands.append((coarse.geometry.index_to_physical(kji[::-1]), r, score))
     cands.sort(key=lambda t: -t[2])
     return cands
@@ -176,6 +186,10 @@ def locate_orbits(volume: Volume, *, margins: VOIMargins = VOIMargins()) -> list
     best = _best_pair(find_globes(volume))
     if best is None:  # a silicone-filled eye is denser than a vitreous: look again with a wider window
         best = _best_pair(find_globes(volume, GLOBE_HU_WIDE))
+    for hu in (GLOBE_HU, GLOBE_HU_WIDE):  # a clear globe and a fellow less round to the search, level with it
+        if best is None:
+            best = _best_pair(find_globes(volume, hu, min_score=PARTNER_MIN_SCORE), anchor=CLEAR_GLOBE_SCORE,
+                              level=PARTNER_LEVEL_MM)
     where = volume.path or "scan"
     if best is None:
         raise InputError(where, "no orbits found: could not find two globes side by side "
@@ -184,14 +198,16 @@ def locate_orbits(volume: Volume, *, margins: VOIMargins = VOIMargins()) -> list
     return [_box(volume, right, "right", margins), _box(volume, left, "left", margins)]
 
 
-def _best_pair(cands: list) -> tuple | None:
-    """(score, globe, globe) of the best pair of candidates side by side (40-90 mm apart in x), or None."""
+def _best_pair(cands: list, anchor: float = 0.0, level: float = 20.0) -> tuple | None:
+    """(score, globe, globe) of the best pair of candidates side by side (40-90 mm apart in x, within ``level``
+    mm in y and 15 mm in z), or None; with ``anchor``, only pairs where one of the two scores at least that."""
     best = None
     for a in range(len(cands)):
         for b in range(a + 1, len(cands)):
             pa, pb = cands[a][0], cands[b][0]
             dx, dy, dz = np.abs(pa - pb)
-            if 40 <= dx <= 90 and dy <= 20 and dz <= 15:
+            if (40 <= dx <= 90 and dy <= level and dz <= min(15.0, level)
+                    and max(cands[a][2], cands[b][2]) >= anchor):
                 score = cands[a][2] + cands[b][2] - 0.01 * (dy + dz)
                 if best is None or score > best[0]:
                     best = (score, cands[a], cands[b])
