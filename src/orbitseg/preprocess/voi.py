@@ -183,13 +183,19 @@ def locate_orbits(volume: Volume, *, margins: VOIMargins = VOIMargins()) -> list
     m = volume.geometry.matrix
     if not np.allclose(np.sign(np.diag(m)), 1) or np.abs(np.diag(m)).min() < 0.7:
         raise ValueError("volume must be in canonical LPS orientation (use orbitseg.io.orient.to_canonical)")
-    best = _best_pair(find_globes(volume))
-    if best is None:  # a silicone-filled eye is denser than a vitreous: look again with a wider window
-        best = _best_pair(find_globes(volume, GLOBE_HU_WIDE))
-    for hu in (GLOBE_HU, GLOBE_HU_WIDE):  # a clear globe and a fellow less round to the search, level with it
-        if best is None:
-            best = _best_pair(find_globes(volume, hu, min_score=PARTNER_MIN_SCORE), anchor=CLEAR_GLOBE_SCORE,
-                              level=PARTNER_LEVEL_MM)
+    # each window searched once, its candidates kept down to a partner's score; a silicone-filled eye is
+    # denser than a vitreous, so the wide window is searched only when the usual one finds no pair
+    searched = []
+    for hu in (GLOBE_HU, GLOBE_HU_WIDE):
+        searched.append(find_globes(volume, hu, min_score=PARTNER_MIN_SCORE))
+        best = _best_pair([c for c in searched[-1] if c[2] > GLOBE_MIN_SCORE])
+        if best is not None:
+            break
+    else:  # a clear globe and a fellow less round to the search, level with it
+        for cands in searched:
+            best = _best_pair(cands, anchor=CLEAR_GLOBE_SCORE, level=PARTNER_LEVEL_MM)
+            if best is not None:
+                break
     where = volume.path or "scan"
     if best is None:
         raise InputError(where, "no orbits found: could not find two globes side by side "
