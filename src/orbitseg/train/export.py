@@ -182,12 +182,14 @@ def _init_parent(infos: dict) -> Path | None:
             parent, which = src.parent.parent, network_name(src.parent)
         else:
             return None
-        try:  # the folder is here: exactly what --init-from FOLDER takes (a full network from fold 0: what it
-            # took before the folder held a full network of its own, e.g. the one added from this very run)
-            if fold_init_source(parent, k).resolve() != src.resolve() and not (k == FULL_FOLD and which == 0):
+        # a full network from fold 0: what --init-from FOLDER took before the folder held a full network of its
+        # own (e.g. the one added from this very run)
+        full_from_fold0 = k == FULL_FOLD and which == 0
+        try:  # the folder is here: exactly what --init-from FOLDER takes
+            if fold_init_source(parent, k).resolve() != src.resolve() and not full_from_fold0:
                 return None
         except InputError:  # gone or moved: by the names alone
-            if which not in (k, FULL_FOLD) and not (k == FULL_FOLD and which == 0):
+            if which not in (k, FULL_FOLD) and not full_from_fold0:
                 return None
         parents.add(parent)
     return parents.pop() if len(parents) == 1 else None
