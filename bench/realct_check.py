@@ -101,7 +101,8 @@ def findings(rows: dict[str, dict]) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scan", type=Path, default=DEFAULT_SCAN, help="a head CT with both orbits (default: shared/realct)")
+    ap.add_argument("--scan", type=Path, default=DEFAULT_SCAN,
+                    help="a head CT with both orbits (default: shared/realct)")
     ap.add_argument("--model", nargs="+", default=None,
                     help="MODEL[:FOLDS] each (default: the shipped model's four folds and its full network)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
@@ -147,10 +148,11 @@ def main() -> None:
                    "findings": findings(by_side) if len(by_side) == 2 else ["no orbits segmented"],
                    "flags": sorted({c for r in by_side.values() for c in (r.get("flag_codes") or "").split(";") if c})}
             results.append(rec)
-            vol = " ".join(f"{by_side[s][c]:.2f}" if s in by_side else "-" for c in ("globe_ml", "muscles_ml", "nerve_ml")
-                           for s in ("right", "left"))
+            vol = " ".join(f"{by_side[s][c]:.2f}" if s in by_side else "-"
+                           for c in ("globe_ml", "muscles_ml", "nerve_ml") for s in ("right", "left"))
             print(f"{v:16s} {Path(model).name}:{folds or 'all':4s} globe R/L, muscles R/L, nerve R/L (mL): {vol}"
-                  f" | implausible: {', '.join(rec['findings']) or 'none'} | flags: {', '.join(rec['flags']) or 'none'}",
+                  f" | implausible: {', '.join(rec['findings']) or 'none'}"
+                  f" | flags: {', '.join(rec['flags']) or 'none'}",
                   flush=True)
     print("\nimplausible findings per model over the variants (fewer is better; a normal adult head: none):")
     for spec in specs:

@@ -193,8 +193,16 @@ def test_add_a_dataset_under_a_prefix_keeps_both_and_their_patients(source, tmp_
     before = {f.name: f.read_bytes() for f in (ours / "imagesTr").iterdir()}
     with pytest.raises(InputError, match=r"already holds case\(s\) a, b, c.*--prefix"):
         import_dataset(theirs, ours, add=True, progress=False)
+    # their dataset as `orbitseg synth` records it: the import keeps what re-makes it (model.json's recreate)
+    made = {"seed": 46, "generator_version": "1.0-clinical2", "variety": "clinical", "small": False,
+            "cases": {"a": {"patient": "p1"}, "b": {"patient": "p1"}, "c": {"patient": "p2"}}}
+    (theirs / "dataset.json").write_text(json.dumps({**json.loads((theirs / "dataset.json").read_text()),
+                                                      "synthetic": made}))
     assert main(["import", str(theirs), str(ours), "--add", "--prefix", "site2_"]) == 0
     info = json.loads((ours / "dataset.json").read_text())
+    assert info["imports"][0]["synthetic"] == {"seed": 46, "generator_version": "1.0-clinical2",
+                                               "variety": "clinical", "small": False, "patients": 2}
+    assert "synthetic" not in info  # ours was not made by the generator: the import says nothing else of it
     assert info["patients"] == {"a": "p1", "b": "p1", "c": "p2", "site2_a": "site2_p1", "site2_b": "site2_p1",
                                 "site2_c": "site2_p2"}
     assert info["numTraining"] == 6 and info["imports"][0]["prefix"] == "site2_"

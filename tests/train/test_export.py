@@ -227,3 +227,44 @@ def test_recreate_of_a_run_fine_tuned_fold_by_fold_starts_with_its_parent(tmp_pa
     (parent / "model.json").write_text("{}")
     with pytest.raises(InputError, match="re-create"):
         _parent_commands(parent, None)
+
+
+def test_recreate_of_a_dataset_grown_by_import_add_and_extended_splits(tmp_path):
+    """A model trained on a dataset that gained cases (`import --add`, a generator cohort or a site's scans)
+    with `train --extend-splits` is re-created with those steps: the added cohort re-made, imported after the
+    parent's steps, the new slices made, the splits extended (the old ones come from the parent's run)."""
+    from orbitseg.train.export import _parent_commands
+
+    ds_info = {"synthetic": {"seed": 0, "variety": "default", "cases": {"orbit_001": {"patient": "patient_001"}}},
+               "imports": [{"from": "/data/clin46", "prefix": "clinical_",
+                            "synthetic": {"seed": 46, "variety": "clinical", "patients": 46, "small": False}},
+                           {"from": "/data/site2", "prefix": "site2_"}]}
+    info = {"preset_name": "default", "seed": 0, "preprocess": {"size": 80, "aspect": "stretch"},
+            "preset": {"training": {"epochs": 5}}, "options": {"precision": "bfloat16"},
+            "command": ["orbitseg", "train", "DS", "--fold", "0", "--extend-splits", "--epochs", "5"]}
+    added = ["orbitseg synth IMPORT1 --seed 46 --patients 46 --variety clinical",
+             "orbitseg import IMPORT1 DATA --add --prefix clinical_",
+             "orbitseg import /data/site2 DATA --add --prefix site2_"]
+    assert _recreate(ds_info, info, 5) == [
+        "orbitseg synth DATA --seed 0 --patients 1", *added, "orbitseg preprocess DATA --size 80",
+        "orbitseg train DATA --fold all --extend-splits --preset default --epochs 5 --seed 0 --out RUN "
+        "--precision bfloat16", "orbitseg export RUN MODEL_DIR"]
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    parent_cmds = ["orbitseg synth DATA --seed 0 --patients 46", "orbitseg preprocess DATA --size 80",
+                   "orbitseg train DATA --fold all --preset default --epochs 20 --seed 0 --out RUN",
+                   "orbitseg export RUN MODEL_DIR"]
+    (parent / "model.json").write_text(json.dumps({"recreate": parent_cmds, "full": {"recreate": parent_cmds + [
+        "orbitseg train DATA --fold full --preset default --epochs 20 --seed 0 --out RUN_FULL --init-from MODEL_DIR",
+        "orbitseg export RUN_FULL MODEL_DIR --add-full"]}}))
+    cmds = _recreate(ds_info, info, 5, parent=_parent_commands(parent, ds_info))
+    assert cmds[4:] == [*added, "orbitseg preprocess DATA --size 80",  # the added cases' slices, the others kept
+                        "orbitseg train DATA --fold all --extend-splits --preset default --epochs 5 --seed 0 --out RUN "
+                        "--precision bfloat16 --init-from MODEL0", "orbitseg export RUN MODEL_DIR"]
+    # a network started from the parent's full network re-makes that one too (its run folder renamed apart)
+    full_parent = _parent_commands(parent, ds_info, full=True)[0]
+    assert full_parent[-2:] == ["orbitseg train DATA --fold full --preset default --epochs 20 --seed 0 --out RUN0_FULL "
+                                "--init-from MODEL0", "orbitseg export RUN0_FULL MODEL0 --add-full"]
+    # a clinical cohort of its own is re-made as one
+    assert _recreate({"synthetic": {"seed": 46, "variety": "clinical", "cases": {}}}, info, 5)[0] == (
+        "orbitseg synth DATA --seed 46 --variety clinical")

@@ -325,3 +325,30 @@ def test_a_full_network_fine_tuned_from_the_folds_it_joins_recreates_after_them(
         "orbitseg train DATA --fold full --preset default --epochs 1 --seed 0 --out RUN_FULL --init-from MODEL_DIR",
         "orbitseg export RUN_FULL MODEL_DIR --add-full"]
     assert meta["full"]["init_from"]["how"] == "the full network started from that folder's fold_0.pt"
+
+
+def test_folds_and_full_network_fine_tuned_from_one_model_recreate_it_once(both_model, tiny_dataset, tmp_path):
+    """A model's folds fine-tuned fold by fold from an earlier model and its full network from that model's full
+    network (`export --add-full`): the record re-makes the earlier model once, its full network included, before
+    the new folds' steps, then the new full network from it."""
+    from orbitseg.train.export import add_full_network
+
+    run = tmp_path / "run2"
+    for k in (0, 1):
+        train_fold(tiny_dataset, k, epochs=1, batch_size=4, seed=0, init_from=both_model, out=run / f"fold_{k}",
+                   overrides=TINY_TRAINING, progress=False)
+    train_fold(tiny_dataset, "full", epochs=1, batch_size=4, seed=0, init_from=both_model, out=run / "full",
+               overrides=TINY_TRAINING, progress=False)
+    model = export_model(run, tmp_path / "model2", progress=False)
+    folds_cmds = json.loads((model / "model.json").read_text())["recreate"]
+    meta = json.loads((add_full_network(run, model) / "model.json").read_text())
+    cmds = meta["full"]["recreate"]
+    assert len(cmds) == len(set(cmds)), cmds  # nothing made twice (the earlier model's steps were, before)
+    assert cmds[0] == folds_cmds[0] and cmds[-2:] == [
+        "orbitseg train DATA --fold full --preset default --epochs 1 --seed 0 --out RUN_FULL --init-from MODEL0",
+        "orbitseg export RUN_FULL MODEL_DIR --add-full"]
+    # the earlier model's full network (the new one starts from it) is made before the new folds' training
+    made = cmds.index("orbitseg export RUN0_FULL MODEL0 --add-full")
+    assert made < cmds.index(next(c for c in folds_cmds if c.startswith("orbitseg train DATA --fold all")
+                                  and "--init-from MODEL0" in c))
+    assert set(folds_cmds) <= set(cmds)

@@ -247,12 +247,33 @@ def import_dataset(
                     os.replace(f, dataset / folder / f.name)
         info["patients"] = {**info.get("patients", {}), **patients}
         info["numTraining"] = sum(c.training for c in list_cases(dataset))
-        info.setdefault("imports", []).append({"from": str(Path(src).resolve()), "prefix": prefix,
-                                               "cases": len(patients), "labelled": n_train})
+        entry = {"from": str(Path(src).resolve()), "prefix": prefix, "cases": len(patients), "labelled": n_train}
+        origin = _synthetic_origin(Path(src))
+        if origin is not None:  # a cohort of orbitseg's generator: what re-makes it (model.json's recreate)
+            entry["synthetic"] = origin
+        info.setdefault("imports", []).append(entry)
         write_dataset_json(dataset, info)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return sorted(patients)
+
+
+def _synthetic_origin(src: Path) -> dict | None:
+    """The generator record of a source made by ``orbitseg synth`` (its ``dataset.json["synthetic"]`` without
+    the per-case list, with its patient count), else None."""
+    if not (src / DATASET_JSON).is_file():
+        return None
+    try:
+        synth = read_dataset_json(src).get("synthetic")
+    except InputError:
+        return None
+    if not isinstance(synth, dict) or "seed" not in synth:
+        return None
+    out = {k: v for k, v in synth.items() if k != "cases"}
+    cases = synth.get("cases")
+    if isinstance(cases, dict):
+        out["patients"] = len({v.get("patient") for v in cases.values() if isinstance(v, dict)})
+    return out
 
 
 def _convert_cases(cases: list[SourceCase], out: Path, src: str | Path, series_uid: str | None,

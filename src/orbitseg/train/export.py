@@ -146,9 +146,12 @@ def _recreate(dataset_info: dict | None, info: dict, epochs: int, *,
     cmds = list(parent[0]) if parent else []
     synth = (dataset_info or {}).get("synthetic")
     if synth and not parent:
-        n = len({v["patient"] for v in synth.get("cases", {}).values()}) or None
-        cmds.append(f"orbitseg synth DATA --seed {synth['seed']}" + (f" --patients {n}" if n else "")
-                    + (" --small" if synth.get("small") else ""))
+        cmds.append(_synth_command("DATA", synth))
+    imported = False
+    for c in _import_commands(dataset_info):  # cases added to the dataset (`import --add`) after the parent's
+        if c not in cmds:
+            cmds.append(c)
+            imported = True
     pp = PreprocessConfig.from_dict(info.get("preprocess", {})).to_dict()
     default = PreprocessConfig().to_dict()
     extra = "".join(f" --{key.replace('_', '-')} {pp[key]:g}" if isinstance(pp[key], float) else
@@ -160,13 +163,47 @@ def _recreate(dataset_info: dict | None, info: dict, epochs: int, *,
         cmds.append(preprocess)
     elif done[-1].removesuffix(" --overwrite") != preprocess:  # the parent's slices were made otherwise
         cmds.append(preprocess + " --overwrite")
+    elif imported:  # the added cases' slices (the others are kept: same settings)
+        cmds.append(preprocess)
     precision = (info.get("options") or {}).get("precision", "float32")
+    # a split grown with the dataset (train --extend-splits): every earlier patient kept its fold and role
+    extend = " --extend-splits" if "--extend-splits" in (info.get("command") or []) else ""
     for i, e in enumerate(_epoch_stages(info, epochs)):
-        cmds.append(f"orbitseg train DATA --fold {fold} --preset {info['preset_name']} --epochs {e} "
-                    f"--seed {info['seed']} --out {out}" + (f" --precision {precision}" if precision != "float32" else "")
+        cmds.append(f"orbitseg train DATA --fold {fold}{'' if i else extend} --preset {info['preset_name']} "
+                    f"--epochs {e} --seed {info['seed']} --out {out}"
+                    + (f" --precision {precision}" if precision != "float32" else "")
                     + (" --resume" if i else f" --init-from {parent[1]}" if parent and parent[1] else ""))
     cmds.append(export)
     return cmds
+
+
+def _synth_command(target: str, synth: dict) -> str:
+    """``orbitseg synth`` re-making the cohort a ``dataset.json["synthetic"]`` record describes."""
+    n = synth.get("patients") or len({v["patient"] for v in (synth.get("cases") or {}).values()}) or None
+    variety = synth.get("variety")
+    return (f"orbitseg synth {target} --seed {synth['seed']}" + (f" --patients {n}" if n else "")
+            + (f" --variety {variety}" if variety and variety != "default" else "")
+            + (" --small" if synth.get("small") else ""))
+
+
+def _import_commands(dataset_info: dict | None) -> list[str]:
+    """The ``orbitseg import --add`` commands behind a dataset's ``imports`` record, in order: a source made by
+    ``orbitseg synth`` is re-made first (as IMPORT1, IMPORT2 ...), any other by the folder it came from."""
+    cmds = []
+    for n, entry in enumerate((dataset_info or {}).get("imports") or [], start=1):
+        src = entry.get("from", f"IMPORT{n}")
+        if isinstance(entry.get("synthetic"), dict) and "seed" in entry["synthetic"]:
+            src = f"IMPORT{n}"
+            cmds.append(_synth_command(src, entry["synthetic"]))
+        prefix = f" --prefix {entry['prefix']}" if entry.get("prefix") else ""
+        cmds.append(f"orbitseg import {src} DATA --add{prefix}")
+    return cmds
+
+
+def _started_from_full(info: dict) -> bool:
+    """Whether a network's ``--init-from`` weights were a folder's full network (``full.pt`` or a run's ``full/``)."""
+    src = Path(info.get("init_from") or "")
+    return network_name(src) == FULL_FOLD or (src.name == CHECKPOINT_BEST and network_name(src.parent) == FULL_FOLD)
 
 
 def _init_parent(infos: dict) -> Path | None:
@@ -195,15 +232,18 @@ def _init_parent(infos: dict) -> Path | None:
     return parents.pop() if len(parents) == 1 else None
 
 
-def _parent_commands(parent: Path, dataset_info: dict | None) -> tuple[list[str], str]:
+def _parent_commands(parent: Path, dataset_info: dict | None, *, full: bool = False) -> tuple[list[str], str]:
     """The commands that re-create ``parent`` (its ``model.json``, or its run folders), with its
     run and model folders renamed RUN0 / MODEL0 (and theirs RUN00 / MODEL00 ...), and the name
-    the child run's ``--init-from`` uses."""
+    the child run's ``--init-from`` uses.  ``full``: the child started from the parent's full network, so
+    the commands are those that re-create it too (``model.json["full"]["recreate"]``) where recorded."""
     import re
 
     meta = read_model_json(parent)
     if meta is not None:
         cmds = meta.get("recreate") or []
+        if full and isinstance(meta.get(FULL_FOLD), dict) and meta[FULL_FOLD].get("recreate"):
+            cmds = meta[FULL_FOLD]["recreate"]
         name = "MODEL0"
     else:
         full = full_run(parent)
@@ -212,13 +252,15 @@ def _parent_commands(parent: Path, dataset_info: dict | None) -> tuple[list[str]
         else:
             infos, fold, run_out = fold_infos(parent)[1], "all", "RUN"
         grand = _init_parent(infos)
-        cmds = _recreate(dataset_info, infos[FULL_FOLD] if fold == FULL_FOLD else infos[min(infos)],
-                         _trained_epochs(infos), fold=fold, out=run_out,
-                         parent=None if grand is None else _parent_commands(grand, dataset_info))[:-1]
+        first = infos[FULL_FOLD] if fold == FULL_FOLD else infos[min(infos)]
+        cmds = _recreate(dataset_info, first, _trained_epochs(infos), fold=fold, out=run_out,
+                         parent=None if grand is None else _parent_commands(
+                             grand, dataset_info, full=fold == FULL_FOLD and _started_from_full(first)))[:-1]
         name = "RUN0"
     if not cmds:
         raise InputError(parent, "records no commands that re-create it (model.json 'recreate')")
-    rename = [(r"\bRUN(0*)\b", r"RUN\g<1>0"), (r"\bMODEL(0+)\b", r"MODEL\g<1>0"), (r"\bMODEL_DIR\b", "MODEL0")]
+    rename = [(r"\bRUN(0*)\b", r"RUN\g<1>0"), (r"\bRUN(0*)_FULL\b", r"RUN\g<1>0_FULL"),
+              (r"\bMODEL(0+)\b", r"MODEL\g<1>0"), (r"\bMODEL_DIR\b", "MODEL0")]
     out = []
     for c in cmds:
         for pat, rep in rename:
@@ -337,7 +379,9 @@ def _common_meta(runs: dict, infos: dict, ds: Path, ds_info: dict | None) -> dic
         "dataset": None if ds_info is None else {
             "name": ds_info.get("name"), "cases": ds_info.get("numTraining"),
             "synthetic": None if "synthetic" not in ds_info else {
-                k: ds_info["synthetic"][k] for k in ("seed", "generator_version", "small") if k in ds_info["synthetic"]}},
+                k: ds_info["synthetic"][k] for k in ("seed", "generator_version", "variety", "small")
+                if k in ds_info["synthetic"]},
+            **({"imports": ds_info["imports"]} if ds_info.get("imports") else {})},
         TRAINING_ACQUISITION_KEY: None if ds_info is None else _training_acquisition(ds, ds_info),
     }
 
@@ -490,7 +534,7 @@ def _export_full(run_dir: Path, full_dir: Path, out: Path, *, name: str | None, 
             else:
                 no_cv = "the run's cross-validation folds were not scored (no dataset to re-score, no metrics/)"
         parent = _init_parent({FULL_FOLD: info})
-        own_parent = None if parent is None else _parent_commands(parent, ds_info)
+        own_parent = None if parent is None else _parent_commands(parent, ds_info, full=_started_from_full(info))
         cv_parent = _init_parent(cv_infos) if estimate is not None else None
         if estimate is not None and (parent is None or parent == cv_parent):
             # the folds that give the estimate are re-created first, and export --full picks the full model
@@ -611,9 +655,14 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
     if parent is None or _same_folds(parent, model_dir):  # from these folds (or nothing): after their commands
         train_cmds = _recreate(ds_info, info, epochs, parent=(folds_cmds, None if parent is None else "MODEL_DIR"),
                                fold=FULL_FOLD, out="RUN_FULL", export=add)
-    else:  # started elsewhere: the folds' commands, then that folder's and the full network's
-        train_cmds = folds_cmds + _recreate(ds_info, info, epochs, parent=_parent_commands(parent, ds_info),
-                                            fold=FULL_FOLD, out="RUN_FULL", export=add)
+    else:  # started elsewhere: that folder's commands, the folds' and the full network's
+        p_cmds, p_name = _parent_commands(parent, ds_info, full=_started_from_full(info))
+        k = next((i for i, (a, b) in enumerate(zip(folds_cmds, p_cmds)) if a != b), min(len(folds_cmds), len(p_cmds)))
+        # the folds grew from the same ancestors (e.g. both from an earlier model): that folder is re-made whole
+        # before the folds' own steps, which may add cases to DATA (import --add) that it was not trained on
+        chain = p_cmds + folds_cmds[k:] if k else folds_cmds + p_cmds
+        train_cmds = _recreate(ds_info, info, epochs, parent=(chain, p_name), fold=FULL_FOLD, out="RUN_FULL",
+                               export=add)
     record = _records({FULL_FOLD: info})[FULL_FOLD]
     record["result"] = {k: v for k, v in (record.get("result") or {}).items() if k != "best_val_dice"}
     n_patients = len(info["split"].get("train_patients") or [])
