@@ -82,6 +82,22 @@ def make_labels():
 
 
 @pytest.fixture(scope="session")
+def load_bench():
+    """``load_bench("annotate")``: the module ``bench/annotate.py`` (the benches are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """The 4-patient synthetic cohort (small variant) preprocessed at 32 px, built once per session."""
     from orbitseg.preprocess.dataset import preprocess_dataset

@@ -1,20 +1,13 @@
 """The real-CT check's scan variants keep their geometry, and its plausibility findings (bench/realct_check.py)."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "realct_check.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_realct_check", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_bench):
+    return load_bench("realct_check")
 
 
 def _image(direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)):

@@ -1,7 +1,5 @@
 """The annotation bench's CNN-assisted tools and its held-out check (bench/annotate.py)."""
-import importlib.util
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,15 +7,10 @@ import pytest
 from orbitseg.labeling import SuperpixelCache
 from orbitseg.synth.phantom import orbit_slice
 
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "annotate.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_annotate", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_bench):
+    return load_bench("annotate")
 
 
 def _run(bench, tool, probs):
