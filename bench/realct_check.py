@@ -2,7 +2,7 @@
 
     python bench/realct_check.py [--scan ../shared/realct/cthead_unc.nii.gz] [--model MODEL[:FOLDS] ...]
                                  [--variants as_scanned slab4 slab6 pitch+15_slab4 pitch-15_slab4]
-                                 [--threads 2] [--out /tmp/orbitseg_realct]
+                                 [--threads 2] [--out /tmp/orbitseg_realct] [--figure realct_check.png]
 
 There is no truth on a real scan, so this bench asks what can be asked of one: are both orbits' globes, muscles
 and optic nerves found, with volumes inside the adult reference ranges and left and right alike
@@ -23,7 +23,8 @@ per variant and model: globe, muscle and nerve volumes right / left (mL), the st
 range or asymmetric, and the flag codes; then per model the count of such findings over all variants (fewer is
 more plausible; on a normal adult head, ideally none). A model that labels one real optic nerve as a stub shows
 up here where no synthetic benchmark sees it. The CPU's features are printed; the table and every row go to
-``OUT/realct_check.json``.
+``OUT/realct_check.json``; ``--figure`` draws every model's labels of the scan as it is, on axial slices through
+the optic nerves.
 """
 
 from __future__ import annotations
@@ -99,6 +100,49 @@ def findings(rows: dict[str, dict]) -> list[str]:
     return out
 
 
+def draw(scan_path: Path, labels: list[tuple[str, Path]], out: Path, n_slices: int = 5) -> None:
+    """PNG of ``n_slices`` axial slices through the optic nerves: the scan, then each model's labels on it
+    (rows), cropped to the orbits.  ``labels``: (row title, label file on the scan's grid)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from orbitseg.constants import EYEBALL, NERVE
+    from orbitseg.io.orient import to_canonical
+    from orbitseg.io.read import read_label, read_scan
+
+    scan = to_canonical(read_scan(scan_path))
+    maps = [(t, to_canonical(read_label(p, reference=read_scan(scan_path))).array) for t, p in labels]
+    union = np.zeros(scan.shape, bool)
+    for _, m in maps:
+        union |= m > 0
+    kji = np.argwhere(union)
+    lo, hi = kji.min(0), kji.max(0) + 1
+    pad = 6
+    ys, xs = slice(max(lo[1] - pad, 0), hi[1] + pad), slice(max(lo[2] - pad, 0), hi[2] + pad)
+    nerve_z = np.unique(np.concatenate([np.argwhere(m == NERVE)[:, 0] for _, m in maps] or [lo[:1]]))
+    ks = np.unique(np.linspace(nerve_z.min(), nerve_z.max(), n_slices).round().astype(int))
+    colours = np.array([[0, 0, 0, 0], [0.9, 0.1, 0.1, 0.35], [0.1, 0.85, 0.2, 0.45], [1.0, 0.6, 0.0, 0.85]])
+    rows = [("scan", None)] + maps
+    fig, axes = plt.subplots(len(rows), len(ks), figsize=(2.6 * len(ks) * (xs.stop - xs.start) / (ys.stop - ys.start),
+                                                          2.6 * len(rows)), squeeze=False)
+    for i, (title, m) in enumerate(rows):
+        for j, k in enumerate(ks):
+            a = axes[i, j]
+            a.imshow(np.clip((scan.array[k, ys, xs] + 160.0) / 400.0, 0, 1), cmap="gray", interpolation="nearest")
+            if m is not None:
+                a.imshow(colours[m[k, ys, xs]], interpolation="nearest")
+            a.set_title(f"{title}, slice {k}" if m is not None else f"slice {k}", fontsize=8)
+            a.axis("off")
+    fig.suptitle(f"{scan_path.name}: axial slices through the optic nerves (patient right on the left); "
+                 f"red eyeball {EYEBALL}, green muscles, orange nerve {NERVE}", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scan", type=Path, default=DEFAULT_SCAN,
@@ -108,6 +152,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("/tmp/orbitseg_realct"))
+    ap.add_argument("--figure", type=Path, default=None,
+                    help="also draw the as-scanned labels of every model through the optic nerves (PNG)")
     args = ap.parse_args()
     bad = [v for v in args.variants if v != "as_scanned" and "slab" not in v and not v.startswith("pitch")]
     if bad:
@@ -154,6 +200,14 @@ def main() -> None:
                   f" | implausible: {', '.join(rec['findings']) or 'none'}"
                   f" | flags: {', '.join(rec['flags']) or 'none'}",
                   flush=True)
+    if args.figure is not None and "as_scanned" in args.variants:
+        label_files = []
+        for i, spec in enumerate(specs):
+            model, _, folds = spec.rpartition(":") if ":" in spec else (spec, "", "all")
+            folder = args.out / "labels" / f"{i}_{Path(model).name}_{folds or 'all'}_as_scanned"
+            label_files.append((f"{Path(model).name}:{folds or 'all'}", folder / "as_scanned.nii.gz"))
+        draw(scans / "as_scanned.nii.gz", label_files, args.figure)
+        print(f"wrote {args.figure}")
     print("\nimplausible findings per model over the variants (fewer is better; a normal adult head: none):")
     for spec in specs:
         model, _, folds = spec.rpartition(":") if ":" in spec else (spec, "", "all")
