@@ -137,3 +137,26 @@ def test_predict_records_the_folds_agreement_it_measured(scans, tmp_path, monkey
     expected = {(side, f"{name}_fold_disagreement"): agree[(side, s)]
                 for side in ("right", "left") for s, name in ((1, "eyeball"), (2, "muscles"), (3, "nerve"))}
     assert recorded == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("keep", ["right", "left"])
+def test_a_scan_holding_one_orbit_puts_it_on_its_own_side(keep, tmp_path):
+    """A field of view that keeps one orbit and a sliver of the other (the real CT cut at its midline): the
+    labelled globe is measured on its own side, about the midline the orbit finder gives (the labels hold one
+    globe, so their own midline would be the grid's centre, which lies beside that globe: the wrong side)."""
+    import SimpleITK as sitk
+
+    img = sitk.ReadImage(str(REALCT))
+    # LPS x grows to the patient's left; each crop keeps a sliver (5-6 mm) of the other globe, so that the
+    # finder still sees a pair (with no trace of the second eye the scan is refused: no orbits found)
+    half = img[:128, :, :] if keep == "right" else img[85:, :, :]
+    sitk.WriteImage(half, str(tmp_path / "half.nii.gz"))
+    rows, problems = predict_inputs(tmp_path / "half.nii.gz", tmp_path / "out", engine="torch", progress=False)
+    assert not problems
+    by_side = {r["side"]: r for r in rows}
+    other = "left" if keep == "right" else "right"
+    assert by_side[keep]["globe_ml"] > 5.0 and by_side[other]["globe_ml"] < 0.5, by_side
+    assert by_side[keep]["muscles_ml"] > 1.5 and by_side[keep]["midline_from"] == "orbit_finder"
+    flags = json.loads((tmp_path / "out" / "prediction.json").read_text())["cases"]["half"]["quality"]
+    assert {"side": other, "code": "eyeball_missing"}.items() <= next(
+        f for f in flags if f["code"] == "eyeball_missing").items()

@@ -8,8 +8,10 @@ oblique grid) gives the same answer for the same anatomy:
   the largest eyeball component and the largest other one at least
   :data:`MIN_GLOBE_SEPARATION_MM` away in x and at least
   :data:`MIN_SECOND_GLOBE_FRACTION` of its size (26-connected components);
-  without two such globes (no eyeball, or one) the midline is the x of the
-  volume's centre;
+  without two such globes (no eyeball, or one) the midline is halfway between
+  the two globes the orbit finder (:func:`orbitseg.preprocess.voi.locate_orbits`)
+  finds on the CT, when the CT is given, else the x of the volume's centre (which
+  puts a lone globe on the wrong side of a scan cut off beside it);
 * every labelled voxel whose physical x is below the midline belongs to the
   patient's right orbit, the others to the left.  Voxels are split one by one
   (not whole components), so optic nerves that meet at the chiasm are divided
@@ -55,8 +57,10 @@ def component_sizes_and_centres(comp: np.ndarray, n: int) -> tuple[np.ndarray, n
     return sizes, np.stack(sums, axis=1) / np.maximum(sizes, 1.0)[:, None]
 
 
-def midline_x(labels: Volume) -> tuple[float, str]:
-    """(x of the mid-sagittal plane in LPS mm, how it was found: ``"eyeballs"`` or ``"volume_centre"``)."""
+def midline_x(labels: Volume, scan: Volume | None = None) -> tuple[float, str]:
+    """(x of the mid-sagittal plane in LPS mm, how it was found: ``"eyeballs"``, ``"orbit_finder"`` or
+    ``"volume_centre"``).  ``scan``: the CT the labels lie on, for the orbit finder where the labels hold fewer
+    than two globes (a missed eye, or a field of view that keeps one orbit and a sliver of the other)."""
     from scipy import ndimage
 
     eye = labels.array == EYEBALL
@@ -74,6 +78,17 @@ def midline_x(labels: Volume) -> tuple[float, str]:
                     break
                 if abs(xs[b] - xs[a]) >= MIN_GLOBE_SEPARATION_MM:
                     return float((xs[a] + xs[b]) / 2.0), "eyeballs"
+    if scan is not None:
+        from orbitseg.errors import InputError
+        from orbitseg.io.orient import to_canonical
+        from orbitseg.preprocess.voi import locate_orbits
+
+        try:
+            right, left = locate_orbits(to_canonical(scan))
+        except InputError:  # no pair of globes on the CT either
+            pass
+        else:  # canonical LPS millimetres are the scan's physical ones
+            return float((right.globe_centre[0] + left.globe_centre[0]) / 2.0), "orbit_finder"
     centre = (np.asarray(labels.shape, dtype=float) - 1.0) / 2.0
     return float(_physical_x(labels, centre[None, :])[0]), "volume_centre"
 
@@ -102,7 +117,7 @@ def orbit_measurements(labels: Volume, scan: Volume | None = None, *, clinical: 
     """
     if labels.array.ndim != 3:
         raise ValueError(f"labels must be 3D, got shape {labels.array.shape}")
-    mid, how = midline_x(labels)
+    mid, how = midline_x(labels, scan)
     rows = _measure_about(labels, mid, how)
     if clinical:
         from orbitseg.evaluate.clinical import clinical_measurements
@@ -170,7 +185,7 @@ def paired_measurements(pred: Volume, truth: Volume, case: str, scan: Volume | N
     """
     if pred.shape != truth.shape:
         raise ValueError(f"pred shape {pred.shape} differs from truth shape {truth.shape}")
-    t = orbit_measurements(truth)
+    t = orbit_measurements(truth, scan)
     mid = t[0]["midline_x_mm"]
     p = _measure_about(pred, mid, t[0]["midline_from"])
     keys = list(MEASURE_KEYS.values())

@@ -200,7 +200,8 @@ class Segmenter:
         pred = predict_scan(self.networks, scan, self.preprocess, self.device, probabilities=probabilities,
                             per_model=per_fold, agreement=fold_agreement and len(self.networks) > 1,
                             mirror=self.mirror, engine=self.engine)
-        labels = pred.labels if self.postprocess is None else apply_postprocessing(pred.labels, self.postprocess)
+        labels = (pred.labels if self.postprocess is None else
+                  apply_postprocessing(pred.labels, self.postprocess, scan=scan))
         return Segmentation(labels, pred.labels, pred.probabilities, pred.member_probabilities, pred.member_agreement)
 
     def settings(self) -> dict:
