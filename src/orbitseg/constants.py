@@ -106,6 +106,8 @@ HU_AIR: float = -1000.0
 HU_AIR_MAX: float = -850.0
 #: fraction of voxels that must be air-like for a volume to count as CT
 MIN_AIR_FRACTION: float = 1e-3
+#: what a CT number stored without its rescale adds to the HU (DICOM RescaleIntercept -1024 left unapplied)
+RAW_CT_OFFSET: int = 1024
 #: lowest value a CT may hold (scanners pad outside the field of view with -2048 or -3024)
 HU_MIN: float = -3100.0
 #: highest value a CT may hold (dense metal on extended-range scanners)

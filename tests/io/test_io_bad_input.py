@@ -103,6 +103,13 @@ def test_mr_and_normalised_volumes_are_not_ct(tmp_path, make_ct):
     with pytest.raises(NotCTError, match="outside the Hounsfield range"):
         check_ct(wild, tmp_path / "wild.nii.gz")
     check_ct(ct)  # a real CT passes
+    # CT numbers stored without their rescale (HU + 1024, as some exports write them): said what is missing
+    raw = Volume((ct.array.astype(np.int32) + 1024).astype(np.uint16), ct.geometry)
+    with pytest.raises(NotCTError, match=r"raw.nii.gz.*without the rescale to Hounsfield units.*subtract 1024"):
+        read_scan(write_scan(raw, tmp_path / "raw.nii.gz"))
+    with pytest.raises(NotCTError, match="is this an MR") as mr_error:
+        read_scan(p)
+    assert "rescale" not in str(mr_error.value)  # an MR's dark background is not taken for raw CT numbers
 
 
 def test_label_bad_values(tmp_path, make_ct, make_labels):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orbitseg.constants import HU_AIR_MAX, HU_MAX, HU_MIN, MIN_AIR_FRACTION, VALID_LABELS
+from orbitseg.constants import HU_AIR, HU_AIR_MAX, HU_MAX, HU_MIN, MIN_AIR_FRACTION, RAW_CT_OFFSET, VALID_LABELS
 from orbitseg.errors import GeometryMismatchError, InputError, NotCTError
 from orbitseg.io.volume import Geometry, Volume
 
@@ -99,6 +99,20 @@ def check_ct(volume: Volume, path=None) -> None:
         )
     air = float(np.count_nonzero(a < HU_AIR_MAX)) / a.size
     if air < MIN_AIR_FRACTION:
+        # stored CT numbers without their rescale (HU + 1024, as some exports write them): the air sits near
+        # +24 instead of -1000; say so, since subtracting 1024 is then all that is missing
+        raw_air = float(np.count_nonzero(a < HU_AIR_MAX + RAW_CT_OFFSET)) / a.size
+        # and a soft-tissue peak where water + offset lies (brain, muscle: 0-100 HU)
+        soft = float(np.count_nonzero((a >= RAW_CT_OFFSET) & (a <= RAW_CT_OFFSET + 100))) / a.size
+        if lo >= 0 and raw_air >= MIN_AIR_FRACTION and soft >= 0.05:
+            raise NotCTError(
+                path,
+                f"values range {lo:g}..{hi:g}, {raw_air:.1%} of voxels below {HU_AIR_MAX + RAW_CT_OFFSET:g} and "
+                f"{soft:.1%} within {RAW_CT_OFFSET}..{RAW_CT_OFFSET + 100}: if this is a CT, its values are CT "
+                f"numbers stored without the rescale to Hounsfield units (air at about {HU_AIR + RAW_CT_OFFSET:+g} "
+                f"instead of {HU_AIR:g}); write it in HU (subtract {RAW_CT_OFFSET}, or keep the DICOM's "
+                "RescaleIntercept) and try again; orbitseg needs a CT in Hounsfield units",
+            )
         raise NotCTError(
             path,
             f"values range {lo:g}..{hi:g} with {air:.2%} of voxels below {HU_AIR_MAX:g} HU (air); "
