@@ -44,13 +44,15 @@ def measurement_rows(labels: Volume, scan: Volume) -> list[dict]:
     """:func:`orbitseg.evaluate.measure.orbit_measurements` (clinical) of ``labels`` with ``scan`` (same
     grid), NaN (not measurable) as None so that the rows are JSON."""
     from orbitseg.evaluate.measure import orbit_measurements
+    from orbitseg.predict.core import finder_midline
 
     def clean(v):
         if isinstance(v, (float, np.floating)):
             return None if not np.isfinite(v) else float(v)
         return v.item() if isinstance(v, np.generic) else v
 
-    return [{k: clean(v) for k, v in r.items()} for r in orbit_measurements(labels, scan, clinical=True)]
+    return [{k: clean(v) for k, v in r.items()} for r in orbit_measurements(
+        labels, scan, clinical=True, midline_fallback=lambda: finder_midline(scan))]
 
 
 class AppError(Exception):

@@ -528,8 +528,7 @@ def clinical_measurements(labels: Volume, scan: Volume | None = None, *,
     ----------
     labels : three-class labels ``(nz, ny, nx)``
     scan : the CT (HU) on the same grid; without it proptosis is NaN
-    midline : LPS x of the mid-sagittal plane (default: :func:`orbitseg.evaluate.measure.midline_x` of ``labels``
-        and ``scan``)
+    midline : LPS x of the mid-sagittal plane (default: :func:`orbitseg.evaluate.measure.midline_x`)
 
     Returns
     -------
@@ -543,7 +542,7 @@ def clinical_measurements(labels: Volume, scan: Volume | None = None, *,
 
     if labels.array.ndim != 3:
         raise ValueError(f"labels must be 3D, got shape {labels.array.shape}")
-    mid = midline_x(labels, scan)[0] if midline is None else float(midline)
+    mid = midline_x(labels)[0] if midline is None else float(midline)
     prop_labels = labels
     box = bounding_box(labels.array > 0)
     if box is not None:  # every label-only measure is in mm: the labels' box holds them (10x fewer voxels)

@@ -8,9 +8,9 @@ oblique grid) gives the same answer for the same anatomy:
   the largest eyeball component and the largest other one at least
   :data:`MIN_GLOBE_SEPARATION_MM` away in x and at least
   :data:`MIN_SECOND_GLOBE_FRACTION` of its size (26-connected components);
-  without two such globes (no eyeball, or one) the midline is halfway between
-  the two globes the orbit finder (:func:`orbitseg.preprocess.voi.locate_orbits`)
-  finds on the CT, when the CT is given, else the x of the volume's centre (which
+  without two such globes (no eyeball, or one) the midline is the caller's
+  ``fallback`` (prediction gives the one between the two globes the orbit finder
+  found on the CT: ``"orbit_finder"``), else the x of the volume's centre (which
   puts a lone globe on the wrong side of a scan cut off beside it);
 * every labelled voxel whose physical x is below the midline belongs to the
   patient's right orbit, the others to the left.  Voxels are split one by one
@@ -21,6 +21,8 @@ oblique grid) gives the same answer for the same anatomy:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Optional, Union
 
 import numpy as np
 
@@ -37,6 +39,8 @@ MIN_GLOBE_SEPARATION_MM = 20.0
 MIN_SECOND_GLOBE_FRACTION = 0.25
 #: file (in a run's metrics/ folder) of the test cases' per-orbit volumes, predicted beside true
 MEASUREMENTS_CSV = "measurements.csv"
+#: a midline known otherwise than from the labels: ``(x, how)``, a function giving it (or None), or None
+Fallback = Union[tuple[float, str], Callable[[], Optional[tuple[float, str]]], None]
 #: label -> column name of its volume in mL
 MEASURE_KEYS: dict[int, str] = {EYEBALL: "globe_ml", MUSCLES: "muscles_ml", NERVE: "nerve_ml"}
 
@@ -57,10 +61,11 @@ def component_sizes_and_centres(comp: np.ndarray, n: int) -> tuple[np.ndarray, n
     return sizes, np.stack(sums, axis=1) / np.maximum(sizes, 1.0)[:, None]
 
 
-def midline_x(labels: Volume, scan: Volume | None = None) -> tuple[float, str]:
-    """(x of the mid-sagittal plane in LPS mm, how it was found: ``"eyeballs"``, ``"orbit_finder"`` or
-    ``"volume_centre"``).  ``scan``: the CT the labels lie on, for the orbit finder where the labels hold fewer
-    than two globes (a missed eye, or a field of view that keeps one orbit and a sliver of the other)."""
+def midline_x(labels: Volume, fallback: Fallback = None) -> tuple[float, str]:
+    """(x of the mid-sagittal plane in LPS mm, how it was found: ``"eyeballs"``, ``fallback``'s own word or
+    ``"volume_centre"``).  ``fallback``: ``(x, how)`` known otherwise, or a function giving it (or None), called
+    only where the labels hold fewer than two globes (a missed eye, or a field of view that keeps one orbit and
+    a sliver of the other): :func:`orbitseg.predict.core.finder_midline` of the CT."""
     from scipy import ndimage
 
     eye = labels.array == EYEBALL
@@ -78,17 +83,9 @@ def midline_x(labels: Volume, scan: Volume | None = None) -> tuple[float, str]:
                     break
                 if abs(xs[b] - xs[a]) >= MIN_GLOBE_SEPARATION_MM:
                     return float((xs[a] + xs[b]) / 2.0), "eyeballs"
-    if scan is not None:
-        from orbitseg.errors import InputError
-        from orbitseg.io.orient import to_canonical
-        from orbitseg.preprocess.voi import locate_orbits
-
-        try:
-            right, left = locate_orbits(to_canonical(scan))
-        except InputError:  # no pair of globes on the CT either
-            pass
-        else:  # canonical LPS millimetres are the scan's physical ones
-            return float((right.globe_centre[0] + left.globe_centre[0]) / 2.0), "orbit_finder"
+    found = fallback() if callable(fallback) else fallback
+    if found is not None:
+        return float(found[0]), str(found[1])
     centre = (np.asarray(labels.shape, dtype=float) - 1.0) / 2.0
     return float(_physical_x(labels, centre[None, :])[0]), "volume_centre"
 
@@ -98,7 +95,8 @@ def _asym_pct(left: float, right: float) -> float:
     return math.nan if mean == 0 else 100.0 * (left - right) / mean
 
 
-def orbit_measurements(labels: Volume, scan: Volume | None = None, *, clinical: bool = False) -> list[dict]:
+def orbit_measurements(labels: Volume, scan: Volume | None = None, *, clinical: bool = False,
+                       midline_fallback: Fallback = None) -> list[dict]:
     """Volumes (mL) of globe, muscles and nerve per orbit, and their asymmetry.
 
     Returns four rows, each with ``side``, ``globe_ml``, ``muscles_ml``,
@@ -113,11 +111,11 @@ def orbit_measurements(labels: Volume, scan: Volume | None = None, *, clinical: 
     :func:`orbitseg.evaluate.clinical.clinical_measurements` (each rectus' thickness, each
     muscle group's volume, proptosis; proptosis needs ``scan``, the CT on the same grid) and
     ``outside_reference``: the values outside the adult reference ranges (right / left rows),
-    a proptosis asymmetry over 2 mm (left_minus_right_ml row).
+    a proptosis asymmetry over 2 mm (left_minus_right_ml row).  ``midline_fallback``: see :func:`midline_x`.
     """
     if labels.array.ndim != 3:
         raise ValueError(f"labels must be 3D, got shape {labels.array.shape}")
-    mid, how = midline_x(labels, scan)
+    mid, how = midline_x(labels, midline_fallback)
     rows = _measure_about(labels, mid, how)
     if clinical:
         from orbitseg.evaluate.clinical import clinical_measurements
@@ -185,7 +183,7 @@ def paired_measurements(pred: Volume, truth: Volume, case: str, scan: Volume | N
     """
     if pred.shape != truth.shape:
         raise ValueError(f"pred shape {pred.shape} differs from truth shape {truth.shape}")
-    t = orbit_measurements(truth, scan)
+    t = orbit_measurements(truth)
     mid = t[0]["midline_x_mm"]
     p = _measure_about(pred, mid, t[0]["midline_from"])
     keys = list(MEASURE_KEYS.values())

@@ -444,7 +444,7 @@ def quality_flags(labels: Volume, scan: Volume | None = None, *, fold_labels: Se
     list of ``{"side": "right" | "left" | "both", "code": str, "message": str, "value": float | None,
     "limit": str}``, in the order anatomy, field of view, fold disagreement, acquisition.
     """
-    rows = orbit_measurements(labels, scan) if measurements is None else measurements
+    rows = orbit_measurements(labels) if measurements is None else measurements
     midline = (rows[0]["midline_x_mm"], rows[0]["midline_from"])  # one midline for every check
     flags = _anatomy_flags(rows)
     missing = {(f["side"], s) for f in flags for s in STRUCTURES if f["code"] == f"{SHORT_NAMES[s]}_missing"}

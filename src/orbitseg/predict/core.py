@@ -22,7 +22,29 @@ from orbitseg.io.volume import Volume
 from orbitseg.preprocess.pipeline import (BoxProbabilities, PreprocessConfig, box_probabilities, labels_to_scan,
                                          prepare_scan)
 
-__all__ = ["ScanPrediction", "predict_vois", "predict_scan"]
+__all__ = ["ScanPrediction", "predict_vois", "predict_scan", "finder_midline", "FINDER_MIDLINE"]
+
+#: how a midline from the orbit finder is named (``measurements.csv``'s ``midline_from``)
+FINDER_MIDLINE = "orbit_finder"
+
+
+def finder_midline(scan: Volume) -> tuple[float, str] | None:
+    """``(x, "orbit_finder")``: LPS x halfway between the two globes the orbit finder finds on ``scan`` (the
+    sides' midline where labels hold fewer than two globes), or None where it finds no pair."""
+    from orbitseg.errors import InputError
+    from orbitseg.io.orient import to_canonical
+    from orbitseg.preprocess.voi import locate_orbits
+
+    try:
+        right, left = locate_orbits(to_canonical(scan))
+    except InputError:
+        return None
+    return _midline_of(right, left)
+
+
+def _midline_of(right, left) -> tuple[float, str]:
+    # canonical LPS millimetres are the scan's physical ones
+    return float((right.globe_centre[0] + left.globe_centre[0]) / 2.0), FINDER_MIDLINE
 
 
 def _as_slices(images: np.ndarray, device) -> torch.Tensor:
@@ -77,13 +99,15 @@ class ScanPrediction:
     probabilities over the orbits' bounding box of the scan's canonical grid (None unless asked);
     ``member_probabilities``: each network's own, in the order of the networks (None unless asked);
     ``member_agreement``: ``{(side, label): mean pairwise Dice}`` of the networks' labels on each VOI's
-    network slices (None unless asked; :func:`orbitseg.evaluate.quality.fold_agreement_by_side`).
+    network slices (None unless asked; :func:`orbitseg.evaluate.quality.fold_agreement_by_side`);
+    ``orbit_midline``: :func:`finder_midline` of the scan, from the boxes the prediction used.
     """
 
     labels: Volume
     probabilities: BoxProbabilities | None = None
     member_probabilities: tuple[BoxProbabilities, ...] | None = None
     member_agreement: dict[tuple[str, int], float] | None = None
+    orbit_midline: tuple[float, str] | None = None
 
 
 def predict_scan(models: list[nn.Module] | nn.Module, scan: Volume, config: PreprocessConfig,
@@ -116,7 +140,9 @@ def predict_scan(models: list[nn.Module] | nn.Module, scan: Volume, config: Prep
         del out, each
     members = tuple(box_probabilities(mp, scan.geometry) for mp in member_parts) if per_model else None
     agree = fold_agreement_by_side(member_maps) if agreement else None
+    boxes = {box.side: box for box, _, _ in parts}
+    midline = _midline_of(boxes["right"], boxes["left"]) if {"right", "left"} <= set(boxes) else None
     if not probabilities:
-        return ScanPrediction(scan.like(labels_to_scan(parts, scan.geometry)), None, members, agree)
+        return ScanPrediction(scan.like(labels_to_scan(parts, scan.geometry)), None, members, agree, midline)
     probs = box_probabilities(parts, scan.geometry)
-    return ScanPrediction(scan.like(from_canonical(probs.argmax(), scan.geometry)), probs, members, agree)
+    return ScanPrediction(scan.like(from_canonical(probs.argmax(), scan.geometry)), probs, members, agree, midline)

@@ -126,6 +126,7 @@ def segment_study(
     from orbitseg.evaluate.quality import quality_checks, quality_flags
     from orbitseg.io.dicomseg import read_dicom_seg, write_dicom_seg
     from orbitseg.io.read import read_label, read_scan
+    from orbitseg.predict.core import finder_midline
     from orbitseg.predict.run import dicom_output_uids, dicom_uid_key
     from orbitseg.predict.segmenter import training_acquisition
 
@@ -181,18 +182,18 @@ def segment_study(
             log(f"the server already holds this segmentation (DICOM-SEG {seg_sop}): nothing is stored")
             server.retrieve_instance(study_uid, seg_series, seg_sop, seg_path)
             labels = read_dicom_seg(seg_path, reference=scan)
-            agreement = None
+            agreement, midline = None, (lambda: finder_midline(scan))
         else:
             try:
                 seg = segmenter.segment(scan, fold_agreement=True)
-                labels, agreement = seg.labels, seg.fold_agreement
+                labels, agreement, midline = seg.labels, seg.fold_agreement, seg.orbit_midline
             except OrbitsegError as exc:
                 raise InputError(None, f"{where}, series {chosen}: {_problem(exc)}") from None
             write_dicom_seg(labels, scan, seg_path, series_instance_uid=seg_series, sop_instance_uid=seg_sop)
             log(f"storing the DICOM-SEG {seg_sop} (STOW-RS)")
             server.store([seg_path], study_uid)
             result.stored = True
-        result.measurements = orbit_measurements(labels, scan)
+        result.measurements = orbit_measurements(labels, scan, midline_fallback=midline)
         train_acq = training_acquisition(segmenter)
         result.flags = quality_flags(labels, scan, agreement=agreement, measurements=result.measurements,
                                      training_acquisition=train_acq)

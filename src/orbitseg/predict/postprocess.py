@@ -111,7 +111,8 @@ def keep_largest_per_orbit(labels: Volume, structures: Iterable[int] = STRUCTURE
     return labels.like(out)
 
 
-def _apply_rules(labels: Volume, steps: Sequence[tuple[str, list[int]]], scan: Volume | None = None) -> Volume:
+def _apply_rules(labels: Volume, steps: Sequence[tuple[str, list[int]]],
+                 midline_fallback: tuple[float, str] | None = None) -> Volume:
     """Apply each ``(rule, structures)`` in turn; each step sees the labels the previous one left."""
     from orbitseg.evaluate.measure import midline_x
     from orbitseg.evaluate.metrics import bounding_box
@@ -123,10 +124,10 @@ def _apply_rules(labels: Volume, steps: Sequence[tuple[str, list[int]]], scan: V
     out = np.array(labels.array, copy=True)
     for rule, structures in steps:
         # on the labels' box only (a few % of a head CT), about the midline of the whole grid as it stands
-        # (without two globes midline_x falls back to the orbit finder on the scan, else to the grid's centre,
-        # which a crop would move)
+        # (without two globes midline_x falls back to the orbit finder's midline when given, else to the grid's
+        # centre, which a crop would move)
         now = labels.like(out)
-        kept = keep_largest_per_orbit(now.crop(box), structures, midline=midline_x(now, scan)[0],
+        kept = keep_largest_per_orbit(now.crop(box), structures, midline=midline_x(now, midline_fallback)[0],
                                       min_fraction=None if rule == "largest" else ISLAND_FRACTION)
         out[box] = kept.array
     return labels.like(out)
@@ -144,14 +145,15 @@ def _check_rules(rules: dict) -> dict[int, str]:
     return by_label
 
 
-def apply_postprocessing(labels: Volume, choice: dict, *, scan: Volume | None = None) -> Volume:
+def apply_postprocessing(labels: Volume, choice: dict, *, midline_fallback: tuple[float, str] | None = None
+                         ) -> Volume:
     """Apply a stored choice (``{"rules": {"eyeball": "largest", "muscles": "islands", ...}}``)
-    to a label Volume; structures are cleaned independently of each other.  ``scan``: the CT the labels lie
-    on, which gives the orbits' midline where the labels hold fewer than two globes
-    (:func:`~orbitseg.evaluate.measure.midline_x`); without it, the grid's centre does."""
+    to a label Volume; structures are cleaned independently of each other.  ``midline_fallback``: the orbits'
+    midline where the labels hold fewer than two globes (:func:`~orbitseg.evaluate.measure.midline_x`; the
+    Segmenter gives the orbit finder's); without it, the grid's centre."""
     rules = _check_rules(choice.get("rules", {}))
     return _apply_rules(labels, [(rule, [lab for lab, r in rules.items() if r == rule]) for rule in RULES[1:]],
-                        scan)
+                        midline_fallback)
 
 
 def choose_postprocessing(pairs: Sequence[tuple[str, Volume, np.ndarray]]) -> dict:

@@ -207,6 +207,7 @@ def predict_inputs(
     from orbitseg import __version__
     from orbitseg.evaluate.folders import rows_to_csv
     from orbitseg.evaluate.measure import MEASUREMENTS_CSV, orbit_measurements
+    from orbitseg.predict.core import finder_midline
     from orbitseg.evaluate.quality import flag_codes, flags_summary, quality_checks, quality_flags
     from orbitseg.io.dicom import acquisition_note, acquisition_record
     from orbitseg.io.read import read_scan
@@ -281,7 +282,8 @@ def predict_inputs(
                 scan = pending.result()
                 if keep:
                     labels = _read_output(target, formats[0], scan)
-                    measured = orbit_measurements(labels, scan, clinical=True)
+                    measured = orbit_measurements(labels, scan, clinical=True,
+                                                  midline_fallback=lambda: finder_midline(scan))
                     kept += 1
                 else:
                     note = acquisition_note(scan.meta)  # tilt corrected, slice blocks joined, series picked
@@ -289,7 +291,8 @@ def predict_inputs(
                         tqdm.write(f"{item.case_id}: {note}")
                     seg = segmenter.segment(scan, fold_agreement=True)  # the fold-disagreement flag
                     labels = seg.labels
-                    measured = orbit_measurements(labels, scan, clinical=True)  # once: the flags use its midline
+                    # once: the flags use its midline
+                    measured = orbit_measurements(labels, scan, clinical=True, midline_fallback=seg.orbit_midline)
                     agreement = seg.fold_agreement  # None with one network: no fold check
                     flags = quality_flags(labels, scan, agreement=agreement,
                                           training_acquisition=train_acq, measurements=measured)

@@ -50,6 +50,8 @@ class Segmentation:
     fold_probabilities : each fold network's own probabilities (same box), in fold order, or None
     fold_agreement : ``{(side, label): mean pairwise Dice}`` between the fold networks' labels, measured on
         each orbit's network slices (the quality flags' fold-disagreement check), or None unless asked
+    orbit_midline : ``(x, "orbit_finder")``: LPS x halfway between the two globes the orbit finder found, the
+        sides' midline where the labels hold fewer than two globes (``midline_fallback`` of the measurements)
     """
 
     labels: Volume
@@ -57,6 +59,7 @@ class Segmentation:
     probabilities: BoxProbabilities | None = None
     fold_probabilities: tuple[BoxProbabilities, ...] | None = None
     fold_agreement: dict[tuple[str, int], float] | None = None
+    orbit_midline: tuple[float, str] | None = None
 
 
 def model_postprocessing(checkpoints: Sequence[Path]) -> tuple[dict, str]:
@@ -201,8 +204,9 @@ class Segmenter:
                             per_model=per_fold, agreement=fold_agreement and len(self.networks) > 1,
                             mirror=self.mirror, engine=self.engine)
         labels = (pred.labels if self.postprocess is None else
-                  apply_postprocessing(pred.labels, self.postprocess, scan=scan))
-        return Segmentation(labels, pred.labels, pred.probabilities, pred.member_probabilities, pred.member_agreement)
+                  apply_postprocessing(pred.labels, self.postprocess, midline_fallback=pred.orbit_midline))
+        return Segmentation(labels, pred.labels, pred.probabilities, pred.member_probabilities, pred.member_agreement,
+                            pred.orbit_midline)
 
     def settings(self) -> dict:
         """What decides this Segmenter's labels, for ``prediction.json``: the model files (path and
