@@ -38,7 +38,7 @@ class _StandIn:
     def segment(self, scan, fold_agreement=False):
         lab = np.zeros(scan.array.shape, np.uint8)
         lab[1:3, 4:8, 4:8] = 1
-        return SimpleNamespace(labels=Volume(lab, scan.geometry), fold_agreement=None)
+        return SimpleNamespace(labels=Volume(lab, scan.geometry), fold_agreement=None, orbit_midline=None)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from orbitseg.app.store import PREDICTION_RECORD, measurement_rows
 from orbitseg.evaluate.measure import orbit_measurements
 from orbitseg.io.orient import to_canonical
 from orbitseg.io.read import read_label, read_scan
+from orbitseg.predict.core import finder_midline
 
 CASE = "orbit_001"  # the one case of the app_cohort fixture (tests/app/conftest.py)
 
@@ -22,9 +23,11 @@ def _client(dataset, **kw) -> TestClient:
 
 
 def _expected(dataset) -> list[dict]:
-    """orbit_measurements of the saved label with the scan, as JSON gives it back (NaN -> None)."""
+    """orbit_measurements of the saved label with the scan (the orbit finder's midline where the label holds
+    fewer than two globes), as JSON gives it back (NaN -> None)."""
     scan = read_scan(dataset / "imagesTr" / f"{CASE}_0000.nii.gz")
-    rows = orbit_measurements(read_label(dataset / "labelsTr" / f"{CASE}.nii.gz"), scan, clinical=True)
+    rows = orbit_measurements(read_label(dataset / "labelsTr" / f"{CASE}.nii.gz"), scan, clinical=True,
+                              midline_fallback=lambda: finder_midline(scan))
     return json.loads(json.dumps([{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
                                   for r in rows]))
 
@@ -69,6 +72,10 @@ def test_measurements_are_those_of_the_saved_label_and_follow_a_save(dataset):
     assert m2["source"] == "saved" and m2["version"] == put.json()["version"] != m["version"]
     _same(m2["rows"], _expected(dataset))  # not the cached rows of the earlier version
     assert _side(m2["rows"], "right")["globe_ml"] == 0 and _side(m2["rows"], "left")["globe_ml"] == left["globe_ml"]
+    # one globe left: the sides' midline is the orbit finder's on the scan, where the two globes had put it (the
+    # grid's centre, the old fallback, lies 12 mm off on this synthetic head)
+    assert _side(m2["rows"], "right")["midline_from"] == "orbit_finder"
+    assert _side(m2["rows"], "right")["midline_x_mm"] == pytest.approx(right["midline_x_mm"], abs=0.5)
 
 
 def test_without_a_saved_label_the_drafts_measurements_are_shown(dataset, tmp_path, monkeypatch):
