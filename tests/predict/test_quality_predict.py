@@ -179,3 +179,21 @@ def test_real_ct_as_a_4mm_scan_keeps_every_structure_plausible(load_bench, tmp_p
     assert not {c for c in codes if c.endswith(("_missing", "_asymmetry", "_low", "_high")) or c == "cut_by_scan_edge"}
     for r in (r for r in rows if r["side"] in ("right", "left")):
         assert 5.5 <= r["globe_ml"] <= 8.5 and 1.5 <= r["muscles_ml"] <= 5.0 and 0.14 <= r["nerve_ml"] <= 0.6, r
+
+
+def test_a_patient_with_one_eye_is_segmented_on_both_sides(tmp_path):
+    """An enucleated left eye (the real CT's left globe replaced by fat): the scan is not refused, the right
+    globe is measured on the right, the left orbit (its box mirrored across the head's midline) keeps its muscles
+    and is flagged for its missing eyeball, and measurements.csv says where the midline came from."""
+    from orbitseg.io.write import write_scan
+    from realct_cases import one_eyed
+
+    scan, _ = one_eyed("left")
+    write_scan(scan, tmp_path / "one_eye.nii.gz")
+    rows, problems = predict_inputs(tmp_path / "one_eye.nii.gz", tmp_path / "out", engine="torch", progress=False)
+    assert not problems
+    by_side = {r["side"]: r for r in rows}
+    assert by_side["right"]["globe_ml"] > 5.5 and by_side["left"]["globe_ml"] < 0.3, by_side
+    assert by_side["left"]["muscles_ml"] > 1.5 and by_side["right"]["midline_from"] == "head_symmetry"
+    flags = json.loads((tmp_path / "out" / "prediction.json").read_text())["cases"]["one_eye"]["quality"]
+    assert any(f["code"] == "eyeball_missing" and f["side"] == "left" for f in flags)

@@ -11,6 +11,7 @@ from orbitseg.preprocess.dataset import labels_outside_vois
 from orbitseg.preprocess.pipeline import PreprocessConfig, prepare_scan
 from orbitseg.preprocess.voi import locate_orbits
 from orbitseg.synth import render_patient, sample_patient
+from realct_cases import one_eyed
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +159,32 @@ def test_a_globe_hugged_by_swollen_tissue_is_found_beside_its_clear_fellow(patie
     assert len(weak) == 1
     mirrored = (weak[0][0] * np.array([-1.0, 1.0, 1.0]), weak[0][1], weak[0][2])
     assert _best_pair([weak[0], mirrored], anchor=CLEAR_GLOBE_SCORE) is None
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_a_patient_with_one_eye_gets_both_orbits_the_missing_one_mirrored(side):
+    """No pair of globes (one eye enucleated): the lone globe is taken on its own side, and the empty orbit's
+    box is its mirror image across the head's midline, marked as such; sides still by LPS x."""
+    scan, intact = one_eyed(side)
+    boxes = {b.side: b for b in locate_orbits(scan)}
+    kept = "right" if side == "left" else "left"
+    assert not boxes[kept].mirrored and boxes[side].mirrored
+    before = next(b for b in intact if b.side == kept)
+    # the same globe (its distance map peaks twice, 8 mm apart in z: the pair search took the one level with
+    # the fellow globe, this search the rounder)
+    assert np.linalg.norm(np.subtract(boxes[kept].globe_centre, before.globe_centre)) < before.globe_radius
+    # the mirror plane is the head's: the mirrored centre lies where the removed globe was in x, within what
+    # the head's asymmetry allows (the box extends 21-28 mm either side of it)
+    removed = next(b for b in intact if b.side == side)
+    assert abs(boxes[side].globe_centre[0] - removed.globe_centre[0]) < 4.0
+    assert (boxes["right"].globe_centre[0] < boxes["left"].globe_centre[0])  # LPS: the right orbit at smaller x
+
+
+def test_one_eye_on_a_scan_that_cuts_the_head_is_refused():
+    """Without the head's full width there is no midline to mirror about (nor to tell the side): refused."""
+    scan, _ = one_eyed("left")
+    g = scan.geometry
+    keep = 118  # columns of the patient's right half only: the body touches the cut
+    cut = Volume(np.ascontiguousarray(scan.array[:, :, :keep]), g.with_(size=(keep, g.size[1], g.size[2])))
+    with pytest.raises(InputError, match="no orbits found"):
+        locate_orbits(cut)

@@ -22,10 +22,12 @@ from orbitseg.io.volume import Volume
 from orbitseg.preprocess.pipeline import (BoxProbabilities, PreprocessConfig, box_probabilities, labels_to_scan,
                                          prepare_scan)
 
-__all__ = ["ScanPrediction", "predict_vois", "predict_scan", "finder_midline", "FINDER_MIDLINE"]
+__all__ = ["ScanPrediction", "predict_vois", "predict_scan", "finder_midline", "FINDER_MIDLINE", "ONE_GLOBE_MIDLINE"]
 
-#: how a midline from the orbit finder is named (``measurements.csv``'s ``midline_from``)
+#: how a midline from the orbit finder is named (``measurements.csv``'s ``midline_from``): halfway between the two
+#: globes it found, or (one globe: the other orbit mirrored) the plane of the head's bony symmetry
 FINDER_MIDLINE = "orbit_finder"
+ONE_GLOBE_MIDLINE = "head_symmetry"
 
 
 def finder_midline(scan: Volume) -> tuple[float, str] | None:
@@ -43,8 +45,9 @@ def finder_midline(scan: Volume) -> tuple[float, str] | None:
 
 
 def _midline_of(right, left) -> tuple[float, str]:
-    # canonical LPS millimetres are the scan's physical ones
-    return float((right.globe_centre[0] + left.globe_centre[0]) / 2.0), FINDER_MIDLINE
+    # canonical LPS millimetres are the scan's physical ones; a mirrored box is symmetric about the head's midline
+    how = ONE_GLOBE_MIDLINE if right.mirrored or left.mirrored else FINDER_MIDLINE
+    return float((right.globe_centre[0] + left.globe_centre[0]) / 2.0), how
 
 
 def _as_slices(images: np.ndarray, device) -> torch.Tensor:

@@ -207,7 +207,7 @@ def predict_inputs(
     from orbitseg import __version__
     from orbitseg.evaluate.folders import rows_to_csv
     from orbitseg.evaluate.measure import MEASUREMENTS_CSV, orbit_measurements
-    from orbitseg.predict.core import finder_midline
+    from orbitseg.predict.core import ONE_GLOBE_MIDLINE, finder_midline
     from orbitseg.evaluate.quality import flag_codes, flags_summary, quality_checks, quality_flags
     from orbitseg.io.dicom import acquisition_note, acquisition_record
     from orbitseg.io.read import read_scan
@@ -290,6 +290,9 @@ def predict_inputs(
                     if note and progress:
                         tqdm.write(f"{item.case_id}: {note}")
                     seg = segmenter.segment(scan, fold_agreement=True)  # the fold-disagreement flag
+                    if progress and seg.orbit_midline is not None and seg.orbit_midline[1] == ONE_GLOBE_MIDLINE:
+                        tqdm.write(f"{item.case_id}: one globe found; the other orbit's box is its mirror image "
+                                   "across the head's midline (measurements.csv: midline_from head_symmetry)")
                     labels = seg.labels
                     # once: the flags use its midline
                     measured = orbit_measurements(labels, scan, clinical=True, midline_fallback=seg.orbit_midline)

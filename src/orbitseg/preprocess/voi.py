@@ -40,6 +40,11 @@ GLOBE_MIN_SCORE = 0.1
 CLEAR_GLOBE_SCORE = 0.3
 PARTNER_MIN_SCORE = 0.04
 PARTNER_LEVEL_MM = 10.0
+#: the lone-globe fallback (a patient with one eye: enucleation, a fat-filled socket): a clear globe whose centre
+#: lies this far (mm) from the head's midline, the head's width at its level within HEAD_WIDTH_MM and not cut by
+#: the scan's left or right edge; the other orbit's box is the globe's mirrored across that midline
+LONE_GLOBE_OFFSET_MM = (20.0, 45.0)
+HEAD_WIDTH_MM = (100.0, 230.0)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class OrbitBox:
     globe_radius : mm
     box_min, box_max : LPS mm corners of the crop (axis-aligned in the canonical frame)
     index_min, index_max : canonical index (i, j, k) of the crop, max exclusive
+    mirrored : True when no globe was found on this side: the box is the other globe's mirrored across the
+        head's midline (:func:`locate_orbits`' lone-globe fallback), ``globe_centre`` that mirrored centre
     """
 
     side: str
@@ -62,6 +69,7 @@ class OrbitBox:
     box_max: tuple[float, float, float]
     index_min: tuple[int, int, int]
     index_max: tuple[int, int, int]
+    mirrored: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -175,10 +183,13 @@ def _sphericity(small: np.ndarray, kji: np.ndarray, r: float, sp: np.ndarray,
 def locate_orbits(volume: Volume, *, margins: VOIMargins = VOIMargins()) -> list[OrbitBox]:
     """One :class:`OrbitBox` per orbit (right first) of a canonical (LPS) scan.
 
+    Without a pair, a lone clear globe (a patient with one eye) is taken with the head's midline at its level
+    (:func:`head_midline_x`): the other orbit's box is its mirror image, marked ``mirrored``.
+
     Raises
     ------
     InputError
-        no pair of globes is found (e.g. a chest CT, or a brain-only field of view).
+        no pair of globes and no lone globe is found (e.g. a chest CT, or a brain-only field of view).
     """
     m = volume.geometry.matrix
     if not np.allclose(np.sign(np.diag(m)), 1) or np.abs(np.diag(m)).min() < 0.7:
@@ -198,10 +209,72 @@ def locate_orbits(volume: Volume, *, margins: VOIMargins = VOIMargins()) -> list
                 break
     where = volume.path or "scan"
     if best is None:
-        raise InputError(where, "no orbits found: could not find two globes side by side "
-                                "(is this an orbital/head CT covering both eyes?)")
+        lone = _lone_globe(volume, searched)
+        if lone is None:
+            raise InputError(where, "no orbits found: could not find two globes side by side, nor one globe beside "
+                                    "the head's midline (is this an orbital/head CT covering the eyes?)")
+        (globe, mirror), mid = lone
+        seen = "right" if globe[0][0] < mid else "left"  # LPS: smaller x = patient's right
+        other = "left" if seen == "right" else "right"
+        boxes = {seen: _box(volume, globe, seen, margins), other: _box(volume, mirror, other, margins, mirrored=True)}
+        return [boxes["right"], boxes["left"]]
     right, left = sorted(best[1:], key=lambda c: c[0][0])  # LPS: smaller x = patient's right
     return [_box(volume, right, "right", margins), _box(volume, left, "left", margins)]
+
+
+def head_midline_x(volume: Volume, z_mm: float, half_height_mm: float = 10.0) -> tuple[float, float] | None:
+    """(LPS x of the head's mid-sagittal plane, the head's width in mm) on the axial slab within
+    ``half_height_mm`` of ``z_mm`` of a canonical volume, or None where the slab is outside the scan or the body
+    (the largest region above -300 HU) touches the scan's left or right edge: a field of view that cuts the head
+    gives no midline.  The plane is where the bone of the front of the head (orbital rims and walls, nose,
+    zygomas) best matches its own mirror image: on the real CT 1 mm from the two globes' midpoint, where the
+    middle of the skin outline was 4.6 mm off."""
+    from scipy import signal
+
+    g = volume.geometry
+    ks = np.arange(volume.shape[0])
+    zs = g.index_to_physical(np.stack([np.zeros_like(ks), np.zeros_like(ks), ks], axis=1).astype(float))[:, 2]
+    near = np.flatnonzero(np.abs(zs - z_mm) <= half_height_mm)
+    if not len(near):
+        return None
+    body = (volume.array[near] > -300).any(axis=0)  # (j, i)
+    lab, n = ndimage.label(body)
+    if n == 0:
+        return None
+    largest = lab == 1 + int(np.argmax(np.bincount(lab.ravel())[1:]))
+    cols = np.flatnonzero(largest.any(axis=0))
+    if cols[0] == 0 or cols[-1] == body.shape[1] - 1:
+        return None
+
+    def x_at(i: float) -> float:
+        return float(g.index_to_physical(np.array([[i, 0.0, float(near[0])]]))[0, 0])
+
+    width = abs(x_at(cols[-1]) - x_at(cols[0])) + g.spacing[0]
+    bone = ((volume.array[near] > 250).any(axis=0) & largest).astype(np.float32)
+    rows = np.flatnonzero(largest.any(axis=1))
+    bone[rows[0] + int(0.45 * (rows[-1] - rows[0])):] = 0  # the face and orbits, not the skull's back
+    if not bone.any():
+        return (x_at(cols[0]) + x_at(cols[-1])) / 2.0, width
+    # row by row, the correlation of the bone with its mirror image: its peak at s mirrors about column s / 2
+    corr = sum(signal.fftconvolve(r, r, mode="full") for r in bone if r.any())
+    return x_at(float(np.argmax(corr)) / 2.0), width
+
+
+def _lone_globe(volume: Volume, searched: list[list]) -> tuple[tuple, float] | None:
+    """((the clearest globe, its mirror across the head's midline), that midline's x), or None: the globe must
+    score at least CLEAR_GLOBE_SCORE and sit LONE_GLOBE_OFFSET_MM from a midline measured on a head of
+    HEAD_WIDTH_MM."""
+    clear = sorted((c for cands in searched for c in cands if c[2] >= CLEAR_GLOBE_SCORE), key=lambda c: -c[2])
+    for centre, radius, score in clear:
+        found = head_midline_x(volume, float(centre[2]))
+        if found is None:
+            continue
+        mid, width = found
+        if HEAD_WIDTH_MM[0] <= width <= HEAD_WIDTH_MM[1] and \
+                LONE_GLOBE_OFFSET_MM[0] <= abs(centre[0] - mid) <= LONE_GLOBE_OFFSET_MM[1]:
+            mirror = np.array([2.0 * mid - centre[0], centre[1], centre[2]])
+            return ((centre, radius, score), (mirror, radius, 0.0)), mid
+    return None
 
 
 def _best_pair(cands: list, anchor: float = 0.0, level: float = 20.0) -> tuple | None:
@@ -220,7 +293,7 @@ def _best_pair(cands: list, anchor: float = 0.0, level: float = 20.0) -> tuple |
     return best
 
 
-def _box(volume: Volume, cand, side: str, mg: VOIMargins) -> OrbitBox:
+def _box(volume: Volume, cand, side: str, mg: VOIMargins, *, mirrored: bool = False) -> OrbitBox:
     centre, radius, _ = cand
     lat, med = mg.lateral + mg.margin, mg.medial + mg.margin
     x_lo, x_hi = (centre[0] - lat, centre[0] + med) if side == "right" else (centre[0] - med, centre[0] + lat)
@@ -234,4 +307,4 @@ def _box(volume: Volume, cand, side: str, mg: VOIMargins) -> OrbitBox:
     pmin = g.index_to_physical(imin)
     pmax = g.index_to_physical(imax - 1)
     return OrbitBox(side, tuple(map(float, centre)), float(radius), tuple(map(float, pmin)),
-                    tuple(map(float, pmax)), tuple(map(int, imin)), tuple(map(int, imax)))
+                    tuple(map(float, pmax)), tuple(map(int, imin)), tuple(map(int, imax)), mirrored)
