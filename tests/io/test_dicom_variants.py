@@ -409,11 +409,20 @@ def test_a_study_reads_its_thinnest_axial_head_series_else_lists_them(phantom, t
     assert back.meta["series_uid"] == list_dicom_series(thin)[0]["uid"]
     np.testing.assert_array_equal(back.array, ct.array)
     assert "thinnest axial CT series of the head" in back.meta["series_choice"] and "(thin)" in back.meta["series_choice"]
-    # a second series as thin as the first: no unambiguous choice, the series are listed
-    write_dicom_series(ct, study / "thin2", series_uid="study-thin2", series_description="thin bone kernel")
+    # the same slices reconstructed with a bone kernel (as its ConvolutionKernel says): the soft one is read
+    bone = write_dicom_series(ct, study / "bone", series_uid="study-bone", series_description="thin 2")
+    for f in _files(bone):
+        ds = pydicom.dcmread(f)
+        ds.ConvolutionKernel = ["H70h", "2"]  # Siemens' multi-valued form
+        ds.save_as(f)
+    back = read_scan(study)
+    assert back.meta["series_uid"] == list_dicom_series(thin)[0]["uid"]
+    assert "kernel is soft-tissue" in back.meta["series_choice"] and "H70h" in back.meta["series_choice"]
+    # a third series as thin as the first, its kernel not sharp either: no unambiguous choice, the series listed
+    write_dicom_series(ct, study / "thin3", series_uid="study-thin3", series_description="thin again")
     with pytest.raises(AmbiguousSeriesError) as err:
         read_scan(study)
-    assert len(err.value.series) == 5
+    assert len(err.value.series) == 6
 
 
 # ---------------------------------------------------------------------------
