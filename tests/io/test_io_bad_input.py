@@ -225,3 +225,43 @@ def test_write_scan_refuses_two_file_formats(tmp_path, make_ct):
     with pytest.raises(InputError, match="use one of"):
         write_scan(make_ct(), tmp_path / "ct.mhd")
     assert list(write_mod.SCAN_WRITE_ENDINGS) == [".nii.gz", ".nii", ".nrrd", ".mha"]
+
+
+def test_a_nifti_whose_sform_is_sheared_or_disagrees_with_its_qform_is_refused(tmp_path, make_ct):
+    """A CT with gantry tilt converted without correcting it carries a sheared sform: ITK refuses it obscurely
+    when it is alone and silently reads the qform beside it, so labels written on ITK's grid would misalign in
+    tools that follow the sform. Both refused naming the problem; an ordinary file (sform = qform) reads, and so
+    does one whose orthogonal sform differs from its qform (ITK then reads the sform, as most tools do)."""
+    import nibabel as nib
+
+    ok = write_scan(make_ct(), tmp_path / "ok.nii.gz")
+    read_scan(ok)
+    img = nib.load(str(ok))
+    data, straight = np.asarray(img.dataobj), img.affine
+    sheared = straight.copy()
+    sheared[1, 2] = sheared[2, 2] * np.tan(np.radians(15))  # each slice shifted along y: a 15-degree tilt
+    for name, sform, qform in (("alone", sheared, None), ("with_qform", sheared, straight)):
+        n = nib.Nifti1Image(data, sform)
+        n.set_sform(sform, code=1)
+        n.set_qform(qform, code=1 if qform is not None else 0)
+        nib.save(n, str(tmp_path / f"{name}.nii.gz"))
+        with pytest.raises(InputError, match=rf"{name}.nii.gz.*sheared sform.*15.0 degrees.*DICOM series"):
+            read_scan(tmp_path / f"{name}.nii.gz")
+    moved = straight.copy()
+    moved[:3, 3] += [3.0, 0.0, 0.0]  # both orthogonal, 3 mm apart
+    n = nib.Nifti1Image(data, moved)
+    n.set_sform(moved, code=1)
+    n.set_qform(straight, code=1)
+    nib.save(n, str(tmp_path / "apart.nii.gz"))
+    # an orthogonal sform is what ITK reads (and most tools): read, on the sform's grid (LPS x = -RAS x)
+    assert read_scan(tmp_path / "apart.nii.gz").geometry.origin[0] == pytest.approx(-moved[0, 3])
+    # an sform sheared by a hair (0.05 degrees, under the refusal) makes ITK fall back to the qform: where the two
+    # disagree, refused
+    slight = moved.copy()
+    slight[1, 2] = slight[2, 2] * np.tan(np.radians(0.05))
+    n = nib.Nifti1Image(data, slight)
+    n.set_sform(slight, code=1)
+    n.set_qform(straight, code=1)
+    nib.save(n, str(tmp_path / "slight.nii.gz"))
+    with pytest.raises(InputError, match=r"slight.nii.gz.*qform and an sform that disagree by up to 3.0 mm"):
+        read_scan(tmp_path / "slight.nii.gz")

@@ -167,6 +167,7 @@ def _image_reader(path: Path, ending: str):
         raise InputError(path, "is empty (0 bytes)")
     promise = guard.check_header(path, FORMATS[ending], ending)
     fmt, io_name = FORMATS[ending].name, FORMATS[ending].itk_io
+    sform = _nifti_sform(path) if fmt == "nifti" else None  # before ITK, which refuses a sheared one obscurely
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.SetImageIO(io_name)
@@ -179,7 +180,54 @@ def _image_reader(path: Path, ending: str):
         raise InputError(path, f"is a {reader.GetDimension()}D image (size {size}); a 3D volume is needed")
     if fmt == "nifti":
         _check_nifti_complete(path, ending)
+        if sform is not None:
+            _check_itk_follows_sform(path, reader, sform)
     return reader, promise
+
+
+#: the farthest (mm) a corner voxel may lie between a NIfTI's sform and the geometry read, before it is refused
+SFORM_DISAGREEMENT_MM = 0.5
+_SHEARED_ADVICE = ("resample it onto an orthogonal grid (dcm2niix corrects a gantry tilt unless told not to) or give "
+                   "orbitseg the DICOM series, whose tilt it corrects itself")
+
+
+def _nifti_sform(path: Path) -> np.ndarray | None:
+    """The sform affine of a NIfTI (LPS, voxel index -> mm) when its code says it is set, else None; a sheared
+    one (a CT with gantry tilt converted without correcting it) is refused: orbitseg's grids are orthogonal."""
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        affine, code = header.get_sform(coded=True)
+    except Exception:  # noqa: BLE001 - unreadable headers are reported by the ITK read that follows
+        return None
+    if not code or affine is None:
+        return None
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    cols = lps[:3, :3] / np.maximum(np.linalg.norm(lps[:3, :3], axis=0), 1e-12)
+    cosines = [abs(float(cols[:, a] @ cols[:, b])) for a, b in ((0, 1), (0, 2), (1, 2))]
+    shear = float(np.degrees(np.arcsin(min(1.0, max(cosines)))))
+    if shear > 0.1:
+        raise InputError(path, f"has a sheared sform affine (its axes {shear:.1f} degrees from orthogonal: a CT with "
+                               f"gantry tilt converted without correcting it?); orbitseg reads orthogonal grids only, "
+                               f"and tools disagree on where such voxels lie: {_SHEARED_ADVICE}")
+    return lps
+
+
+def _check_itk_follows_sform(path: Path, reader, sform: np.ndarray) -> None:
+    """Refuse a NIfTI whose sform and the geometry ITK read (its qform, where it prefers that) put the voxels
+    in different places: outputs written on ITK's grid would misalign with the scan in tools that follow
+    the sform."""
+    size = np.array(reader.GetSize(), dtype=float)
+    m = np.array(reader.GetDirection(), dtype=float).reshape(3, 3) * np.array(reader.GetSpacing())[None, :]
+    corners = np.array([[i, j, k] for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)])
+    itk = corners @ m.T + np.array(reader.GetOrigin())
+    nif = corners @ sform[:3, :3].T + sform[:3, 3]
+    far = float(np.abs(itk - nif).max())
+    if far > SFORM_DISAGREEMENT_MM:
+        raise InputError(path, f"has a qform and an sform that disagree by up to {far:.1f} mm at its corners (ITK and "
+                               f"3D Slicer read one, other tools the other): {_SHEARED_ADVICE}, or write one "
+                               "geometry into both")
 
 
 def _gzip_trailer_size(path: Path) -> int | None:
