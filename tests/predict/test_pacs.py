@@ -318,8 +318,9 @@ def test_tls_is_verified_and_a_ca_bundle_makes_a_private_certificate_trusted(tmp
 
 
 def test_two_ct_volumes_in_a_study_are_named_and_one_must_be_chosen(study, tmp_path, tmp_path_factory, require):
-    """The series choice is the local reader's: two CT volumes (e.g. bone and soft-tissue kernels) are listed
-    and refused until --series names one; nothing is segmented or stored."""
+    """The series choice is the local reader's: two equally thin CT volumes that no kernel tells apart are listed
+    and refused until --series names one; nothing is segmented or stored.  (A soft-tissue series beside a bone
+    kernel's twin is read without asking: tests/io/test_dicom_variants.py.)"""
     second = tmp_path / "ct2"
     second.mkdir()
     series = generate_uid(entropy_srcs=["orbitseg-pacs-test-ct2"])
@@ -327,14 +328,14 @@ def test_two_ct_volumes_in_a_study_are_named_and_one_must_be_chosen(study, tmp_p
         ds = pydicom.dcmread(f)
         sop = generate_uid(entropy_srcs=["orbitseg-pacs-test-ct2", str(k)])
         ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.file_meta.MediaStorageSOPInstanceUID = series, sop, sop
-        ds.SeriesDescription, ds.SeriesNumber = "bone kernel", 3
+        ds.SeriesDescription, ds.SeriesNumber = "second reconstruction", 3
         ds.save_as(second / f.name, enforce_file_format=True)
     with orthanc(tmp_path_factory.mktemp("orthanc_two_ct"), require) as server:
         server.upload([*sorted(study["ct_dir"].iterdir()), *sorted(second.iterdir())])
         before = server.instances()
         with pytest.raises(InputError, match="holds several CT series; choose one with --series") as e:
             segment_study(server.url, study["study"], engine=ENGINE, credentials=Credentials(server.user, server.password))
-        assert study["ct_series"] in str(e.value) and series in str(e.value) and "bone kernel" in str(e.value)
+        assert study["ct_series"] in str(e.value) and series in str(e.value) and "second reconstruction" in str(e.value)
         assert server.instances() == before
 
 
