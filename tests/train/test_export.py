@@ -262,7 +262,7 @@ def test_recreate_of_a_dataset_grown_by_import_add_and_extended_splits(tmp_path)
                         "orbitseg train DATA --fold all --extend-splits --preset default --epochs 5 --seed 0 --out RUN "
                         "--precision bfloat16 --init-from MODEL0", "orbitseg export RUN MODEL_DIR"]
     # a network started from the parent's full network re-makes that one too (its run folder renamed apart)
-    full_parent = _parent_commands(parent, ds_info, full=True)[0]
+    full_parent = _parent_commands(parent, ds_info, from_full=True)[0]
     assert full_parent[-2:] == ["orbitseg train DATA --fold full --preset default --epochs 20 --seed 0 --out RUN0_FULL "
                                 "--init-from MODEL0", "orbitseg export RUN0_FULL MODEL0 --add-full"]
     # a clinical cohort of its own is re-made as one

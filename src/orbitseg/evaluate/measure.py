@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Optional, Union
 
 import numpy as np
 
@@ -40,7 +39,7 @@ MIN_SECOND_GLOBE_FRACTION = 0.25
 #: file (in a run's metrics/ folder) of the test cases' per-orbit volumes, predicted beside true
 MEASUREMENTS_CSV = "measurements.csv"
 #: a midline known otherwise than from the labels: ``(x, how)``, a function giving it (or None), or None
-Fallback = Union[tuple[float, str], Callable[[], Optional[tuple[float, str]]], None]
+Fallback = tuple[float, str] | Callable[[], tuple[float, str] | None] | None
 #: label -> column name of its volume in mL
 MEASURE_KEYS: dict[int, str] = {EYEBALL: "globe_ml", MUSCLES: "muscles_ml", NERVE: "nerve_ml"}
 

@@ -167,7 +167,9 @@ def _image_reader(path: Path, ending: str):
         raise InputError(path, "is empty (0 bytes)")
     promise = guard.check_header(path, FORMATS[ending], ending)
     fmt, io_name = FORMATS[ending].name, FORMATS[ending].itk_io
-    sform = _nifti_sform(path) if fmt == "nifti" else None  # before ITK, which refuses a sheared one obscurely
+    nifti = _load_nifti(path) if fmt == "nifti" else None  # one header read for the checks below
+    # the sform before ITK, which refuses a sheared one obscurely
+    sform = None if nifti is None or isinstance(nifti, Exception) else _nifti_sform(path, nifti)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.SetImageIO(io_name)
@@ -179,7 +181,7 @@ def _image_reader(path: Path, ending: str):
         size = reader.GetSize()
         raise InputError(path, f"is a {reader.GetDimension()}D image (size {size}); a 3D volume is needed")
     if fmt == "nifti":
-        _check_nifti_complete(path, ending)
+        _check_nifti_complete(path, ending, nifti)
         if sform is not None:
             _check_itk_follows_sform(path, reader, sform)
     return reader, promise
@@ -191,15 +193,23 @@ _SHEARED_ADVICE = ("resample it onto an orthogonal grid (dcm2niix corrects a gan
                    "orbitseg the DICOM series, whose tilt it corrects itself")
 
 
-def _nifti_sform(path: Path) -> np.ndarray | None:
-    """The sform affine of a NIfTI (LPS, voxel index -> mm) when its code says it is set, else None; a sheared
-    one (a CT with gantry tilt converted without correcting it) is refused: orbitseg's grids are orthogonal."""
+def _load_nifti(path: Path):
+    """The file as nibabel opens it (header only: no voxel is read), or the exception nibabel raised, which
+    :func:`_check_nifti_complete` reports once ITK has had its say."""
     import nibabel as nib
 
     try:
-        header = nib.load(str(path)).header
-        affine, code = header.get_sform(coded=True)
-    except Exception:  # noqa: BLE001 - unreadable headers are reported by the ITK read that follows
+        return nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - nibabel's errors vary by problem
+        return exc
+
+
+def _nifti_sform(path: Path, nifti) -> np.ndarray | None:
+    """The sform affine of a NIfTI (LPS, voxel index -> mm) when its code says it is set, else None; a sheared
+    one (a CT with gantry tilt converted without correcting it) is refused: orbitseg's grids are orthogonal."""
+    try:
+        affine, code = nifti.header.get_sform(coded=True)
+    except Exception:  # noqa: BLE001 - an unreadable sform is reported by the ITK read that follows
         return None
     if not code or affine is None:
         return None
@@ -240,16 +250,16 @@ def _gzip_trailer_size(path: Path) -> int | None:
         return int.from_bytes(fh.read(4), "little")
 
 
-def _check_nifti_complete(path: Path, ending: str) -> None:
-    """Refuse a truncated NIfTI (ITK would read it and fill the missing voxels with zeros)."""
+def _check_nifti_complete(path: Path, ending: str, nifti) -> None:
+    """Refuse a truncated NIfTI (ITK would read it and fill the missing voxels with zeros).  ``nifti``: the file
+    as :func:`_load_nifti` opened it."""
     import zlib
 
-    import nibabel as nib
-
     try:
-        img = nib.load(str(path))
-        header = img.header
-        offset = int(getattr(img.dataobj, "offset", header["vox_offset"]))
+        if isinstance(nifti, Exception):
+            raise nifti
+        header = nifti.header
+        offset = int(getattr(nifti.dataobj, "offset", header["vox_offset"]))
         expected = offset + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
     except Exception as exc:  # noqa: BLE001 - nibabel's errors vary by problem
         raise InputError(path, f"is not a readable NIfTI image ({exc})") from None

@@ -31,8 +31,9 @@ ONE_GLOBE_MIDLINE = "head_symmetry"
 
 
 def finder_midline(scan: Volume) -> tuple[float, str] | None:
-    """``(x, "orbit_finder")``: LPS x halfway between the two globes the orbit finder finds on ``scan`` (the
-    sides' midline where labels hold fewer than two globes), or None where it finds no pair."""
+    """``(x, how)``: LPS x halfway between the two globe centres the orbit finder gives ``scan`` (``how`` is
+    ``"orbit_finder"``, or ``"head_symmetry"`` where it found one globe and mirrored the other orbit), the sides'
+    midline where labels hold fewer than two globes; None where it finds no orbits."""
     from orbitseg.errors import InputError
     from orbitseg.io.orient import to_canonical
     from orbitseg.preprocess.voi import locate_orbits

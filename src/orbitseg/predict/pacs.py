@@ -193,7 +193,7 @@ def segment_study(
             log(f"storing the DICOM-SEG {seg_sop} (STOW-RS)")
             server.store([seg_path], study_uid)
             result.stored = True
-        result.measurements = orbit_measurements(labels, scan, midline_fallback=midline)
+        result.measurements = orbit_measurements(labels, midline_fallback=midline)
         train_acq = training_acquisition(segmenter)
         result.flags = quality_flags(labels, scan, agreement=agreement, measurements=result.measurements,
                                      training_acquisition=train_acq)

@@ -207,10 +207,10 @@ def predict_inputs(
     from orbitseg import __version__
     from orbitseg.evaluate.folders import rows_to_csv
     from orbitseg.evaluate.measure import MEASUREMENTS_CSV, orbit_measurements
-    from orbitseg.predict.core import ONE_GLOBE_MIDLINE, finder_midline
     from orbitseg.evaluate.quality import flag_codes, flags_summary, quality_checks, quality_flags
     from orbitseg.io.dicom import acquisition_note, acquisition_record
     from orbitseg.io.read import read_scan
+    from orbitseg.predict.core import ONE_GLOBE_MIDLINE, finder_midline
     from orbitseg.predict.segmenter import Segmenter, training_acquisition
 
     if resume and overwrite:

@@ -50,8 +50,8 @@ class Segmentation:
     fold_probabilities : each fold network's own probabilities (same box), in fold order, or None
     fold_agreement : ``{(side, label): mean pairwise Dice}`` between the fold networks' labels, measured on
         each orbit's network slices (the quality flags' fold-disagreement check), or None unless asked
-    orbit_midline : ``(x, "orbit_finder")``: LPS x halfway between the two globes the orbit finder found, the
-        sides' midline where the labels hold fewer than two globes (``midline_fallback`` of the measurements)
+    orbit_midline : :func:`~orbitseg.predict.core.finder_midline` of the scan, from the boxes the prediction used:
+        the sides' midline where the labels hold fewer than two globes (``midline_fallback`` of the measurements)
     """
 
     labels: Volume

@@ -200,10 +200,21 @@ def _import_commands(dataset_info: dict | None) -> list[str]:
     return cmds
 
 
+def _init_source(info: dict) -> tuple[Path, int | str] | None:
+    """(the folder, which network of it) a network's ``--init-from`` weights were: a model folder's ``fold_k.pt`` /
+    ``full.pt``, or a run folder's ``fold_k`` / ``full`` best checkpoint; None for anything else."""
+    src = Path(info.get("init_from") or "")
+    if src.suffix == ".pt" and network_name(src) is not None:
+        return src.parent, network_name(src)
+    if src.name == CHECKPOINT_BEST and network_name(src.parent) is not None:
+        return src.parent.parent, network_name(src.parent)
+    return None
+
+
 def _started_from_full(info: dict) -> bool:
     """Whether a network's ``--init-from`` weights were a folder's full network (``full.pt`` or a run's ``full/``)."""
-    src = Path(info.get("init_from") or "")
-    return network_name(src) == FULL_FOLD or (src.name == CHECKPOINT_BEST and network_name(src.parent) == FULL_FOLD)
+    found = _init_source(info)
+    return found is not None and found[1] == FULL_FOLD
 
 
 def _init_parent(infos: dict) -> Path | None:
@@ -212,13 +223,11 @@ def _init_parent(infos: dict) -> Path | None:
     network; the full model from its full network, else its fold 0), or None."""
     parents = set()
     for k, info in infos.items():
-        src = Path(info.get("init_from") or "")
-        if src.suffix == ".pt" and network_name(src) is not None:
-            parent, which = src.parent, network_name(src)
-        elif src.name == CHECKPOINT_BEST and network_name(src.parent) is not None:
-            parent, which = src.parent.parent, network_name(src.parent)
-        else:
+        found = _init_source(info)
+        if found is None:
             return None
+        parent, which = found
+        src = Path(info["init_from"])
         # a full network from fold 0: what --init-from FOLDER took before the folder held a full network of its
         # own (e.g. the one added from this very run)
         full_from_fold0 = k == FULL_FOLD and which == 0
@@ -232,17 +241,17 @@ def _init_parent(infos: dict) -> Path | None:
     return parents.pop() if len(parents) == 1 else None
 
 
-def _parent_commands(parent: Path, dataset_info: dict | None, *, full: bool = False) -> tuple[list[str], str]:
+def _parent_commands(parent: Path, dataset_info: dict | None, *, from_full: bool = False) -> tuple[list[str], str]:
     """The commands that re-create ``parent`` (its ``model.json``, or its run folders), with its
     run and model folders renamed RUN0 / MODEL0 (and theirs RUN00 / MODEL00 ...), and the name
-    the child run's ``--init-from`` uses.  ``full``: the child started from the parent's full network, so
+    the child run's ``--init-from`` uses.  ``from_full``: the child started from the parent's full network, so
     the commands are those that re-create it too (``model.json["full"]["recreate"]``) where recorded."""
     import re
 
     meta = read_model_json(parent)
     if meta is not None:
         cmds = meta.get("recreate") or []
-        if full and isinstance(meta.get(FULL_FOLD), dict) and meta[FULL_FOLD].get("recreate"):
+        if from_full and isinstance(meta.get(FULL_FOLD), dict) and meta[FULL_FOLD].get("recreate"):
             cmds = meta[FULL_FOLD]["recreate"]
         name = "MODEL0"
     else:
@@ -255,7 +264,7 @@ def _parent_commands(parent: Path, dataset_info: dict | None, *, full: bool = Fa
         first = infos[FULL_FOLD] if fold == FULL_FOLD else infos[min(infos)]
         cmds = _recreate(dataset_info, first, _trained_epochs(infos), fold=fold, out=run_out,
                          parent=None if grand is None else _parent_commands(
-                             grand, dataset_info, full=fold == FULL_FOLD and _started_from_full(first)))[:-1]
+                             grand, dataset_info, from_full=fold == FULL_FOLD and _started_from_full(first)))[:-1]
         name = "RUN0"
     if not cmds:
         raise InputError(parent, "records no commands that re-create it (model.json 'recreate')")
@@ -534,7 +543,7 @@ def _export_full(run_dir: Path, full_dir: Path, out: Path, *, name: str | None, 
             else:
                 no_cv = "the run's cross-validation folds were not scored (no dataset to re-score, no metrics/)"
         parent = _init_parent({FULL_FOLD: info})
-        own_parent = None if parent is None else _parent_commands(parent, ds_info, full=_started_from_full(info))
+        own_parent = None if parent is None else _parent_commands(parent, ds_info, from_full=_started_from_full(info))
         cv_parent = _init_parent(cv_infos) if estimate is not None else None
         if estimate is not None and (parent is None or parent == cv_parent):
             # the folds that give the estimate are re-created first, and export --full picks the full model
@@ -656,7 +665,7 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
         train_cmds = _recreate(ds_info, info, epochs, parent=(folds_cmds, None if parent is None else "MODEL_DIR"),
                                fold=FULL_FOLD, out="RUN_FULL", export=add)
     else:  # started elsewhere: that folder's commands, the folds' and the full network's
-        p_cmds, p_name = _parent_commands(parent, ds_info, full=_started_from_full(info))
+        p_cmds, p_name = _parent_commands(parent, ds_info, from_full=_started_from_full(info))
         k = next((i for i, (a, b) in enumerate(zip(folds_cmds, p_cmds)) if a != b), min(len(folds_cmds), len(p_cmds)))
         # the folds grew from the same ancestors (e.g. both from an earlier model): that folder is re-made whole
         # before the folds' own steps, which may add cases to DATA (import --add) that it was not trained on
