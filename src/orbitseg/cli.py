@@ -151,12 +151,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from orbitseg.train.export import add_full_network, describe_export, export_model
 
     if args.add_full:
-        out = add_full_network(args.run_dir, args.output, overwrite=args.overwrite, dataset=args.dataset)
+        out = add_full_network(args.run_dir, args.output, overwrite=args.overwrite, dataset=args.dataset,
+                               average_with=args.average_with, average_weight=args.average_weight)
         print(describe_export(out))
         print(f"use it with: orbitseg predict SCANS OUT --model {out} --folds {FULL_FOLD}")
         return 0
     out = export_model(args.run_dir, args.output, name=args.name, dataset=args.dataset, overwrite=args.overwrite,
-                       full=True if args.full else None)
+                       full=True if args.full else None, average_with=args.average_with,
+                       average_weight=args.average_weight)
     print(describe_export(out))
     print(f"use it with: orbitseg predict SCANS OUT --model {out}")
     return 0
@@ -182,9 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     from orbitseg import __version__
     # light modules only: parsing must not import torch, SimpleITK or NumPy
-    from orbitseg.constants import (DEFAULT_PRESET, DICOM_OUTPUTS, ENGINES, FILE_ENDING, FIT_ASPECT, FIT_ASPECTS,
-                                    FULL_FOLD, INPUT_SIZE, N_FOLDS, PRECISIONS, PRESET_NAMES, SEQ_LEN, TRAIN_PRECISIONS,
-                                    VARIETIES, WINDOW_LEVEL, WINDOW_WIDTH)
+    from orbitseg.constants import (AVERAGE_WEIGHT, DEFAULT_PRESET, DICOM_OUTPUTS, ENGINES, FILE_ENDING, FIT_ASPECT,
+                                    FIT_ASPECTS, FULL_FOLD, INPUT_SIZE, N_FOLDS, PRECISIONS, PRESET_NAMES, SEQ_LEN,
+                                    TRAIN_PRECISIONS, VARIETIES, WINDOW_LEVEL, WINDOW_WIDTH)
     from orbitseg.demo import DEMO_SEED
     from orbitseg.io.formats import FORMATS, LABEL_WRITE_ENDINGS
 
@@ -386,6 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "then runs it alone instead of the ensemble; the folds are not changed")
     s.add_argument("--overwrite", action="store_true", help="replace an existing model folder (with --add-full: "
                                                             "its full network)")
+    s.add_argument("--average-with", default=None, metavar="MODEL",
+                   help="average each network's weights with MODEL's network of the same name, which the run was "
+                        "fine-tuned from (`train --init-from MODEL`; `shipped`: the shipped model): weight-space "
+                        "averaging (WiSE-FT) keeps more of MODEL's robustness on scans unlike the new training data; "
+                        "the folds' post-processing is chosen again and their cross-validation re-scored with the "
+                        "averaged weights; refused where MODEL's fold k saw a test or validation patient of the run's "
+                        "fold k")
+    s.add_argument("--average-weight", type=float, default=AVERAGE_WEIGHT, metavar="W",
+                   help=f"MODEL's share of the averaged weights, between 0 and 1 (default {AVERAGE_WEIGHT:g})")
     s.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("label", help="open the browser labeling tool on a dataset")

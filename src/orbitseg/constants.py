@@ -93,6 +93,8 @@ N_FOLDS: int = 4
 #: ``orbitseg train --fold full``: one model on every labelled case, no test or validation part
 #: (nnU-Net's ``-f all``); its run folder is ``runs/PRESET/full``
 FULL_FOLD: str = "full"
+#: ``orbitseg export --average-with MODEL``: MODEL's share of the averaged weights by default (WiSE-FT's middle)
+AVERAGE_WEIGHT: float = 0.5
 #: network arithmetic at prediction: "auto" = bfloat16 where the CPU computes it in hardware, else float32
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
 #: training keeps one explicit arithmetic per run (no "auto": a run's record must not depend on the machine)

@@ -26,7 +26,7 @@ from orbitseg.io.atomic import atomic_path
 from orbitseg.preprocess.pipeline import PreprocessConfig
 
 __all__ = ["FORMAT", "load_checkpoint", "read_training_checkpoint", "save_checkpoint", "training_checkpoint",
-           "export_half", "state_dict_of", "load_network", "preprocess_of"]
+           "export_half", "average_weights", "state_dict_of", "load_network", "preprocess_of"]
 
 #: the ``format`` entry of a training checkpoint
 FORMAT = "orbitseg-train-1"
@@ -82,6 +82,50 @@ def export_half(src: str | Path, dst: str | Path) -> None:
     weights = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
     save_checkpoint({"model": weights, "preset": ck["preset"], "preprocess": ck["preprocess"], "fold": ck.get("fold")},
                     dst)
+
+
+def average_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], *, weight_b: float,
+                    name_a: str = "a", name_b: str = "b") -> dict[str, torch.Tensor]:
+    """``(1 - weight_b) * a + weight_b * b`` tensor by tensor, in ``a``'s dtypes (computed in float32).
+
+    Weight-space averaging of a fine-tuned network with the one it started from (WiSE-FT, Wortsman et al.
+    2022): both lie in one basin, so their average is a network too, usually more robust to a shift of the
+    data than the fine-tuned one and more accurate on the new data than its start.  Two unrelated networks have
+    no such average: the caller checks that one started from the other.
+
+    Parameters
+    ----------
+    a, b : dict of str to Tensor
+        State dicts of the same network (same keys and shapes).
+    weight_b : float
+        ``b``'s share, in [0, 1].
+    name_a, name_b : str
+        What the two are, for the error message.
+
+    Raises
+    ------
+    ValueError
+        ``weight_b`` outside [0, 1], the keys or a shape differ, or a non-float tensor (e.g. a counter) differs.
+    """
+    if not 0.0 <= weight_b <= 1.0:
+        raise ValueError(f"weight_b must lie in [0, 1], got {weight_b}")
+    if a.keys() != b.keys():
+        odd = sorted(set(a) ^ set(b))
+        raise ValueError(f"{name_a} and {name_b} are not the same network: {len(odd)} tensor(s) in one only, e.g. "
+                         f"{odd[0]}")
+    out = {}
+    for k, ta in a.items():
+        tb = b[k]
+        if ta.shape != tb.shape:
+            raise ValueError(f"{name_a} and {name_b} are not the same network: {k} is {tuple(ta.shape)} in one, "
+                             f"{tuple(tb.shape)} in the other")
+        if ta.is_floating_point():
+            out[k] = ((1.0 - weight_b) * ta.float() + weight_b * tb.float()).to(ta.dtype)
+        elif torch.equal(ta, tb.to(ta.dtype)):
+            out[k] = ta.clone()
+        else:
+            raise ValueError(f"{name_a} and {name_b} differ in {k}, which is no weight (cannot be averaged)")
+    return out
 
 
 def state_dict_of(source: str | Path | dict) -> dict[str, torch.Tensor]:

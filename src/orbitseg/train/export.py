@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orbitseg.constants import (CHECKPOINT_BEST, DATASET_JSON, FILE_ENDING, FULL_FOLD, MODEL_JSON, SHORT_NAMES,
+from orbitseg.constants import (AVERAGE_WEIGHT, CHECKPOINT_BEST, DATASET_JSON, FILE_ENDING, FULL_FOLD, MODEL_JSON, SHORT_NAMES,
                                 STRUCTURES)
 from orbitseg.errors import InputError
 from orbitseg.evaluate.quality import TRAINING_ACQUISITION_KEY
@@ -71,9 +71,9 @@ def _train_seconds(fold_dir: Path, info: dict) -> float:
 
 
 def _rescore(folder: Path, runs: dict[int, Path], infos: dict[int, dict], dataset: Path,
-             progress: bool) -> tuple[list[dict], list[dict]]:
+             progress: bool, choices: dict[int, dict] | None = None) -> tuple[list[dict], list[dict]]:
     """Score the exported float16 folds on their own test cases (each post-processed with its
-    fold's validation choice): per-case rows and summary rows."""
+    fold's validation choice: ``choices[k]``, else the run's): per-case rows and summary rows."""
     from tqdm.auto import tqdm
 
     from orbitseg.evaluate.folders import evaluate_folders
@@ -96,7 +96,7 @@ def _rescore(folder: Path, runs: dict[int, Path], infos: dict[int, dict], datase
         bar = tqdm(total=sum(map(len, tests.values())), desc="re-scoring float16 folds", unit="scan",
                    disable=not progress)
         for k, cases in tests.items():
-            choice = read_postprocessing(runs[k]) or dict(NO_POSTPROCESSING)
+            choice = (choices or {}).get(k) or read_postprocessing(runs[k]) or dict(NO_POSTPROCESSING)
             segmenter = Segmenter.load(folder / fold_file_name(k), precision="float32", postprocess=choice)
             for case, scan, seg, label in segment_cases(dataset, segmenter, cases):
                 write_label(seg.labels, pred / f"{case}{FILE_ENDING}", reference=scan)
@@ -351,12 +351,13 @@ def _dataset(first: dict, dataset: str | Path | None) -> tuple[Path, dict | None
 
 
 def _cv_metrics(folder: Path, run_dir: Path, runs: dict[int, Path], infos: dict[int, dict], ds: Path,
-                ds_info: dict | None, progress: bool) -> tuple[list[dict] | None, list[dict] | None, str]:
+                ds_info: dict | None, progress: bool, choices: dict[int, dict] | None = None
+                ) -> tuple[list[dict] | None, list[dict] | None, str]:
     """The cross-validation metrics of the folds whose float16 weights are in ``folder`` (``fold_k.pt``):
     re-scored on each fold's test patients where the dataset is here, else copied from ``RUN/metrics/``
     (None when neither); and how they were made."""
     if ds_info is not None:
-        rows, summary = _rescore(folder, runs, infos, ds, progress)
+        rows, summary = _rescore(folder, runs, infos, ds, progress, choices)
         return rows, summary, ("the exported float16 weights re-scored on CPU: each fold's test patients, "
                                "post-processed with the rules chosen on that fold's own validation cases; 3D, in "
                                "each scan's geometry")
@@ -410,22 +411,130 @@ def _engine(tmp: Path, weights: list[str]) -> dict[str, str]:
     return files
 
 
+
+def _average_partner(partner: str | Path, infos: dict, run_dir: Path) -> tuple[Path, dict]:
+    """The model folder whose networks ``--average-with`` averages in, checked against the run's networks
+    ``infos`` (fold k or ``full`` -> run.json): each started from that folder's own network of the same name
+    (``train --init-from FOLDER``), so their average is a network (weights from one basin); and, for folds, the
+    folder's fold k never trained on or chose by a case the run's fold k tests or validates on, so the averaged
+    fold's cross-validation and post-processing choice stay on patients it never saw.  Returns (the folder, its
+    model.json).
+
+    Raises
+    ------
+    InputError
+        ``partner`` is no model folder, lacks a network, a network did not start from it, or its fold k saw
+        a test or validation case of the run's fold k (or it records no splits to show it did not).
+    """
+    from orbitseg.runs.layout import resolve_model
+
+    folder = resolve_model(partner)
+    meta = read_model_json(folder) if folder.is_dir() else None
+    if meta is None:
+        raise InputError(folder, "is no model folder (model.json and fold_k.pt, as `orbitseg export` writes) to "
+                                 "average with")
+    for k, info in infos.items():
+        own = folder / fold_file_name(k)
+        what = "full network" if k == FULL_FOLD else f"fold {k}"
+        if not own.is_file():
+            raise InputError(folder, f"holds no {what} ({own.name}) to average the run's {what} with")
+        src = Path(info.get("init_from") or "")
+        same = src.is_file() and (src.resolve() == own.resolve() or file_sha256(src) == file_sha256(own))
+        if not same:
+            raise InputError(run_dir, f"its {what} did not start from {own} (it started from "
+                                      f"{info.get('init_from') or 'scratch'}); weights are averaged only with the "
+                                      "network they were fine-tuned from (`train --init-from` that folder)")
+        if k == FULL_FOLD:
+            continue
+        split = ((meta.get("folds") or {}).get(str(k)) or {}).get("split")
+        if not split:
+            raise InputError(folder, f"records no split of fold {k} (model.json 'folds'), so it cannot be shown "
+                                     f"that it never saw the run's fold {k} test and validation patients")
+        seen = set(split.get("train", [])) | set(split.get("val", []))
+        mine = info["split"]
+        leak = sorted((set(mine["test"]) & seen) | (set(mine["val"]) & set(split.get("train", []))))
+        if leak:
+            raise InputError(folder, f"its fold {k} trained on or chose by {len(leak)} case(s) the run's fold {k} "
+                                     f"tests or validates on ({', '.join(leak[:5])}); averaging would put them into "
+                                     "the network scored on them")
+    return folder, meta
+
+
+def _write_average(run_file: Path, partner_file: Path, weight: float, dst: Path) -> None:
+    """``dst``: the float16 network ``run_file`` (exported) averaged with ``partner_file``, ``weight`` the partner's
+    share; the run's preset and preprocessing, which must be the partner's."""
+    from orbitseg.runs.checkpoint import average_weights, read_training_checkpoint, save_checkpoint
+
+    mine, theirs = read_training_checkpoint(run_file), read_training_checkpoint(partner_file)
+    for what, key in (("network", "preset"), ("preprocessing", "preprocess")):
+        a = mine[key]["model"] if key == "preset" else mine[key]
+        b = theirs[key]["model"] if key == "preset" else theirs[key]
+        if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+            raise InputError(partner_file, f"has another {what} than the run's network; weights cannot be averaged")
+    try:
+        mine["model"] = average_weights(mine["model"], theirs["model"], weight_b=weight, name_a=str(run_file),
+                                        name_b=str(partner_file))
+    except ValueError as exc:
+        raise InputError(partner_file, str(exc)) from None
+    save_checkpoint(mine, dst)
+
+
+def _check_weight(weight: float) -> float:
+    if not 0.0 < float(weight) < 1.0:
+        raise InputError(None, f"--average-weight must lie between 0 and 1 (the earlier model's share), got {weight}")
+    return float(weight)
+
+
+def _average_record(folder: Path, meta: dict, weight: float, networks: str) -> dict:
+    """``model.json["averaged_with"]``."""
+    return {"folder": str(folder.resolve()), "name": meta.get("name"), "weight": weight,
+            "how": f"{networks}: (1 - {weight:g}) x the run's network + {weight:g} x that folder's network of the "
+                   "same name, which the run's network was fine-tuned from (weight-space averaging, WiSE-FT: "
+                   "Wortsman et al. 2022); float16"}
+
+
+def _re_choose(tmp: Path, runs: dict[int, Path], infos: dict[int, dict], ds: Path, progress: bool) -> dict[int, dict]:
+    """Each averaged fold's post-processing, chosen again on that fold's validation cases with its averaged
+    weights (``tmp/fold_k.pt``); the pooled choice is written to ``tmp/postprocess.json``."""
+    from orbitseg.predict.postprocess import NO_POSTPROCESSING, pool_choices, write_postprocessing
+    from orbitseg.predict.segmenter import Segmenter
+    from orbitseg.train.scoring import choose_postprocessing_with
+
+    log = print if progress else (lambda _msg: None)
+    choices = {}
+    for k in runs:
+        segmenter = Segmenter.load(tmp / fold_file_name(k), precision="float32", postprocess=False)
+        choice = choose_postprocessing_with(ds, segmenter, list(infos[k]["split"]["val"]), log)
+        choices[k] = choice if choice is not None else dict(NO_POSTPROCESSING)
+    if all(c.get("cases") for c in choices.values()):
+        write_postprocessing(tmp, pool_choices(list(choices.values())))
+    return choices
+
+
 def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = None,
                  dataset: str | Path | None = None, overwrite: bool = False, progress: bool = True,
-                 full: bool | None = None) -> Path:
+                 full: bool | None = None, average_with: str | Path | None = None,
+                 average_weight: float = AVERAGE_WEIGHT) -> Path:
     """Write the model folder ``out`` from the cross-validation run ``run_dir`` (see the module
     docstring).  ``dataset``: where the run's dataset is now (default: the path its run.json
     records); when it is not there, the run's own CV metrics are copied instead of re-scored.
     ``full``: export the run's ``full`` model (True), its folds (False), or (None) the folds where there
-    are any, else the full model.  Returns ``out``.
+    are any, else the full model.  ``average_with``: a model folder the run's networks were fine-tuned from
+    (``train --init-from``); each exported network is then ``(1 - average_weight)`` x the run's +
+    ``average_weight`` x that folder's network of the same name (weight-space averaging, WiSE-FT), and the folds'
+    post-processing is chosen again on their validation cases with the averaged weights (the dataset is needed;
+    see :func:`_average_partner` for what is checked).  Returns ``out``.
 
     Raises
     ------
     InputError
         ``run_dir`` holds no trained fold (nor full model), not what ``full`` asks for, folds of different
-        networks; ``out`` exists without ``overwrite``; ``dataset`` is no dataset.
+        networks; ``out`` exists without ``overwrite``; ``dataset`` is no dataset; ``average_with`` cannot be
+        averaged with (see :func:`_average_partner`), or the dataset is not there to re-choose post-processing.
     """
     run_dir, out = Path(run_dir), Path(out)
+    if average_with is not None:
+        average_weight = _check_weight(average_weight)
     if not run_dir.is_dir():
         raise InputError(run_dir, "run folder does not exist")
     full_dir = full_run(run_dir)
@@ -436,13 +545,14 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
             raise InputError(run_dir, f"holds no {FULL_FOLD} model ({FULL_FOLD}/{CHECKPOINT_BEST} with run.json); "
                                       f"train one with `orbitseg train DATA --fold {FULL_FOLD}`")
         return _export_full(run_dir, full_dir, out, name=name, dataset=dataset, overwrite=overwrite,
-                            progress=progress)
-    return _export_folds(run_dir, out, name=name, dataset=dataset, overwrite=overwrite, progress=progress)
+                            progress=progress, average=None if average_with is None else (average_with, average_weight))
+    return _export_folds(run_dir, out, name=name, dataset=dataset, overwrite=overwrite, progress=progress,
+                         average=None if average_with is None else (average_with, average_weight))
 
 
 def _export_folds(run_dir: Path, out: Path, *, name: str | None, dataset: str | Path | None, overwrite: bool,
-                  progress: bool) -> Path:
-    """:func:`export_model` of a run's cross-validation folds."""
+                  progress: bool, average: tuple[str | Path, float] | None = None) -> Path:
+    """:func:`export_model` of a run's cross-validation folds (``average``: (folder, its share) to average with)."""
     from orbitseg.evaluate.folders import to_json
     runs, infos = fold_infos(run_dir)
     presets = {json.dumps(i.get("preset", {}).get("model"), sort_keys=True) for i in infos.values()}
@@ -452,14 +562,34 @@ def _export_folds(run_dir: Path, out: Path, *, name: str | None, dataset: str | 
         raise InputError(out, "already exists; choose a new folder or pass --overwrite to replace that model")
     first = infos[min(infos)]
     ds, ds_info = _dataset(first, dataset)
+    partner = None
+    if average is not None:
+        partner = _average_partner(average[0], infos, run_dir)
+        if ds_info is None:
+            raise InputError(ds, "is not the run's dataset (no dataset.json): averaged folds choose their "
+                                 "post-processing again on their validation cases, so the dataset is needed "
+                                 "(--dataset)")
 
     parent = _init_parent(infos)
+    parent_cmds = None if parent is None else _parent_commands(parent, ds_info)
+    export_cmd = "orbitseg export RUN MODEL_DIR"
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for k, d in runs.items():
             export_half(d / CHECKPOINT_BEST, tmp / fold_file_name(k))
+            if partner is not None:
+                _write_average(tmp / fold_file_name(k), partner[0] / fold_file_name(k), average[1],
+                               tmp / fold_file_name(k))
         engine_files = _engine(tmp, [fold_file_name(k) for k in runs])
-        pooled = _pooled_postprocessing(runs, tmp)
-        rows, summary, how = _cv_metrics(tmp, run_dir, runs, infos, ds, ds_info, progress)
+        choices = None
+        if partner is None:
+            pooled = _pooled_postprocessing(runs, tmp)
+        else:
+            choices = _re_choose(tmp, runs, infos, ds, progress)
+            from orbitseg.predict.postprocess import read_postprocessing
+            pooled = read_postprocessing(tmp)
+            # the folder the folds started from is the one they are averaged with (checked): its re-made name
+            export_cmd += f" --average-with {parent_cmds[1] if parent_cmds else 'MODEL0'} --average-weight {average[1]:g}"
+        rows, summary, how = _cv_metrics(tmp, run_dir, runs, infos, ds, ds_info, progress, choices)
         if rows is not None:
             (tmp / CV_PER_CASE_JSON).write_text(to_json(rows), encoding="utf-8")
             (tmp / CV_SUMMARY_JSON).write_text(to_json(summary), encoding="utf-8")
@@ -469,12 +599,14 @@ def _export_folds(run_dir: Path, out: Path, *, name: str | None, dataset: str | 
             "name": name or out.name,
             "description": f"SEQ-UNET '{first['preset_name']}' preset: the {len(runs)} fold model(s) of a "
                            "cross-validation by patient; `orbitseg predict` averages their probabilities",
-            "recreate": _recreate(ds_info, first, epochs, parent=None if parent is None
-                                  else _parent_commands(parent, ds_info)),
+            "recreate": _recreate(ds_info, first, epochs, parent=parent_cmds, export=export_cmd),
             "init_from": None if parent is None else _parent_summary(parent, infos),
+            **({} if partner is None else {"averaged_with": _average_record(
+                partner[0], partner[1], average[1], "each fold k's weights")}),
             "source_run": str(run_dir.resolve()),
             **common,
-            "weights": "float16 (checkpoint_best.pt of each fold: chosen on its validation patients)",
+            "weights": "float16 (checkpoint_best.pt of each fold: chosen on its validation patients"
+                       + ("" if partner is None else "; averaged with the folder in averaged_with") + ")",
             "weights_sha256": {fold_file_name(k): file_sha256(tmp / fold_file_name(k)) for k in runs},
             "engine": None if not engine_files else {
                 "onnx": engine_files, "how": "ONNX graphs of each fold (float32), each recording the SHA-256 of its "
@@ -482,7 +614,8 @@ def _export_folds(run_dir: Path, out: Path, *, name: str | None, dataset: str | 
             "postprocess": None if pooled is None else {
                 "rules": pooled["rules"], "file": POSTPROCESS_JSON,
                 "how": f"chosen per structure on the folds' validation cases pooled ({len(pooled.get('cases', []))}), "
-                       "never a test fold; `orbitseg predict --no-postprocess` turns it off"},
+                       + ("" if partner is None else "with the averaged weights, ")
+                       + "never a test fold; `orbitseg predict --no-postprocess` turns it off"},
             "cv_metrics": None if rows is None else {
                 "files": [CV_SUMMARY_JSON, CV_PER_CASE_JSON], "how": how, "dice": _dice_of(summary)},
             "folds": _records(infos),
@@ -507,8 +640,9 @@ def _matching_folds(cv_dir: Path, info: dict) -> tuple[dict[int, Path], dict[int
 
 
 def _export_full(run_dir: Path, full_dir: Path, out: Path, *, name: str | None, dataset: str | Path | None,
-                 overwrite: bool, progress: bool) -> Path:
-    """:func:`export_model` of a run's ``full`` model (see the module docstring)."""
+                 overwrite: bool, progress: bool, average: tuple[str | Path, float] | None = None) -> Path:
+    """:func:`export_model` of a run's ``full`` model (see the module docstring; ``average``: (folder, its share)
+    to average the network with, refused where the run's folds would give the estimate: they are not averaged)."""
     import shutil
 
     from orbitseg.evaluate.folders import to_json
@@ -520,9 +654,17 @@ def _export_full(run_dir: Path, full_dir: Path, out: Path, *, name: str | None, 
     cv_dir = run_dir  # full_dir is run_dir/full or run_dir itself
     cv_runs, cv_infos, no_cv = _matching_folds(cv_dir, info)
     weights = fold_file_name(FULL_FOLD)
+    partner = None
+    if average is not None:
+        partner = _average_partner(average[0], {FULL_FOLD: info}, full_dir)
+        # the run's folds are no estimate for an averaged network; export the folds averaged, then --add-full
+        cv_runs, cv_infos, no_cv = {}, {}, (f"an averaged {FULL_FOLD} network has no estimate from unaveraged folds; "
+                                            "export the folds with --average-with, then this network with --add-full")
     cases, patients = len(info["split"]["train"]), len(info["split"].get("train_patients") or [])
     with atomic_dir(out, overwrite=overwrite) as tmp:
         export_half(full_dir / CHECKPOINT_BEST, tmp / weights)
+        if partner is not None:
+            _write_average(tmp / weights, partner[0] / weights, average[1], tmp / weights)
         engine_files = _engine(tmp, [weights])
         pooled, estimate = None, None
         if cv_runs:
@@ -554,7 +696,9 @@ def _export_full(run_dir: Path, full_dir: Path, out: Path, *, name: str | None, 
                                  fold=FULL_FOLD, out="RUN/full", export="orbitseg export RUN MODEL_DIR --full")
         else:  # the network alone (the estimate's folds record their own commands)
             recreate = _recreate(ds_info, info, _trained_epochs({FULL_FOLD: info}), parent=own_parent,
-                                 fold=FULL_FOLD, out="RUN/full")
+                                 fold=FULL_FOLD, out="RUN/full", export="orbitseg export RUN MODEL_DIR" + (
+                                     "" if partner is None else f" --full --average-with "
+                                     f"{own_parent[1] if own_parent else 'MODEL0'} --average-weight {average[1]:g}"))
         meta = {
             "name": name or out.name,
             "description": f"SEQ-UNET '{info['preset_name']}' preset: 1 network trained on all {cases} labelled "
@@ -563,10 +707,13 @@ def _export_full(run_dir: Path, full_dir: Path, out: Path, *, name: str | None, 
             "networks": FULL_FOLD,
             "recreate": recreate,
             "init_from": None if parent is None else _parent_summary(parent, {FULL_FOLD: info}),
+            **({} if partner is None else {"averaged_with": _average_record(
+                partner[0], partner[1], average[1], "the network's weights")}),
             "source_run": str(full_dir.resolve()),
             **_common_meta({FULL_FOLD: full_dir}, {FULL_FOLD: info}, ds, ds_info),
             "weights": f"float16 ({CHECKPOINT_BEST} of the {FULL_FOLD} model: its last epoch, since no validation "
-                       "case could choose one)",
+                       "case could choose one" + ("" if partner is None else "; averaged with the folder in "
+                                                                           "averaged_with") + ")",
             "weights_sha256": {weights: file_sha256(tmp / weights)},
             "engine": None if not engine_files else {
                 "onnx": engine_files, "how": f"ONNX graphs of the network (float32), each recording the SHA-256 of "
@@ -609,7 +756,8 @@ def _same_folds(a: Path, b: Path) -> bool:
 
 
 def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: bool = False,
-                     dataset: str | Path | None = None) -> Path:
+                     dataset: str | Path | None = None, average_with: str | Path | None = None,
+                     average_weight: float = AVERAGE_WEIGHT) -> Path:
     """Add the ``full`` network of ``run_dir`` (``orbitseg train --fold full``) to the fold model folder
     ``model_dir``: ``full.pt`` (float16) beside ``fold_k.pt``, its ONNX graphs where the folds have theirs,
     and a ``"full"`` record in ``model.json`` (how it was made; no metric of its own).  ``--folds full`` then
@@ -618,13 +766,16 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
     It must have been trained on exactly the cases the folds were made from (their train, validation and test
     patients together), with the folds' network and preprocessing: then the folds' pooled post-processing and
     their cross-validation are the recipe's, and the quality flags' training acquisition is its own.  The
-    folder is replaced as a whole (never half written).
+    folder is replaced as a whole (never half written).  ``average_with`` / ``average_weight``: the network is
+    averaged with that folder's full network, which it was fine-tuned from (as :func:`export_model`'s; the folds
+    of ``model_dir`` are typically averaged with the same folder).
 
     Raises
     ------
     InputError
         ``model_dir`` is no fold model folder, ``run_dir`` holds no full network, they differ in cases,
-        network or preprocessing, or ``model_dir`` holds a full network already (without ``overwrite``).
+        network or preprocessing, ``model_dir`` holds a full network already (without ``overwrite``), or
+        ``average_with`` cannot be averaged with.
     """
     import shutil
 
@@ -645,6 +796,10 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
     if (model_dir / weights).exists() and not overwrite:
         raise InputError(model_dir, f"already holds a {FULL_FOLD} network ({weights}); pass --overwrite to replace it")
     info = read_run_json(full_dir)
+    partner = None
+    if average_with is not None:
+        average_weight = _check_weight(average_weight)
+        partner = _average_partner(average_with, {FULL_FOLD: info}, full_dir)
     mine, theirs = (read_training_checkpoint(full_dir / CHECKPOINT_BEST), read_training_checkpoint(folds[0]))
     for what, a, b in (("network", mine["preset"]["model"], theirs["preset"]["model"]),
                        ("preprocessing", mine["preprocess"], theirs["preprocess"])):
@@ -661,9 +816,11 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
     parent = _init_parent({FULL_FOLD: info})
     epochs = _trained_epochs({FULL_FOLD: info})
     folds_cmds, add = list(meta.get("recreate") or []), "orbitseg export RUN_FULL MODEL_DIR --add-full"
+    # (an averaged network started from the folder it is averaged with: checked; that folder's re-made name)
+    averaged = "" if partner is None else " --average-with {} --average-weight " + f"{average_weight:g}"
     if parent is None or _same_folds(parent, model_dir):  # from these folds (or nothing): after their commands
         train_cmds = _recreate(ds_info, info, epochs, parent=(folds_cmds, None if parent is None else "MODEL_DIR"),
-                               fold=FULL_FOLD, out="RUN_FULL", export=add)
+                               fold=FULL_FOLD, out="RUN_FULL", export=add + averaged.format("MODEL_DIR"))
     else:  # started elsewhere: that folder's commands, the folds' and the full network's
         p_cmds, p_name = _parent_commands(parent, ds_info, from_full=_started_from_full(info))
         k = next((i for i, (a, b) in enumerate(zip(folds_cmds, p_cmds)) if a != b), min(len(folds_cmds), len(p_cmds)))
@@ -671,7 +828,7 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
         # before the folds' own steps, which may add cases to DATA (import --add) that it was not trained on
         chain = p_cmds + folds_cmds[k:] if k else folds_cmds + p_cmds
         train_cmds = _recreate(ds_info, info, epochs, parent=(chain, p_name), fold=FULL_FOLD, out="RUN_FULL",
-                               export=add)
+                               export=add + averaged.format(p_name))
     record = _records({FULL_FOLD: info})[FULL_FOLD]
     record["result"] = {k: v for k, v in (record.get("result") or {}).items() if k != "best_val_dice"}
     n_patients = len(info["split"].get("train_patients") or [])
@@ -681,6 +838,8 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
             if p.is_file() and p.name not in stale:
                 shutil.copy2(p, tmp / p.name)
         export_half(full_dir / CHECKPOINT_BEST, tmp / weights)
+        if partner is not None:
+            _write_average(tmp / weights, partner[0] / weights, average_weight, tmp / weights)
         # graphs beside the weights only where the folds have theirs (else all are built on first use)
         engine_files = _engine(tmp, [weights]) if meta.get("engine") else {}
         if engine_files:
@@ -696,6 +855,8 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
             "weights": weights, "sha256": file_sha256(tmp / weights),
             "recreate": train_cmds,
             "init_from": None if parent is None else _parent_summary(parent, {FULL_FOLD: info}),
+            **({} if partner is None else {"averaged_with": _average_record(
+                partner[0], partner[1], average_weight, "the network's weights")}),
             "source_run": str(full_dir.resolve()),
             **_provenance({FULL_FOLD: full_dir}, {FULL_FOLD: info}),
             "postprocess": "the folds' pooled choice (postprocess.json), chosen with the fold networks: the "

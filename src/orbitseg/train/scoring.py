@@ -24,7 +24,7 @@ from orbitseg.io.volume import Volume
 from orbitseg.predict.segmenter import Segmentation, Segmenter
 from orbitseg.runs.layout import SEGMENTED_DIR
 
-__all__ = ["segment_cases", "choose_on_validation", "score_test_fold", "cross_validation_metrics"]
+__all__ = ["segment_cases", "choose_on_validation", "choose_postprocessing_with", "score_test_fold", "cross_validation_metrics"]
 
 
 def segment_cases(root: Path, segmenter: Segmenter, cases: list[str],
@@ -62,16 +62,29 @@ def _best(run: Path, device, postprocess: bool | dict) -> Segmenter:
 
 def choose_on_validation(root: Path, run: Path, cases: list[str], device, log: Callable[[str], None]) -> dict:
     """Choose post-processing on the fold's validation ``cases``; writes ``run/postprocess.json``."""
+    from orbitseg.predict.postprocess import NO_POSTPROCESSING, write_postprocessing
+
+    choice = choose_postprocessing_with(root, _best(run, device, False), cases, log)
+    if choice is None:
+        return dict(NO_POSTPROCESSING)
+    write_postprocessing(run, choice)
+    return choice
+
+
+def choose_postprocessing_with(root: Path, segmenter: Segmenter, cases: list[str],
+                               log: Callable[[str], None]) -> dict | None:
+    """The connected-component post-processing chosen on the validation ``cases`` of dataset ``root`` as
+    ``segmenter`` (loaded with ``postprocess=False``) labels them (None when none has a scan and label);
+    writes nothing.  ``orbitseg export --average-with`` re-chooses it so for averaged weights."""
     from orbitseg.io.read import read_label
-    from orbitseg.predict.postprocess import NO_POSTPROCESSING, choose_postprocessing, write_postprocessing
+    from orbitseg.predict.postprocess import choose_postprocessing
 
     t0 = time.time()
     pairs = [(case, seg.network_labels, read_label(label_path, reference=scan).array)
-             for case, scan, seg, label_path in segment_cases(root, _best(run, device, False), cases, log)]
+             for case, scan, seg, label_path in segment_cases(root, segmenter, cases, log)]
     if not pairs:
-        return dict(NO_POSTPROCESSING)
+        return None
     choice = choose_postprocessing(pairs)
-    write_postprocessing(run, choice)
     text = "; ".join(f"{name}: {rule} (" + ", ".join(f"{r} {d:.4f}" for r, d in choice["validation"][name].items())
                      + ")" for name, rule in choice["rules"].items())
     log(f"post-processing chosen on {len(pairs)} validation case(s) in {time.time() - t0:.1f} s: {text}")
