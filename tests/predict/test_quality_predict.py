@@ -10,9 +10,12 @@ import pytest
 from orbitseg.constants import EYEBALL
 from orbitseg.evaluate.measure import midline_x
 from orbitseg.io.orient import to_canonical
+from orbitseg.io.read import read_scan
 from orbitseg.io.volume import Volume
 from orbitseg.io.write import write_scan
 from orbitseg.predict.run import predict_inputs
+from orbitseg.pretrained import shipped_model_dir
+from orbitseg.runs.layout import read_model_json
 from orbitseg.synth import render_patient, sample_patient
 
 #: the real (cadaver) head CT of the project's shared data (shared/realct/cthead_unc.nii.gz, its README says what
@@ -58,8 +61,12 @@ def test_a_scan_that_cuts_an_orbit_is_flagged_in_every_output(scans, tmp_path, c
     assert {"side": "right", "code": "cut_by_scan_edge"}.items() <= next(
         f for f in cut if f["code"] == "cut_by_scan_edge").items()
     assert all(f["code"] != "cut_by_scan_edge" for f in record["cases"]["whole"]["quality"])
-    # the shipped model was trained on 0.3-0.6 mm pixels; these small scans have 0.8-1 mm: said, on both
-    assert any(f["code"] == "acquisition_pixel" for f in record["cases"]["whole"]["quality"])
+    # the acquisition flags follow the shipped model's training scans (model.json): these small scans' 0.8-1 mm
+    # pixels lay outside the 0.3-0.6 mm of the model shipped until 2026-12-06 and inside the 0.26-1.0 mm of today's
+    train = read_model_json(shipped_model_dir())["training_acquisition"]["pixel_mm"]
+    pixel = read_scan(scans / "whole.nii.gz").geometry.spacing[0]
+    assert train[0] <= pixel <= train[1], (pixel, train)
+    assert not any(f["code"].startswith("acquisition_") for f in record["cases"]["whole"]["quality"])
     err = capsys.readouterr().err
     assert "warning: cut: " in err and "orbit cut by scan edge (right)" in err
     # resume keeps the recorded flags without predicting again
@@ -83,8 +90,9 @@ def test_real_ct_both_orbits_all_structures_plausible_and_no_undeserved_flag(tmp
     codes = {f["code"] for f in flags}
     # its anatomy is normal: nothing missing, no volume out of range, no asymmetry, no orbit cut
     assert not {c for c in codes if c.endswith(("_missing", "_asymmetry", "_low", "_high")) or c == "cut_by_scan_edge"}
-    # its 1 mm pixels are outside the shipped model's 0.3-0.6 mm: the one acquisition flag it deserves
-    assert {c for c in codes if c.startswith("acquisition_")} == {"acquisition_pixel"}
+    # its 1 mm pixels, 2 mm slices, straight grid and HU lie inside the shipped model's training scans (since
+    # 2026-12-06 they span 0.26-1.0 mm pixels; the earlier model's 0.3-0.6 mm earned it acquisition_pixel)
+    assert {c for c in codes if c.startswith("acquisition_")} == set()
 
 
 def test_a_runs_test_cases_carry_their_flags_into_metrics_and_the_report(tiny_run, tiny_dataset, tmp_path):
