@@ -1,6 +1,7 @@
 """Adapting the shipped model to a new site, measured (issue 20).
 
-    python bench/adapt.py [--ks 2 4 8] [--test 6] [--epochs 10] [--scratch-epochs 30] [--out /tmp/adapt]
+    python bench/adapt.py [--ks 2 4 8] [--test 6] [--epochs 10] [--scratch-epochs 30] [--average-weight 0.5]
+                          [--out /tmp/adapt]
 
 A simulated **site B**: patients drawn by :mod:`orbitseg.synth` with seeds no shipped-model training used
 (the shipped model's cohort is seed 0, the fresh-patient check seed 2026), then shifted three ways:
@@ -18,7 +19,10 @@ scan's own grid, four numbers per arm: eyeball, muscles, nerve, their mean):
 * ``shipped``: the shipped model untouched (zero-shot);
 * ``fine-tune k``: ``--init-from shipped`` (its full network; before 2026-12-06, when it had none, its fold 0),
   ``--epochs`` epochs, slices made ``--like shipped``;
-* ``scratch k``: the same k scans and slices from random weights, ``--scratch-epochs`` epochs.
+* ``scratch k``: the same k scans and slices from random weights, ``--scratch-epochs`` epochs;
+* with ``--average-weight W``: each fine-tuned network averaged with the shipped network it started from (``orbitseg
+  export --full --average-with shipped``), scored on site B and on the own site, beside the fine-tuned network on the
+  own site (what fine-tuning costs where the shipped model was made).
 
 The shipped model's in-domain reference is measured on the same test patients without the site shift. Every
 number printed comes from this run; CPU minutes are the training processes' user+system time. The table, the
@@ -149,6 +153,10 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", default=["fine-tune", "scratch"], choices=["fine-tune", "scratch"])
     ap.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
                     help="training arithmetic (auto: bfloat16 where the CPU computes it in hardware)")
+    ap.add_argument("--average-weight", type=float, default=None,
+                    help="also export each fine-tuned network averaged with the shipped network it started from "
+                         "(`orbitseg export --full --average-with shipped --average-weight W`) and score it on both "
+                         "sites, beside the fine-tuned one on the own site")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("/tmp/orbitseg_adapt"))
     args = ap.parse_args()
@@ -198,6 +206,18 @@ def main() -> None:
             minutes[f"{arm} k={k}"] = (cpu_seconds() - c0) / 60.0
             rows[f"{arm} k={k}"] = score(run, tests)
             print(f"{arm} k={k}: {rows[f'{arm} k={k}']} ({minutes[f'{arm} k={k}']:.1f} CPU min)", flush=True)
+            if arm == "fine-tune" and args.average_weight is not None:
+                from orbitseg.train.export import export_model
+
+                avg = export_model(ds / "runs" / arm, ds / "runs" / f"{arm}-averaged", full=True, overwrite=True,
+                                   dataset=ds, average_with=shipped, average_weight=args.average_weight,
+                                   progress=False)
+                for name, model, where in ((f"{arm} k={k}, own site", run, tests_home),
+                                           (f"{arm} k={k} averaged ({args.average_weight:g}), site B", avg, tests),
+                                           (f"{arm} k={k} averaged ({args.average_weight:g}), own site", avg,
+                                            tests_home)):
+                    rows[name] = score(model, where)
+                    print(f"{name}: {rows[name]}", flush=True)
 
     arms = [f"fine-tune {args.epochs} epochs (lr {args.lr or 'of the preset'})" * ("fine-tune" in args.arms),
             f"scratch {args.scratch_epochs} epochs" * ("scratch" in args.arms)]
