@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from orbitseg.constants import (AVERAGE_WEIGHT, CHECKPOINT_BEST, DATASET_JSON, FILE_ENDING, FULL_FOLD, MODEL_JSON, SHORT_NAMES,
-                                STRUCTURES)
+from orbitseg.constants import (AVERAGE_WEIGHT, CHECKPOINT_BEST, DATASET_JSON, FILE_ENDING, FULL_FOLD, MODEL_JSON,
+                                SHORT_NAMES, STRUCTURES)
 from orbitseg.errors import InputError
 from orbitseg.evaluate.quality import TRAINING_ACQUISITION_KEY
 from orbitseg.io.atomic import atomic_dir
@@ -411,7 +411,6 @@ def _engine(tmp: Path, weights: list[str]) -> dict[str, str]:
     return files
 
 
-
 def _average_partner(partner: str | Path, infos: dict, run_dir: Path) -> tuple[Path, dict]:
     """The model folder whose networks ``--average-with`` averages in, checked against the run's networks
     ``infos`` (fold k or ``full`` -> run.json): each started from that folder's own network of the same name
@@ -480,6 +479,7 @@ def _write_average(run_file: Path, partner_file: Path, weight: float, dst: Path)
 
 
 def _check_weight(weight: float) -> float:
+    """``--average-weight`` as a float strictly between 0 and 1 (0 or 1 would be no average)."""
     if not 0.0 < float(weight) < 1.0:
         raise InputError(None, f"--average-weight must lie between 0 and 1 (the earlier model's share), got {weight}")
     return float(weight)
@@ -584,11 +584,13 @@ def _export_folds(run_dir: Path, out: Path, *, name: str | None, dataset: str | 
         if partner is None:
             pooled = _pooled_postprocessing(runs, tmp)
         else:
-            choices = _re_choose(tmp, runs, infos, ds, progress)
             from orbitseg.predict.postprocess import read_postprocessing
+
+            choices = _re_choose(tmp, runs, infos, ds, progress)
             pooled = read_postprocessing(tmp)
             # the folder the folds started from is the one they are averaged with (checked): its re-made name
-            export_cmd += f" --average-with {parent_cmds[1] if parent_cmds else 'MODEL0'} --average-weight {average[1]:g}"
+            partner_name = parent_cmds[1] if parent_cmds else "MODEL0"
+            export_cmd += f" --average-with {partner_name} --average-weight {average[1]:g}"
         rows, summary, how = _cv_metrics(tmp, run_dir, runs, infos, ds, ds_info, progress, choices)
         if rows is not None:
             (tmp / CV_PER_CASE_JSON).write_text(to_json(rows), encoding="utf-8")

@@ -24,7 +24,8 @@ from orbitseg.io.volume import Volume
 from orbitseg.predict.segmenter import Segmentation, Segmenter
 from orbitseg.runs.layout import SEGMENTED_DIR
 
-__all__ = ["segment_cases", "choose_on_validation", "choose_postprocessing_with", "score_test_fold", "cross_validation_metrics"]
+__all__ = ["segment_cases", "choose_on_validation", "choose_postprocessing_with", "score_test_fold",
+           "cross_validation_metrics"]
 
 
 def segment_cases(root: Path, segmenter: Segmenter, cases: list[str],
