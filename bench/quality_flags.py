@@ -271,8 +271,11 @@ def main() -> None:
     if args.training_range:
         print(json.dumps(training_range(), indent=1))
         return
-    from orbitseg.evaluate.quality import FOLD_AGREEMENT_MIN
+    from orbitseg.evaluate.quality import FOLD_AGREEMENT_KEY, fold_limits_of
+    from orbitseg.pretrained import shipped_model_dir
+    from orbitseg.runs.layout import read_model_json
 
+    recorded = fold_limits_of((read_model_json(shipped_model_dir()) or {}).get(FOLD_AGREEMENT_KEY))
     if args.load:
         records = json.loads(Path(args.load).read_text(encoding="utf-8"))
     else:
@@ -296,8 +299,9 @@ def main() -> None:
     print(f"validation seeds {VALIDATION_SEEDS[0]}-{VALIDATION_SEEDS[-1]}:")
     limits = choose_limits(records["validation"])
     asymmetry_error(records["validation"])
-    if limits != FOLD_AGREEMENT_MIN:
-        print(f"note: orbitseg.evaluate.quality.FOLD_AGREEMENT_MIN is {FOLD_AGREEMENT_MIN}; chosen here {limits}")
+    if limits != recorded:
+        print(f"note: the shipped model's limits (model.json {FOLD_AGREEMENT_KEY}, else FOLD_AGREEMENT_MIN) are "
+              f"{recorded}; chosen here {limits}")
     print(f"report seeds {REPORT_SEEDS[0]}-{REPORT_SEEDS[-1]}, fold limits {limits}:")
     print(table(with_fold_flags(records["report"], limits)))
 

@@ -171,6 +171,12 @@ def test_fold_disagreement_from_label_maps_and_from_box_probabilities(patient):
     flags = quality_flags(lab, ct, fold_labels=[lab.array, lab.array, no_left_muscles])
     assert codes(flags) == {"muscles_fold_disagreement@left"}
     assert flags[0]["value"] == pytest.approx(1 / 3) and flags[0]["limit"] == f">= {FOLD_AGREEMENT_MIN[MUSCLES]:g}"
+    # a model's own limits (model.json fold_agreement_min) replace the default for the structures they name
+    own = quality_flags(lab, ct, fold_labels=[lab.array, lab.array, no_left_muscles], fold_limits={"muscles": 0.3})
+    assert not codes(own)
+    own = quality_flags(lab, ct, fold_labels=[lab.array] * 3, fold_limits={"nerve": 1.01, "how": "a note"})
+    assert codes(own) == {"nerve_fold_disagreement@right", "nerve_fold_disagreement@left"}
+    assert {f["limit"] for f in own} == {">= 1.01"}
     # the same folds as the Segmenter gives them: probabilities on the canonical grid, over a box
     boxes = []
     z = np.flatnonzero(to_canonical(lab).array.any(axis=(1, 2)))

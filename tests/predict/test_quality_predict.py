@@ -126,25 +126,44 @@ def test_export_records_the_training_acquisition_of_its_dataset(tiny_run, tiny_d
     assert {"fov_mm", "obliquity_deg", "globe_hu", "muscle_hu"} <= set(acq)
 
 
-def test_predict_records_the_folds_agreement_it_measured(scans, tmp_path, monkeypatch):
-    """The fold-disagreement check in prediction.json is the Segmenter's agreement on the network's slices (with
-    limits above 1 every orbit and structure is flagged, so each recorded value can be read back)."""
-    from orbitseg.evaluate import quality
+def test_predict_records_the_folds_agreement_it_measured(scans, tmp_path):
+    """The fold-disagreement check in prediction.json is the Segmenter's agreement on the network's slices, set
+    against the limits the model records (a copy of the shipped model recording limits above 1: every orbit and
+    structure is flagged, so each recorded value can be read back; without a record, the default limits)."""
+    import shutil
+
+    from orbitseg.evaluate.quality import FOLD_AGREEMENT_MIN
     from orbitseg.io.read import read_scan
     from orbitseg.predict import Segmenter
 
-    monkeypatch.setattr(quality, "FOLD_AGREEMENT_MIN", {1: 1.01, 2: 1.01, 3: 1.01})
+    model = tmp_path / "model"
+    shutil.copytree(shipped_model_dir(), model)
+    meta = json.loads((model / "model.json").read_text())
+    meta["fold_agreement_min"] = {"eyeball": 1.01, "muscles": 1.01, "nerve": 1.01}
+    (model / "model.json").write_text(json.dumps(meta))
     out = tmp_path / "out"
-    _, problems = predict_inputs(scans / "whole.nii.gz", out, folds="0,2", engine="torch", precision="float32",
-                                 progress=False)
+    _, problems = predict_inputs(scans / "whole.nii.gz", out, model=model, folds="0,2", engine="torch",
+                                 precision="float32", progress=False)
     assert not problems
     flags = json.loads((out / "prediction.json").read_text())["cases"]["whole"]["quality"]
     recorded = {(f["side"], f["code"]): f["value"] for f in flags if f["code"].endswith("_fold_disagreement")}
-    seg = Segmenter.load(folds="0,2", engine="torch", precision="float32")
+    assert {f["limit"] for f in flags if f["code"].endswith("_fold_disagreement")} == {">= 1.01"}
+    seg = Segmenter.load(model, folds="0,2", engine="torch", precision="float32")
     agree = seg.segment(read_scan(scans / "whole.nii.gz"), fold_agreement=True).fold_agreement
     expected = {(side, f"{name}_fold_disagreement"): agree[(side, s)]
                 for side in ("right", "left") for s, name in ((1, "eyeball"), (2, "muscles"), (3, "nerve"))}
     assert recorded == pytest.approx(expected)
+    # a model recording no limits: the default ones
+    del meta["fold_agreement_min"]
+    (model / "model.json").write_text(json.dumps(meta))
+    _, problems = predict_inputs(scans / "whole.nii.gz", out, model=model, folds="0,2", engine="torch",
+                                 precision="float32", overwrite=True, progress=False)
+    flags = json.loads((out / "prediction.json").read_text())["cases"]["whole"]["quality"]
+    assert all(f["value"] < FOLD_AGREEMENT_MIN[{"eyeball": 1, "muscles": 2, "nerve": 3}[f["code"].split("_")[0]]]
+               for f in flags if f["code"].endswith("_fold_disagreement"))
+    assert {(s, n) for (s, n), v in expected.items()
+            if v < FOLD_AGREEMENT_MIN[{"eyeball": 1, "muscles": 2, "nerve": 3}[n.split("_")[0]]]} == {
+        (f["side"], f["code"]) for f in flags if f["code"].endswith("_fold_disagreement")}
 
 
 @pytest.mark.parametrize("keep", ["right", "left"])

@@ -247,10 +247,10 @@ def _quality(segmenter, result, scan) -> tuple[list[dict], str]:
     """The quality flags of a Predict (:func:`orbitseg.evaluate.quality.quality_flags`: anatomy, field of view,
     fold disagreement, acquisition against the model's training range) and their one-line summary."""
     from orbitseg.evaluate.quality import flags_summary, quality_flags
-    from orbitseg.predict.segmenter import training_acquisition
+    from orbitseg.predict.segmenter import fold_limits, training_acquisition
 
     flags = quality_flags(result.labels, scan, agreement=result.fold_agreement,
-                          training_acquisition=training_acquisition(segmenter))
+                          training_acquisition=training_acquisition(segmenter), fold_limits=fold_limits(segmenter))
     return flags, flags_summary(flags)
 
 

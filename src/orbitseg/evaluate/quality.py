@@ -13,8 +13,9 @@ What is flagged (limits, sources and what to do: ``docs/quality.md``):
 * ``{structure}_asymmetry`` - left and right differ more than normal anatomy does
   (:data:`ASYMMETRY_LIMITS_PCT`);
 * ``{structure}_fold_disagreement`` - the ensemble's fold models disagree (mean pairwise Dice of their
-  label maps in that orbit below :data:`FOLD_AGREEMENT_MIN`, chosen on validation scans of the
-  synthetic generator, seeds disjoint from every training and report set: ``bench/quality_flags.py``);
+  label maps in that orbit below the model's limit: ``model.json["fold_agreement_min"]`` where the model records
+  one, else :data:`FOLD_AGREEMENT_MIN`; chosen on validation scans of the synthetic generator, seeds disjoint
+  from every training and report set: ``bench/quality_flags.py``);
 * ``cut_by_scan_edge`` - eyeball or muscle voxels on the scan's outer face: the field of view cuts the orbit;
 * ``acquisition_*`` - the scan lies outside what the model was trained on (slice thickness, pixel size,
   grid obliquity / gantry tilt, field of view, head roll/yaw, contrast), given the model's
@@ -38,10 +39,12 @@ __all__ = ["quality_flags", "quality_checks", "QUALITY_CHECKS", "flags_summary",
            "acquisition_range", "fold_agreement",
            "fold_agreement_by_side",
            "REFERENCE_RANGES_ML", "ASYMMETRY_LIMITS_PCT", "EDGE_AREA_MM2", "FOLD_AGREEMENT_MIN", "MISSING_FRACTION",
-           "TRAINING_ACQUISITION_KEY"]
+           "TRAINING_ACQUISITION_KEY", "FOLD_AGREEMENT_KEY", "fold_limits_of"]
 
 #: key of the training acquisition record in model.json
 TRAINING_ACQUISITION_KEY = "training_acquisition"
+#: ``model.json`` key of the model's own fold-agreement limits ({"eyeball": 0.94, ...}, with "how")
+FOLD_AGREEMENT_KEY = "fold_agreement_min"
 
 #: structure -> (low, high) mL per orbit, adult reference range (docs/quality.md gives the studies):
 #: eyeball: Detorakis et al. IOVS 2003 (7246 +- 1102 mm^3) +- 3 SD; muscles: low = Du et al. 2019 (CT,
@@ -59,10 +62,11 @@ ASYMMETRY_LIMITS_PCT: dict[int, float] = {EYEBALL: 15.0, MUSCLES: 40.0, NERVE: 6
 #: scans of bench/quality_flags.py (generator seeds 7100-7107, half of them degraded; disjoint from training's,
 #: the report's and the README's fresh cohort): per structure the largest limit, in 0.01 steps, that flags at most
 #: 5 % of the validation orbits whose own Dice is >= 0.80 (with 12-16 such orbits: none of them)
-#: (measured on the network's VOI slices, as predict does, since 2026-12-05).  Chosen again by the same rule for the
-#: model shipped since 2026-12-06, whose averaged folds agree more (nerve: 5th percentile of the good validation
-#: orbits 0.928); the earlier model's limits were eyeball 0.87, muscles 0.85, nerve 0.72 (docs/quality.md)
-FOLD_AGREEMENT_MIN: dict[int, float] = {EYEBALL: 0.94, MUSCLES: 0.83, NERVE: 0.92}
+#: (measured on the network's VOI slices, as predict does, since 2026-12-05).  These are the limits of the model
+#: shipped until 2026-12-06, folds trained as `orbitseg train` trains them: the default for a model that records
+#: none.  A model records its own in ``model.json["fold_agreement_min"]`` (the shipped model since 2026-12-06, whose
+#: averaged folds agree more: eyeball 0.94, muscles 0.83, nerve 0.92 by the same rule; docs/quality.md)
+FOLD_AGREEMENT_MIN: dict[int, float] = {EYEBALL: 0.87, MUSCLES: 0.85, NERVE: 0.72}
 #: eyeball / muscle cross-section (mm^2) on the scan's outer faces from which an orbit counts as cut by the field
 #: of view.  A globe cut through its centre shows about 400 mm^2 in truth, but the network labels a scan's last
 #: column sparsely (70 mm^2 of it in tests/predict/test_quality_predict.py), hence 30; muscle tips grazing the
@@ -267,15 +271,27 @@ def fold_agreement_by_side(fold_maps: Mapping[str, Sequence[np.ndarray]]) -> dic
     return out
 
 
-def _fold_flags(agreement: dict[tuple[str, int], float], missing: set[tuple[str, int]]) -> list[dict]:
+def fold_limits_of(record: Mapping | None) -> dict[int, float]:
+    """The fold-agreement limits a model records (``model.json["fold_agreement_min"]``: structure name -> lowest
+    mean pairwise Dice), by label; :data:`FOLD_AGREEMENT_MIN` for a structure it does not name (or None)."""
+    limits = dict(FOLD_AGREEMENT_MIN)
+    for s in STRUCTURES:
+        v = (record or {}).get(SHORT_NAMES[s])
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            limits[s] = float(v)
+    return limits
+
+
+def _fold_flags(agreement: dict[tuple[str, int], float], missing: set[tuple[str, int]],
+                limits: Mapping[int, float]) -> list[dict]:
     flags = []
     for (side, s), d in sorted(agreement.items(), key=lambda kv: (kv[0][0] != "right", kv[0][1])):
-        if math.isnan(d) or (side, s) in missing or d >= FOLD_AGREEMENT_MIN[s]:
+        if math.isnan(d) or (side, s) in missing or d >= limits[s]:
             continue
         flags.append(_flag(side, f"{SHORT_NAMES[s]}_fold_disagreement",
                            f"The model's folds disagree on the {side} {_title(s)} (mean Dice between them "
                            f"{d:.2f}): the outline there is uncertain; check it and correct it by hand.",
-                           d, f">= {FOLD_AGREEMENT_MIN[s]:g}"))
+                           d, f">= {limits[s]:g}"))
     return flags
 
 
@@ -423,7 +439,8 @@ def _acquisition_flags(acq: dict, train: dict) -> list[dict]:
 # ---------------------------------------------------------------------------
 def quality_flags(labels: Volume, scan: Volume | None = None, *, fold_labels: Sequence[np.ndarray] | None = None,
                   fold_probabilities=None, agreement: Mapping[tuple[str, int], float] | None = None,
-                  training_acquisition: dict | None = None, measurements: list[dict] | None = None) -> list[dict]:
+                  training_acquisition: dict | None = None, measurements: list[dict] | None = None,
+                  fold_limits: Mapping | None = None) -> list[dict]:
     """Flags a reader can act on for one predicted scan; an empty list when nothing is flagged.
 
     Parameters
@@ -439,6 +456,8 @@ def quality_flags(labels: Volume, scan: Volume | None = None, *, fold_labels: Se
         ``head_yaw_deg``, ``head_roll_deg``, ``globe_hu``, ``muscle_hu`` and its ``source``; None skips the check
     measurements : :func:`~orbitseg.evaluate.measure.orbit_measurements` of ``labels`` when the caller has
         them already (e.g. with the clinical columns): not measured again, and their midline is used throughout
+    fold_limits : the model's ``fold_agreement_min`` record (``model.json``: structure name -> limit); None, or a
+        structure it does not name: :data:`FOLD_AGREEMENT_MIN`
 
     Returns
     -------
@@ -458,7 +477,7 @@ def quality_flags(labels: Volume, scan: Volume | None = None, *, fold_labels: Se
     if "fold_disagreement" in made:
         flags += _fold_flags(dict(agreement) if agreement is not None else
                              fold_agreement(labels, fold_labels=fold_labels, fold_probabilities=fold_probabilities,
-                                            midline=midline[0]), missing)
+                                            midline=midline[0]), missing, fold_limits_of(fold_limits))
     if "acquisition" in made:
         geometry_scan = scan if scan is not None else Volume(np.zeros(labels.shape, np.int16), labels.geometry)
         acq = acquisition_of(geometry_scan, labels, midline=midline)

@@ -128,7 +128,7 @@ def segment_study(
     from orbitseg.io.read import read_label, read_scan
     from orbitseg.predict.core import finder_midline
     from orbitseg.predict.run import dicom_output_uids, dicom_uid_key
-    from orbitseg.predict.segmenter import training_acquisition
+    from orbitseg.predict.segmenter import fold_limits, training_acquisition
 
     for what, uid in (("--study", study_uid), ("--series", series_uid)):
         if uid is not None and not _UID.fullmatch(uid):
@@ -196,7 +196,7 @@ def segment_study(
         result.measurements = orbit_measurements(labels, midline_fallback=midline)
         train_acq = training_acquisition(segmenter)
         result.flags = quality_flags(labels, scan, agreement=agreement, measurements=result.measurements,
-                                     training_acquisition=train_acq)
+                                     training_acquisition=train_acq, fold_limits=fold_limits(segmenter))
         result.checks = quality_checks(fold_check=agreement is not None, training_acquisition=train_acq)
     return result
 

@@ -211,7 +211,7 @@ def predict_inputs(
     from orbitseg.io.dicom import acquisition_note, acquisition_record
     from orbitseg.io.read import read_scan
     from orbitseg.predict.core import ONE_GLOBE_MIDLINE, finder_midline
-    from orbitseg.predict.segmenter import Segmenter, training_acquisition
+    from orbitseg.predict.segmenter import Segmenter, fold_limits, training_acquisition
 
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: resume keeps existing label files, "
@@ -230,6 +230,7 @@ def predict_inputs(
     settings = segmenter.settings()
     sid = _settings_id(settings)
     train_acq = training_acquisition(segmenter)
+    limits = fold_limits(segmenter)
     uid_key = dicom_uid_key(segmenter, settings) if any(f in DICOM_OUTPUTS for f in formats) else None
     record_path = output / PREDICTION_JSON
     record = _read_record(record_path) if record_path.exists() and not overwrite else {"settings": {}, "cases": {}}
@@ -297,8 +298,8 @@ def predict_inputs(
                     # once: the flags use its midline
                     measured = orbit_measurements(labels, scan, clinical=True, midline_fallback=seg.orbit_midline)
                     agreement = seg.fold_agreement  # None with one network: no fold check
-                    flags = quality_flags(labels, scan, agreement=agreement,
-                                          training_acquisition=train_acq, measurements=measured)
+                    flags = quality_flags(labels, scan, agreement=agreement, training_acquisition=train_acq,
+                                          measurements=measured, fold_limits=limits)
                     del seg
                     written = _write_outputs(labels, scan, targets, overwrite=overwrite or resume, problems=problems,
                                              uid_key=uid_key)

@@ -85,16 +85,31 @@ def model_postprocessing(checkpoints: Sequence[Path]) -> tuple[dict, str]:
     return choice, f"post-processing chosen on {cases}: {rules}"
 
 
+def _model_record(segmenter, key: str):
+    """``model.json[key]`` of the one model folder the segmenter's checkpoints come from, or None."""
+    from orbitseg.runs.layout import read_model_json
+
+    folders = {Path(c).parent for c in getattr(segmenter, "checkpoints", ())}
+    meta = read_model_json(folders.pop()) if len(folders) == 1 else None
+    return (meta or {}).get(key)
+
+
 def training_acquisition(segmenter) -> dict | None:
     """The acquisition range the segmenter's model was trained on (``model.json``'s ``training_acquisition``,
     written by ``orbitseg export``: :func:`orbitseg.evaluate.quality.quality_flags` compares each scan with it),
     or None when its checkpoints are not one model folder or that folder records none."""
     from orbitseg.evaluate.quality import TRAINING_ACQUISITION_KEY
-    from orbitseg.runs.layout import read_model_json
 
-    folders = {Path(c).parent for c in getattr(segmenter, "checkpoints", ())}
-    meta = read_model_json(folders.pop()) if len(folders) == 1 else None
-    return (meta or {}).get(TRAINING_ACQUISITION_KEY)
+    return _model_record(segmenter, TRAINING_ACQUISITION_KEY)
+
+
+def fold_limits(segmenter) -> dict | None:
+    """The fold-agreement limits the segmenter's model records (``model.json``'s ``fold_agreement_min``, chosen
+    for that model's folds by ``bench/quality_flags.py``), or None: the quality flags then use
+    :data:`orbitseg.evaluate.quality.FOLD_AGREEMENT_MIN`."""
+    from orbitseg.evaluate.quality import FOLD_AGREEMENT_KEY
+
+    return _model_record(segmenter, FOLD_AGREEMENT_KEY)
 
 
 class Segmenter:
