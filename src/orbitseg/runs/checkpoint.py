@@ -26,7 +26,7 @@ from orbitseg.io.atomic import atomic_path
 from orbitseg.preprocess.pipeline import PreprocessConfig
 
 __all__ = ["FORMAT", "load_checkpoint", "read_training_checkpoint", "save_checkpoint", "training_checkpoint",
-           "export_half", "average_weights", "state_dict_of", "load_network", "preprocess_of"]
+           "export_half", "average_weights", "recipe_difference", "state_dict_of", "load_network", "preprocess_of"]
 
 #: the ``format`` entry of a training checkpoint
 FORMAT = "orbitseg-train-1"
@@ -75,13 +75,46 @@ def training_checkpoint(*, epoch: int, model: dict, optimizer: dict, scheduler: 
             "seed": seed, "fold": fold, "precision": precision}
 
 
-def export_half(src: str | Path, dst: str | Path) -> None:
+def export_half(src: str | Path, dst: str | Path, *, average_with: str | Path | None = None,
+                average_weight: float = 0.5) -> None:
     """Write the weights of checkpoint ``src`` as float16 to ``dst`` with what loading them needs
-    (``preset``, ``preprocess``, ``fold``): a quarter of a training checkpoint, no optimiser state."""
+    (``preset``, ``preprocess``, ``fold``): a quarter of a training checkpoint, no optimiser state.
+
+    ``average_with``: another checkpoint of the same network and preprocessing; the float16 weights written are
+    then :func:`average_weights` of ``src``'s (as float16) and its, ``average_weight`` its share (the caller
+    checks that ``src`` was fine-tuned from it).
+
+    Raises
+    ------
+    InputError
+        ``average_with`` holds another network or preprocessing (:func:`recipe_difference`), or other tensors.
+    """
     ck = read_training_checkpoint(src)
     weights = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
+    if average_with is not None:
+        other = read_training_checkpoint(average_with)
+        what = recipe_difference(ck, other)
+        if what is not None:
+            raise InputError(average_with, f"has another {what} than {src}; weights cannot be averaged")
+        try:
+            weights = average_weights(weights, other["model"], weight_b=average_weight, name_a=str(src),
+                                      name_b=str(average_with))
+        except ValueError as exc:
+            raise InputError(average_with, str(exc)) from None
     save_checkpoint({"model": weights, "preset": ck["preset"], "preprocess": ck["preprocess"], "fold": ck.get("fold")},
                     dst)
+
+
+def recipe_difference(a: dict, b: dict) -> str | None:
+    """What two checkpoints (dicts, :func:`read_training_checkpoint`) differ in that their networks cannot
+    stand in for each other: ``"network"`` (the preset's model), ``"preprocessing"``, or None."""
+    import json
+
+    for what, x, y in (("network", a["preset"]["model"], b["preset"]["model"]),
+                       ("preprocessing", a["preprocess"], b["preprocess"])):
+        if json.dumps(x, sort_keys=True) != json.dumps(y, sort_keys=True):
+            return what
+    return None
 
 
 def average_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], *, weight_b: float,

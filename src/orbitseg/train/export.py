@@ -46,7 +46,7 @@ from orbitseg.io.atomic import atomic_dir
 from orbitseg.preprocess.pipeline import PreprocessConfig
 from orbitseg.io.read import file_sha256
 from orbitseg.predict.engine import onnx_available, write_engine_files
-from orbitseg.runs.checkpoint import export_half
+from orbitseg.runs.checkpoint import export_half, recipe_difference
 from orbitseg.runs.layout import (CV_PER_CASE_JSON, CV_SUMMARY_JSON, LOG_CSV, POSTPROCESS_JSON, fold_file_name,
                                   fold_infos, fold_init_source, fold_runs, full_run, network_name, read_model_json,
                                   read_run_json)
@@ -96,7 +96,7 @@ def _rescore(folder: Path, runs: dict[int, Path], infos: dict[int, dict], datase
         bar = tqdm(total=sum(map(len, tests.values())), desc="re-scoring float16 folds", unit="scan",
                    disable=not progress)
         for k, cases in tests.items():
-            choice = (choices or {}).get(k) or read_postprocessing(runs[k]) or dict(NO_POSTPROCESSING)
+            choice = (read_postprocessing(runs[k]) if choices is None else choices[k]) or dict(NO_POSTPROCESSING)
             segmenter = Segmenter.load(folder / fold_file_name(k), precision="float32", postprocess=choice)
             for case, scan, seg, label in segment_cases(dataset, segmenter, cases):
                 write_label(seg.labels, pred / f"{case}{FILE_ENDING}", reference=scan)
@@ -324,12 +324,18 @@ def _holds_folds(run_dir: Path) -> bool:
         return False
 
 
-def _pooled_postprocessing(runs: dict[int, Path], tmp: Path) -> dict | None:
-    """The folds' post-processing choices pooled over their validation cases, written into ``tmp``; None (and
-    nothing written) unless every fold chose one."""
-    from orbitseg.predict.postprocess import pool_choices, read_postprocessing, write_postprocessing
+def _run_choices(runs: dict[int, Path]) -> list[dict | None]:
+    """Each fold's post-processing choice as its run wrote it (``postprocess.json``), or None."""
+    from orbitseg.predict.postprocess import read_postprocessing
 
-    choices = [read_postprocessing(d) for d in runs.values()]
+    return [read_postprocessing(d) for d in runs.values()]
+
+
+def _pooled_postprocessing(choices: list[dict | None], tmp: Path) -> dict | None:
+    """The folds' post-processing ``choices`` pooled over their validation cases, written into ``tmp``; None (and
+    nothing written) unless every fold chose one."""
+    from orbitseg.predict.postprocess import pool_choices, write_postprocessing
+
     if not all(c is not None for c in choices):
         return None
     pooled = pool_choices(choices)
@@ -459,23 +465,13 @@ def _average_partner(partner: str | Path, infos: dict, run_dir: Path) -> tuple[P
     return folder, meta
 
 
-def _write_average(run_file: Path, partner_file: Path, weight: float, dst: Path) -> None:
-    """``dst``: the float16 network ``run_file`` (exported) averaged with ``partner_file``, ``weight`` the partner's
-    share; the run's preset and preprocessing, which must be the partner's."""
-    from orbitseg.runs.checkpoint import average_weights, read_training_checkpoint, save_checkpoint
-
-    mine, theirs = read_training_checkpoint(run_file), read_training_checkpoint(partner_file)
-    for what, key in (("network", "preset"), ("preprocessing", "preprocess")):
-        a = mine[key]["model"] if key == "preset" else mine[key]
-        b = theirs[key]["model"] if key == "preset" else theirs[key]
-        if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
-            raise InputError(partner_file, f"has another {what} than the run's network; weights cannot be averaged")
-    try:
-        mine["model"] = average_weights(mine["model"], theirs["model"], weight_b=weight, name_a=str(run_file),
-                                        name_b=str(partner_file))
-    except ValueError as exc:
-        raise InputError(partner_file, str(exc)) from None
-    save_checkpoint(mine, dst)
+def _averaging(partner: tuple[Path, dict] | None, average: tuple[str | Path, float] | None,
+               network: int | str) -> dict:
+    """:func:`~orbitseg.runs.checkpoint.export_half`'s averaging arguments for ``network`` (fold k or full): the
+    partner folder's network of that name and its share, or none."""
+    if partner is None:
+        return {}
+    return {"average_with": partner[0] / fold_file_name(network), "average_weight": average[1]}
 
 
 def _check_weight(weight: float) -> float:
@@ -493,22 +489,17 @@ def _average_record(folder: Path, meta: dict, weight: float, networks: str) -> d
                    "Wortsman et al. 2022); float16"}
 
 
-def _re_choose(tmp: Path, runs: dict[int, Path], infos: dict[int, dict], ds: Path, progress: bool) -> dict[int, dict]:
+def _re_choose(tmp: Path, runs: dict[int, Path], infos: dict[int, dict], ds: Path,
+               progress: bool) -> dict[int, dict | None]:
     """Each averaged fold's post-processing, chosen again on that fold's validation cases with its averaged
-    weights (``tmp/fold_k.pt``); the pooled choice is written to ``tmp/postprocess.json``."""
-    from orbitseg.predict.postprocess import NO_POSTPROCESSING, pool_choices, write_postprocessing
+    weights (``tmp/fold_k.pt``); None for a fold none of whose validation cases could be read."""
     from orbitseg.predict.segmenter import Segmenter
     from orbitseg.train.scoring import choose_postprocessing_with
 
     log = print if progress else (lambda _msg: None)
-    choices = {}
-    for k in runs:
-        segmenter = Segmenter.load(tmp / fold_file_name(k), precision="float32", postprocess=False)
-        choice = choose_postprocessing_with(ds, segmenter, list(infos[k]["split"]["val"]), log)
-        choices[k] = choice if choice is not None else dict(NO_POSTPROCESSING)
-    if all(c.get("cases") for c in choices.values()):
-        write_postprocessing(tmp, pool_choices(list(choices.values())))
-    return choices
+    return {k: choose_postprocessing_with(ds, Segmenter.load(tmp / fold_file_name(k), precision="float32",
+                                                             postprocess=False),
+                                          list(infos[k]["split"]["val"]), log) for k in runs}
 
 
 def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = None,
@@ -533,8 +524,7 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
         averaged with (see :func:`_average_partner`), or the dataset is not there to re-choose post-processing.
     """
     run_dir, out = Path(run_dir), Path(out)
-    if average_with is not None:
-        average_weight = _check_weight(average_weight)
+    average = None if average_with is None else (average_with, _check_weight(average_weight))
     if not run_dir.is_dir():
         raise InputError(run_dir, "run folder does not exist")
     full_dir = full_run(run_dir)
@@ -545,9 +535,9 @@ def export_model(run_dir: str | Path, out: str | Path, *, name: str | None = Non
             raise InputError(run_dir, f"holds no {FULL_FOLD} model ({FULL_FOLD}/{CHECKPOINT_BEST} with run.json); "
                                       f"train one with `orbitseg train DATA --fold {FULL_FOLD}`")
         return _export_full(run_dir, full_dir, out, name=name, dataset=dataset, overwrite=overwrite,
-                            progress=progress, average=None if average_with is None else (average_with, average_weight))
+                            progress=progress, average=average)
     return _export_folds(run_dir, out, name=name, dataset=dataset, overwrite=overwrite, progress=progress,
-                         average=None if average_with is None else (average_with, average_weight))
+                         average=average)
 
 
 def _export_folds(run_dir: Path, out: Path, *, name: str | None, dataset: str | Path | None, overwrite: bool,
@@ -575,19 +565,11 @@ def _export_folds(run_dir: Path, out: Path, *, name: str | None, dataset: str | 
     export_cmd = "orbitseg export RUN MODEL_DIR"
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for k, d in runs.items():
-            export_half(d / CHECKPOINT_BEST, tmp / fold_file_name(k))
-            if partner is not None:
-                _write_average(tmp / fold_file_name(k), partner[0] / fold_file_name(k), average[1],
-                               tmp / fold_file_name(k))
+            export_half(d / CHECKPOINT_BEST, tmp / fold_file_name(k), **_averaging(partner, average, k))
         engine_files = _engine(tmp, [fold_file_name(k) for k in runs])
-        choices = None
-        if partner is None:
-            pooled = _pooled_postprocessing(runs, tmp)
-        else:
-            from orbitseg.predict.postprocess import read_postprocessing
-
-            choices = _re_choose(tmp, runs, infos, ds, progress)
-            pooled = read_postprocessing(tmp)
+        choices = None if partner is None else _re_choose(tmp, runs, infos, ds, progress)
+        pooled = _pooled_postprocessing(_run_choices(runs) if choices is None else list(choices.values()), tmp)
+        if partner is not None:
             # the folder the folds started from is the one they are averaged with (checked): its re-made name
             partner_name = parent_cmds[1] if parent_cmds else "MODEL0"
             export_cmd += f" --average-with {partner_name} --average-weight {average[1]:g}"
@@ -654,23 +636,20 @@ def _export_full(run_dir: Path, full_dir: Path, out: Path, *, name: str | None, 
     info = read_run_json(full_dir)
     ds, ds_info = _dataset(info, dataset)
     cv_dir = run_dir  # full_dir is run_dir/full or run_dir itself
-    cv_runs, cv_infos, no_cv = _matching_folds(cv_dir, info)
     weights = fold_file_name(FULL_FOLD)
-    partner = None
-    if average is not None:
-        partner = _average_partner(average[0], {FULL_FOLD: info}, full_dir)
-        # the run's folds are no estimate for an averaged network; export the folds averaged, then --add-full
+    partner = None if average is None else _average_partner(average[0], {FULL_FOLD: info}, full_dir)
+    if partner is None:
+        cv_runs, cv_infos, no_cv = _matching_folds(cv_dir, info)
+    else:  # the run's folds are no estimate for an averaged network; export the folds averaged, then --add-full
         cv_runs, cv_infos, no_cv = {}, {}, (f"an averaged {FULL_FOLD} network has no estimate from unaveraged folds; "
                                             "export the folds with --average-with, then this network with --add-full")
     cases, patients = len(info["split"]["train"]), len(info["split"].get("train_patients") or [])
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        export_half(full_dir / CHECKPOINT_BEST, tmp / weights)
-        if partner is not None:
-            _write_average(tmp / weights, partner[0] / weights, average[1], tmp / weights)
+        export_half(full_dir / CHECKPOINT_BEST, tmp / weights, **_averaging(partner, average, FULL_FOLD))
         engine_files = _engine(tmp, [weights])
         pooled, estimate = None, None
         if cv_runs:
-            pooled = _pooled_postprocessing(cv_runs, tmp)
+            pooled = _pooled_postprocessing(_run_choices(cv_runs), tmp)
             scratch = tmp / ".cv_folds"  # the folds' float16 weights, re-scored as a fold export does, then gone
             scratch.mkdir()
             for k, d in cv_runs.items():
@@ -798,16 +777,12 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
     if (model_dir / weights).exists() and not overwrite:
         raise InputError(model_dir, f"already holds a {FULL_FOLD} network ({weights}); pass --overwrite to replace it")
     info = read_run_json(full_dir)
-    partner = None
-    if average_with is not None:
-        average_weight = _check_weight(average_weight)
-        partner = _average_partner(average_with, {FULL_FOLD: info}, full_dir)
-    mine, theirs = (read_training_checkpoint(full_dir / CHECKPOINT_BEST), read_training_checkpoint(folds[0]))
-    for what, a, b in (("network", mine["preset"]["model"], theirs["preset"]["model"]),
-                       ("preprocessing", mine["preprocess"], theirs["preprocess"])):
-        if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
-            raise InputError(full_dir, f"was trained with another {what} than the folds of {model_dir}; export it on "
-                                       "its own (orbitseg export RUN MODEL --full)")
+    average = None if average_with is None else (average_with, _check_weight(average_weight))
+    partner = None if average is None else _average_partner(average[0], {FULL_FOLD: info}, full_dir)
+    what = recipe_difference(read_training_checkpoint(full_dir / CHECKPOINT_BEST), read_training_checkpoint(folds[0]))
+    if what is not None:
+        raise InputError(full_dir, f"was trained with another {what} than the folds of {model_dir}; export it on "
+                                   "its own (orbitseg export RUN MODEL --full)")
     cases, trained = _folds_cases(meta), set(info["split"]["train"])
     if cases is None or cases != trained:
         why = ("its model.json records no splits" if cases is None else
@@ -819,7 +794,7 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
     epochs = _trained_epochs({FULL_FOLD: info})
     folds_cmds, add = list(meta.get("recreate") or []), "orbitseg export RUN_FULL MODEL_DIR --add-full"
     # (an averaged network started from the folder it is averaged with: checked; that folder's re-made name)
-    averaged = "" if partner is None else " --average-with {} --average-weight " + f"{average_weight:g}"
+    averaged = "" if partner is None else " --average-with {} --average-weight " + f"{average[1]:g}"
     if parent is None or _same_folds(parent, model_dir):  # from these folds (or nothing): after their commands
         train_cmds = _recreate(ds_info, info, epochs, parent=(folds_cmds, None if parent is None else "MODEL_DIR"),
                                fold=FULL_FOLD, out="RUN_FULL", export=add + averaged.format("MODEL_DIR"))
@@ -839,9 +814,7 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
         for p in model_dir.iterdir():
             if p.is_file() and p.name not in stale:
                 shutil.copy2(p, tmp / p.name)
-        export_half(full_dir / CHECKPOINT_BEST, tmp / weights)
-        if partner is not None:
-            _write_average(tmp / weights, partner[0] / weights, average_weight, tmp / weights)
+        export_half(full_dir / CHECKPOINT_BEST, tmp / weights, **_averaging(partner, average, FULL_FOLD))
         # graphs beside the weights only where the folds have theirs (else all are built on first use)
         engine_files = _engine(tmp, [weights]) if meta.get("engine") else {}
         if engine_files:
@@ -858,7 +831,7 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
             "recreate": train_cmds,
             "init_from": None if parent is None else _parent_summary(parent, {FULL_FOLD: info}),
             **({} if partner is None else {"averaged_with": _average_record(
-                partner[0], partner[1], average_weight, "the network's weights")}),
+                partner[0], partner[1], average[1], "the network's weights")}),
             "source_run": str(full_dir.resolve()),
             **_provenance({FULL_FOLD: full_dir}, {FULL_FOLD: info}),
             "postprocess": "the folds' pooled choice (postprocess.json), chosen with the fold networks: the "
