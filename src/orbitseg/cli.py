@@ -21,6 +21,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     cases = make_cohort(
         args.out, patients=args.patients, seed=args.seed, small=args.small,
         workers=args.workers, overwrite=args.overwrite, raw=args.raw, variety=args.variety,
+        clinical_version=args.generator_version,
     )
     n_pat = len({p for _, p in cases})
     print(f"wrote {len(cases)} scans of {n_pat} patients to {args.out}")
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     # light modules only: parsing must not import torch, SimpleITK or NumPy
     from orbitseg.constants import (AVERAGE_WEIGHT, DEFAULT_PRESET, DICOM_OUTPUTS, ENGINES, FILE_ENDING, FIT_ASPECT,
                                     FIT_ASPECTS, FULL_FOLD, INPUT_SIZE, N_FOLDS, PRECISIONS, PRESET_NAMES, SEQ_LEN,
-                                    TRAIN_PRECISIONS, VARIETIES, WINDOW_LEVEL, WINDOW_WIDTH)
+                                    TRAIN_PRECISIONS, VARIETIES, CLINICAL_VERSIONS, WINDOW_LEVEL, WINDOW_WIDTH)
     from orbitseg.demo import DEMO_SEED
     from orbitseg.io.formats import FORMATS, LABEL_WRITE_ENDINGS
 
@@ -206,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the cohort the shipped model was made from (same seed, same bytes); clinical: "
                         "the variety of clinical head CT (pose, 0.5-5 mm slices, kernels, dose, contrast, metal, "
                         "children, thyroid eye disease, lens implants, silicone oil, floor fractures)")
+    s.add_argument("--generator-version", choices=CLINICAL_VERSIONS, default=CLINICAL_VERSIONS[-1],
+                   help="the clinical variety's generator version (default the newest; an earlier one makes an "
+                        "earlier cohort again as it was, e.g. for a model's recreate commands)")
     s.add_argument("--raw", action="store_true",
                    help="write a scanner-like export in mixed formats (DICOM, NRRD, MHA, NIfTI) for `orbitseg import`")
     s.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")

@@ -21,6 +21,9 @@ DEFAULT_RENDER_SHA256 = {
 }
 #: sha256 of every drawn parameter of ``plan_cohort(12, seed=3)`` (full-size scans), same commit
 DEFAULT_PLAN_SHA256 = "d4d01ad48a89015a584652621d115b4bba85f6627e4f7e4bf8ee0c0c71b9ac87"
+#: sha256 of every drawn parameter of ``plan_cohort(8, seed=46, variety="clinical")`` computed at commit a4fece6,
+#: when 1.0-clinical2 was the clinical variety's only version (the shipped model's clinical scans are its seed 46)
+CLINICAL2_PLAN_SHA256 = "54e76c8e4347e37fe0576c01bf4309cd5da593f193fe4468d48365eee096bba5"
 
 
 @pytest.mark.parametrize("seed", sorted(DEFAULT_RENDER_SHA256))
@@ -102,12 +105,55 @@ def test_variety_reaches_the_cohort_and_the_command_line():
     from orbitseg.cli import build_parser
 
     plan = plan_cohort(3, seed=1, small=True, variety="clinical")
-    assert all(prm.clinical is not None and prm.version.endswith("clinical2") for _, _, prm, _ in plan)
+    assert all(prm.clinical is not None and prm.version.endswith("clinical3") for _, _, prm, _ in plan)
     assert all(prm.clinical is None for _, _, prm, _ in plan_cohort(3, seed=1, small=True))
     with pytest.raises(ValueError, match="variety"):
         plan_cohort(1, variety="exotic")
     assert build_parser().parse_args(["synth", "out", "--variety", "clinical"]).variety == "clinical"
     assert build_parser().parse_args(["synth", "out"]).variety == "default"
+    assert build_parser().parse_args(["synth", "out"]).generator_version == "1.0-clinical3"
+    assert build_parser().parse_args(["synth", "out", "--generator-version", "1.0-clinical2"]
+                                     ).generator_version == "1.0-clinical2"
+
+
+def _plan_sha256(plan) -> str:
+    h = hashlib.sha256()
+    for c, pid, prm, fmt in plan:
+        h.update(json.dumps([c, pid, fmt, prm.version, prm.small, asdict(prm.anatomy), asdict(prm.scan),
+                             asdict(prm.clinical)], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def test_an_earlier_clinical_version_is_drawn_as_it_was():
+    """``clinical_version="1.0-clinical2"`` (``synth --generator-version``) re-makes the cohort the shipped model's
+    clinical scans came from, parameter for parameter."""
+    assert _plan_sha256(plan_cohort(8, seed=46, variety="clinical", clinical_version="1.0-clinical2")
+                        ) == CLINICAL2_PLAN_SHA256
+    from orbitseg.synth.params import sample_clinical_patient
+
+    with pytest.raises(ValueError, match="version"):
+        sample_clinical_patient(np.random.default_rng(0), version="1.0-clinical9")
+
+
+def test_clinical3_draws_the_nerve_denser_or_lighter_than_its_muscles_and_changes_nothing_else():
+    """clinical2 always made the optic nerve darker than its muscles (a real CT's nerve can be 17 HU denser);
+    clinical3 draws nerve minus muscle over CLINICAL3_NERVE_VS_MUSCLE, and the same seed gives clinical2's
+    patients, scans, follow-ups and file formats in every other respect (paired cohorts)."""
+    from orbitseg.synth.params import CLINICAL3_NERVE_VS_MUSCLE
+
+    old = plan_cohort(120, seed=46, variety="clinical", clinical_version="1.0-clinical2")
+    new = plan_cohort(120, seed=46, variety="clinical")
+    assert [(c, p, f) for c, p, _, f in old] == [(c, p, f) for c, p, _, f in new]
+    for (_, _, a, _), (_, _, b, _) in zip(old, new):
+        assert a.scan == b.scan and a.clinical == b.clinical and b.version == "1.0-clinical3"
+        assert asdict(a.anatomy) | {"hu": None} == asdict(b.anatomy) | {"hu": None}
+        assert asdict(a.anatomy.hu) | {"nerve_offset": 0} == asdict(b.anatomy.hu) | {"nerve_offset": 0}
+    d_old = np.array([p.anatomy.hu.nerve_offset - p.anatomy.hu.muscle_offset for _, _, p, _ in old])
+    d_new = np.array([p.anatomy.hu.nerve_offset - p.anatomy.hu.muscle_offset for _, _, p, _ in new])
+    lo, hi = CLINICAL3_NERVE_VS_MUSCLE
+    assert d_old.max() <= 4.0  # the old draw: never denser than the muscles by more than 4 HU
+    assert d_new.min() >= lo and d_new.max() <= hi
+    assert d_new.min() < lo + 4 and d_new.max() > hi - 4 and (d_new > 10).mean() > 0.2
 
 
 def test_a_followup_keeps_the_patient_and_draws_a_new_scan(draws):

@@ -237,12 +237,14 @@ def test_recreate_of_a_dataset_grown_by_import_add_and_extended_splits(tmp_path)
 
     ds_info = {"synthetic": {"seed": 0, "variety": "default", "cases": {"orbit_001": {"patient": "patient_001"}}},
                "imports": [{"from": "/data/clin46", "prefix": "clinical_",
-                            "synthetic": {"seed": 46, "variety": "clinical", "patients": 46, "small": False}},
+                            "synthetic": {"seed": 46, "variety": "clinical", "patients": 46, "small": False,
+                                             "generator_version": "1.0-clinical2"}},
                            {"from": "/data/site2", "prefix": "site2_"}]}
     info = {"preset_name": "default", "seed": 0, "preprocess": {"size": 80, "aspect": "stretch"},
             "preset": {"training": {"epochs": 5}}, "options": {"precision": "bfloat16"},
             "command": ["orbitseg", "train", "DS", "--fold", "0", "--extend-splits", "--epochs", "5"]}
-    added = ["orbitseg synth IMPORT1 --seed 46 --patients 46 --variety clinical",
+    # the clinical generator's version pinned: a newer one draws other scans from the same seed
+    added = ["orbitseg synth IMPORT1 --seed 46 --patients 46 --variety clinical --generator-version 1.0-clinical2",
              "orbitseg import IMPORT1 DATA --add --prefix clinical_",
              "orbitseg import /data/site2 DATA --add --prefix site2_"]
     assert _recreate(ds_info, info, 5) == [

@@ -30,7 +30,8 @@ RAW_FORMATS = {"nifti": (".nii.gz", ".nii.gz"), "nrrd": (".nrrd", ".nrrd"), "mha
 
 
 def plan_cohort(patients: int = 46, *, seed: int = 0, small: bool = False, followup_fraction: float = 0.15,
-                variety: str = "default") -> list[tuple[str, str, PatientParams, str]]:
+                variety: str = "default", clinical_version: str = CLINICAL_VERSION
+                ) -> list[tuple[str, str, PatientParams, str]]:
     """(case_id, patient_id, params, raw format) of every scan, in order; cheap (no rendering)."""
     if variety not in VARIETIES:
         raise ValueError(f"unknown cohort variety {variety!r}; choose one of {', '.join(VARIETIES)}")
@@ -39,7 +40,7 @@ def plan_cohort(patients: int = 46, *, seed: int = 0, small: bool = False, follo
     case = 0
     for p, child in enumerate(children):
         rng = np.random.default_rng(child)
-        params = sample_patient(rng, small=small, variety=variety)
+        params = sample_patient(rng, small=small, variety=variety, clinical_version=clinical_version)
         scans = [params]
         if rng.random() < followup_fraction:
             scans.append(sample_followup(params, rng))
@@ -175,7 +176,8 @@ def _clear_previous(out: Path, raw: bool) -> None:
 
 def make_cohort(out, *, patients: int = 46, seed: int = 0, small: bool = False, workers: int | None = None,
                 overwrite: bool = False, raw: bool = False, followup_fraction: float = 0.15,
-                name: str = "OrbitSynth", variety: str = "default") -> list[tuple[str, str]]:
+                name: str = "OrbitSynth", variety: str = "default", clinical_version: str = CLINICAL_VERSION
+                ) -> list[tuple[str, str]]:
     """Generate and write a synthetic cohort; returns ``[(case_id, patient_id), ...]``.
 
     Parameters
@@ -192,6 +194,9 @@ def make_cohort(out, *, patients: int = 46, seed: int = 0, small: bool = False, 
     variety : "default" (the cohort the shipped model was made from; byte-identical per seed as before the
         clinical variant existed) or "clinical" (:func:`orbitseg.synth.params.sample_clinical_patient`: pose,
         slices, kernels, dose, contrast, metal, age, disease, implants, fractures)
+    clinical_version : the clinical variety's generator version (one of
+        :data:`orbitseg.synth.params.CLINICAL_VERSIONS`; default the newest), so that an earlier clinical cohort
+        can be made again as it was
 
     Raises
     ------
@@ -208,7 +213,8 @@ def make_cohort(out, *, patients: int = 46, seed: int = 0, small: bool = False, 
     if overwrite:
         _clear_previous(out, raw)
     out.mkdir(parents=True, exist_ok=True)
-    plan = plan_cohort(patients, seed=seed, small=small, followup_fraction=followup_fraction, variety=variety)
+    plan = plan_cohort(patients, seed=seed, small=small, followup_fraction=followup_fraction, variety=variety,
+                       clinical_version=clinical_version)
     tasks = [(c, p, prm, fmt, str(out), raw, overwrite) for c, p, prm, fmt in plan]
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     if workers == 1 or len(tasks) == 1:
@@ -235,7 +241,7 @@ def make_cohort(out, *, patients: int = 46, seed: int = 0, small: bool = False, 
             description="Synthetic orbital CT (orbitseg.synth): eyeball, extraocular muscles, optic nerve",
             extra={"synthetic": {
                 "seed": seed,
-                "generator_version": GENERATOR_VERSION if variety == "default" else CLINICAL_VERSION,
+                "generator_version": GENERATOR_VERSION if variety == "default" else clinical_version,
                 **({} if variety == "default" else {"variety": variety}),
                 "small": small,
                 "followup_fraction": followup_fraction,

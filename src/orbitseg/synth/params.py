@@ -16,12 +16,20 @@ import numpy as np
 
 # the cohort variants: "default" (the cohort the shipped model was made from, byte-identical per seed) and
 # "clinical" (the variety of clinical head / orbit CT, issue 20; see Clinical); defined with the other facts
-from orbitseg.constants import VARIETIES
+from orbitseg.constants import CLINICAL_VERSIONS, VARIETIES
 
 #: bump when the same seed would give different images
 GENERATOR_VERSION = "1.0"
 #: version of the clinical variant (bump when the same seed would give different images)
-CLINICAL_VERSION = "1.0-clinical2"  # clinical2: odd sub-slice counts (anatomy.subslice_count)
+#: clinical2 labels thick slices by an odd sub-slice count (anatomy.subslice_count); clinical3 draws the optic
+#: nerve's density relative to its muscles' (:data:`CLINICAL3_NERVE_VS_MUSCLE`), all else as clinical2
+CLINICAL_VERSION = CLINICAL_VERSIONS[-1]
+#: clinical3: optic nerve minus extraocular muscle attenuation as painted (HU, uniform), before contrast and
+#: partial volume (the thin nerve's partial volume with fat lowers its measured mean by about 5 HU more). The
+#: earlier draw, soft + N(-3, 2) against soft + N(3, 2), made the nerve always the darker (-16..+4 HU); the
+#: real head CT of shared/realct/ has one nerve 17 HU denser than its muscles and one 3 HU less dense
+#: (bench/synth_realism.py), so a model that learnt "the nerve is darker" loses the first.
+CLINICAL3_NERVE_VS_MUSCLE = (-12.0, 22.0)
 
 #: extraocular muscles, in the order of ``SideParams.muscle_belly``
 MUSCLES = ("MR", "LR", "SR", "IR", "SO", "IO", "LPS")
@@ -334,16 +342,17 @@ def sample_acquisition(rng: np.random.Generator, *, small: bool = False) -> Acqu
     )
 
 
-def sample_patient(rng: np.random.Generator, *, small: bool = False, variety: str = "default") -> PatientParams:
+def sample_patient(rng: np.random.Generator, *, small: bool = False, variety: str = "default",
+                   clinical_version: str = CLINICAL_VERSION) -> PatientParams:
     """Draw a patient (anatomy) and the acquisition of its first scan.
 
-    ``variety="clinical"`` draws from the clinical variant (:func:`sample_clinical_patient`); the
-    default draws exactly as before it existed.
+    ``variety="clinical"`` draws from the clinical variant (:func:`sample_clinical_patient`, as
+    ``clinical_version``); the default draws exactly as before it existed.
     """
     if variety != "default":
         if variety not in VARIETIES:
             raise ValueError(f"unknown cohort variety {variety!r}; choose one of {', '.join(VARIETIES)}")
-        return sample_clinical_patient(rng, small=small)
+        return sample_clinical_patient(rng, small=small, version=clinical_version)
     anatomy = sample_anatomy(rng)
     scan = sample_acquisition(rng, small=small)
     return PatientParams(version=GENERATOR_VERSION, small=bool(small), anatomy=anatomy, scan=scan)
@@ -489,17 +498,28 @@ _PATIENT_TRAITS = ("age_group", "csf_rim", "iol", "silicone", "silicone_hu", "fr
                    "fracture_size", "metal", "warp_amplitude", "warp_seed", "ethmoid_seed")
 
 
-def sample_clinical_patient(rng: np.random.Generator, *, small: bool = False) -> PatientParams:
+def sample_clinical_patient(rng: np.random.Generator, *, small: bool = False,
+                            version: str = CLINICAL_VERSION) -> PatientParams:
     """Draw a patient of the clinical variant: head pose pitch -25..25 deg, roll and yaw -10..10; slices
     0.5-5 mm; pixels 0.25-1 mm; kernels soft to bone; noise 5-40 HU; contrast; dental fillings; a field of
     view ending at an orbit; children and the elderly; thyroid eye disease mild to severe; intraocular
     lenses; silicone oil; orbital floor fractures; a honeycomb ethmoid and an irregular skull base.
 
     ``small`` keeps the grid coarse (0.8-1 mm pixels, ~55 mm coverage) for tests; everything else varies.
+    ``version``: one of :data:`CLINICAL_VERSIONS`; the same ``rng`` state gives the same patient under each, but
+    for what a later version changed (clinical3: the optic nerve's attenuation).
     """
+    if version not in CLINICAL_VERSIONS:
+        raise ValueError(f"version: {version!r} cannot be drawn; choose one of {', '.join(CLINICAL_VERSIONS)}")
     an, part = _clinical_anatomy(rng)
     acq, cl = _clinical_scan(rng, an, part, small=small)
-    return PatientParams(version=CLINICAL_VERSION, small=bool(small), anatomy=an, scan=acq, clinical=cl)
+    if version != "1.0-clinical2":
+        # from a generator of its own (seeded by a patient trait already drawn), so that ``rng`` is left as
+        # clinical2 leaves it: the cohort's later draws (follow-ups, file formats) and every other trait stay
+        lo, hi = CLINICAL3_NERVE_VS_MUSCLE
+        own = np.random.default_rng((part["warp_seed"], 3))
+        an = replace(an, hu=replace(an.hu, nerve_offset=an.hu.muscle_offset + _u(own, lo, hi)))
+    return PatientParams(version=version, small=bool(small), anatomy=an, scan=acq, clinical=cl)
 
 
 def _clinical_followup(params: PatientParams, rng: np.random.Generator) -> PatientParams:

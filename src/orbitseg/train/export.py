@@ -183,6 +183,9 @@ def _synth_command(target: str, synth: dict) -> str:
     variety = synth.get("variety")
     return (f"orbitseg synth {target} --seed {synth['seed']}" + (f" --patients {n}" if n else "")
             + (f" --variety {variety}" if variety and variety != "default" else "")
+            # the clinical generator's version, since a newer one draws other scans from the same seed
+            + (f" --generator-version {synth['generator_version']}"
+               if variety and variety != "default" and synth.get("generator_version") else "")
             + (" --small" if synth.get("small") else ""))
 
 
