@@ -110,6 +110,7 @@ def _asym(labels, s: int) -> float:
 def predict_set(seeds, segmenter, log=print) -> list[dict]:
     """Per scan: seed, degradation, per-structure Dice, per-orbit Dice, fold agreement, flags."""
     from orbitseg.evaluate.metrics import dice_per_structure
+    from orbitseg.evaluate.measure import orbit_measurements
     from orbitseg.evaluate.quality import quality_flags
     from orbitseg.runs.layout import read_model_json
 
@@ -121,7 +122,9 @@ def predict_set(seeds, segmenter, log=print) -> list[dict]:
         ct, truth = scan_of(seed, deg)
         seg = segmenter.segment(ct, fold_agreement=True)  # as predict measures it: on the network's VOI slices
         dice = dice_per_structure(seg.labels.array, truth.array)
-        flags = quality_flags(seg.labels, ct, training_acquisition=train_acq)  # fold flags: from "agreement"
+        # fold flags: from "agreement"; the midline as predict finds it (one globe: the orbit finder's)
+        flags = quality_flags(seg.labels, ct, training_acquisition=train_acq, measurements=orbit_measurements(
+            seg.labels, midline_fallback=seg.orbit_midline))
         rec = {"seed": seed, "degradation": deg or "none", "spacing": [round(v, 3) for v in ct.spacing],
                "dice": {str(s): float(d) for s, d in dice.items()},
                "orbit_dice": {f"{side}:{s}": d for (side, s), d in orbit_dice(seg.labels, truth).items()},

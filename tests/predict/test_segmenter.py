@@ -174,3 +174,22 @@ def test_fold_agreement_on_the_network_slices_matches_the_scan_grid_and_keeps_th
     flags = quality_flags(blind.labels, scan, agreement=blind.member_agreement)
     assert {(f["code"], f["side"]) for f in flags if "fold" in f["code"]} == {
         ("eyeball_fold_disagreement", "left"), ("muscles_fold_disagreement", "left"), ("nerve_fold_disagreement", "left")}
+
+
+def test_the_models_record_is_read_once_per_segmenter(monkeypatch):
+    """The training range and the fold limits (asked for each Predict in the app, each scan of a batch) come
+    from model.json read on the first ask, and they are that file's records."""
+    import json
+
+    import orbitseg.runs.layout as layout
+    from orbitseg.predict.segmenter import fold_limits, training_acquisition
+
+    seg = Segmenter.load(None, folds="0")
+    reads = []
+    real = layout.read_model_json
+    monkeypatch.setattr(layout, "read_model_json", lambda folder: reads.append(folder) or real(folder))
+    record = json.loads((shipped_model_dir() / "model.json").read_text())
+    for _ in range(3):
+        assert training_acquisition(seg) == record["training_acquisition"]
+        assert fold_limits(seg) == record["fold_agreement_min"]
+    assert len(reads) == 1

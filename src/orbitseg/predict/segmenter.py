@@ -20,6 +20,7 @@ outputs plug in here.)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,13 +86,18 @@ def model_postprocessing(checkpoints: Sequence[Path]) -> tuple[dict, str]:
     return choice, f"post-processing chosen on {cases}: {rules}"
 
 
-def _model_record(segmenter, key: str):
-    """``model.json[key]`` of the one model folder the segmenter's checkpoints come from, or None."""
+def _model_json(checkpoints: Sequence[Path]) -> dict:
+    """``model.json`` of the one model folder ``checkpoints`` come from, or {} (several folders, or none)."""
     from orbitseg.runs.layout import read_model_json
 
-    folders = {Path(c).parent for c in getattr(segmenter, "checkpoints", ())}
-    meta = read_model_json(folders.pop()) if len(folders) == 1 else None
-    return (meta or {}).get(key)
+    folders = {Path(c).parent for c in checkpoints}
+    return (read_model_json(folders.pop()) or {}) if len(folders) == 1 else {}
+
+
+def _model_record(segmenter, key: str):
+    """``model.json[key]`` of the one model folder the segmenter's checkpoints come from, or None."""
+    info = getattr(segmenter, "model_info", None)  # a Segmenter's, read once
+    return (_model_json(getattr(segmenter, "checkpoints", ())) if info is None else info).get(key)
 
 
 def training_acquisition(segmenter) -> dict | None:
@@ -156,6 +162,12 @@ class Segmenter:
         resolved = "float32" if engine == "onnx" and precision == "auto" else resolve_precision(precision, self.device)
         self.engine = make_engine(engine, self.networks, self.checkpoints, size=preprocess.size, device=self.device,
                                   precision=resolved, batch_size=self.batch_size, log=log)
+
+    @functools.cached_property
+    def model_info(self) -> dict:
+        """``model.json`` of the model folder the checkpoints come from, read on first use and kept (a Predict
+        in the app and each scan of a batch ask it for the training range and fold limits), or {}."""
+        return _model_json(self.checkpoints)
 
     @property
     def precision(self) -> str:

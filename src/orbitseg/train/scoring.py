@@ -97,7 +97,7 @@ def score_test_fold(root: Path, run: Path, cases: list[str], device, surface: bo
     """Segment the test ``cases`` with the best checkpoint (post-processed by ``choice``, the
     validation choice) into ``run/segmented/`` and evaluate them against labelsTr into ``run/metrics/``."""
     from orbitseg.evaluate.folders import METRICS_DIR, evaluate_folders, format_summary_table, rows_to_csv
-    from orbitseg.evaluate.measure import MEASUREMENTS_CSV, paired_measurements
+    from orbitseg.evaluate.measure import MEASUREMENTS_CSV, orbit_measurements, paired_measurements
     from orbitseg.evaluate.metrics import dice_per_structure
     from orbitseg.evaluate.quality import flag_codes, flags_summary, quality_flags
     from orbitseg.io.read import read_label
@@ -114,7 +114,9 @@ def score_test_fold(root: Path, run: Path, cases: list[str], device, surface: bo
             for s, d in dice_per_structure(seg.network_labels.array, truth.array).items():
                 raw[s].append(d)
         write_label(seg.labels, seg_dir / f"{case}{FILE_ENDING}", reference=scan, overwrite=True)
-        flags = quality_flags(seg.labels, scan)
+        # the flags' midline as predict finds it (with one globe, the head's symmetry plane from the orbit finder)
+        flags = quality_flags(seg.labels, scan, measurements=orbit_measurements(
+            seg.labels, midline_fallback=seg.orbit_midline))
         measured += [r | {"flags": flags_summary(mine), "flag_codes": flag_codes(mine)}
                      for r in paired_measurements(seg.labels, truth, case, scan, clinical=True)
                      for mine in [[f for f in flags if r["side"] not in ("right", "left") or f["side"] in (r["side"], "both")]]]
