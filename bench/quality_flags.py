@@ -109,12 +109,12 @@ def _asym(labels, s: int) -> float:
 
 def predict_set(seeds, segmenter, log=print) -> list[dict]:
     """Per scan: seed, degradation, per-structure Dice, per-orbit Dice, fold agreement, flags."""
-    from orbitseg.evaluate.metrics import dice_per_structure
     from orbitseg.evaluate.measure import orbit_measurements
+    from orbitseg.evaluate.metrics import dice_per_structure
     from orbitseg.evaluate.quality import quality_flags
-    from orbitseg.runs.layout import read_model_json
+    from orbitseg.predict.segmenter import training_acquisition
 
-    train_acq = (read_model_json(segmenter.checkpoints[0].parent) or {}).get("training_acquisition")
+    train_acq = training_acquisition(segmenter)
     out = []
     for n, seed in enumerate(seeds):
         deg = DEGRADATIONS[n % len(DEGRADATIONS)]

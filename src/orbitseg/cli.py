@@ -185,9 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     from orbitseg import __version__
     # light modules only: parsing must not import torch, SimpleITK or NumPy
-    from orbitseg.constants import (AVERAGE_WEIGHT, DEFAULT_PRESET, DICOM_OUTPUTS, ENGINES, FILE_ENDING, FIT_ASPECT,
-                                    FIT_ASPECTS, FULL_FOLD, INPUT_SIZE, N_FOLDS, PRECISIONS, PRESET_NAMES, SEQ_LEN,
-                                    TRAIN_PRECISIONS, VARIETIES, CLINICAL_VERSIONS, WINDOW_LEVEL, WINDOW_WIDTH)
+    from orbitseg.constants import (AVERAGE_WEIGHT, CLINICAL_VERSIONS, DEFAULT_PRESET, DICOM_OUTPUTS, ENGINES,
+                                    FILE_ENDING, FIT_ASPECT, FIT_ASPECTS, FULL_FOLD, INPUT_SIZE, N_FOLDS, PRECISIONS,
+                                    PRESET_NAMES, SEQ_LEN, TRAIN_PRECISIONS, VARIETIES, WINDOW_LEVEL, WINDOW_WIDTH)
     from orbitseg.demo import DEMO_SEED
     from orbitseg.io.formats import FORMATS, LABEL_WRITE_ENDINGS
 

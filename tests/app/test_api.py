@@ -539,7 +539,7 @@ def test_tools_use_the_networks_probabilities_after_predict(dataset, tmp_path, m
     truth = read_label(dataset / "labelsTr" / f"{CASE}.nii.gz", reference=scan).array
 
     class PerfectSegmenter:
-        networks, checkpoints = [None], []
+        networks, checkpoints, model_info = [None], [], {}  # no model folder: no model.json
 
         def segment(self, scan, probabilities=False, fold_agreement=False):
             labels = scan.like(truth)

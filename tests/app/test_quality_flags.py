@@ -33,7 +33,7 @@ def _stub_model(dataset, tmp_path, monkeypatch):
     draft = scan.like(from_canonical(canon, scan.geometry).astype(np.uint8))
 
     class Stub:
-        networks, checkpoints = [None], []
+        networks, checkpoints, model_info = [None], [], {}  # no model folder: no model.json
 
         def segment(self, scan, probabilities=False, fold_agreement=False):
             box = np.eye(4, dtype=np.float32)[canon].transpose(3, 0, 1, 2)

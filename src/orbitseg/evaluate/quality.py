@@ -64,8 +64,8 @@ ASYMMETRY_LIMITS_PCT: dict[int, float] = {EYEBALL: 15.0, MUSCLES: 40.0, NERVE: 6
 #: 5 % of the validation orbits whose own Dice is >= 0.80 (with 12-16 such orbits: none of them)
 #: (measured on the network's VOI slices, as predict does, since 2026-12-05).  These are the limits of the model
 #: shipped until 2026-12-06, folds trained as `orbitseg train` trains them: the default for a model that records
-#: none.  A model records its own in ``model.json["fold_agreement_min"]`` (the shipped model since 2026-12-06, whose
-#: averaged folds agree more: eyeball 0.94, muscles 0.83, nerve 0.92 by the same rule; docs/quality.md)
+#: none.  A model records its own in ``model.json["fold_agreement_min"]``, chosen for its folds by the same rule (the
+#: shipped model does: docs/quality.md)
 FOLD_AGREEMENT_MIN: dict[int, float] = {EYEBALL: 0.87, MUSCLES: 0.85, NERVE: 0.72}
 #: eyeball / muscle cross-section (mm^2) on the scan's outer faces from which an orbit counts as cut by the field
 #: of view.  A globe cut through its centre shows about 400 mm^2 in truth, but the network labels a scan's last

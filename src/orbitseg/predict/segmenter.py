@@ -94,28 +94,22 @@ def _model_json(checkpoints: Sequence[Path]) -> dict:
     return (read_model_json(folders.pop()) or {}) if len(folders) == 1 else {}
 
 
-def _model_record(segmenter, key: str):
-    """``model.json[key]`` of the one model folder the segmenter's checkpoints come from, or None."""
-    info = getattr(segmenter, "model_info", None)  # a Segmenter's, read once
-    return (_model_json(getattr(segmenter, "checkpoints", ())) if info is None else info).get(key)
-
-
-def training_acquisition(segmenter) -> dict | None:
+def training_acquisition(segmenter: Segmenter) -> dict | None:
     """The acquisition range the segmenter's model was trained on (``model.json``'s ``training_acquisition``,
     written by ``orbitseg export``: :func:`orbitseg.evaluate.quality.quality_flags` compares each scan with it),
     or None when its checkpoints are not one model folder or that folder records none."""
     from orbitseg.evaluate.quality import TRAINING_ACQUISITION_KEY
 
-    return _model_record(segmenter, TRAINING_ACQUISITION_KEY)
+    return segmenter.model_info.get(TRAINING_ACQUISITION_KEY)
 
 
-def fold_limits(segmenter) -> dict | None:
+def fold_limits(segmenter: Segmenter) -> dict | None:
     """The fold-agreement limits the segmenter's model records (``model.json``'s ``fold_agreement_min``, chosen
     for that model's folds by ``bench/quality_flags.py``), or None: the quality flags then use
     :data:`orbitseg.evaluate.quality.FOLD_AGREEMENT_MIN`."""
     from orbitseg.evaluate.quality import FOLD_AGREEMENT_KEY
 
-    return _model_record(segmenter, FOLD_AGREEMENT_KEY)
+    return segmenter.model_info.get(FOLD_AGREEMENT_KEY)
 
 
 class Segmenter:
