@@ -28,6 +28,7 @@ class _StandIn:
 
     precision = "float32"
     engine = SimpleNamespace(name="torch", files=lambda: {})
+    model_info: dict = {}  # no model folder: no model.json
 
     def settings(self):
         return {"model": "stand-in"}
