@@ -139,3 +139,13 @@ def test_train_split_flags_reach_the_loop_and_exclude_each_other(monkeypatch, ca
     with pytest.raises(SystemExit):
         main(["train", "D", "--extend-splits", "--overwrite-splits"])
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_train_flags_become_loop_options():
+    """--precision / --sample-by-thickness reach train() as loop options (and only when set)."""
+    from orbitseg.cli import _train_overrides, build_parser
+
+    p = build_parser()
+    assert _train_overrides(p.parse_args(["train", "D"])) is None
+    assert _train_overrides(p.parse_args(["train", "D", "--sample-by-thickness", "--precision", "bfloat16"])) == {
+        "sampler_thickness": True, "precision": "bfloat16"}

@@ -145,6 +145,10 @@ def test_recreate_repeats_a_resume_that_lengthened_the_schedule():
     info["options"] = {"precision": "bfloat16"}  # a run trained under bfloat16 autocast says so
     assert [c for c in _recreate(None, info, 40) if c.startswith("orbitseg train")] == [
         "orbitseg train DATA --fold all --preset default --epochs 40 --seed 0 --out RUN --precision bfloat16"]
+    info["options"] = {"precision": "bfloat16", "sampler_thickness": True}  # and draws by slice thickness
+    assert [c for c in _recreate(None, info, 40) if c.startswith("orbitseg train")] == [
+        "orbitseg train DATA --fold all --preset default --epochs 40 --seed 0 --out RUN --precision bfloat16 "
+        "--sample-by-thickness"]
 
 
 def test_training_time_counts_every_resumed_segment(tmp_path):

@@ -97,3 +97,29 @@ def test_fine_tuning_refuses_slices_made_otherwise_and_preprocess_like_fixes_it(
     # the shipped folder holds a full network beside its folds: the full model starts from it
     assert info["init_from"] == str(shipped / "full.pt") and info["init_report"]["shape_mismatch"] == []
     assert len(info["init_report"]["loaded"]) > 0 and info["init_report"]["missing"] == []
+
+
+def test_sample_by_thickness_draws_a_thick_case_by_the_anatomy_it_covers(tiny_dataset, tmp_path):
+    """``sampler_thickness`` (``train --sample-by-thickness``) reaches the loop's draw: with one case's slices
+    recorded 20 times as thick as the others, that case fills most batches (about 80 % of them, 20 % by slice count) (data_access.json counts the items
+    the loop fetched); without the option it gets about its share of slices.  The option is recorded."""
+    from orbitseg.train import train_fold
+
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, root)
+    path = root / "preprocessed" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    heavy = sorted(manifest["cases"])[0]
+    for v in manifest["cases"][heavy]["vois"]:
+        v["voi_spacing"][2] = 20.0 * v["voi_spacing"][2]
+    path.write_text(json.dumps(manifest))
+    n_slices = {c: sum(v["n_slices"] for v in e["vois"]) for c, e in manifest["cases"].items()}
+    shares = {}
+    for on in (False, True):
+        out = tmp_path / f"run_{on}"
+        train_fold(root, "full", epochs=1, batch_size=8, seed=0, out=out, progress=False,
+                   overrides={**TINY_TRAINING, "max_steps_per_epoch": 10, "sampler_thickness": on})
+        trained = json.loads((out / "data_access.json").read_text())["trained"]
+        shares[on] = trained.get(heavy, 0) / sum(trained.values())
+        assert json.loads((out / "run.json").read_text())["options"]["sampler_thickness"] is on
+    assert shares[False] < 0.35 and shares[True] > 0.6, (shares, n_slices[heavy] / sum(n_slices.values()))

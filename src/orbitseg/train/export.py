@@ -165,13 +165,15 @@ def _recreate(dataset_info: dict | None, info: dict, epochs: int, *,
         cmds.append(preprocess + " --overwrite")
     elif imported:  # the added cases' slices (the others are kept: same settings)
         cmds.append(preprocess)
-    precision = (info.get("options") or {}).get("precision", "float32")
+    options = info.get("options") or {}
+    precision = options.get("precision", "float32")
+    thickness = " --sample-by-thickness" if options.get("sampler_thickness") else ""
     # a split grown with the dataset (train --extend-splits): every earlier patient kept its fold and role
     extend = " --extend-splits" if "--extend-splits" in (info.get("command") or []) else ""
     for i, e in enumerate(_epoch_stages(info, epochs)):
         cmds.append(f"orbitseg train DATA --fold {fold}{'' if i else extend} --preset {info['preset_name']} "
                     f"--epochs {e} --seed {info['seed']} --out {out}"
-                    + (f" --precision {precision}" if precision != "float32" else "")
+                    + (f" --precision {precision}" if precision != "float32" else "") + thickness
                     + (" --resume" if i else f" --init-from {parent[1]}" if parent and parent[1] else ""))
     cmds.append(export)
     return cmds

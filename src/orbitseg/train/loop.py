@@ -99,6 +99,8 @@ LOOP_OPTIONS: dict[str, Any] = {
     "epoch_size": None,  # sequences drawn per epoch (default: one per training slice)
     "sampler_muscle": 1.0,  # sampling weight 1 + a * has_muscle + b * has_nerve
     "sampler_nerve": 2.0,
+    # sampling weight also times the slice's thickness (mm): cases count by anatomy covered, not slice count
+    "sampler_thickness": False,
     "augment": True,  # True, False, or a dict of AugmentParams fields
     "val_batch_size": 64,
     "threads": None,  # torch threads (None: keep torch's setting; it is recorded)
@@ -606,7 +608,8 @@ def _prepare_data(root: Path, conf: _Config, split: dict, log: Callable[[str], N
     train_data = SliceSequences(vois_of_cases(root, conf.manifest, split["train"]), conf.pp.seq_len)
     val_data = SliceSequences(vois_of_cases(root, conf.manifest, split["val"]), conf.pp.seq_len,
                               allow_empty=not split["val"])
-    weights = slice_weights(train_data.presence(), conf.opts["sampler_muscle"], conf.opts["sampler_nerve"])
+    weights = slice_weights(train_data.presence(), conf.opts["sampler_muscle"], conf.opts["sampler_nerve"],
+                            train_data.slice_mm() if conf.opts["sampler_thickness"] else None)
     return _Data(train_data, val_data, weights)
 
 
