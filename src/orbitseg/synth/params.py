@@ -513,7 +513,7 @@ def sample_clinical_patient(rng: np.random.Generator, *, small: bool = False,
         raise ValueError(f"version: {version!r} cannot be drawn; choose one of {', '.join(CLINICAL_VERSIONS)}")
     an, part = _clinical_anatomy(rng)
     acq, cl = _clinical_scan(rng, an, part, small=small)
-    if version != "1.0-clinical2":
+    if CLINICAL_VERSIONS.index(version) >= CLINICAL_VERSIONS.index("1.0-clinical3"):
         # from a generator of its own (seeded by a patient trait already drawn), so that ``rng`` is left as
         # clinical2 leaves it: the cohort's later draws (follow-ups, file formats) and every other trait stay
         lo, hi = CLINICAL3_NERVE_VS_MUSCLE
