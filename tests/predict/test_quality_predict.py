@@ -193,8 +193,9 @@ def test_a_scan_holding_one_orbit_puts_it_on_its_own_side(keep, tmp_path):
 def test_real_ct_as_a_4mm_scan_keeps_every_structure_plausible(load_bench, tmp_path):
     """The real CT made into a 4 mm scan (pairs of its 2 mm slices averaged, as a thick reconstruction is): the
     shipped model still finds every structure on both sides, in the adult ranges and alike left and right.
-    This is the real-data acceptance check of `bench/realct_check.py` that a retrained model must pass before it
-    ships (the retrain on both cohorts of 2026-12-06 did not: its right optic nerve fell to 0.10 mL here)."""
+    This is the real-data acceptance check (criterion (a) of `bench/candidate_check.py`) that a retrained model
+    must pass before it ships (the retrain on both cohorts of 2026-12-06 did not: its right optic nerve fell to
+    0.10 mL here; nor did the thickness-weighted fine-tune of that evening: 0.08 mL)."""
     import SimpleITK as sitk
 
     path = tmp_path / "realct_4mm.nii.gz"
@@ -202,10 +203,8 @@ def test_real_ct_as_a_4mm_scan_keeps_every_structure_plausible(load_bench, tmp_p
     rows, problems = predict_inputs(path, tmp_path / "out", engine="torch", progress=False)
     assert not problems
     flags = json.loads((tmp_path / "out" / "prediction.json").read_text())["cases"]["realct_4mm"]["quality"]
-    codes = {f["code"] for f in flags}
-    assert not {c for c in codes if c.endswith(("_missing", "_asymmetry", "_low", "_high")) or c == "cut_by_scan_edge"}
-    for r in (r for r in rows if r["side"] in ("right", "left")):
-        assert 5.5 <= r["globe_ml"] <= 8.5 and 1.5 <= r["muscles_ml"] <= 5.0 and 0.14 <= r["nerve_ml"] <= 0.6, r
+    # the criterion (a) of bench/candidate_check.py, the ship rule's real-data check: one definition for both
+    assert load_bench("candidate_check").acceptance_problems(rows, {f["code"] for f in flags}) == [], rows
 
 
 def test_a_patient_with_one_eye_is_segmented_on_both_sides(tmp_path):

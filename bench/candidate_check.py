@@ -1,0 +1,194 @@
+"""Should a retrained model replace the shipped one?  The project's ship rule, checked in one run (issue 20).
+
+    python bench/candidate_check.py CANDIDATE [--baseline MODEL] [--fresh DATASET ...] [--tolerance 0.005]
+                                    [--thick-mm 3.75] [--out /tmp/orbitseg_candidate] [--json OUT.json]
+
+CANDIDATE and ``--baseline`` (default: the shipped model) are model folders made by ``orbitseg export`` from the
+same dataset and folds, so that their ``cv_per_case.json`` score the same test patients.  The rule, as the
+sessions of 2026-12-06 wrote it down before each retrain's results:
+
+* **(a) the real CT as a 4 mm scan**: the candidate's four folds segment ``tests/predict/data/realct_orbits.nii.gz``
+  made into 4 mm slabs (``realct_check.make_variant(..., "slab4")``) in float32 and in bfloat16; every structure is
+  found on both sides with adult volumes, alike left and right (:func:`acceptance_problems`, the test
+  ``test_real_ct_as_a_4mm_scan_keeps_every_structure_plausible`` asks the same of the shipped model);
+* **(b) no loss in-domain**: on the default cohort's cross-validation test patients (case ids ``orbit_*`` in both
+  ``cv_per_case.json``) and on every ``--fresh`` labelled dataset (both models predict its ``imagesTr`` in float32;
+  ``orbitseg evaluate`` against its ``labelsTr``), the candidate's mean Dice is not below the baseline's by more
+  than ``--tolerance`` on any structure;
+* **(c) thick slices gained**: on the cross-validation test scans of ``--thick-mm`` and more, the candidate's mean
+  muscle and nerve Dice are not below the baseline's.
+
+Printed: each comparison (means, difference, cases where the candidate is better, paired Wilcoxon p), each
+criterion's verdict and the overall one; ``--json`` writes them.  The verdict is a rule, not a judgement: it is
+meant to be fixed before a retrain's results are seen, and the robustness set (``bench/robustness.py``) and the
+other real-CT variants (``bench/realct_check.py``) are reported beside it, never used to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+STRUCTURES = ("eyeball", "muscles", "nerve")
+#: the real CT's orbits (a crop of shared/realct) that the acceptance test and criterion (a) segment
+REALCT_ORBITS = Path(__file__).resolve().parents[1] / "tests" / "predict" / "data" / "realct_orbits.nii.gz"
+#: adult volumes (mL) a plausible segmentation of the real CT's orbits keeps on each side
+PLAUSIBLE_ML = {"globe_ml": (5.5, 8.5), "muscles_ml": (1.5, 5.0), "nerve_ml": (0.14, 0.6)}
+#: flag codes that say a structure is missing, implausible or cut (the fold-disagreement flags are not among them)
+FAILING_FLAG_ENDINGS = ("_missing", "_asymmetry", "_low", "_high")
+
+
+def acceptance_problems(rows: list[dict], flag_codes: set[str]) -> list[str]:
+    """What keeps a segmentation of the real CT's orbits from being plausible: failing quality-flag codes and
+    volumes outside :data:`PLAUSIBLE_ML` on either side (``rows``: the measurement rows of ``predict_inputs``,
+    one per side).  Empty when plausible; a side without a row is a problem."""
+    problems = sorted(c for c in flag_codes if c.endswith(FAILING_FLAG_ENDINGS) or c == "cut_by_scan_edge")
+    by_side = {r["side"]: r for r in rows if r.get("side") in ("right", "left")}
+    for side in ("right", "left"):
+        if side not in by_side:
+            problems.append(f"{side}: no orbit measured")
+            continue
+        for col, (lo, hi) in PLAUSIBLE_ML.items():
+            v = float(by_side[side][col])
+            if not lo <= v <= hi:
+                problems.append(f"{side} {col} {v:.2f} outside {lo}-{hi}")
+    return problems
+
+
+def paired(baseline: dict[str, dict], candidate: dict[str, dict], cases: list[str]) -> dict[str, dict]:
+    """Per structure: the two models' mean Dice over ``cases``, their difference (candidate - baseline), how many
+    cases the candidate is better on, and the paired Wilcoxon p (1.0 when every case ties).  ``baseline`` /
+    ``candidate``: case id -> row with ``dice_<structure>``."""
+    from scipy.stats import wilcoxon
+
+    if not cases:
+        raise ValueError("cases is empty: no case to compare")
+    out = {}
+    for s in STRUCTURES:
+        a = np.array([float(baseline[c][f"dice_{s}"]) for c in cases])
+        b = np.array([float(candidate[c][f"dice_{s}"]) for c in cases])
+        d = b - a
+        out[s] = {"n": len(cases), "baseline": float(a.mean()), "candidate": float(b.mean()),
+                  "diff": float(d.mean()), "better_in": int((d > 0).sum()),
+                  "p": float(wilcoxon(b, a).pvalue) if np.any(d != 0) else 1.0}
+    return out
+
+
+def select_cases(rows: dict[str, dict], *, prefix: str = "", min_slice_mm: float | None = None) -> list[str]:
+    """Case ids of ``rows`` starting with ``prefix`` whose ``slice_mm`` is at least ``min_slice_mm``."""
+    return sorted(c for c, r in rows.items() if c.startswith(prefix)
+                  and (min_slice_mm is None or float(r["slice_mm"]) >= min_slice_mm - 1e-6))
+
+
+def no_loss(comparison: dict[str, dict], tolerance: float) -> bool:
+    """(b): no structure's mean Dice lower by more than ``tolerance``."""
+    return all(v["diff"] >= -tolerance for v in comparison.values())
+
+
+def thick_gained(comparison: dict[str, dict]) -> bool:
+    """(c): mean muscle and nerve Dice not lower."""
+    return comparison["muscles"]["diff"] >= 0 and comparison["nerve"]["diff"] >= 0
+
+
+def _by_case(path: Path) -> dict[str, dict]:
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    return {r["case"]: r for r in rows}
+
+
+def _line(name: str, comp: dict[str, dict]) -> str:
+    n = next(iter(comp.values()))["n"]
+    return f"  {name} (n={n}): " + "; ".join(
+        f"{s} {v['baseline']:.4f} -> {v['candidate']:.4f} ({v['diff']:+.4f}, better in {v['better_in']}, "
+        f"p {v['p']:.2g})" for s, v in comp.items())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("candidate", type=Path, help="the retrained model folder (orbitseg export)")
+    ap.add_argument("--baseline", type=Path, default=None, help="the model it would replace (default: shipped)")
+    ap.add_argument("--fresh", type=Path, nargs="*", default=[],
+                    help="labelled datasets no training or choice used (imagesTr + labelsTr), e.g. orbitseg synth "
+                         "fresh --patients 24 --seed 2026")
+    ap.add_argument("--tolerance", type=float, default=0.005, help="(b): largest allowed loss of mean Dice")
+    ap.add_argument("--thick-mm", type=float, default=3.75, help="(c): slices at least this thick")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/orbitseg_candidate"))
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    import SimpleITK as sitk
+    import torch
+
+    import realct_check
+    from predict_speed import cpu_features
+
+    from orbitseg.evaluate.folders import evaluate_folders
+    from orbitseg.predict.run import predict_inputs
+    from orbitseg.pretrained import shipped_model_dir
+
+    torch.set_num_threads(args.threads)
+    baseline = args.baseline or shipped_model_dir()
+    print(f"CPU: {cpu_features()}; {args.threads} threads\nbaseline {baseline}\ncandidate {args.candidate}")
+    for m in (baseline, args.candidate):
+        if not (m / "cv_per_case.json").is_file():
+            sys.exit(f"error: {m}: no cv_per_case.json (a model folder made by orbitseg export from a CV run)")
+    report: dict = {"cpu": cpu_features(), "baseline": str(baseline), "candidate": str(args.candidate)}
+
+    # (a) the real CT as a 4 mm scan
+    args.out.mkdir(parents=True, exist_ok=True)
+    scan4 = args.out / "realct_4mm.nii.gz"
+    sitk.WriteImage(realct_check.make_variant(sitk.ReadImage(str(REALCT_ORBITS)), "slab4"), str(scan4))
+    a_problems = {}
+    for precision in ("float32", "bfloat16"):
+        out = args.out / f"realct_4mm_{precision}"
+        rows, problems = predict_inputs(scan4, out, model=args.candidate, engine="torch", precision=precision,
+                                        overwrite=True, progress=False)
+        codes = {f["code"] for c in json.loads((out / "prediction.json").read_text())["cases"].values()
+                 for f in c.get("quality", [])}
+        a_problems[precision] = problems + acceptance_problems(rows, codes)
+        sides = {r["side"]: r for r in rows}
+        print(f"(a) real CT at 4 mm, {precision}: " + "; ".join(
+            f"{s} globe {sides[s]['globe_ml']:.2f} muscles {sides[s]['muscles_ml']:.2f} nerve "
+            f"{sides[s]['nerve_ml']:.2f} mL" for s in ("right", "left") if s in sides)
+            + f" | problems: {', '.join(a_problems[precision]) or 'none'}")
+    verdict = {"a": not any(a_problems.values())}
+    report["a"] = a_problems
+
+    # (b) and (c) from the two models' cross-validation, then the fresh datasets
+    base_cv, cand_cv = _by_case(baseline / "cv_per_case.json"), _by_case(args.candidate / "cv_per_case.json")
+    shared = {c: r for c, r in base_cv.items() if c in cand_cv}
+    comps = {"cv_default_cohort": paired(base_cv, cand_cv, select_cases(shared, prefix="orbit_")),
+             "cv_thick": paired(base_cv, cand_cv, select_cases(shared, min_slice_mm=args.thick_mm)),
+             "cv_all": paired(base_cv, cand_cv, sorted(shared))}
+    for data in args.fresh:
+        per_model = []
+        for tag, model in (("baseline", baseline), ("candidate", args.candidate)):
+            pred = args.out / f"fresh_{data.name}_{tag}"
+            _, problems = predict_inputs(data / "imagesTr", pred / "labels", model=model, engine="torch",
+                                         precision="float32", overwrite=True, progress=False)
+            if problems:
+                print(f"warning: {data}: {tag}: {problems}")
+            rows, _ = evaluate_folders(pred / "labels", data / "labelsTr", pred, surface=False)
+            per_model.append({r["case"]: r for r in rows})
+        comps[f"fresh_{data.name}"] = paired(*per_model, sorted(set(per_model[0]) & set(per_model[1])))
+    for name, comp in comps.items():
+        print(_line(name, comp))
+    verdict["b"] = all(no_loss(c, args.tolerance) for n, c in comps.items()
+                       if n == "cv_default_cohort" or n.startswith("fresh_"))
+    verdict["c"] = thick_gained(comps["cv_thick"])
+    report.update(comparisons=comps, verdict=verdict, ships=all(verdict.values()))
+    print("verdict: " + ", ".join(f"({k}) {'met' if v else 'FAILED'}" for k, v in verdict.items())
+          + f" -> {'ships' if report['ships'] else 'does not ship'}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The ship rule's pieces (bench/candidate_check.py): the real-CT plausibility criterion and the paired comparisons."""
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def bench(load_bench):
+    return load_bench("candidate_check")
+
+
+def _rows(nerve_right=0.20):
+    return [{"side": "right", "globe_ml": 7.5, "muscles_ml": 3.0, "nerve_ml": nerve_right},
+            {"side": "left", "globe_ml": 7.0, "muscles_ml": 3.2, "nerve_ml": 0.22},
+            {"side": "both", "globe_ml": 14.5, "muscles_ml": 6.2, "nerve_ml": 0.42}]
+
+
+def test_a_plausible_real_ct_segmentation_has_no_problem(bench):
+    # fold disagreement alone does not fail a scan: thick real slices make the folds differ
+    assert bench.acceptance_problems(_rows(), {"nerve_fold_disagreement", "muscles_fold_disagreement"}) == []
+
+
+def test_a_thinned_nerve_a_failing_flag_or_a_missing_side_is_named(bench):
+    thin = bench.acceptance_problems(_rows(nerve_right=0.08), set())
+    assert thin == ["right nerve_ml 0.08 outside 0.14-0.6"]
+    assert bench.acceptance_problems(_rows(), {"nerve_asymmetry", "nerve_fold_disagreement"}) == ["nerve_asymmetry"]
+    assert bench.acceptance_problems(_rows(), {"cut_by_scan_edge"}) == ["cut_by_scan_edge"]
+    one_side = bench.acceptance_problems([r for r in _rows() if r["side"] != "left"], set())
+    assert one_side == ["left: no orbit measured"]
+
+
+def _cv(values: dict[str, tuple[float, float, float, float]]) -> dict[str, dict]:
+    """case -> (slice_mm, Dice eyeball, muscles, nerve) as cv_per_case.json rows"""
+    return {c: {"case": c, "slice_mm": v[0], "dice_eyeball": v[1], "dice_muscles": v[2], "dice_nerve": v[3]}
+            for c, v in values.items()}
+
+
+def test_cases_are_selected_by_cohort_prefix_and_thickness(bench):
+    rows = _cv({"orbit_001": (1.25, 0.98, 0.9, 0.9), "orbit_002": (5.0, 0.95, 0.8, 0.7),
+                "clinical_orbit_001": (3.75, 0.96, 0.85, 0.8), "clinical_orbit_002": (0.625, 0.97, 0.9, 0.9)})
+    assert bench.select_cases(rows, prefix="orbit_") == ["orbit_001", "orbit_002"]  # not clinical_orbit_*
+    assert bench.select_cases(rows, min_slice_mm=3.75) == ["clinical_orbit_001", "orbit_002"]
+
+
+def test_paired_comparison_and_the_two_cv_criteria(bench):
+    base = _cv({"a": (1.0, 0.98, 0.90, 0.90), "b": (1.0, 0.97, 0.80, 0.70), "c": (1.0, 0.96, 0.85, 0.80)})
+    cand = _cv({"a": (1.0, 0.98, 0.91, 0.89), "b": (1.0, 0.96, 0.83, 0.74), "c": (1.0, 0.96, 0.86, 0.80)})
+    comp = bench.paired(base, cand, ["a", "b", "c"])
+    assert comp["muscles"]["diff"] == pytest.approx((0.01 + 0.03 + 0.01) / 3)
+    assert comp["muscles"]["better_in"] == 3 and comp["eyeball"]["better_in"] == 0
+    assert comp["nerve"]["diff"] == pytest.approx(0.03 / 3) and comp["nerve"]["better_in"] == 1
+    assert 0 < comp["muscles"]["p"] <= 1 and comp["eyeball"]["baseline"] == pytest.approx(0.97)
+    # eyeball lost 0.0033 on average: within a 0.005 tolerance, not within 0.003
+    assert bench.no_loss(comp, 0.005) and not bench.no_loss(comp, 0.003)
+    assert bench.thick_gained(comp)
+    assert not bench.thick_gained(bench.paired(cand, base, ["a", "b", "c"]))  # the same the other way round
+    nerve_lost = _cv({c: (1.0, r["dice_eyeball"], r["dice_muscles"], r["dice_nerve"] - 0.02) for c, r in cand.items()})
+    assert bench.paired(base, nerve_lost, ["a", "b", "c"])["muscles"]["diff"] > 0
+    assert not bench.thick_gained(bench.paired(base, nerve_lost, ["a", "b", "c"]))  # muscles gained, nerve lost
+    with pytest.raises(ValueError, match="cases"):
+        bench.paired(base, cand, [])
