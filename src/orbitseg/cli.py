@@ -309,8 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "validation stay float32")
     s.add_argument("--sample-by-thickness", action="store_true",
                    help="draw training slices in proportion to their thickness, so a case counts by the anatomy it "
-                        "covers, not by its number of slices (thick-slice scans are otherwise rare in training); "
-                        "the shipped model's recipe")
+                        "covers, not by its number of slices (thick-slice scans are otherwise rare in training)")
     s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("predict", help="segment new scans with a trained model (labels in each scan's geometry)")

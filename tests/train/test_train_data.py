@@ -92,7 +92,8 @@ def test_thickness_weights_count_cases_by_anatomy_covered(data):
     thick = SliceSequences([replace(v, slice_mm=5.0 if i == 0 else 1.25) for i, v in enumerate(ds.vois)],
                            pp.seq_len)
     mm = thick.slice_mm()
-    assert mm.shape == (len(thick),) and (mm[:ds.vois[0].n_slices] == 5.0).all() and (mm[ds.vois[0].n_slices:] == 1.25).all()
+    n0 = ds.vois[0].n_slices
+    assert mm.shape == (len(thick),) and (mm[:n0] == 5.0).all() and (mm[n0:] == 1.25).all()
     pres = thick.presence()
     plain, weighted = slice_weights(pres), slice_weights(pres, slice_mm=mm)
     np.testing.assert_allclose(weighted, plain * mm)

@@ -101,8 +101,9 @@ def test_fine_tuning_refuses_slices_made_otherwise_and_preprocess_like_fixes_it(
 
 def test_sample_by_thickness_draws_a_thick_case_by_the_anatomy_it_covers(tiny_dataset, tmp_path):
     """``sampler_thickness`` (``train --sample-by-thickness``) reaches the loop's draw: with one case's slices
-    recorded 20 times as thick as the others, that case fills most batches (about 80 % of them, 20 % by slice count) (data_access.json counts the items
-    the loop fetched); without the option it gets about its share of slices.  The option is recorded."""
+    recorded 20 times as thick as the others, that case fills most batches (about 80 % of them; 20 % by slice
+    count; data_access.json counts the items the loop fetched); without the option it gets about its share of
+    slices.  The option is recorded."""
     from orbitseg.train import train_fold
 
     root = tmp_path / "ds"
