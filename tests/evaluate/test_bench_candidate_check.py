@@ -58,3 +58,42 @@ def test_paired_comparison_and_the_two_cv_criteria(bench):
     assert not bench.thick_gained(bench.paired(base, nerve_lost, ["a", "b", "c"]))  # muscles gained, nerve lost
     with pytest.raises(ValueError, match="cases"):
         bench.paired(base, cand, [])
+
+
+def _fake_predict(calls: list, problems: list[str]):
+    def predict(images, labels, **kw):
+        calls.append(kw["precision"])
+        labels.mkdir(parents=True, exist_ok=True)
+        return [], problems
+    return predict
+
+
+def test_fresh_predictions_are_reused_only_for_the_same_model_files_and_scans(bench, tmp_path):
+    model, images, pred = tmp_path / "model", tmp_path / "imagesTr", tmp_path / "pred"
+    model.mkdir(), images.mkdir()
+    (model / "fold_0.pt").write_bytes(b"weights")
+    (images / "orbit_001_0000.nii.gz").write_bytes(b"scan")
+    calls: list = []
+    predict = _fake_predict(calls, [])
+    assert bench.predict_or_reuse(model, images, pred, predict=predict) == (False, [])
+    assert bench.predict_or_reuse(model, images, pred, predict=predict) == (True, [])
+    assert calls == ["float32"]
+    # other weights, another scan or another precision: predicted again
+    (model / "fold_0.pt").write_bytes(b"other weights")
+    assert bench.predict_or_reuse(model, images, pred, predict=predict)[0] is False
+    (images / "orbit_002_0000.nii.gz").write_bytes(b"scan 2")
+    assert bench.predict_or_reuse(model, images, pred, predict=predict)[0] is False
+    assert bench.predict_or_reuse(model, images, pred, precision="bfloat16", predict=predict)[0] is False
+    assert calls == ["float32"] * 3 + ["bfloat16"]
+
+
+def test_a_run_with_a_problem_is_never_reused(bench, tmp_path):
+    model, images, pred = tmp_path / "model", tmp_path / "imagesTr", tmp_path / "pred"
+    model.mkdir(), images.mkdir()
+    (model / "fold_0.pt").write_bytes(b"weights")
+    (images / "bad_0000.nii.gz").write_bytes(b"not a scan")
+    calls: list = []
+    predict = _fake_predict(calls, ["bad_0000.nii.gz: cannot be read"])
+    assert bench.predict_or_reuse(model, images, pred, predict=predict) == (False, ["bad_0000.nii.gz: cannot be read"])
+    assert bench.predict_or_reuse(model, images, pred, predict=predict)[0] is False
+    assert len(calls) == 2
