@@ -1,7 +1,8 @@
 """Adapting the shipped model to a new site, measured (issue 20).
 
     python bench/adapt.py [--ks 2 4 8] [--test 6] [--epochs 10] [--scratch-epochs 30] [--average-weight 0.5]
-                          [--out /tmp/adapt]
+                          [--zero-shot MODEL ...] [--out /tmp/adapt]
+    python bench/adapt.py --ks --zero-shot MODEL ...     # only the zero-shot rows (a retrained model's site-B row)
 
 A simulated **site B**: patients drawn by :mod:`orbitseg.synth` with seeds no shipped-model training used
 (the shipped model's cohort is seed 0, the fresh-patient check seed 2026), then shifted three ways:
@@ -17,6 +18,8 @@ first k labelled site-B scans and scored on ``--test`` other site-B patients (3D
 scan's own grid, four numbers per arm: eyeball, muscles, nerve, their mean):
 
 * ``shipped``: the shipped model untouched (zero-shot);
+* with ``--zero-shot MODEL ...``: each of those model folders untouched too, on site B and on the own site (the
+  site-B row of a retrained model; ``--ks`` with no value trains nothing);
 * ``fine-tune k``: ``--init-from shipped`` (its full network; before 2026-12-06, when it had none, its fold 0),
   ``--epochs`` epochs, slices made ``--like shipped``;
 * ``scratch k``: the same k scans and slices from random weights, ``--scratch-epochs`` epochs;
@@ -144,7 +147,8 @@ def cpu_seconds() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8], help="labelled site-B scans per arm")
+    ap.add_argument("--ks", type=int, nargs="*", default=[2, 4, 8],
+                    help="labelled site-B scans per arm (none: only the zero-shot rows)")
     ap.add_argument("--test", type=int, default=6, help="held-out site-B test patients")
     ap.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs")
     ap.add_argument("--scratch-epochs", type=int, default=30, help="epochs from random weights")
@@ -157,9 +161,14 @@ def main() -> None:
                     help="also export each fine-tuned network averaged with the shipped network it started from "
                          "(`orbitseg export --full --average-with shipped --average-weight W`) and score it on both "
                          "sites, beside the fine-tuned one on the own site")
+    ap.add_argument("--zero-shot", type=Path, nargs="+", default=[], metavar="MODEL",
+                    help="other model folders (orbitseg export) scored untouched beside the shipped one")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("/tmp/orbitseg_adapt"))
     args = ap.parse_args()
+    for m in args.zero_shot:
+        if not (m / "model.json").is_file():
+            ap.error(f"--zero-shot: {m}: not a model folder (no model.json; make one with orbitseg export)")
 
     import torch
 
@@ -176,7 +185,7 @@ def main() -> None:
     print(f"CPU: {cpu_features()}; {args.threads} threads; training precision {precision}", flush=True)
     shipped = resolve_model(None)
     like = preprocess_of(shipped)
-    kmax = max(args.ks)
+    kmax = max(args.ks, default=0)
     train_seeds = list(range(kmax))
     test_seeds = list(range(1000, 1000 + args.test))
     t0 = time.time()
@@ -186,6 +195,9 @@ def main() -> None:
 
     rows = {"shipped, own site (in-domain reference)": score(shipped, tests_home),
             "shipped, site B (zero-shot)": score(shipped, tests)}
+    for m in args.zero_shot:
+        rows[f"{m.name}, own site"] = score(m, tests_home)
+        rows[f"{m.name}, site B (zero-shot)"] = score(m, tests)
     minutes = {}
     for line, vals in rows.items():
         print(f"{line}: {vals}", flush=True)
@@ -220,7 +232,7 @@ def main() -> None:
                     print(f"{name}: {rows[name]}", flush=True)
 
     arms = [f"fine-tune {args.epochs} epochs (lr {args.lr or 'of the preset'})" * ("fine-tune" in args.arms),
-            f"scratch {args.scratch_epochs} epochs" * ("scratch" in args.arms)]
+            f"scratch {args.scratch_epochs} epochs" * ("scratch" in args.arms)] if args.ks else ["zero-shot only"]
     print(f"\nsite B: {len(tests)} test patients (seeds {test_seeds}), training scans from seeds {train_seeds}; "
           f"{', '.join(a for a in arms if a)}, {precision}")
     print(f"{'model':44s} {'eyeball':>8s} {'muscles':>8s} {'nerve':>8s} {'mean':>8s} {'CPU min':>8s}")
