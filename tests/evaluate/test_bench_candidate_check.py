@@ -68,11 +68,17 @@ def _fake_predict(calls: list, problems: list[str]):
     return predict
 
 
-def test_fresh_predictions_are_reused_only_for_the_same_model_files_and_scans(bench, tmp_path):
-    model, images, pred = tmp_path / "model", tmp_path / "imagesTr", tmp_path / "pred"
+def _model_and_scans(root, scan: str):
+    """(model, imagesTr, prediction) folders under ``root``: a one-file model and one scan file"""
+    model, images = root / "model", root / "imagesTr"
     model.mkdir(), images.mkdir()
     (model / "fold_0.pt").write_bytes(b"weights")
-    (images / "orbit_001_0000.nii.gz").write_bytes(b"scan")
+    (images / scan).write_bytes(b"scan")
+    return model, images, root / "pred"
+
+
+def test_fresh_predictions_are_reused_only_for_the_same_model_files_and_scans(bench, tmp_path):
+    model, images, pred = _model_and_scans(tmp_path, "orbit_001_0000.nii.gz")
     calls: list = []
     predict = _fake_predict(calls, [])
     assert bench.predict_or_reuse(model, images, pred, predict=predict) == (False, [])
@@ -88,10 +94,7 @@ def test_fresh_predictions_are_reused_only_for_the_same_model_files_and_scans(be
 
 
 def test_a_run_with_a_problem_is_never_reused(bench, tmp_path):
-    model, images, pred = tmp_path / "model", tmp_path / "imagesTr", tmp_path / "pred"
-    model.mkdir(), images.mkdir()
-    (model / "fold_0.pt").write_bytes(b"weights")
-    (images / "bad_0000.nii.gz").write_bytes(b"not a scan")
+    model, images, pred = _model_and_scans(tmp_path, "bad_0000.nii.gz")
     calls: list = []
     predict = _fake_predict(calls, ["bad_0000.nii.gz: cannot be read"])
     assert bench.predict_or_reuse(model, images, pred, predict=predict) == (False, ["bad_0000.nii.gz: cannot be read"])
