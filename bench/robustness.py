@@ -187,6 +187,18 @@ def _mean(values) -> float:
     return float(a.mean()) if a.size else math.nan
 
 
+def patient_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of ``values`` (one per patient; NaN left out): how far another draw of as
+    many patients could move the mean.  (NaN, NaN) under two values."""
+    from scipy import stats
+
+    a = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    if a.size < 2:
+        return math.nan, math.nan
+    half = stats.t.ppf(0.5 + level / 2, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size)
+    return float(a.mean() - half), float(a.mean() + half)
+
+
 def targets(table: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
     """Issue 20's targets on this set: (what, met (None: not measured), the numbers)."""
     out = []
@@ -311,6 +323,13 @@ def report(doc: dict, json_out: Path | None = None) -> None:
     verdicts = targets(table)
     for what, ok, numbers in verdicts:
         print(f"  {'PASS' if ok else 'miss'}: {what}: {numbers}")
+    # six patients are few: say how far the targets' means could move with another draw of as many
+    for n in ("base", "pitch +20 deg", "slices 5 mm"):
+        if n in table:
+            ci = {k: patient_interval([r[f"dice_{k}"] for r in rows if r["condition"] == n]) for k in STRUCT_NAMES}
+            table[n].update({f"ci95_dice_{k}": list(v) for k, v in ci.items()})
+            print(f"  95 % interval of the mean Dice over the {len(seeds)} patients (t), {n}: "
+                  + ", ".join(f"{k} {lo:.3f}-{hi:.3f}" for k, (lo, hi) in ci.items()))
     print(f"\nelapsed {doc['minutes']:.1f} min (rendering {sum(r['render_s'] for r in rows) / 60:.1f} min, segmenting "
           f"{sum(r['segment_s'] for r in rows) / 60:.1f} min)", flush=True)
     if json_out is not None:
