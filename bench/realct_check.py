@@ -61,6 +61,15 @@ def make_variant(image, name: str):
     return sitk.Cast(sitk.Round(out), sitk.sitkInt16) if out.GetPixelID() != sitk.sitkInt16 else out
 
 
+def parse_model(spec: str) -> tuple[str, str]:
+    """``MODEL[:FOLDS]`` as (the model's path as a string: a model folder, run or checkpoint, ``shipped`` for the
+    shipped model; the folds, ``all`` when not given)."""
+    from orbitseg.runs.layout import resolve_model
+
+    model, _, folds = spec.rpartition(":") if ":" in spec else (spec, "", "all")
+    return str(resolve_model(model)), folds or "all"
+
+
 def slab_average(image, mm: float):
     """Runs of ``round(mm / slice spacing)`` slices along the image's third axis averaged into one."""
     import SimpleITK as sitk
@@ -148,7 +157,8 @@ def main() -> None:
     ap.add_argument("--scan", type=Path, default=DEFAULT_SCAN,
                     help="a head CT with both orbits (default: shared/realct)")
     ap.add_argument("--model", nargs="+", default=None,
-                    help="MODEL[:FOLDS] each (default: the shipped model's four folds and its full network)")
+                    help="MODEL[:FOLDS] each, MODEL a model folder, run or checkpoint or 'shipped' (default: the shipped "
+                         "model's four folds and its full network)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("/tmp/orbitseg_realct"))
@@ -171,7 +181,10 @@ def main() -> None:
     print(f"CPU: {cpu_features()}; {args.threads} threads", flush=True)
     if not args.scan.is_file():
         sys.exit(f"error: {args.scan}: no such scan (pass --scan)")
-    specs = args.model or [f"{shipped_model_dir()}:all", f"{shipped_model_dir()}:full"]
+    specs = [parse_model(s) for s in args.model or [f"{shipped_model_dir()}:all", f"{shipped_model_dir()}:full"]]
+    for (model, _), spec in zip(specs, args.model or []):  # every name checked before any scan is segmented
+        if not Path(model).exists():
+            sys.exit(f"error: --model {spec}: no such model folder, run or checkpoint (or 'shipped')")
     image = sitk.ReadImage(str(args.scan))
     scans = args.out / "scans"
     scans.mkdir(parents=True, exist_ok=True)
@@ -181,38 +194,35 @@ def main() -> None:
             sitk.WriteImage(make_variant(image, v), str(path), True)
 
     results = []
-    for i, spec in enumerate(specs):
-        model, _, folds = spec.rpartition(":") if ":" in spec else (spec, "", "all")
+    for i, (model, folds) in enumerate(specs):
         for v in args.variants:
-            out = args.out / "labels" / f"{i}_{Path(model).name}_{folds or 'all'}_{v}"
+            out = args.out / "labels" / f"{i}_{Path(model).name}_{folds}_{v}"
             t0 = time.time()
-            rows, problems = predict_inputs(scans / f"{v}.nii.gz", out, model=model, folds=folds or "all",
+            rows, problems = predict_inputs(scans / f"{v}.nii.gz", out, model=model, folds=folds,
                                             overwrite=True, progress=False)
             by_side = {r["side"]: r for r in rows if r["side"] in ("right", "left")}
-            rec = {"model": model, "folds": folds or "all", "variant": v, "seconds": round(time.time() - t0, 1),
+            rec = {"model": model, "folds": folds, "variant": v, "seconds": round(time.time() - t0, 1),
                    "problems": problems, "rows": by_side,
                    "findings": findings(by_side) if len(by_side) == 2 else ["no orbits segmented"],
                    "flags": sorted({c for r in by_side.values() for c in (r.get("flag_codes") or "").split(";") if c})}
             results.append(rec)
             vol = " ".join(f"{by_side[s][c]:.2f}" if s in by_side else "-"
                            for c in ("globe_ml", "muscles_ml", "nerve_ml") for s in ("right", "left"))
-            print(f"{v:16s} {Path(model).name}:{folds or 'all':4s} globe R/L, muscles R/L, nerve R/L (mL): {vol}"
+            print(f"{v:16s} {Path(model).name}:{folds:4s} globe R/L, muscles R/L, nerve R/L (mL): {vol}"
                   f" | implausible: {', '.join(rec['findings']) or 'none'}"
                   f" | flags: {', '.join(rec['flags']) or 'none'}",
                   flush=True)
     if args.figure is not None and "as_scanned" in args.variants:
         label_files = []
-        for i, spec in enumerate(specs):
-            model, _, folds = spec.rpartition(":") if ":" in spec else (spec, "", "all")
-            folder = args.out / "labels" / f"{i}_{Path(model).name}_{folds or 'all'}_as_scanned"
-            label_files.append((f"{Path(model).name}:{folds or 'all'}", folder / "as_scanned.nii.gz"))
+        for i, (model, folds) in enumerate(specs):
+            folder = args.out / "labels" / f"{i}_{Path(model).name}_{folds}_as_scanned"
+            label_files.append((f"{Path(model).name}:{folds}", folder / "as_scanned.nii.gz"))
         draw(scans / "as_scanned.nii.gz", label_files, args.figure)
         print(f"wrote {args.figure}")
     print("\nimplausible findings per model over the variants (fewer is better; a normal adult head: none):")
-    for spec in specs:
-        model, _, folds = spec.rpartition(":") if ":" in spec else (spec, "", "all")
-        mine = [r for r in results if r["model"] == model and r["folds"] == (folds or "all")]
-        print(f"  {model}:{folds or 'all'}: {sum(len(r['findings']) for r in mine)} in {len(mine)} variants; "
+    for model, folds in specs:
+        mine = [r for r in results if r["model"] == model and r["folds"] == folds]
+        print(f"  {model}:{folds}: {sum(len(r['findings']) for r in mine)} in {len(mine)} variants; "
               f"nerves right / left (mL): " + ", ".join(
                   f"{r['variant']} {r['rows'].get('right', {}).get('nerve_ml', float('nan')):.2f}/"
                   f"{r['rows'].get('left', {}).get('nerve_ml', float('nan')):.2f}" for r in mine))

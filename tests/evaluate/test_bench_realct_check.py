@@ -60,3 +60,11 @@ def test_findings_name_volumes_out_of_range_and_asymmetry(bench):
     stub = {**normal, "right": {**normal["right"], "nerve_ml": 0.05}}
     got = bench.findings(stub)
     assert "nerve right 0.05" in got and any(g.startswith("nerve asym") for g in got)
+
+
+def test_model_specs_name_folds_and_the_word_shipped(bench, tmp_path):
+    from orbitseg.pretrained import shipped_model_dir
+
+    assert bench.parse_model("shipped") == (str(shipped_model_dir()), "all")
+    assert bench.parse_model("shipped:full") == (str(shipped_model_dir()), "full")
+    assert bench.parse_model(f"{tmp_path}/run:0") == (f"{tmp_path}/run", "0")
