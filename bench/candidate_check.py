@@ -38,6 +38,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from orbitseg.evaluate.quality import THICK_SLICE_MM  # noqa: E402  (the project's one "thick" bound)
+
 STRUCTURES = ("eyeball", "muscles", "nerve")
 #: the real CT's orbits (a crop of shared/realct) that the acceptance test and criterion (a) segment
 REALCT_ORBITS = Path(__file__).resolve().parents[1] / "tests" / "predict" / "data" / "realct_orbits.nii.gz"
@@ -162,7 +164,7 @@ def main() -> None:
                     help="labelled datasets no training or choice used (imagesTr + labelsTr), e.g. orbitseg synth "
                          "fresh --patients 24 --seed 2026")
     ap.add_argument("--tolerance", type=float, default=0.005, help="(b): largest allowed loss of mean Dice")
-    ap.add_argument("--thick-mm", type=float, default=3.75, help="(c): slices at least this thick")
+    ap.add_argument("--thick-mm", type=float, default=THICK_SLICE_MM, help="(c): slices at least this thick")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("/tmp/orbitseg_candidate"))
     ap.add_argument("--json", type=Path, default=None)

@@ -192,7 +192,7 @@ def table(records: list[dict]) -> str:
             or any(math.isnan(v) for v in r["dice"].values())}
     fams = {"missing": "_missing", "volume range": "_volume_", "asymmetry": "_asymmetry",
             "fold disagreement": "_fold_disagreement", "cut by scan edge": "cut_by_scan_edge",
-            "acquisition": "acquisition_"}
+            "acquisition": "acquisition_", "thick slices": "thick_slices"}
     lines = [f"| flag | scans flagged | of them poor (precision) | poor scans it catches (recall, of {len(poor)}) |",
              "|---|---|---|---|"]
     for name, key in {**fams, "any flag": ""}.items():

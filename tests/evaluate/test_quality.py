@@ -8,7 +8,7 @@ from scipy import ndimage
 from orbitseg.constants import EYEBALL, MUSCLES, NERVE
 from orbitseg.evaluate.measure import midline_x, orbit_measurements
 from orbitseg.evaluate.quality import (ASYMMETRY_LIMITS_PCT, EDGE_AREA_MM2, FOLD_AGREEMENT_MIN, REFERENCE_RANGES_ML,
-                                       acquisition_of, flag_codes, flags_summary, fold_agreement,
+                                       THICK_SLICE_MM, acquisition_of, flag_codes, flags_summary, fold_agreement,
                                        fold_agreement_by_side, quality_flags)
 from orbitseg.io.orient import to_canonical
 from orbitseg.io.volume import Volume
@@ -272,3 +272,25 @@ def test_fold_agreement_given_per_side_on_its_own_grid(patient):
         fold_agreement_by_side({"middle": [a, a]})
     with pytest.raises(ValueError, match="one of"):
         quality_flags(lab, ct, agreement=agree, fold_labels=[lab.array, lab.array])
+
+
+def test_thick_slices_inside_the_training_range_are_flagged_for_the_nerve(patient):
+    ct, lab = patient
+    assert ct.geometry.spacing[2] < THICK_SLICE_MM
+    train = own_range(ct, lab) | {"slice_mm": [0.5, 5.0]}
+    assert "thick_slices@both" not in codes(quality_flags(lab, ct, training_acquisition=train))
+
+    def sliced(mm):  # the same arrays on slices of ``mm``: only the thickness matters to this check
+        g = ct.geometry.with_(spacing=(*ct.geometry.spacing[:2], mm))
+        return Volume(lab.array, g), Volume(ct.array, g)
+
+    lab4, ct4 = sliced(4.0)
+    flags = quality_flags(lab4, ct4, training_acquisition=train)
+    assert "thick_slices@both" in codes(flags) and "acquisition_slice@both" not in codes(flags)
+    thick = next(f for f in flags if f["code"] == "thick_slices")
+    assert thick["value"] == pytest.approx(4.0) and "nerve" in thick["message"]
+    assert "slices 4 mm: nerve less reliable (both)" in flags_summary(flags)
+    assert "thick_slices@both" not in codes(quality_flags(*sliced(3.7), training_acquisition=train))
+    # thicker than training: the acquisition flag says so, not both
+    narrow = codes(quality_flags(lab4, ct4, training_acquisition=train | {"slice_mm": [0.5, 2.0]}))
+    assert "acquisition_slice@both" in narrow and "thick_slices@both" not in narrow

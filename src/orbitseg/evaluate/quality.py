@@ -19,7 +19,8 @@ What is flagged (limits, sources and what to do: ``docs/quality.md``):
 * ``cut_by_scan_edge`` - eyeball or muscle voxels on the scan's outer face: the field of view cuts the orbit;
 * ``acquisition_*`` - the scan lies outside what the model was trained on (slice thickness, pixel size,
   grid obliquity / gantry tilt, field of view, head roll/yaw, contrast), given the model's
-  ``training_acquisition`` record (``model.json``).
+  ``training_acquisition`` record (``model.json``);
+* ``thick_slices`` - slices of :data:`THICK_SLICE_MM` or more inside that range: the optic nerve is less reliable.
 
 Sides are the patient's, split by :func:`orbitseg.evaluate.measure.orbit_measurements`.
 """
@@ -39,7 +40,7 @@ __all__ = ["quality_flags", "quality_checks", "QUALITY_CHECKS", "flags_summary",
            "acquisition_range", "fold_agreement",
            "fold_agreement_by_side",
            "REFERENCE_RANGES_ML", "ASYMMETRY_LIMITS_PCT", "EDGE_AREA_MM2", "FOLD_AGREEMENT_MIN", "MISSING_FRACTION",
-           "TRAINING_ACQUISITION_KEY", "FOLD_AGREEMENT_KEY", "fold_limits_of"]
+           "TRAINING_ACQUISITION_KEY", "FOLD_AGREEMENT_KEY", "fold_limits_of", "THICK_SLICE_MM"]
 
 #: key of the training acquisition record in model.json
 TRAINING_ACQUISITION_KEY = "training_acquisition"
@@ -76,6 +77,10 @@ EDGE_AREA_MM2: dict[int, float] = {EYEBALL: 30.0, MUSCLES: 100.0}
 _GEOMETRY_TOLERANCE = 0.10
 #: HU margin around the training range of the median HU inside the globe / muscles
 _HU_MARGIN = 25.0
+#: slices at least this thick (mm) flag ``thick_slices`` even inside the training range: the optic nerve, about
+#: 3-4 mm across, is then partly averaged away (docs/quality.md gives the measured loss); also the bin of "thick"
+#: scans in the project's ship rule (bench/candidate_check.py)
+THICK_SLICE_MM = 3.75
 
 
 def _flag(side: str, code: str, message: str, value: float | None, limit: str) -> dict:
@@ -422,6 +427,13 @@ def _acquisition_flags(acq: dict, train: dict) -> list[dict]:
                                f"The scan's {what} ({v:.2f} {unit}) is outside the {lo:g}-{hi:g} {unit} the model was "
                                f"trained on ({src}): its outlines may be less accurate; check them, or predict a "
                                "scan reconstructed within that range.", v, f"{lo:g}-{hi:g} {unit}"))
+    v = acq.get("slice_mm")
+    if v is not None and v >= THICK_SLICE_MM and not any(f["code"] == "acquisition_slice" for f in flags):
+        flags.append(_flag("both", "thick_slices",
+                           f"Slices of {v:.2f} mm: the optic nerve, thinner than a slice, is partly averaged away, so "
+                           "its outline and volume are underestimated and less reliable than on thin slices (the "
+                           "muscles less so): take nerve measurements from a reconstruction of 3 mm or thinner "
+                           "where they matter (docs/quality.md).", v, f"< {THICK_SLICE_MM:g} mm"))
     for key, what in (("globe_hu", "eyeballs"), ("muscle_hu", "extraocular muscles")):
         r, v = rng(key), acq.get(key)
         if r is None or v is None:
@@ -526,6 +538,8 @@ def _short(f: dict) -> str:
             return f"{name} fold Dice {v:.2f}"
     if code == "cut_by_scan_edge":
         return "orbit cut by scan edge"
+    if code == "thick_slices" and v is not None:
+        return f"slices {v:.3g} mm: nerve less reliable"
     if code.startswith("acquisition_") and v is not None:
         return f"{code.removeprefix('acquisition_').replace('_', ' ')} {v:.3g} outside training ({f['limit']})"
     return code.replace("_", " ")
