@@ -105,15 +105,22 @@ def thick_gained(comparison: dict[str, dict]) -> bool:
 
 def prediction_key(model: Path, images: Path, *, precision: str) -> dict:
     """What fixes a model's predictions of a folder of scans: the SHA-256 of every file of the model folder
-    (weights, ``model.json``, ``postprocess.json``), each scan's SHA-256, the precision and orbitseg's version.
-    Saved beside the predictions, it lets a later run with an equal key reuse them (the baseline's ``--fresh``
-    predictions are the same for every candidate: about 5 minutes saved per check on 2 cores)."""
-    from orbitseg import __version__
+    (weights, ``model.json``, ``postprocess.json``), each scan's SHA-256, the precision, orbitseg's version and one
+    SHA-256 over its source files (a changed reader or post-processing under the same version number predicts
+    anew).  Saved beside the predictions, it lets a later run with an equal key reuse them (the baseline's
+    ``--fresh`` predictions are the same for every candidate: about 5 minutes saved per check on 2 cores)."""
+    import hashlib
+
+    import orbitseg
     from orbitseg.io.read import file_sha256
 
+    src = Path(orbitseg.__file__).resolve().parent
+    code = hashlib.sha256()
+    for f in sorted(src.rglob("*.py")):
+        code.update(f.relative_to(src).as_posix().encode() + b"\0" + f.read_bytes())
     return {"model": {p.name: file_sha256(p) for p in sorted(Path(model).iterdir()) if p.is_file()},
             "scans": {p.name: file_sha256(p) for p in sorted(Path(images).iterdir()) if p.is_file()},
-            "precision": precision, "orbitseg": __version__}
+            "precision": precision, "orbitseg": orbitseg.__version__, "code": code.hexdigest()}
 
 
 def predict_or_reuse(model: Path, images: Path, pred: Path, *, precision: str = "float32",

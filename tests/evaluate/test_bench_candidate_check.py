@@ -1,5 +1,8 @@
 """The ship rule's pieces (bench/candidate_check.py): the real-CT plausibility criterion and the paired comparisons."""
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 
@@ -100,3 +103,19 @@ def test_a_run_with_a_problem_is_never_reused(bench, tmp_path):
     assert bench.predict_or_reuse(model, images, pred, predict=predict) == (False, ["bad_0000.nii.gz: cannot be read"])
     assert bench.predict_or_reuse(model, images, pred, predict=predict)[0] is False
     assert len(calls) == 2
+
+
+def test_the_key_changes_with_orbitseg_source(bench, tmp_path, monkeypatch):
+    import orbitseg
+
+    model, images, _ = _model_and_scans(tmp_path, "orbit_001_0000.nii.gz")
+    key = bench.prediction_key(model, images, precision="float32")
+    # the same version number over other source files (a copy of the package with one module changed)
+    copy = tmp_path / "pkg" / "orbitseg"
+    shutil.copytree(Path(orbitseg.__file__).resolve().parent, copy, ignore=shutil.ignore_patterns("*.pt", "*.onnx"))
+    changed = copy / "predict" / "postprocess.py"
+    changed.write_text(changed.read_text() + "\n# changed\n")
+    monkeypatch.setattr(orbitseg, "__file__", str(copy / "__init__.py"))
+    other = bench.prediction_key(model, images, precision="float32")
+    assert other["orbitseg"] == key["orbitseg"] and other["code"] != key["code"]
+    assert {k: v for k, v in other.items() if k != "code"} == {k: v for k, v in key.items() if k != "code"}
