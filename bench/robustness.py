@@ -24,6 +24,10 @@ texture seeds). The acquisition is fixed, not drawn:
   sharp / bone (each kernel's mid MTF and overshoot from ``synth.params.KERNELS``, noise times its noise factor
   0.8 / 1.3 / 1.7 as the same dose gives); **contrast** (muscles and lacrimal gland +30 HU, vessels +160 HU, sinus
   mucosa +50 HU).
+* **slices 5 mm, profile with tails** (added 2026-12-06): the 5 mm slices made from the same patient rendered on
+  1 mm slices, as a box of 5 mm convolved with a Gaussian of :data:`TAIL_FWHM_MM` FWHM along z (:func:`slab_profile`),
+  where the generator's own 5 mm slice is a plain box; a real reconstruction's slice profile has such tails. The thin
+  slices each carry the 12 HU, so these thick slices are less noisy than the generator's (which favours the model).
 
 **What is measured.** Each scan is segmented by ``orbitseg.predict.Segmenter.load(model)`` (the model's own post-
 processing and precision) on the scan's own grid and scored against the generator's labels on that grid: 3D Dice per
@@ -62,12 +66,18 @@ BASE_PIXEL_MM, BASE_MATRIX, BASE_SLICE_MM, COVERAGE_MM, BASE_NOISE_HU = 0.4, 512
 HEAD_OFFSET = (0.0, 32.0, -3.0)  # scanner grid centre in the head frame (mm)
 CONTRAST_HU = {"enhance_muscle": 30.0, "enhance_vessel": 160.0, "enhance_mucosa": 50.0}
 
+#: FWHM (mm) of the Gaussian that gives the "profile with tails" condition's 5 mm slices a real reconstruction's
+#: slice profile: a box 5 mm wide convolved with it (a 5 mm slab of ~2.5 mm reconstructions, or a helical slice
+#: profile's tails), where the generator's thick slice is a plain box of point-sampled sub-slices
+TAIL_FWHM_MM = 2.5
+
 #: (condition name, group, changes from base); group "base" rows are the references
 CONDITIONS: list[tuple[str, str, dict]] = [
     ("base", "base", {}),
     ("default generator", "base", {"renderer": "default"}),
     *[(f"pitch {p:+d} deg", "pitch", {"pitch": float(p)}) for p in (-15, 10, 20, 25)],
     *[(f"slices {t:g} mm", "slices", {"slice": t}) for t in (0.625, 2.5, 3.75, 5.0)],
+    ("slices 5 mm, profile with tails", "slices", {"slice": 5.0, "tail_fwhm": TAIL_FWHM_MM}),
     *[(f"noise {n:g} HU", "noise", {"noise": float(n)}) for n in (5, 20, 40)],
     *[(f"kernel {k}", "kernel", {"kernel": k}) for k in ("soft", "sharp", "bone")],
     ("contrast", "contrast", {"contrast": True}),
@@ -150,6 +160,44 @@ def fine_truth(seed: int, changes: dict, shape_kji: tuple[int, int, int]) -> np.
     return np.where(counts.max(axis=0) * 2 > m, best + 1, 0).astype(np.uint8)
 
 
+def slab_profile(thin: np.ndarray, m: int, tail_fwhm_slices: float = 0.0) -> np.ndarray:
+    """Thick slices ``(nz, ny, nx)`` from ``thin`` ``(nz * m, ny, nx)``: each the mean of its ``m`` thin slices (a box
+    profile, as the generator renders a thick slice), after a Gaussian of ``tail_fwhm_slices`` FWHM (in thin slices)
+    along z where it is above 0, so that a thick slice also takes in its neighbours' edges (a real slice profile's
+    tails).  The weights sum to 1 either way: a uniform region keeps its HU."""
+    from scipy.ndimage import gaussian_filter1d
+
+    a = np.asarray(thin, dtype=np.float32)
+    if a.shape[0] % m:
+        raise ValueError(f"thin: {a.shape[0]} slices are not a multiple of m={m}")
+    if tail_fwhm_slices > 0:
+        a = gaussian_filter1d(a, sigma=tail_fwhm_slices / 2.3548, axis=0, mode="nearest")
+    return a.reshape(a.shape[0] // m, m, *a.shape[1:]).mean(axis=1)
+
+
+def _with_tails(seed: int, changes: dict):
+    """(ct, truth) of the "profile with tails" condition: the patient rendered on ``truth_subslices`` times as many
+    thin slices (as :func:`fine_truth`), then made thick by :func:`slab_profile` with ``changes["tail_fwhm"]``; the
+    truth is the thin slices' majority, as for every thick slice of the set.  The thin slices carry the set's noise
+    each, so the thick ones are less noisy than the generator's own (which adds it once per thick slice)."""
+    from orbitseg.io.volume import Volume
+    from orbitseg.synth import render_patient
+
+    p = patient_params(seed, changes)
+    m = truth_subslices(p.scan.slice_thickness)
+    fine = replace(p, scan=replace(p.scan, slice_thickness=p.scan.slice_thickness / m, n_slices=p.scan.n_slices * m))
+    ct_thin, lab_thin = render_patient(fine)
+    g = ct_thin.geometry
+    ct = slab_profile(ct_thin.array, m, changes["tail_fwhm"] / g.spacing[2])
+    # a thick slice's centre lies (m - 1) / 2 thin slices along z from its first thin slice
+    geo = g.with_(size=(g.size[0], g.size[1], ct.shape[0]), spacing=(g.spacing[0], g.spacing[1], g.spacing[2] * m),
+                  origin=tuple(float(v) for v in g.index_to_physical(np.array([0.0, 0.0, (m - 1) / 2]))))
+    lab = lab_thin.array.reshape(ct.shape[0], m, *ct.shape[1:])
+    counts = np.stack([(lab == s).sum(axis=1) for s in (1, 2, 3)])
+    truth = np.where(counts.max(axis=0) * 2 > m, counts.argmax(axis=0) + 1, 0).astype(np.uint8)
+    return Volume(np.round(ct).astype(np.int16), geo), Volume(truth, geo)
+
+
 def load_or_render(seed: int, name: str, changes: dict, cache: Path):
     """(ct, truth labels, the generator's own labels, seconds spent rendering or reading them) of one scan, from
     ``cache`` when there; the truth is the generator's labels up to :data:`SUB_STEP_MM` slices, else
@@ -164,6 +212,15 @@ def load_or_render(seed: int, name: str, changes: dict, cache: Path):
     thick = truth_subslices(float(changes.get("slice", BASE_SLICE_MM))) > 1
     truth_path = cache / f"{key}_truth.nii.gz" if thick else lab_path
     t0 = time.perf_counter()
+    if "tail_fwhm" in changes:  # made from thin slices, its truth with it: no generator labels of its own
+        if not (ct_path.exists() and lab_path.exists()):
+            ct, labels = _with_tails(seed, changes)
+            cache.mkdir(parents=True, exist_ok=True)
+            write_scan(ct, ct_path, overwrite=True)
+            write_label(labels, lab_path, reference=ct, overwrite=True)
+        ct = read_scan(ct_path)
+        labels = read_label(lab_path, reference=ct)
+        return ct, labels, labels, time.perf_counter() - t0
     if ct_path.exists() and lab_path.exists():
         ct = read_scan(ct_path)
         labels = read_label(lab_path, reference=ct)
@@ -302,7 +359,8 @@ def report(doc: dict, json_out: Path | None = None) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for n in names:
         t = table[n]
-        delta = "" if n == "base" else f"{t['muscles_minus_base']:+.3f} +- {t['muscles_minus_base_sd']:.3f}"
+        delta = ("" if n == "base" or math.isnan(t["muscles_minus_base"])  # no base row run: nothing to pair with
+                 else f"{t['muscles_minus_base']:+.3f} +- {t['muscles_minus_base_sd']:.3f}")
         print(f"| {n} | " + " | ".join(f"{t[f'dice_{k}']:.3f}" for k in STRUCT_NAMES) + f" | {delta} | "
               + " | ".join(f"{t[f'mssd_{k}']:+.2f}" for k in STRUCT_NAMES) + " |")
     if "base" in table:  # a structure cut by the coverage, or thinned by thick slices, gives a smaller truth

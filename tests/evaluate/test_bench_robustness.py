@@ -37,3 +37,19 @@ def test_the_5mm_verdict_follows_the_mean_and_its_interval_is_printed(bench, cap
     assert f"slices 5 mm: eyeball 0.960-0.960, muscles 0.810-0.810, nerve {lo:.3f}-{hi:.3f}" in out
     bench.report(_doc([0.5, 0.8, 0.7]))
     assert "miss: at 5 mm slices" in capsys.readouterr().out
+
+
+def test_slab_profile_box_and_tails(bench):
+    import numpy as np
+
+    thin = np.arange(20, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)
+    box = bench.slab_profile(thin, 5)
+    assert box.shape == (4, 2, 3) and np.allclose(box[:, 0, 0], [2, 7, 12, 17])  # each the mean of its 5
+    assert np.allclose(bench.slab_profile(np.full((20, 2, 2), 40.0), 5, 2.5), 40.0)  # a uniform region keeps its HU
+    edge = np.zeros((20, 1, 1), np.float32)
+    edge[9] = 1.0  # the last thin slice of the second thick slice
+    assert bench.slab_profile(edge, 5)[2, 0, 0] == 0.0  # a box does not reach the next slice
+    tails = bench.slab_profile(edge, 5, 2.5)[:, 0, 0]
+    assert tails[2] > 0.05 and tails[1] < 0.2 and tails.sum() * 5 == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="multiple of m=5"):
+        bench.slab_profile(np.zeros((21, 1, 1)), 5)
