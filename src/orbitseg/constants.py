@@ -90,7 +90,7 @@ DEFAULT_PRESET: str = "default"
 VARIETIES: tuple[str, ...] = ("default", "clinical")
 #: the clinical variety's generator versions a cohort can still be drawn as, oldest first (the last is the default;
 #: the same seed gives the same scans as when each was current; see ``orbitseg.synth.params``)
-CLINICAL_VERSIONS: tuple[str, ...] = ("1.0-clinical2", "1.0-clinical3")
+CLINICAL_VERSIONS: tuple[str, ...] = ("1.0-clinical2", "1.0-clinical3", "1.0-clinical4")
 #: cross-validation folds by patient (the paper's 4-fold CV; orbitseg.train.splits)
 N_FOLDS: int = 4
 #: ``orbitseg train --fold full``: one model on every labelled case, no test or validation part

@@ -105,13 +105,13 @@ def test_variety_reaches_the_cohort_and_the_command_line():
     from orbitseg.cli import build_parser
 
     plan = plan_cohort(3, seed=1, small=True, variety="clinical")
-    assert all(prm.clinical is not None and prm.version.endswith("clinical3") for _, _, prm, _ in plan)
+    assert all(prm.clinical is not None and prm.version.endswith("clinical4") for _, _, prm, _ in plan)
     assert all(prm.clinical is None for _, _, prm, _ in plan_cohort(3, seed=1, small=True))
     with pytest.raises(ValueError, match="variety"):
         plan_cohort(1, variety="exotic")
     assert build_parser().parse_args(["synth", "out", "--variety", "clinical"]).variety == "clinical"
     assert build_parser().parse_args(["synth", "out"]).variety == "default"
-    assert build_parser().parse_args(["synth", "out"]).generator_version == "1.0-clinical3"
+    assert build_parser().parse_args(["synth", "out"]).generator_version == "1.0-clinical4"
     assert build_parser().parse_args(["synth", "out", "--generator-version", "1.0-clinical2"]
                                      ).generator_version == "1.0-clinical2"
 
@@ -119,8 +119,11 @@ def test_variety_reaches_the_cohort_and_the_command_line():
 def _plan_sha256(plan) -> str:
     h = hashlib.sha256()
     for c, pid, prm, fmt in plan:
+        cl = asdict(prm.clinical)
+        if cl.get("slice_tail_fwhm") == 0.0:  # a field clinical4 added; 0 (a plain box) before it, as pinned
+            del cl["slice_tail_fwhm"]
         h.update(json.dumps([c, pid, fmt, prm.version, prm.small, asdict(prm.anatomy), asdict(prm.scan),
-                             asdict(prm.clinical)], sort_keys=True).encode())
+                             cl], sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -142,7 +145,7 @@ def test_clinical3_draws_the_nerve_denser_or_lighter_than_its_muscles_and_change
     from orbitseg.synth.params import CLINICAL3_NERVE_VS_MUSCLE
 
     old = plan_cohort(120, seed=46, variety="clinical", clinical_version="1.0-clinical2")
-    new = plan_cohort(120, seed=46, variety="clinical")
+    new = plan_cohort(120, seed=46, variety="clinical", clinical_version="1.0-clinical3")
     assert [(c, p, f) for c, p, _, f in old] == [(c, p, f) for c, p, _, f in new]
     for (_, _, a, _), (_, _, b, _) in zip(old, new):
         assert a.scan == b.scan and a.clinical == b.clinical and b.version == "1.0-clinical3"
@@ -351,3 +354,39 @@ def test_the_skull_base_is_irregular_only_in_the_clinical_variant(base, plain):
     flat, lab1 = _render(base, warp_amplitude=0.0)
     moved = (np.abs(ct0 - flat) > 200).sum()  # bone / air boundaries that moved
     assert moved > 200 and np.array_equal(lab0, lab1)
+
+
+def test_clinical4_gives_the_slices_tails_and_changes_nothing_else():
+    """clinical4 convolves each slice's box of sub-slices with a Gaussian along z (CLINICAL4_SLICE_TAIL times the
+    thickness, drawn per scan), as a real slice profile has tails; the same seed gives clinical3's patients, scans,
+    follow-ups and formats otherwise, the labels unchanged, and with the tails set to 0 the same CT."""
+    from dataclasses import replace
+
+    from orbitseg.synth import render_patient
+    from orbitseg.synth.params import CLINICAL4_SLICE_TAIL
+
+    old = plan_cohort(60, seed=46, variety="clinical", clinical_version="1.0-clinical3")
+    new = plan_cohort(60, seed=46, variety="clinical")
+    assert [(c, p, f) for c, p, _, f in old] == [(c, p, f) for c, p, _, f in new]
+    lo, hi = CLINICAL4_SLICE_TAIL
+    for (_, _, a, _), (_, _, b, _) in zip(old, new):
+        assert a.scan == b.scan and a.anatomy == b.anatomy and b.version == "1.0-clinical4"
+        assert replace(b.clinical, slice_tail_fwhm=0.0) == a.clinical and a.clinical.slice_tail_fwhm == 0.0
+        assert lo * b.scan.slice_thickness <= b.clinical.slice_tail_fwhm <= hi * b.scan.slice_thickness
+    tails = [b.clinical.slice_tail_fwhm / b.scan.slice_thickness for _, _, b, _ in new]
+    assert len(set(tails)) == len(tails)  # drawn per scan, follow-ups included
+
+    # one small thick-slice patient rendered both ways
+    rng = np.random.default_rng(3)
+    from orbitseg.synth.params import sample_clinical_patient
+
+    p4 = sample_clinical_patient(rng, small=True)
+    p4 = replace(p4, scan=replace(p4.scan, slice_thickness=4.0, n_slices=12),
+                 clinical=replace(p4.clinical, slice_tail_fwhm=2.0))
+    ct4, lab4 = render_patient(p4)
+    ct0, lab0 = render_patient(replace(p4, clinical=replace(p4.clinical, slice_tail_fwhm=0.0)))
+    assert np.array_equal(lab4.array, lab0.array)
+    diff = np.abs(ct4.array.astype(float) - ct0.array.astype(float))
+    assert diff.max() > 50  # edges across slices move
+    # tails only blur along z: each slice's mean HU stays within a few HU of the box's
+    assert np.abs(ct4.array.mean(axis=(1, 2)) - ct0.array.mean(axis=(1, 2)))[1:-1].max() < 15

@@ -989,6 +989,10 @@ class _Scene:
         n = self.n_sub
         nz = sc.n_slices
         _, ny, nx = cv.shape
+        tail = self.cl.slice_tail_fwhm if self.cl is not None else 0.0
+        if tail > 0:  # clinical4: the slice profile's tails, on the sub-slice grid (labels keep the plain box)
+            dz = sc.slice_thickness / n
+            cv.hu = ndimage.gaussian_filter1d(cv.hu, sigma=tail / 2.3548 / dz, axis=0, mode="nearest", truncate=3.0)
         img = cv.hu.reshape(nz, n, ny, nx).mean(axis=1, dtype=F32) if n > 1 else cv.hu
         cv.hu = None
         labels = np.zeros((nz, ny, nx), dtype=np.uint8)
