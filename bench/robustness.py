@@ -145,19 +145,30 @@ def fine_truth(seed: int, changes: dict, shape_kji: tuple[int, int, int]) -> np.
     the same patient, pose and in-plane grid rendered with ``m`` times as many slices ``thickness / m`` thick
     (each thin slice's centre inside its thick slice); a voxel gets the structure more than half of its thin
     slices hold, else background."""
+    if truth_subslices(float(changes.get("slice", BASE_SLICE_MM))) == 1:
+        raise ValueError("fine_truth is for slices thicker than SUB_STEP_MM")
+    _, labels, m = _thin_render(seed, changes)
+    return _majority(labels.array, m, shape_kji[0])
+
+
+def _thin_render(seed: int, changes: dict):
+    """(ct, labels, m): the scan of ``changes`` rendered on ``m = truth_subslices(thickness)`` times as many slices,
+    each ``thickness / m`` thick (each thin slice's centre inside its thick slice)."""
     from orbitseg.synth import render_patient
 
     p = patient_params(seed, changes)
     m = truth_subslices(p.scan.slice_thickness)
-    if m == 1:
-        raise ValueError("fine_truth is for slices thicker than SUB_STEP_MM")
     fine = replace(p, scan=replace(p.scan, slice_thickness=p.scan.slice_thickness / m, n_slices=p.scan.n_slices * m))
-    _, labels = render_patient(fine)
-    nz, ny, nx = shape_kji
-    lab = labels.array.reshape(nz, m, ny, nx)
+    ct, labels = render_patient(fine)
+    return ct, labels, m
+
+
+def _majority(thin_labels: np.ndarray, m: int, nz: int) -> np.ndarray:
+    """Labels ``(nz, ny, nx)`` of thick slices from ``thin_labels`` ``(nz * m, ny, nx)``: the structure more than half
+    of a thick slice's ``m`` thin slices hold, else background."""
+    lab = thin_labels.reshape(nz, m, *thin_labels.shape[1:])
     counts = np.stack([(lab == s).sum(axis=1) for s in (1, 2, 3)])  # (3, nz, ny, nx)
-    best = counts.argmax(axis=0)
-    return np.where(counts.max(axis=0) * 2 > m, best + 1, 0).astype(np.uint8)
+    return np.where(counts.max(axis=0) * 2 > m, counts.argmax(axis=0) + 1, 0).astype(np.uint8)
 
 
 def slab_profile(thin: np.ndarray, m: int, tail_fwhm_slices: float = 0.0) -> np.ndarray:
@@ -181,21 +192,14 @@ def _with_tails(seed: int, changes: dict):
     truth is the thin slices' majority, as for every thick slice of the set.  The thin slices carry the set's noise
     each, so the thick ones are less noisy than the generator's own (which adds it once per thick slice)."""
     from orbitseg.io.volume import Volume
-    from orbitseg.synth import render_patient
 
-    p = patient_params(seed, changes)
-    m = truth_subslices(p.scan.slice_thickness)
-    fine = replace(p, scan=replace(p.scan, slice_thickness=p.scan.slice_thickness / m, n_slices=p.scan.n_slices * m))
-    ct_thin, lab_thin = render_patient(fine)
+    ct_thin, lab_thin, m = _thin_render(seed, changes)
     g = ct_thin.geometry
     ct = slab_profile(ct_thin.array, m, changes["tail_fwhm"] / g.spacing[2])
     # a thick slice's centre lies (m - 1) / 2 thin slices along z from its first thin slice
     geo = g.with_(size=(g.size[0], g.size[1], ct.shape[0]), spacing=(g.spacing[0], g.spacing[1], g.spacing[2] * m),
                   origin=tuple(float(v) for v in g.index_to_physical(np.array([0.0, 0.0, (m - 1) / 2]))))
-    lab = lab_thin.array.reshape(ct.shape[0], m, *ct.shape[1:])
-    counts = np.stack([(lab == s).sum(axis=1) for s in (1, 2, 3)])
-    truth = np.where(counts.max(axis=0) * 2 > m, counts.argmax(axis=0) + 1, 0).astype(np.uint8)
-    return Volume(np.round(ct).astype(np.int16), geo), Volume(truth, geo)
+    return Volume(np.round(ct).astype(np.int16), geo), Volume(_majority(lab_thin.array, m, ct.shape[0]), geo)
 
 
 def load_or_render(seed: int, name: str, changes: dict, cache: Path):
@@ -213,13 +217,14 @@ def load_or_render(seed: int, name: str, changes: dict, cache: Path):
     truth_path = cache / f"{key}_truth.nii.gz" if thick else lab_path
     t0 = time.perf_counter()
     if "tail_fwhm" in changes:  # made from thin slices, its truth with it: no generator labels of its own
-        if not (ct_path.exists() and lab_path.exists()):
+        if ct_path.exists() and lab_path.exists():
+            ct = read_scan(ct_path)
+            labels = read_label(lab_path, reference=ct)
+        else:
             ct, labels = _with_tails(seed, changes)
             cache.mkdir(parents=True, exist_ok=True)
             write_scan(ct, ct_path, overwrite=True)
             write_label(labels, lab_path, reference=ct, overwrite=True)
-        ct = read_scan(ct_path)
-        labels = read_label(lab_path, reference=ct)
         return ct, labels, labels, time.perf_counter() - t0
     if ct_path.exists() and lab_path.exists():
         ct = read_scan(ct_path)
