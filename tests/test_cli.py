@@ -142,10 +142,20 @@ def test_train_split_flags_reach_the_loop_and_exclude_each_other(monkeypatch, ca
 
 
 def test_train_flags_become_loop_options():
-    """--precision / --sample-by-thickness reach train() as loop options (and only when set)."""
+    """--precision / --sample-by-thickness / --thick-slabs reach train() as loop options (and only when set)."""
     from orbitseg.cli import _train_overrides, build_parser
 
     p = build_parser()
     assert _train_overrides(p.parse_args(["train", "D"])) is None
     assert _train_overrides(p.parse_args(["train", "D", "--sample-by-thickness", "--precision", "bfloat16"])) == {
         "sampler_thickness": True, "precision": "bfloat16"}
+    assert _train_overrides(p.parse_args(["train", "D", "--thick-slabs", "0.25"])) == {"thick_slabs": 0.25}
+
+
+def test_thick_slabs_must_be_a_probability(capsys):
+    from orbitseg.cli import main
+
+    for bad in ("1.5", "-0.1", "often"):
+        with pytest.raises(SystemExit):
+            main(["train", "D", "--thick-slabs", bad])
+        assert "probability between 0 and 1" in capsys.readouterr().err

@@ -15,6 +15,17 @@ from pathlib import Path
 _SPINNING_OK = {"train"}
 
 
+def _probability(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {text}")
+    return v
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from orbitseg.synth import make_cohort
 
@@ -87,6 +98,8 @@ def _train_overrides(args: argparse.Namespace) -> dict | None:
         out["precision"] = args.precision
     if args.sample_by_thickness:
         out["sampler_thickness"] = True
+    if args.thick_slabs:
+        out["thick_slabs"] = args.thick_slabs
     return out or None
 
 
@@ -310,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sample-by-thickness", action="store_true",
                    help="draw training slices in proportion to their thickness, so a case counts by the anatomy it "
                         "covers, not by its number of slices (thick-slice scans are otherwise rare in training)")
+    s.add_argument("--thick-slabs", type=_probability, default=0.0, metavar="P",
+                   help="with probability P a training item of a thin-slice scan comes as 3-5.5 mm slices made from "
+                        "its own (a slice profile with tails, labels as the slab's fractions), so one model learns "
+                        "thick clinical scans from thin labelled ones (default 0: never)")
     s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("predict", help="segment new scans with a trained model (labels in each scan's geometry)")

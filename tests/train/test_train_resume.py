@@ -24,8 +24,11 @@ def _history(path):
     return ck, [{k: v for k, v in h.items() if k != "seconds"} for h in ck["history"]]
 
 
-def test_sigkill_mid_epoch_then_resume_is_exact(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("slabs", [0.0, 0.5], ids=["plain", "thick_slabs"])
+def test_sigkill_mid_epoch_then_resume_is_exact(tiny_dataset, tmp_path, slabs):
+    """Also with half the items made thick (``thick_slabs``): their draws are seeded per item and epoch."""
     root = tiny_dataset
+    TINY = {**TINY_TRAINING, "thick_slabs": slabs}
     ref = train_fold(root, 0, out=tmp_path / "ref", overrides=TINY, progress=False, **ARGS)
 
     killed = tmp_path / "killed"

@@ -8,6 +8,10 @@ item is one centre slice ``k`` of one VOI:
 * ``target``: ``(C, S, S)`` float32 soft label fractions of the centre slice,
   background included (``1 - sum`` of the stored labels 1..3, clipped at 0).
 
+With :class:`~orbitseg.train.slabs.SlabParams` (``train --thick-slabs``) an item is fetched by
+``(index, item_seed)`` instead, and with probability ``p`` comes as thick slices made from the VOI's thin
+ones (:func:`~orbitseg.train.slabs.thick_item`), the seed making each item's draw reproducible.
+
 :func:`epoch_indices` draws an epoch's items with replacement, weighted
 ``1 + a * has_muscle + b * has_nerve`` so that the rare nerve and muscle slices
 are not starved while empty slices are still seen; the draw is a pure function
@@ -36,6 +40,7 @@ from orbitseg.io.atomic import write_text_atomic
 from orbitseg.preprocess.dataset import MANIFEST
 from orbitseg.preprocess.fit import sequence_indices
 from orbitseg.preprocess.pipeline import PreprocessConfig
+from orbitseg.train.slabs import SlabParams, thick_item
 
 __all__ = ["VOIRef", "read_manifest", "vois_of_cases", "SliceSequences", "slice_weights", "epoch_indices",
            "derive_seed", "DataAccess"]
@@ -88,10 +93,14 @@ class SliceSequences(Dataset):
     included), so the dataset pickles cheaply.
     """
 
-    def __init__(self, vois: list[VOIRef], seq_len: int, *, allow_empty: bool = False):
+    def __init__(self, vois: list[VOIRef], seq_len: int, *, allow_empty: bool = False,
+                 slabs: SlabParams | None = None):
         if not vois and not allow_empty:  # allow_empty: the full model's validation part, which has no case
             raise InputError(None, "no preprocessed VOIs to train on")
         self.vois, self.seq_len = list(vois), int(seq_len)
+        self.slabs = slabs if slabs is not None and slabs.p > 0 else None
+        if self.slabs is not None:
+            self.slice_mm()  # refuses a manifest without slice spacings now, not in a worker
         self.items = np.array([(i, k) for i, v in enumerate(self.vois) for k in range(v.n_slices)],
                               dtype=np.int64).reshape(-1, 2)
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -114,13 +123,23 @@ class SliceSequences(Dataset):
             self._arrays[i] = a
         return a
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``index``, or ``(index, item_seed)`` to let the item be made thick (see module docstring)."""
+        index, item_seed = (index, None) if np.ndim(index) == 0 else index
         i, k = self.items[int(index)]
         img, frac = self.arrays(int(i))
-        n = img.shape[0]
-        seq = sequence_indices(n, self.seq_len)[k]
-        x = torch.from_numpy(np.asarray(img[seq], dtype=np.float32))[:, None]
-        fg = np.asarray(frac[k], dtype=np.float32) / 255.0
+        thick = None
+        if self.slabs is not None and item_seed is not None:
+            rng = np.random.default_rng(int(item_seed))
+            if rng.random() < self.slabs.p:
+                thick = thick_item(img, frac, int(k), self.seq_len, float(self.vois[int(i)].slice_mm), rng,
+                                   self.slabs)
+        if thick is None:
+            seq = sequence_indices(img.shape[0], self.seq_len)[k]
+            x = torch.from_numpy(np.asarray(img[seq], dtype=np.float32))[:, None]
+            fg = np.asarray(frac[k], dtype=np.float32) / 255.0
+        else:
+            x, fg = torch.from_numpy(thick[0])[:, None], thick[1]
         bg = np.clip(1.0 - fg.sum(axis=0, keepdims=True), 0.0, 1.0)
         return x, torch.from_numpy(np.concatenate([bg, fg]))
 

@@ -81,6 +81,7 @@ from orbitseg.runs.layout import (CURVES_PNG, DATA_ACCESS_JSON, LOG_CSV, RUN_DIR
                                   model_checkpoints, holds_run, init_dataset_identity, init_split,
                                   run_dir_of)
 from orbitseg.train.augment import AugmentParams, augment
+from orbitseg.train.slabs import SlabParams
 from orbitseg.train.data import (DataAccess, SliceSequences, derive_seed, epoch_indices, read_manifest,
                                  slice_weights, vois_of_cases)
 from orbitseg.model.losses import distillation_loss, get_loss
@@ -102,6 +103,9 @@ LOOP_OPTIONS: dict[str, Any] = {
     # sampling weight also times the slice's thickness (mm): cases count by anatomy covered, not slice count
     "sampler_thickness": False,
     "augment": True,  # True, False, or a dict of AugmentParams fields
+    # probability that a training item of a thin VOI comes as 3-5.5 mm slices made from its own (train.slabs),
+    # or a dict of SlabParams fields; 0: never
+    "thick_slabs": 0.0,
     "val_batch_size": 64,
     "threads": None,  # torch threads (None: keep torch's setting; it is recorded)
     "evaluate_test": True,  # predict + evaluate the test fold after training
@@ -494,6 +498,7 @@ class _Config:
     opts: dict[str, Any]  # LOOP_OPTIONS with overrides applied
     aug_params: AugmentParams
     threads: int  # torch threads this process trains with
+    slabs: SlabParams = SlabParams()  # thick slices made from thin ones (p 0: none)
 
     @property
     def recipe(self) -> TrainingRecipe:
@@ -582,9 +587,11 @@ def _configure(root: Path, preset: str, epochs: int | None, batch_size: int | No
         raise ValueError(f"precision must be {' or '.join(TRAIN_PRECISIONS)} for training, got {opts['precision']!r}")
     aug_params = (AugmentParams(**opts["augment"]) if isinstance(opts["augment"], dict)
                   else AugmentParams() if opts["augment"] else AugmentParams.none())
+    slabs = (SlabParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in opts["thick_slabs"].items()})
+             if isinstance(opts["thick_slabs"], dict) else SlabParams(p=float(opts["thick_slabs"] or 0.0)))
     if opts["threads"]:
         torch.set_num_threads(int(opts["threads"]))
-    return _Config(manifest, pp, cfg, opts, aug_params, torch.get_num_threads())
+    return _Config(manifest, pp, cfg, opts, aug_params, torch.get_num_threads(), slabs)
 
 
 def _read_split(root: Path, fold: int | str, split_seed: int, overwrite_splits: bool, extend_splits: bool,
@@ -605,7 +612,8 @@ def _prepare_data(root: Path, conf: _Config, split: dict, log: Callable[[str], N
     missing = [c for c in split["train"] + split["val"] + split["test"] if c not in conf.manifest["cases"]]
     if missing:
         log(f"warning: {len(missing)} case(s) of the split are not preprocessed and are left out: {missing[:8]}")
-    train_data = SliceSequences(vois_of_cases(root, conf.manifest, split["train"]), conf.pp.seq_len)
+    train_data = SliceSequences(vois_of_cases(root, conf.manifest, split["train"]), conf.pp.seq_len,
+                                slabs=conf.slabs)
     val_data = SliceSequences(vois_of_cases(root, conf.manifest, split["val"]), conf.pp.seq_len,
                               allow_empty=not split["val"])
     weights = slice_weights(train_data.presence(), conf.opts["sampler_muscle"], conf.opts["sampler_nerve"],
@@ -755,7 +763,8 @@ def _write_run_json(ctx: _Fold, splits: dict, split: dict, state: _Progress, mod
             "dataset": str(ctx.root.resolve()), "fold": ctx.fold, "preset_name": ctx.preset,
             "preset": asdict(conf.cfg), "preprocess": conf.pp.to_dict(), "seed": ctx.seed,
             "split_seed": splits["seed"],
-            "options": {**conf.opts, "augment": conf.aug_params.to_dict(), "workers": workers,
+            "options": {**conf.opts, "augment": conf.aug_params.to_dict(), "thick_slabs": conf.slabs.to_dict(),
+                        "workers": workers,
                         "device": str(ctx.dist.device), "world_size": ctx.dist.world, "threads": conf.threads,
                         "deterministic": True},
             "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in (overrides or {}).items()},
@@ -795,7 +804,12 @@ def _train_epoch(ctx: _Fold, model: nn.Module, tr: _Training, data: _Data, epoch
     idx = idx[:n_steps * per_rank_batch]
     # the batches as index lists, so each step knows which items (hence which cases) it trains on
     batches = [idx[i:i + per_rank_batch] for i in range(0, len(idx), per_rank_batch)]
-    loader = torch.utils.data.DataLoader(data.train, batch_sampler=batches, num_workers=workers,
+    fetch = batches
+    if data.train.slabs is not None:  # each item with its own seed, so the thick slabs are redone on a resume
+        seeds = np.random.default_rng(derive_seed(ctx.seed, epoch, 3, dist.rank)).integers(2**62, size=len(idx))
+        fetch = [list(zip(b, seeds[i:i + len(b)].tolist())) for i, b in zip(range(0, len(idx), per_rank_batch),
+                                                                            batches)]
+    loader = torch.utils.data.DataLoader(data.train, batch_sampler=fetch, num_workers=workers,
                                          pin_memory=dev.type == "cuda", persistent_workers=False)
     gen = torch.Generator().manual_seed(derive_seed(ctx.seed, epoch, 2))
     kill = _kill_point()
@@ -875,7 +889,8 @@ def _validate_and_checkpoint(ctx: _Fold, tr: _Training, data: _Data, state: _Pro
             epoch=epoch + 1, model=tr.model.state_dict(), optimizer=tr.optimizer.state_dict(),
             scheduler=tr.scheduler.state_dict(), rng=_rng_state(),
             generators={"sample_seed": derive_seed(seed, epoch, 1), "augment_seed": derive_seed(seed, epoch, 2),
-                        "rule": "per epoch e: derive_seed(seed, e, 1) sampling, derive_seed(seed, e, 2) augment"},
+                        "rule": "per epoch e: derive_seed(seed, e, 1) sampling, derive_seed(seed, e, 2) augment, "
+                                "derive_seed(seed, e, 3, rank) the thick slabs' item seeds"},
             best_metric=state.best_metric, best_epoch=state.best_epoch, history=state.history,
             preset=asdict(conf.cfg), preset_name=ctx.preset, preprocess=conf.pp.to_dict(), seed=seed, fold=ctx.fold,
             precision=conf.opts["precision"])
