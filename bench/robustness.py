@@ -216,24 +216,22 @@ def load_or_render(seed: int, name: str, changes: dict, cache: Path):
     thick = truth_subslices(float(changes.get("slice", BASE_SLICE_MM))) > 1
     truth_path = cache / f"{key}_truth.nii.gz" if thick else lab_path
     t0 = time.perf_counter()
-    if "tail_fwhm" in changes:  # made from thin slices, its truth with it: no generator labels of its own
+
+    def cached(make):
+        """(ct, labels) read from the cache, or made by ``make()`` and written there."""
         if ct_path.exists() and lab_path.exists():
             ct = read_scan(ct_path)
-            labels = read_label(lab_path, reference=ct)
-        else:
-            ct, labels = _with_tails(seed, changes)
-            cache.mkdir(parents=True, exist_ok=True)
-            write_scan(ct, ct_path, overwrite=True)
-            write_label(labels, lab_path, reference=ct, overwrite=True)
-        return ct, labels, labels, time.perf_counter() - t0
-    if ct_path.exists() and lab_path.exists():
-        ct = read_scan(ct_path)
-        labels = read_label(lab_path, reference=ct)
-    else:
-        ct, labels = render_patient(patient_params(seed, changes))
+            return ct, read_label(lab_path, reference=ct)
+        ct, labels = make()
         cache.mkdir(parents=True, exist_ok=True)
         write_scan(ct, ct_path, overwrite=True)
         write_label(labels, lab_path, reference=ct, overwrite=True)
+        return ct, labels
+
+    if "tail_fwhm" in changes:  # made from thin slices, its truth with it: no generator labels of its own
+        ct, labels = cached(lambda: _with_tails(seed, changes))
+        return ct, labels, labels, time.perf_counter() - t0
+    ct, labels = cached(lambda: render_patient(patient_params(seed, changes)))
     if not thick:
         truth = labels
     elif truth_path.exists():

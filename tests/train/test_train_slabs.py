@@ -10,19 +10,19 @@ import numpy as np
 import pytest
 from tiny import TINY_TRAINING
 
-from orbitseg.train.slabs import SlabParams, slab_profile, thick_item
+from orbitseg.train.slabs import SlabParams, profile_weights, thick_item
 
 
-def test_slab_profile_is_a_box_whose_tails_widen_it_symmetrically():
-    w, first = slab_profile(4, 0.0)
+def test_profile_weights_is_a_box_whose_tails_widen_it_symmetrically():
+    w, first = profile_weights(4, 0.0)
     assert first == 0 and np.allclose(w, 0.25)
-    w, first = slab_profile(4, 1.0)
+    w, first = profile_weights(4, 1.0)
     assert first == -3 and len(w) == 4 + 6
     assert w.sum() == pytest.approx(1.0) and np.allclose(w, w[::-1])
     # the box's own slices keep most of the weight, the tails fall off outwards
     assert w[3:7].sum() > 0.75 and np.all(np.diff(w[:4]) > 0)
     with pytest.raises(ValueError, match="k must"):
-        slab_profile(0, 0.0)
+        profile_weights(0, 0.0)
 
 
 def _ramp(n=40, s=6):

@@ -168,8 +168,7 @@ def _recreate(dataset_info: dict | None, info: dict, epochs: int, *,
     options = info.get("options") or {}
     precision = options.get("precision", "float32")
     thickness = " --sample-by-thickness" if options.get("sampler_thickness") else ""
-    slabs = options.get("thick_slabs") or 0.0
-    slabs = float(slabs.get("p", 0.0) if isinstance(slabs, dict) else slabs)
+    slabs = float((options.get("thick_slabs") or {}).get("p", 0.0))  # SlabParams' dict; absent in older runs
     thickness += f" --thick-slabs {slabs:g}" if slabs else ""
     # a split grown with the dataset (train --extend-splits): every earlier patient kept its fold and role
     extend = " --extend-splits" if "--extend-splits" in (info.get("command") or []) else ""

@@ -807,8 +807,8 @@ def _train_epoch(ctx: _Fold, model: nn.Module, tr: _Training, data: _Data, epoch
     fetch = batches
     if data.train.slabs is not None:  # each item with its own seed, so the thick slabs are redone on a resume
         seeds = np.random.default_rng(derive_seed(ctx.seed, epoch, 3, dist.rank)).integers(2**62, size=len(idx))
-        fetch = [list(zip(b, seeds[i:i + len(b)].tolist())) for i, b in zip(range(0, len(idx), per_rank_batch),
-                                                                            batches)]
+        keyed = list(zip(idx, seeds.tolist()))
+        fetch = [keyed[i:i + per_rank_batch] for i in range(0, len(keyed), per_rank_batch)]
     loader = torch.utils.data.DataLoader(data.train, batch_sampler=fetch, num_workers=workers,
                                          pin_memory=dev.type == "cuda", persistent_workers=False)
     gen = torch.Generator().manual_seed(derive_seed(ctx.seed, epoch, 2))

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["SlabParams", "slab_profile", "thick_item"]
+__all__ = ["SlabParams", "profile_weights", "thick_item"]
 
 #: a Gaussian's full width at half maximum over its standard deviation
 _FWHM_PER_SD = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -60,7 +60,7 @@ class SlabParams:
         return asdict(self)
 
 
-def slab_profile(k: int, tail_sd: float) -> tuple[np.ndarray, int]:
+def profile_weights(k: int, tail_sd: float) -> tuple[np.ndarray, int]:
     """Weights of the thin slices a thick slice of ``k`` thin ones takes in: a box of ``k`` convolved with a
     Gaussian of standard deviation ``tail_sd`` (thin slices).
 
@@ -111,7 +111,7 @@ def thick_item(image: np.ndarray, fractions: np.ndarray, centre: int, seq_len: i
     k = int(round(thickness / slice_mm))
     if k < 2:
         return None
-    weights, first = slab_profile(k, tail * k / _FWHM_PER_SD)
+    weights, first = profile_weights(k, tail * k / _FWHM_PER_SD)
     start = centre - int(rng.integers(k))  # the centre slice's place in its slab
     half = seq_len // 2
     starts = start + k * np.arange(-half, half + 1)
