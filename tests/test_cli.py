@@ -159,3 +159,15 @@ def test_thick_slabs_must_be_a_probability(capsys):
         with pytest.raises(SystemExit):
             main(["train", "D", "--thick-slabs", bad])
         assert "probability between 0 and 1" in capsys.readouterr().err
+
+
+def test_split_seed_reaches_train_apart_from_the_seed(monkeypatch, tmp_path):
+    """--split-seed trains the same folds with another seed (a replicate); without it the split seed is --seed."""
+    import orbitseg.train
+    from orbitseg.cli import main
+
+    calls = []
+    monkeypatch.setattr(orbitseg.train, "train", lambda *a, **kw: calls.append(kw) or [])
+    main(["train", str(tmp_path), "--seed", "1", "--split-seed", "0"])
+    main(["train", str(tmp_path), "--seed", "1"])
+    assert [(c["seed"], c["split_seed"]) for c in calls] == [(1, 0), (1, None)]

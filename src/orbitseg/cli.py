@@ -112,7 +112,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume, overwrite=args.overwrite, device=args.device,
         init_from=None if args.init_from is None else resolve_model(args.init_from),
         distill_from=None if args.distill_from is None else resolve_model(args.distill_from),
-        seed=args.seed, workers=args.workers, out=args.out,
+        seed=args.seed, split_seed=args.split_seed, workers=args.workers, out=args.out,
         overrides=_train_overrides(args),
         extend_splits=args.extend_splits, overwrite_splits=args.overwrite_splits,
     )
@@ -314,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--distill-from shipped")
     s.add_argument("--device", default="cpu", help="cpu or cuda (multi-GPU: see `orbitseg.train.loop`)")
     s.add_argument("--seed", type=int, default=0, help="random seed (recorded in the run folder)")
+    s.add_argument("--split-seed", type=int, default=None, metavar="SEED",
+                   help="seed of DATASET/splits.json when it differs from --seed: the same folds trained again "
+                        "with other weights, draws and augmentation (default: --seed)")
     s.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     s.add_argument("--out", type=Path, default=None, help="run folder (default DATASET/runs/PRESET)")
     s.add_argument("--precision", default="float32", choices=TRAIN_PRECISIONS,

@@ -119,3 +119,60 @@ def test_the_key_changes_with_orbitseg_source(bench, tmp_path, monkeypatch):
     other = bench.prediction_key(model, images, precision="float32")
     assert other["orbitseg"] == key["orbitseg"] and other["code"] != key["code"]
     assert {k: v for k, v in other.items() if k != "code"} == {k: v for k, v in key.items() if k != "code"}
+
+
+def test_4mm_bounds_allow_what_the_old_nerve_floor_did_not(bench):
+    # at 4 mm the nerve is judged by its band, not by the thin-slice floor; globes and muscles keep their ranges
+    at4mm = {c: r for c, r in bench.PLAUSIBLE_ML.items() if c != "nerve_ml"}
+    rows = _rows(nerve_right=0.08)
+    assert bench.acceptance_problems(rows, {"nerve_volume_low"}, ranges=at4mm,
+                                     allowed_codes=frozenset({"nerve_volume_low"})) == []
+    assert bench.acceptance_problems(rows, {"nerve_volume_low"}) == ["nerve_volume_low",
+                                                                     "right nerve_ml 0.08 outside 0.14-0.6"]
+    # a flag that is not allowed still fails, and so does a muscle volume outside its range
+    assert bench.acceptance_problems(rows, {"nerve_asymmetry"}, ranges=at4mm,
+                                     allowed_codes=frozenset({"nerve_volume_low"})) == ["nerve_asymmetry"]
+    few_muscles = [dict(r, muscles_ml=1.0) if r["side"] == "left" else r for r in rows]
+    assert bench.acceptance_problems(few_muscles, set(), ranges=at4mm) == ["left muscles_ml 1.00 outside 1.5-5"]
+
+
+def test_slab_majority_strict_and_lenient(bench):
+    import numpy as np
+
+    thin = np.zeros((5, 1, 4), dtype=np.uint8)
+    thin[0, 0] = [3, 3, 2, 0]   # slab 0 = thin slices 0 and 1
+    thin[1, 0] = [3, 0, 3, 0]
+    thin[2, 0] = [1, 1, 1, 1]   # slab 1 = thin slices 2 and 3
+    thin[3, 0] = [1, 1, 1, 1]
+    thin[4, 0] = [3, 3, 3, 3]   # left over: not a whole slab, dropped as realct_check.slab_average drops it
+    strict = bench.slab_majority(thin, 2, strict=True)
+    lenient = bench.slab_majority(thin, 2, strict=False)
+    assert strict.shape == lenient.shape == (2, 1, 4)
+    assert strict[0, 0].tolist() == [3, 0, 0, 0]      # only where both thin slices agree
+    assert lenient[0, 0].tolist() == [3, 3, 3, 0]     # where either is; nerve wins its tie with muscle
+    assert strict[1, 0].tolist() == lenient[1, 0].tolist() == [1, 1, 1, 1]
+    # an odd slab has one majority
+    three = np.array([[[2]], [[2]], [[0]]], dtype=np.uint8)
+    assert bench.slab_majority(three, 3, strict=True)[0, 0, 0] == bench.slab_majority(three, 3, strict=False)[0, 0, 0] == 2
+    with pytest.raises(ValueError, match="k must"):
+        bench.slab_majority(thin, 0, strict=True)
+
+
+def test_nerve_band_measures_each_side_of_a_thin_labelling(bench):
+    import numpy as np
+
+    from orbitseg.io.volume import Geometry, Volume
+
+    # two globes 40 mm apart, a nerve behind each: right (low x) 4 thin slices tall, left only 1
+    thin = np.zeros((8, 40, 80), dtype=np.uint8)
+    zz, yy, xx = np.mgrid[:8, :40, :80]
+    for cx in (20, 60):
+        thin[((xx - cx) ** 2 + (yy - 12) ** 2 <= 36) & (zz >= 1) & (zz <= 6)] = 1
+    thin[2:6, 25:35, 19:22] = 3        # right: thin slices 2-5, whole 4 mm slabs 1 and 2
+    thin[3, 25:35, 59:62] = 3          # left: thin slice 3 only, half of slab 1
+    geom = Geometry(size=(80, 40, 8), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=np.eye(3))
+    thick = Geometry(size=(80, 40, 4), spacing=(1.0, 1.0, 4.0), origin=(0.0, 0.0, 1.0), direction=np.eye(3))
+    band = bench.nerve_band(Volume(thin, geom), thick, 2)
+    voxel = 1.0 * 1.0 * 4.0 / 1000
+    assert band["right"] == pytest.approx((2 * 30 * voxel, 2 * 30 * voxel))
+    assert band["left"] == pytest.approx((0.0, 30 * voxel))

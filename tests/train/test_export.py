@@ -151,6 +151,14 @@ def test_recreate_repeats_a_resume_that_lengthened_the_schedule():
         "--sample-by-thickness"]
 
 
+def test_recreate_names_a_split_seed_other_than_the_seed():
+    info = {"preset_name": "default", "seed": 1, "split_seed": 0, "preprocess": {}}
+    train_cmd = next(c for c in _recreate(None, info, 5) if c.startswith("orbitseg train"))
+    assert "--seed 1 --split-seed 0 --out" in train_cmd
+    for same in ({**info, "split_seed": 1}, {k: v for k, v in info.items() if k != "split_seed"}):
+        assert "--split-seed" not in " ".join(_recreate(None, same, 5))
+
+
 def test_training_time_counts_every_resumed_segment(tmp_path):
     (tmp_path / "log.csv").write_text("epoch,seconds\n1,60.5\n2,59.5\n3,120\n")
     info = {"result": {"train_seconds": 120.0}}  # an old run.json: the last segment only

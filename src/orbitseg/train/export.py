@@ -172,9 +172,12 @@ def _recreate(dataset_info: dict | None, info: dict, epochs: int, *,
     thickness += f" --thick-slabs {slabs:g}" if slabs else ""
     # a split grown with the dataset (train --extend-splits): every earlier patient kept its fold and role
     extend = " --extend-splits" if "--extend-splits" in (info.get("command") or []) else ""
+    # the folds' own seed where the run trained them with another (train --split-seed; absent in older runs)
+    split_seed = (f" --split-seed {info['split_seed']}" if fold != FULL_FOLD and info.get("split_seed") is not None
+                  and info["split_seed"] != info["seed"] else "")
     for i, e in enumerate(_epoch_stages(info, epochs)):
         cmds.append(f"orbitseg train DATA --fold {fold}{'' if i else extend} --preset {info['preset_name']} "
-                    f"--epochs {e} --seed {info['seed']} --out {out}"
+                    f"--epochs {e} --seed {info['seed']}{split_seed} --out {out}"
                     + (f" --precision {precision}" if precision != "float32" else "") + thickness
                     + (" --resume" if i else f" --init-from {parent[1]}" if parent and parent[1] else ""))
     cmds.append(export)
