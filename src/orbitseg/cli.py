@@ -175,7 +175,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from orbitseg.train.export import add_full_network, describe_export, export_model
 
     if args.add_full:
-        out = add_full_network(args.run_dir, args.output, overwrite=args.overwrite, dataset=args.dataset,
+        from orbitseg.runs.layout import resolve_model
+
+        out = add_full_network(resolve_model(args.run_dir), args.output, overwrite=args.overwrite, dataset=args.dataset,
                                average_with=args.average_with, average_weight=args.average_weight)
         print(describe_export(out))
         print(f"use it with: orbitseg predict SCANS OUT --model {out} --folds {FULL_FOLD}")
@@ -422,7 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--add-full", action="store_true",
                        help=f"add the run's {FULL_FOLD} network to the existing fold model folder OUTPUT (trained on "
                             f"exactly the cases of its folds, same network and preprocessing): `--folds {FULL_FOLD}` "
-                            "then runs it alone instead of the ensemble; the folds are not changed")
+                            "then runs it alone instead of the ensemble; the folds are not changed. RUN_DIR may be a "
+                            "model folder: its full network is carried over unchanged (folds fine-tuned from it "
+                            "that keep its full network)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing model folder (with --add-full: "
                                                             "its full network)")
     s.add_argument("--average-with", default=None, metavar="MODEL",

@@ -352,3 +352,47 @@ def test_folds_and_full_network_fine_tuned_from_one_model_recreate_it_once(both_
     assert made < cmds.index(next(c for c in folds_cmds if c.startswith("orbitseg train DATA --fold all")
                                   and "--init-from MODEL0" in c))
     assert set(folds_cmds) <= set(cmds)
+
+
+def test_add_full_from_a_model_folder_carries_its_full_network_beside_folds_fine_tuned_from_it(
+        run, both_model, folds_model, tiny_dataset, tmp_path):
+    """Folds fine-tuned from a model that keep its full network (`orbitseg export MODEL NEW --add-full`)."""
+    tuned_run = tmp_path / "tuned"
+    for k in (0, 1):
+        train_fold(tiny_dataset, k, epochs=1, batch_size=4, seed=1, split_seed=0, out=tuned_run / f"fold_{k}",
+                   init_from=both_model, overrides=TINY_TRAINING, progress=False)
+    tuned = tmp_path / "tuned_model"
+    export_model(tuned_run, tuned, progress=False)
+    folds_before = _digests(tuned)
+    assert main(["export", str(both_model), str(tuned), "--add-full"]) == 0
+    after = _digests(tuned)
+    assert after["full.pt"] == _digests(both_model)["full.pt"]  # byte for byte
+    assert {k: v for k, v in after.items() if not k.startswith("full.") and k != "model.json"} == {
+        k: v for k, v in folds_before.items() if k != "model.json"}
+    meta, src = (json.loads((m / "model.json").read_text()) for m in (tuned, both_model))
+    assert meta["full"]["carried_from"]["folder"] == str(both_model.resolve())
+    assert meta["full"]["run"] == src["full"]["run"] and meta["full"]["sha256"] == after["full.pt"]
+    cmds = meta["full"]["recreate"]
+    # the source with its full network once (renamed MODEL0), the fine-tune of the folds, then this export
+    assert [c for c in cmds if "--fold full" in c] == [src["full"]["recreate"][-2].replace("RUN_FULL", "RUN0_FULL")]
+    assert cmds[-2:] == [meta["recreate"][-1], "orbitseg export MODEL0 MODEL_DIR --add-full"]
+    assert len(cmds) == len(set(cmds))  # no step of the source re-made twice
+    assert [c for c in cmds if "--init-from MODEL0" in c] == [c for c in meta["recreate"] if "--init-from MODEL0" in c]
+    scan = read_scan(next(c for c in list_cases(tiny_dataset) if c.training).image)
+    mine = Segmenter.load(tuned, folds="full", engine="torch", precision="float32").segment(scan)
+    theirs = Segmenter.load(both_model, folds="full", engine="torch", precision="float32").segment(scan)
+    np.testing.assert_array_equal(mine.labels.array, theirs.labels.array)
+    # refused: a second one without --overwrite, a source without a full network, averaging, altered weights
+    assert main(["export", str(both_model), str(tuned), "--add-full"]) == 2
+    from orbitseg.train.export import add_full_network
+
+    with pytest.raises(InputError, match="holds no full network"):
+        add_full_network(folds_model, tuned, overwrite=True)
+    with pytest.raises(InputError, match="never averaged"):
+        add_full_network(both_model, tuned, overwrite=True, average_with=both_model)
+    altered = tmp_path / "altered"
+    shutil.copytree(both_model, altered)
+    (altered / "full.pt").write_bytes((altered / "full.pt").read_bytes() + b"\0")
+    with pytest.raises(InputError, match="does not match the SHA-256"):
+        add_full_network(altered, tuned, overwrite=True)
+    assert _digests(tuned) == after

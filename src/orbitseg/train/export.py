@@ -779,6 +779,10 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
     if not folds or meta.get("networks") == FULL_FOLD:
         raise InputError(model_dir, "is no fold model folder (fold_k.pt and model.json, as `orbitseg export` "
                                     "writes); export the full network on its own with --full")
+    if read_model_json(run_dir) is not None:  # a model folder: its full network, carried over unchanged
+        if average_with is not None:
+            raise InputError(run_dir, "is a model folder: its full network is carried over as it is, never averaged")
+        return _carry_full_network(run_dir, model_dir, meta, folds, overwrite=overwrite)
     full_dir = full_run(run_dir)
     if full_dir is None:
         raise InputError(run_dir, f"holds no {FULL_FOLD} model ({FULL_FOLD}/{CHECKPOINT_BEST} with run.json); "
@@ -848,6 +852,68 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
                            f"{FULL_FOLD} network has no validation case of its own",
             "run": record,
         }
+        (tmp / MODEL_JSON).write_text(to_json(meta), encoding="utf-8")
+    return model_dir
+
+
+def _carry_full_network(source: Path, model_dir: Path, meta: dict, folds: list[Path], *, overwrite: bool) -> Path:
+    """:func:`add_full_network` from a model folder ``source``: its ``full.pt`` copied beside the folds of
+    ``model_dir`` byte for byte, with its ``model.json["full"]`` record (``carried_from`` added).  For folds
+    fine-tuned from ``source`` that keep its full network: the same cases, network and preprocessing are
+    checked as for a run's full network; the recreate commands re-make ``source`` with its full network, then the
+    folds' own steps, then this export."""
+    import shutil
+
+    from orbitseg.evaluate.folders import to_json
+    from orbitseg.runs.checkpoint import read_training_checkpoint
+
+    weights = fold_file_name(FULL_FOLD)
+    src_meta = read_model_json(source) or {}
+    record = src_meta.get(FULL_FOLD)
+    if not isinstance(record, dict) or not (source / weights).is_file():
+        raise InputError(source, f"holds no {FULL_FOLD} network ({weights} with a '{FULL_FOLD}' record in its "
+                                 f"{MODEL_JSON}) to carry over")
+    if record.get("sha256") and file_sha256(source / weights) != record["sha256"]:
+        raise InputError(source / weights, f"does not match the SHA-256 its {MODEL_JSON} records")
+    if (model_dir / weights).exists() and not overwrite:
+        raise InputError(model_dir, f"already holds a {FULL_FOLD} network ({weights}); pass --overwrite to replace it")
+    what = recipe_difference(read_training_checkpoint(source / weights), read_training_checkpoint(folds[0]))
+    if what is not None:
+        raise InputError(source, f"its {FULL_FOLD} network was trained with another {what} than the folds of "
+                                 f"{model_dir}")
+    cases = _folds_cases(meta)
+    trained = set(((record.get("run") or {}).get("split") or {}).get("train") or [])
+    if cases is None or cases != trained:
+        why = ("its model.json records no splits" if cases is None else
+               f"{len(trained - cases)} case(s) not in the folds, {len(cases - trained)} of theirs missing")
+        raise InputError(source, f"its {FULL_FOLD} network was not trained on the cases the folds of {model_dir} "
+                                 f"were made from ({why})")
+    src_cmds, name = _parent_commands(source, None, from_full=True)
+    folds_cmds = list(meta.get("recreate") or [])
+    # the folds' commands begin by re-making ``source``'s folds, every one of them also a step (in order) of the
+    # commands that re-make ``source`` with its full network: those run once, then the folds' own steps
+    k, j = 0, 0
+    while k < len(folds_cmds) and folds_cmds[k] in src_cmds[j:]:
+        j = src_cmds.index(folds_cmds[k], j) + 1
+        k += 1
+    recreate = src_cmds + folds_cmds[k:] + [f"orbitseg export {name} MODEL_DIR --add-full"]
+    with atomic_dir(model_dir, overwrite=True) as tmp:
+        stale = {weights, *(p.name for p in model_dir.glob(f"{FULL_FOLD}.*.onnx"))}
+        for p in model_dir.iterdir():
+            if p.is_file() and p.name not in stale:
+                shutil.copy2(p, tmp / p.name)
+        shutil.copy2(source / weights, tmp / weights)
+        engine_files = _engine(tmp, [weights]) if meta.get("engine") else {}
+        if engine_files:
+            meta["engine"]["onnx"] = {k: v for k, v in meta["engine"]["onnx"].items()
+                                      if not k.startswith(f"{FULL_FOLD}.")} | engine_files
+        if isinstance(meta.get("weights_sha256"), dict):
+            meta["weights_sha256"][weights] = file_sha256(tmp / weights)
+        meta[FULL_FOLD] = {**record, "recreate": recreate,
+                           "carried_from": {"folder": str(source.resolve()), "name": src_meta.get("name"),
+                                            "sha256": file_sha256(tmp / weights),
+                                            "how": f"the {FULL_FOLD} network of that folder, unchanged, beside folds "
+                                                   "fine-tuned from its folds"}}
         (tmp / MODEL_JSON).write_text(to_json(meta), encoding="utf-8")
     return model_dir
 
