@@ -34,6 +34,7 @@ import csv
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -768,9 +769,6 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
         network or preprocessing, ``model_dir`` holds a full network already (without ``overwrite``), or
         ``average_with`` cannot be averaged with.
     """
-    import shutil
-
-    from orbitseg.evaluate.folders import to_json
     from orbitseg.runs.checkpoint import read_training_checkpoint
 
     run_dir, model_dir = Path(run_dir), Path(model_dir)
@@ -823,25 +821,14 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
     record = _records({FULL_FOLD: info})[FULL_FOLD]
     record["result"] = {k: v for k, v in (record.get("result") or {}).items() if k != "best_val_dice"}
     n_patients = len(info["split"].get("train_patients") or [])
-    with atomic_dir(model_dir, overwrite=True) as tmp:
-        stale = {weights, *(p.name for p in model_dir.glob(f"{FULL_FOLD}.*.onnx"))}
-        for p in model_dir.iterdir():
-            if p.is_file() and p.name not in stale:
-                shutil.copy2(p, tmp / p.name)
-        export_half(full_dir / CHECKPOINT_BEST, tmp / weights, **_averaging(partner, average, FULL_FOLD))
-        # graphs beside the weights only where the folds have theirs (else all are built on first use)
-        engine_files = _engine(tmp, [weights]) if meta.get("engine") else {}
-        if engine_files:
-            meta["engine"]["onnx"] = {k: v for k, v in meta["engine"]["onnx"].items()
-                                      if not k.startswith(f"{FULL_FOLD}.")} | engine_files
-        if isinstance(meta.get("weights_sha256"), dict):
-            meta["weights_sha256"][weights] = file_sha256(tmp / weights)
-        meta[FULL_FOLD] = {
+
+    def full_record(path: Path) -> dict:
+        return {
             "description": f"1 network trained on all {len(trained)} cases ({n_patients} patients) the folds were "
                            f"made from (`orbitseg train --fold {FULL_FOLD}`, nnU-Net's -f all); `--folds "
                            f"{FULL_FOLD}` runs it alone, it is never averaged with the folds; no case was held out, "
                            "so it has no metric of its own (the folds' cross-validation is the recipe's estimate)",
-            "weights": weights, "sha256": file_sha256(tmp / weights),
+            "weights": weights, "sha256": file_sha256(path),
             "recreate": train_cmds,
             "init_from": None if parent is None else _parent_summary(parent, {FULL_FOLD: info}),
             **({} if partner is None else {"averaged_with": _average_record(
@@ -852,7 +839,9 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
                            f"{FULL_FOLD} network has no validation case of its own",
             "run": record,
         }
-        (tmp / MODEL_JSON).write_text(to_json(meta), encoding="utf-8")
+
+    _put_full_network(model_dir, meta, lambda path: export_half(full_dir / CHECKPOINT_BEST, path,
+                                                                **_averaging(partner, average, FULL_FOLD)), full_record)
     return model_dir
 
 
@@ -864,7 +853,6 @@ def _carry_full_network(source: Path, model_dir: Path, meta: dict, folds: list[P
     folds' own steps, then this export."""
     import shutil
 
-    from orbitseg.evaluate.folders import to_json
     from orbitseg.runs.checkpoint import read_training_checkpoint
 
     weights = fold_file_name(FULL_FOLD)
@@ -897,25 +885,39 @@ def _carry_full_network(source: Path, model_dir: Path, meta: dict, folds: list[P
         j = src_cmds.index(folds_cmds[k], j) + 1
         k += 1
     recreate = src_cmds + folds_cmds[k:] + [f"orbitseg export {name} MODEL_DIR --add-full"]
+    _put_full_network(model_dir, meta, lambda path: shutil.copy2(source / weights, path), lambda path: {
+        **record, "recreate": recreate,
+        "carried_from": {"folder": str(source.resolve()), "name": src_meta.get("name"), "sha256": file_sha256(path),
+                         "how": f"the {FULL_FOLD} network of that folder, unchanged, beside folds fine-tuned from "
+                                "its folds"}})
+    return model_dir
+
+
+def _put_full_network(model_dir: Path, meta: dict, write_weights: Callable[[Path], object],
+                      full_record: Callable[[Path], dict]) -> None:
+    """Replace the fold model folder ``model_dir`` as a whole (never half written) by its files with a full network:
+    ``write_weights(path)`` writes ``full.pt``, its ONNX graphs are built where the folds have theirs, and
+    ``model.json`` gets ``meta`` with ``meta["full"] = full_record(path)`` and the new weights' SHA-256."""
+    import shutil
+
+    from orbitseg.evaluate.folders import to_json
+
+    weights = fold_file_name(FULL_FOLD)
     with atomic_dir(model_dir, overwrite=True) as tmp:
         stale = {weights, *(p.name for p in model_dir.glob(f"{FULL_FOLD}.*.onnx"))}
         for p in model_dir.iterdir():
             if p.is_file() and p.name not in stale:
                 shutil.copy2(p, tmp / p.name)
-        shutil.copy2(source / weights, tmp / weights)
+        write_weights(tmp / weights)
+        # graphs beside the weights only where the folds have theirs (else all are built on first use)
         engine_files = _engine(tmp, [weights]) if meta.get("engine") else {}
         if engine_files:
             meta["engine"]["onnx"] = {k: v for k, v in meta["engine"]["onnx"].items()
                                       if not k.startswith(f"{FULL_FOLD}.")} | engine_files
         if isinstance(meta.get("weights_sha256"), dict):
             meta["weights_sha256"][weights] = file_sha256(tmp / weights)
-        meta[FULL_FOLD] = {**record, "recreate": recreate,
-                           "carried_from": {"folder": str(source.resolve()), "name": src_meta.get("name"),
-                                            "sha256": file_sha256(tmp / weights),
-                                            "how": f"the {FULL_FOLD} network of that folder, unchanged, beside folds "
-                                                   "fine-tuned from its folds"}}
+        meta[FULL_FOLD] = full_record(tmp / weights)
         (tmp / MODEL_JSON).write_text(to_json(meta), encoding="utf-8")
-    return model_dir
 
 
 def describe_export(out: str | Path) -> str:
