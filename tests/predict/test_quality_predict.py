@@ -9,6 +9,7 @@ import pytest
 
 from orbitseg.constants import EYEBALL
 from orbitseg.evaluate.measure import midline_x
+from orbitseg.evaluate.quality import MISSING_FRACTION, REFERENCE_RANGES_ML
 from orbitseg.io.orient import to_canonical
 from orbitseg.io.read import read_scan
 from orbitseg.io.volume import Volume
@@ -219,7 +220,10 @@ def test_a_patient_with_one_eye_is_segmented_on_both_sides(tmp_path):
     rows, problems = predict_inputs(tmp_path / "one_eye.nii.gz", tmp_path / "out", engine="torch", progress=False)
     assert not problems
     by_side = {r["side"]: r for r in rows}
-    assert by_side["right"]["globe_ml"] > 5.5 and by_side["left"]["globe_ml"] < 0.3, by_side
+    # the left orbit holds less than what the flags call a missing eyeball (a tenth of the adult low limit, 0.4 mL;
+    # the shipped folds label 0.30 mL of fat there since 2026-12-07, 0.21 before)
+    missing_below = MISSING_FRACTION * REFERENCE_RANGES_ML[EYEBALL][0]
+    assert by_side["right"]["globe_ml"] > 5.5 and by_side["left"]["globe_ml"] < missing_below, by_side
     assert by_side["left"]["muscles_ml"] > 1.5 and by_side["right"]["midline_from"] == "head_symmetry"
     flags = json.loads((tmp_path / "out" / "prediction.json").read_text())["cases"]["one_eye"]["quality"]
     assert any(f["code"] == "eyeball_missing" and f["side"] == "left" for f in flags)
