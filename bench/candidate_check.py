@@ -83,6 +83,23 @@ def acceptance_problems(rows: list[dict], flag_codes: set[str], *,
     return problems
 
 
+def real_ct_problems(rows: list[dict], flag_codes: set[str],
+                     band: dict[str, tuple[float, float]] | None = None) -> list[str]:
+    """(a1) without ``band``: :func:`acceptance_problems`.  (a2) with ``band`` (side -> (low, high) mL, from
+    :func:`nerve_band`): globes and muscles inside :data:`PLAUSIBLE_ML`, no failing flag but ``nerve_volume_low``
+    (its floor is the thin-slice one), and each side's nerve inside its band."""
+    if band is None:
+        return acceptance_problems(rows, flag_codes)
+    ranges = {c: r for c, r in PLAUSIBLE_ML.items() if c != "nerve_ml"}
+    found = acceptance_problems(rows, flag_codes, ranges=ranges, allowed_codes=frozenset({"nerve_volume_low"}))
+    sides = {r["side"]: r for r in rows}
+    for side, (lo, hi) in band.items():
+        v = float(sides[side]["nerve_ml"]) if side in sides else None
+        if v is not None and not lo - 1e-9 <= v <= hi + 1e-9:
+            found.append(f"{side} nerve_ml {v:.3f} outside its 4 mm band {lo:.3f}-{hi:.3f}")
+    return found
+
+
 def slab_majority(labels: np.ndarray, k: int, *, strict: bool) -> np.ndarray:
     """Labels of slabs of ``k`` consecutive thin slices (the first ``nz // k * k``, as ``realct_check.slab_average``
     makes the scan): a structure where it fills more than half of a slab's thin voxels (``strict``), or at least
@@ -271,19 +288,11 @@ def main() -> None:
             seg[variant, precision] = (rows, problems, codes, out)
     thin_labels = read_label(next((seg["as scanned", "float32"][3]).glob("realct_orbits*.nii.gz")))
     band = nerve_band(thin_labels, geometry_of(thick), k)
-    at4mm = {c: r for c, r in PLAUSIBLE_ML.items() if c != "nerve_ml"}
     a_problems: dict[str, list[str]] = {}
     for (variant, precision), (rows, problems, codes, _) in seg.items():
-        if variant == "as scanned":
-            found = problems + acceptance_problems(rows, codes)
-        else:
-            found = problems + acceptance_problems(rows, codes, ranges=at4mm, allowed_codes=frozenset({"nerve_volume_low"}))
-            sides = {r["side"]: r for r in rows}
-            found += [f"{s} nerve_ml {float(sides[s]['nerve_ml']):.3f} outside its 4 mm band "
-                      f"{band[s][0]:.3f}-{band[s][1]:.3f}" for s in ("right", "left")
-                      if s in sides and not band[s][0] - 1e-9 <= float(sides[s]["nerve_ml"]) <= band[s][1] + 1e-9]
-            a_old = problems + acceptance_problems(rows, codes)
-            report.setdefault("a_old", {})[precision] = a_old
+        found = problems + real_ct_problems(rows, codes, None if variant == "as scanned" else band)
+        if variant != "as scanned":  # the 2026-12-06 reading: the thin-slice floor at 4 mm
+            report.setdefault("a_old", {})[precision] = problems + acceptance_problems(rows, codes)
         a_problems[f"{variant}, {precision}"] = found
         sides = {r["side"]: r for r in rows}
         print(f"(a{'1' if variant == 'as scanned' else '2'}) real CT {variant}, {precision}: " + "; ".join(

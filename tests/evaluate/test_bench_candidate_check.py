@@ -153,7 +153,8 @@ def test_slab_majority_strict_and_lenient(bench):
     assert strict[1, 0].tolist() == lenient[1, 0].tolist() == [1, 1, 1, 1]
     # an odd slab has one majority
     three = np.array([[[2]], [[2]], [[0]]], dtype=np.uint8)
-    assert bench.slab_majority(three, 3, strict=True)[0, 0, 0] == bench.slab_majority(three, 3, strict=False)[0, 0, 0] == 2
+    assert bench.slab_majority(three, 3, strict=True)[0, 0, 0] == 2
+    assert bench.slab_majority(three, 3, strict=False)[0, 0, 0] == 2
     with pytest.raises(ValueError, match="k must"):
         bench.slab_majority(thin, 0, strict=True)
 
@@ -176,3 +177,15 @@ def test_nerve_band_measures_each_side_of_a_thin_labelling(bench):
     voxel = 1.0 * 1.0 * 4.0 / 1000
     assert band["right"] == pytest.approx((2 * 30 * voxel, 2 * 30 * voxel))
     assert band["left"] == pytest.approx((0.0, 30 * voxel))
+
+
+def test_real_ct_problems_judge_the_4mm_nerve_by_its_band(bench):
+    band = {"right": (0.06, 0.25), "left": (0.10, 0.45)}
+    rows = _rows(nerve_right=0.08)  # left 0.22
+    assert bench.real_ct_problems(rows, {"nerve_volume_low"}, band) == []
+    assert bench.real_ct_problems(rows, {"nerve_volume_low"}) == ["nerve_volume_low",
+                                                                 "right nerve_ml 0.08 outside 0.14-0.6"]
+    tight = {"right": (0.09, 0.25), "left": (0.10, 0.20)}
+    assert bench.real_ct_problems(rows, set(), tight) == ["right nerve_ml 0.080 outside its 4 mm band 0.090-0.250",
+                                                          "left nerve_ml 0.220 outside its 4 mm band 0.100-0.200"]
+    assert bench.real_ct_problems(rows, {"nerve_asymmetry"}, band) == ["nerve_asymmetry"]
