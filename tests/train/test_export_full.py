@@ -392,6 +392,8 @@ def test_add_full_from_a_model_folder_carries_its_full_network_beside_folds_fine
         add_full_network(both_model, tuned, overwrite=True, average_with=both_model)
     altered = tmp_path / "altered"
     shutil.copytree(both_model, altered)
+    with pytest.raises(InputError, match="not fine-tuned from"):  # a copy elsewhere is not the folds' parent
+        add_full_network(altered, tuned, overwrite=True)
     (altered / "full.pt").write_bytes((altered / "full.pt").read_bytes() + b"\0")
     with pytest.raises(InputError, match="does not match the SHA-256"):
         add_full_network(altered, tuned, overwrite=True)

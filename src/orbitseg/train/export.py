@@ -865,6 +865,10 @@ def _carry_full_network(source: Path, model_dir: Path, meta: dict, folds: list[P
         raise InputError(source / weights, f"does not match the SHA-256 its {MODEL_JSON} records")
     if (model_dir / weights).exists() and not overwrite:
         raise InputError(model_dir, f"already holds a {FULL_FOLD} network ({weights}); pass --overwrite to replace it")
+    parent = (meta.get("init_from") or {}).get("folder")
+    if parent is None or Path(parent).resolve() != source.resolve():
+        raise InputError(model_dir, f"its folds were not fine-tuned from {source} (model.json init_from: {parent}), "
+                                    f"so that folder's {FULL_FOLD} network is not theirs to carry")
     what = recipe_difference(read_training_checkpoint(source / weights), read_training_checkpoint(folds[0]))
     if what is not None:
         raise InputError(source, f"its {FULL_FOLD} network was trained with another {what} than the folds of "
