@@ -274,9 +274,10 @@ def main() -> None:
     # (a1) the real CT as scanned, (a2) as a 4 mm scan (slabs of two 2 mm slices)
     args.out.mkdir(parents=True, exist_ok=True)
     scans = {"as scanned": REALCT_ORBITS, "4 mm": args.out / "realct_4mm.nii.gz"}
-    thick = realct_check.make_variant(sitk.ReadImage(str(REALCT_ORBITS)), "slab4")
+    thin = sitk.ReadImage(str(REALCT_ORBITS))
+    thick = realct_check.make_variant(thin, "slab4")
     sitk.WriteImage(thick, str(scans["4 mm"]))
-    k = int(round(thick.GetSpacing()[2] / sitk.ReadImage(str(REALCT_ORBITS)).GetSpacing()[2]))
+    k = int(round(thick.GetSpacing()[2] / thin.GetSpacing()[2]))
     seg = {}
     for variant, scan in scans.items():
         for precision in ("float32", "bfloat16"):

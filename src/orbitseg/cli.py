@@ -177,8 +177,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.add_full:
         from orbitseg.runs.layout import resolve_model
 
-        out = add_full_network(resolve_model(args.run_dir), args.output, overwrite=args.overwrite, dataset=args.dataset,
-                               average_with=args.average_with, average_weight=args.average_weight)
+        out = add_full_network(resolve_model(args.run_dir), args.output, overwrite=args.overwrite,
+                               dataset=args.dataset, average_with=args.average_with,
+                               average_weight=args.average_weight)
         print(describe_export(out))
         print(f"use it with: orbitseg predict SCANS OUT --model {out} --folds {FULL_FOLD}")
         return 0

@@ -738,6 +738,17 @@ def _folds_cases(meta: dict) -> set[str] | None:
     return {c for sp in splits for part in ("train", "val", "test") for c in sp.get(part, [])}
 
 
+def _cases_mismatch(meta: dict, trained: set[str]) -> str | None:
+    """Why a full network trained on ``trained`` is not trained on exactly the cases the folds of a model folder's
+    ``meta`` were made from, or None when it is."""
+    cases = _folds_cases(meta)
+    if cases is None:
+        return "its model.json records no splits"
+    if cases != trained:
+        return f"{len(trained - cases)} case(s) not in the folds, {len(cases - trained)} of theirs missing"
+    return None
+
+
 def _same_folds(a: Path, b: Path) -> bool:
     """Whether two model folders hold the same fold networks (a copy of a folder counts as that folder)."""
     if a.resolve() == b.resolve():
@@ -795,10 +806,9 @@ def add_full_network(run_dir: str | Path, model_dir: str | Path, *, overwrite: b
     if what is not None:
         raise InputError(full_dir, f"was trained with another {what} than the folds of {model_dir}; export it on "
                                    "its own (orbitseg export RUN MODEL --full)")
-    cases, trained = _folds_cases(meta), set(info["split"]["train"])
-    if cases is None or cases != trained:
-        why = ("its model.json records no splits" if cases is None else
-               f"{len(trained - cases)} case(s) not in the folds, {len(cases - trained)} of theirs missing")
+    trained = set(info["split"]["train"])
+    why = _cases_mismatch(meta, trained)
+    if why is not None:
         raise InputError(full_dir, f"was not trained on the cases the folds of {model_dir} were made from ({why}); "
                                    "export it on its own (orbitseg export RUN MODEL --full)")
     _, ds_info = _dataset(info, dataset)
@@ -873,11 +883,8 @@ def _carry_full_network(source: Path, model_dir: Path, meta: dict, folds: list[P
     if what is not None:
         raise InputError(source, f"its {FULL_FOLD} network was trained with another {what} than the folds of "
                                  f"{model_dir}")
-    cases = _folds_cases(meta)
-    trained = set(((record.get("run") or {}).get("split") or {}).get("train") or [])
-    if cases is None or cases != trained:
-        why = ("its model.json records no splits" if cases is None else
-               f"{len(trained - cases)} case(s) not in the folds, {len(cases - trained)} of theirs missing")
+    why = _cases_mismatch(meta, set(((record.get("run") or {}).get("split") or {}).get("train") or []))
+    if why is not None:
         raise InputError(source, f"its {FULL_FOLD} network was not trained on the cases the folds of {model_dir} "
                                  f"were made from ({why})")
     src_cmds, name = _parent_commands(source, None, from_full=True)
@@ -891,7 +898,7 @@ def _carry_full_network(source: Path, model_dir: Path, meta: dict, folds: list[P
     recreate = src_cmds + folds_cmds[k:] + [f"orbitseg export {name} MODEL_DIR --add-full"]
     _put_full_network(model_dir, meta, lambda path: shutil.copy2(source / weights, path), lambda path: {
         **record, "recreate": recreate,
-        "carried_from": {"folder": str(source.resolve()), "name": src_meta.get("name"), "sha256": file_sha256(path),
+        "carried_from": {"folder": str(source.resolve()), "name": src_meta.get("name"),
                          "how": f"the {FULL_FOLD} network of that folder, unchanged, beside folds fine-tuned from "
                                 "its folds"}})
     return model_dir
